@@ -1,0 +1,49 @@
+# Coffer — the two commands are `make run` and `make test`; everything else supports them.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_SRC := $(shell find protos -name '*.proto')
+PROTO_STAMP := libs/coffer/api/.generated
+
+.PHONY: run test proto lint typecheck bench install stop clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP) $(PROTO_STAMP)
+
+$(PROTO_STAMP): $(PROTO_SRC) $(STAMP) scripts/genproto.py
+	$(BIN)/python scripts/genproto.py
+	touch $@
+
+proto: $(STAMP)
+	$(BIN)/python scripts/genproto.py
+	touch $(PROTO_STAMP)
+
+run: install
+	$(BIN)/python -m coffer.devrun $(if $(REGIONS),--regions $(REGIONS),)
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+lint: install
+	$(BIN)/ruff check libs services tests bench scripts
+	$(BIN)/ruff format --check libs services tests bench scripts
+	$(BIN)/buf lint protos
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench.run_bench
+
+clean:
+	rm -rf $(VENV) libs/coffer/api .mypy_cache .ruff_cache

@@ -1,0 +1,70 @@
+"""Frozen settings, read from COFFER_* environment variables once, in each service's ``__main__``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVICES = ("gateway", "kms", "store", "rotation")
+
+DEFAULT_PORTS = {"gateway": 7443, "store": 7444, "kms": 7445, "rotation": 7446}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    home: Path
+    region: str
+    account_id: str
+    partition: str
+    database_url: str
+    redis_url: str
+    gateway_addr: str
+    store_addr: str
+    kms_addr: str
+    rotation_addr: str
+    pki_dir: Path
+    root_key_file: Path
+    credentials_file: Path
+    log_level: str
+    log_file: Path | None
+    data_key_cache_seconds: float
+    purge_interval_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        home = Path(e.get("COFFER_HOME", ".coffer")).resolve()
+
+        def addr(service: str) -> str:
+            return e.get(f"COFFER_{service.upper()}_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}")
+
+        log_file = e.get("COFFER_LOG_FILE")
+        return cls(
+            home=home,
+            region=e.get("COFFER_REGION", "local-1"),
+            account_id=e.get("COFFER_ACCOUNT_ID", "000000000000"),
+            partition=e.get("COFFER_PARTITION", "aws"),
+            database_url=e.get("COFFER_DATABASE_URL", ""),
+            redis_url=e.get("COFFER_REDIS_URL", ""),
+            gateway_addr=addr("gateway"),
+            store_addr=addr("store"),
+            kms_addr=addr("kms"),
+            rotation_addr=addr("rotation"),
+            pki_dir=Path(e.get("COFFER_PKI_DIR", str(home / "pki"))),
+            root_key_file=Path(e.get("COFFER_ROOT_KEY_FILE", str(home / "keys" / "root.key"))),
+            credentials_file=Path(e.get("COFFER_CREDENTIALS_FILE", str(home / "credentials.json"))),
+            log_level=e.get("COFFER_LOG_LEVEL", "info"),
+            log_file=Path(log_file) if log_file else None,
+            data_key_cache_seconds=float(e.get("COFFER_DATA_KEY_CACHE_SECONDS", "30")),
+            purge_interval_seconds=float(e.get("COFFER_PURGE_INTERVAL_SECONDS", "60")),
+        )
+
+    def addr_of(self, service: str) -> str:
+        return {
+            "gateway": self.gateway_addr,
+            "store": self.store_addr,
+            "kms": self.kms_addr,
+            "rotation": self.rotation_addr,
+        }[service]
