@@ -1,0 +1,113 @@
+"""Composition root of the kms service: settings → root key → PostgreSQL pool (+ migrations) → app → gRPC
+server (mTLS, peers store and gateway) → purge/rotation loop. ``python -m coffer.kms``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+import structlog
+
+from coffer import logs
+from coffer.api.kms.v1 import kms_pb2_grpc
+from coffer.crypto.rootkey import RootKey
+from coffer.kms.app import Clock, KmsApp, SystemClock
+from coffer.kms.keystore import PgKeyStore, migrate
+from coffer.kms.maintenance import MaintenanceLoop
+from coffer.kms.model import MaintenanceReport, Scope
+from coffer.kms.servicer import SERVICE_NAME, KmsServicer
+from coffer.rootkey_file import RootKeyFileError, load_root_key
+from coffer.rpc.server import PeerPolicy, RunningServer, run_service, start_server, wait_for_signal
+from coffer.rpc.tls import TlsFiles
+from coffer.settings import Settings
+
+log = structlog.get_logger("coffer.kms")
+
+#: The store calls every RPC; the gateway forwards key management and crypto calls for the CLI (crypto on the
+#: AWS-managed default key is refused to it by the app). Both may forward the end caller's principal.
+PEERS = PeerPolicy(default=frozenset({"store", "gateway"}), forwarders=frozenset({"store", "gateway"}))
+
+
+@dataclass
+class KmsRuntime:
+    port: int
+    app: KmsApp
+    server: RunningServer
+    pool: asyncpg.Pool
+    maintenance: MaintenanceLoop
+
+    async def run_maintenance(self) -> MaintenanceReport:
+        """One purge/rotation round now (tests move the clock and call this instead of waiting)."""
+        return await self.app.run_maintenance()
+
+    async def aclose(self) -> None:
+        await self.maintenance.stop()
+        await self.server.stop(grace=2.0)
+        await self.pool.close()
+
+
+async def serve(
+    settings: Settings, *, clock: Clock | None = None, root_key: RootKey | None = None
+) -> KmsRuntime:
+    """Start the kms service. ``clock`` and ``root_key`` are for tests; by default the key is read from
+    ``settings.root_key_file`` (a missing file fails with a clear ``RootKeyFileError``)."""
+    root = root_key if root_key is not None else load_root_key(settings.root_key_file)
+    if not settings.database_url:
+        raise RuntimeError("kms: COFFER_DATABASE_URL is not set")
+    if settings.purge_interval_seconds <= 0:
+        raise RuntimeError("kms: COFFER_PURGE_INTERVAL_SECONDS must be positive")
+    scope = Scope(partition=settings.partition, region=settings.region, account_id=settings.account_id)
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10)
+    try:
+        applied = await migrate(pool)
+        if applied:
+            log.info("kms.migrated", versions=applied)
+        store = PgKeyStore(pool, scope)
+        foreign = await store.root_key_ids() - {root.key_id}
+        if foreign:
+            raise RootKeyFileError(
+                f"kms: stored key material is wrapped under root key id(s) {sorted(foreign)}, but the loaded "
+                f"root key has id {root.key_id}; this database needs its original root key file"
+            )
+        app = KmsApp(store=store, root_key=root, scope=scope, clock=clock or SystemClock())
+        loop = MaintenanceLoop(run=app.run_maintenance, interval=settings.purge_interval_seconds)
+
+        def register(server: grpc.aio.Server) -> list[str]:
+            kms_pb2_grpc.add_KeyManagementServiceServicer_to_server(KmsServicer(app), server)
+            return [SERVICE_NAME]
+
+        server = await start_server(
+            service="kms",
+            bind=settings.kms_addr,
+            tls=TlsFiles.for_identity(settings.pki_dir, "kms"),
+            register=register,
+            peers=PEERS,
+        )
+    except BaseException:
+        await pool.close()
+        raise
+    loop.start()
+    return KmsRuntime(port=server.port, app=app, server=server, pool=pool, maintenance=loop)
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    logs.configure(service="kms", level=settings.log_level, log_file=settings.log_file)
+
+    async def run() -> None:
+        try:
+            runtime = await serve(settings)
+        except RootKeyFileError as exc:
+            log.error("kms.root_key_unusable", error=str(exc))
+            raise SystemExit(f"coffer.kms: {exc}") from None
+        try:
+            await wait_for_signal()
+        finally:
+            await runtime.aclose()
+
+    run_service(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The background loop of the kms service: every ``interval`` seconds, purge keys whose DeletionDate has
+passed and perform due automatic rotations (``KmsApp.run_maintenance``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from coffer.kms.model import MaintenanceReport
+
+log = structlog.get_logger("coffer.kms")
+
+
+class MaintenanceLoop:
+    def __init__(self, *, run: Callable[[], Awaitable[MaintenanceReport]], interval: float) -> None:
+        if interval <= 0:
+            raise ValueError("the maintenance interval must be positive")
+        self._run = run
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="kms-maintenance")
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                report = await self._run()
+                if report.purged or report.rotated:
+                    log.info("kms.maintenance", purged=len(report.purged), rotated=len(report.rotated))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the loop alive; the next round retries
+                log.exception("kms.maintenance_failed", error_type=type(exc).__name__)
+            await asyncio.sleep(self._interval)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
