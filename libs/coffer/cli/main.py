@@ -1,0 +1,297 @@
+"""The ``coffer`` command, shaped like the AWS CLI.
+
+    coffer secretsmanager create-secret --name db/prod --secret-string '{"user": "app"}'
+    coffer secretsmanager get-secret-value --secret-id db/prod --version-stage AWSPREVIOUS
+    coffer kms create-key --description "payments"
+    coffer status
+    coffer admin create-credential --principal user/alice
+
+Every operation of ``coffer.api.secrets.v1.SecretsManagerService`` and ``coffer.api.kms.v1.
+KeyManagementService`` is a sub-command, built from the proto descriptors (``coffer.cli.shapes``). Output is
+the AWS CLI's JSON. Exit codes follow the AWS CLI: 0 ok, 252 bad command line, 253 missing or bad
+configuration, 254 the service returned an error (``An error occurred (<Code>) when calling the <Op>
+operation: <message>`` on stderr), 255 anything else (e.g. the gateway cannot be reached); ``coffer status``
+exits 1 when a service is not serving. Global options (``--endpoint``, ``--ca-file``, ``--token``,
+``--region``, ``--profile``) go before or after the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from google.protobuf.descriptor import ServiceDescriptor
+
+from coffer.cli import shapes
+from coffer.cli.status import check_all
+from coffer.client import _ops
+from coffer.client.profile import ConfigurationError, Connection, Profile, load_profile, resolve_connection
+from coffer.client.sync import CofferClient
+from coffer.core.errors import CofferError
+
+EXIT_OK = 0
+EXIT_NOT_SERVING = 1
+EXIT_USAGE = 252
+EXIT_CONFIG = 253
+EXIT_SERVICE_ERROR = 254
+EXIT_OTHER = 255
+
+SERVICES: dict[str, ServiceDescriptor] = {"secretsmanager": _ops.SECRETS, "kms": _ops.KMS}
+
+Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
+
+
+class _UsageExit(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageExit(f"{self.format_usage()}{self.prog}: error: {message}")
+
+
+def _global_options(*, suppress: bool) -> _Parser:
+    """The options every command takes. On sub-commands their default is SUPPRESS, so a value given before
+    the command is not overwritten by an absent one after it."""
+    default = argparse.SUPPRESS if suppress else None
+    p = _Parser(add_help=False)
+    g = p.add_argument_group("global options")
+    g.add_argument("--endpoint", "--endpoint-url", dest="endpoint", default=default, help="gateway host:port")
+    g.add_argument("--ca-file", dest="ca_file", default=default, help="CA certificate to verify the gateway")
+    g.add_argument("--token", dest="token", default=default, help="bearer token (cfr_...)")
+    g.add_argument("--region", dest="region", default=default, help="region name (informational)")
+    g.add_argument("--profile", dest="profile", default=default, help="path of a profile JSON")
+    g.add_argument("--output", dest="output", choices=["json"], default=default, help="output format")
+    return p
+
+
+def _profile(args: argparse.Namespace) -> Profile:
+    return load_profile(Path(args.profile)) if args.profile else load_profile()
+
+
+def _connection(args: argparse.Namespace, profile: Profile | None = None) -> Connection:
+    return resolve_connection(
+        endpoint=args.endpoint,
+        ca_file=args.ca_file,
+        token=args.token,
+        region=args.region,
+        profile=profile if profile is not None else _profile(args),
+    )
+
+
+def _operation_handler(service: str, operation: str) -> Handler:
+    descriptor = SERVICES[service].methods_by_name[operation]
+
+    def handle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        request = shapes.request_from_args(descriptor.input_type, args)
+        conn = _connection(args)
+        try:
+            client = CofferClient(conn.endpoint, conn.ca_file, conn.token, region=conn.region)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
+            ) from None
+        with client:
+            target = client if service == "secretsmanager" else client.kms
+            try:
+                response = target.call(operation, request)
+            except _ops.EndpointUnreachable as exc:
+                print(exc.message, file=err)
+                return EXIT_OTHER
+            except CofferError as exc:
+                print(
+                    f"An error occurred ({exc.code}) when calling the {operation} operation: {exc.message}",
+                    file=err,
+                )
+                return EXIT_SERVICE_ERROR
+        body = shapes.to_aws(response)
+        if body:
+            print(json.dumps(body, indent=4, ensure_ascii=False), file=out)
+        return EXIT_OK
+
+    return handle
+
+
+def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    profile = _profile(args)
+    services = dict(profile.services)
+    if args.endpoint:
+        services["gateway"] = args.endpoint
+    conn = resolve_connection(
+        endpoint=args.endpoint or services.get("gateway"),
+        ca_file=args.ca_file,
+        token=args.token,
+        region=args.region,
+        profile=profile,
+    )
+    services.setdefault("gateway", conn.endpoint)
+    results = check_all(
+        services,
+        ca_file=conn.ca_file,
+        operator_cert=profile.operator_cert,
+        operator_key=profile.operator_key,
+        timeout=args.timeout,
+    )
+    width = max(len(r.name) for r in results)
+    for r in results:
+        line = f"{r.name:<{width}}  {r.address:<21}  {r.status}"
+        print(f"{line}  ({r.detail})" if r.detail else line, file=out)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        names = ", ".join(f"{r.name} ({r.status})" for r in failed)
+        print(f"Not serving: {names}", file=err)
+        return EXIT_NOT_SERVING
+    return EXIT_OK
+
+
+def _credentials_file(args: argparse.Namespace) -> Path:
+    if args.credentials_file:
+        return Path(args.credentials_file)
+    from coffer.settings import Settings
+
+    return Settings.from_env().credentials_file
+
+
+def _create_credential(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from coffer.credentials import create_credential
+
+    path = _credentials_file(args)
+    try:
+        token = create_credential(path, principal=args.principal)
+    except CofferError as exc:
+        raise shapes.UsageError(exc.message) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"Cannot update {path}: {exc}") from None
+    print(token, file=out)
+    print(f"Credential for {args.principal} added to {path}. The token is shown only once.", file=err)
+    return EXIT_OK
+
+
+def _list_credentials(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from coffer.credentials import read_credentials
+
+    path = _credentials_file(args)
+    try:
+        creds = read_credentials(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"Cannot read {path}: {exc}") from None
+    body = {
+        "Credentials": [
+            {"CredentialId": c.id, "Principal": c.principal, "CreatedDate": c.created} for c in creds.values()
+        ]
+    }
+    print(json.dumps(body, indent=4), file=out)
+    return EXIT_OK
+
+
+def _revoke_credential(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from coffer.credentials import revoke_credential
+
+    path = _credentials_file(args)
+    try:
+        removed = revoke_credential(path, credential_id=args.credential_id)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"Cannot update {path}: {exc}") from None
+    if not removed:
+        print(f"No credential {args.credential_id} in {path}.", file=err)
+        return EXIT_OTHER
+    print(f"Credential {args.credential_id} revoked.", file=err)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="coffer",
+        description="Coffer: a self-hosted secrets manager that behaves like AWS Secrets Manager.",
+        parents=[_global_options(suppress=False)],
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    leaf_parents = [_global_options(suppress=True)]
+
+    for service_name, service in SERVICES.items():
+        service_parser = commands.add_parser(service_name, help=f"{service.full_name} operations")
+        operations = service_parser.add_subparsers(
+            dest="operation", metavar="OPERATION", parser_class=_Parser
+        )
+        operations.required = True
+        for method in service.methods:
+            op_parser = operations.add_parser(
+                shapes.command_name(method.name), parents=leaf_parents, help=method.name
+            )
+            shapes.add_request_arguments(op_parser, method.input_type)
+            op_parser.set_defaults(handler=_operation_handler(service_name, method.name))
+
+    status = commands.add_parser(
+        "status", parents=leaf_parents, help="health of every service in the profile"
+    )
+    status.add_argument("--timeout", type=float, default=3.0, help="seconds per service (default 3)")
+    status.set_defaults(handler=_status)
+
+    admin = commands.add_parser("admin", help="local administration (credentials file)")
+    admin_commands = admin.add_subparsers(dest="admin_command", metavar="ACTION", parser_class=_Parser)
+    admin_commands.required = True
+    file_help = "credentials file (default: $COFFER_CREDENTIALS_FILE or $COFFER_HOME/credentials.json)"
+    create = admin_commands.add_parser("create-credential", help="add a bearer credential, print its token")
+    create.add_argument("--principal", required=True, help="e.g. user/admin")
+    create.add_argument("--credentials-file", default=None, help=file_help)
+    create.set_defaults(handler=_create_credential)
+    listing = admin_commands.add_parser("list-credentials", help="credential ids and principals")
+    listing.add_argument("--credentials-file", default=None, help=file_help)
+    listing.set_defaults(handler=_list_credentials)
+    revoke = admin_commands.add_parser("revoke-credential", help="remove a credential")
+    revoke.add_argument("--credential-id", required=True)
+    revoke.add_argument("--credentials-file", default=None, help=file_help)
+    revoke.set_defaults(handler=_revoke_credential)
+    return parser
+
+
+@contextlib.contextmanager
+def _redirected(out: TextIO, err: TextIO) -> Iterator[None]:
+    """argparse prints help and usage to sys.stdout/sys.stderr itself."""
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        yield
+
+
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    parser = build_parser()
+    try:
+        with _redirected(out, err):
+            args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except _UsageExit as exc:
+        print(exc.message, file=err)
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    handler: Handler = args.handler
+    try:
+        return handler(args, out, err)
+    except shapes.UsageError as exc:
+        print(f"coffer: error: {exc}", file=err)
+        return EXIT_USAGE
+    except ConfigurationError as exc:
+        print(f"coffer: {exc}", file=err)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    except CofferError as exc:
+        print(f"coffer: {exc}", file=err)
+        return EXIT_SERVICE_ERROR
+    except (OSError, ValueError) as exc:
+        print(f"coffer: {exc}", file=err)
+        return EXIT_OTHER
+
+
+if __name__ == "__main__":
+    sys.exit(main())

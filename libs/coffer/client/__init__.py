@@ -1,0 +1,23 @@
+"""Coffer's Python SDK. ``CofferClient`` (sync) and ``AsyncCofferClient`` (asyncio) talk to the gateway over
+TLS with a bearer token; methods return the response protobuf messages and raise ``CofferError`` subclasses
+whose ``code`` is the AWS error name."""
+
+from coffer.client._ops import EndpointUnreachable
+from coffer.client.aio import AsyncCofferClient, AsyncKmsClient
+from coffer.client.profile import ConfigurationError, Connection, Profile, load_profile, resolve_connection
+from coffer.client.sync import CofferClient, KmsClient
+from coffer.core.errors import CofferError
+
+__all__ = [
+    "AsyncCofferClient",
+    "AsyncKmsClient",
+    "CofferClient",
+    "CofferError",
+    "ConfigurationError",
+    "Connection",
+    "EndpointUnreachable",
+    "KmsClient",
+    "Profile",
+    "load_profile",
+    "resolve_connection",
+]

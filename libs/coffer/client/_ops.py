@@ -1,0 +1,111 @@
+"""What the async and sync clients share: the operation table (read from the proto descriptors), request
+building (with the boto3-style ``ClientRequestToken`` auto-fill) and channel credentials."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
+
+from coffer.api.kms.v1 import kms_pb2
+from coffer.api.secrets.v1 import secrets_pb2
+from coffer.core import errors
+from coffer.rpc.status import error_info_of, from_rpc_error
+
+SECRETS = secrets_pb2.DESCRIPTOR.services_by_name["SecretsManagerService"]
+KMS = kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"]
+
+#: Like boto3, fill ``client_request_token`` with ``str(uuid4())`` when the caller did not give one.
+TOKEN_AUTOFILL = frozenset({"CreateSecret", "PutSecretValue", "UpdateSecret"})
+
+DEFAULT_TIMEOUT_SECONDS = 30.0
+
+
+class EndpointUnreachable(errors.Unavailable):
+    """The gateway itself could not be reached (no answer from a Coffer server at all)."""
+
+
+def map_rpc_error(exc: grpc.RpcError, endpoint: str) -> errors.CofferError:
+    """The CofferError a call failed with. A failure that carries no Coffer error details and says
+    UNAVAILABLE never reached a Coffer server: it becomes ``EndpointUnreachable``."""
+    code = exc.code() if hasattr(exc, "code") else None
+    if code == grpc.StatusCode.UNAVAILABLE and error_info_of(exc) is None:
+        details = exc.details() if hasattr(exc, "details") else ""
+        return EndpointUnreachable(f"Could not connect to the endpoint {endpoint}: {details}")
+    return from_rpc_error(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    service: str  # full gRPC service name
+    name: str  # the AWS operation name, e.g. GetSecretValue
+    path: str  # /coffer.api.secrets.v1.SecretsManagerService/GetSecretValue
+    request_type: type[Message]
+    response_type: type[Message]
+
+
+@cache
+def operation(service: ServiceDescriptor, name: str) -> Operation:
+    method = service.methods_by_name.get(name)
+    if method is None:
+        raise ValueError(f"{service.full_name} has no operation {name!r}")
+    return Operation(
+        service=service.full_name,
+        name=name,
+        path=f"/{service.full_name}/{name}",
+        request_type=message_factory.GetMessageClass(method.input_type),
+        response_type=message_factory.GetMessageClass(method.output_type),
+    )
+
+
+def build_request(op: Operation, request: Message | None, fields: Mapping[str, Any]) -> Message:
+    """The request message: ``request`` itself, or one built from keyword fields (snake_case proto field
+    names; nested messages may be given as dicts). Adds the idempotency token where boto3 would."""
+    if request is not None and fields:
+        raise TypeError(f"{op.name}: pass either a request message or keyword fields, not both")
+    if request is None:
+        msg = op.request_type(**fields)
+    elif isinstance(request, op.request_type):
+        msg = request
+    else:
+        raise TypeError(
+            f"{op.name} takes a {op.request_type.DESCRIPTOR.full_name}, not {type(request).__name__}"
+        )
+    if op.name in TOKEN_AUTOFILL and not msg.HasField("client_request_token"):
+        filled = op.request_type()
+        filled.CopyFrom(msg)
+        filled.client_request_token = str(uuid.uuid4())  # type: ignore[attr-defined]
+        msg = filled
+    return msg
+
+
+def target_of(endpoint: str) -> str:
+    """A gRPC target from ``host:port`` or ``https://host:port``."""
+    for scheme in ("https://", "grpcs://"):
+        if endpoint.startswith(scheme):
+            return endpoint[len(scheme) :].rstrip("/")
+    if "://" in endpoint:
+        raise ValueError(f"Unsupported endpoint {endpoint!r}: use host:port (TLS is always on)")
+    return endpoint
+
+
+def credentials(ca_file: str | Path, token: str | None) -> grpc.ChannelCredentials:
+    """TLS verified against ``ca_file``; every call carries ``authorization: Bearer <token>``."""
+    tls = grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
+    if token is None:
+        return tls
+    return grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(token))
+
+
+def channel_options(server_name: str | None) -> list[tuple[str, Any]]:
+    if server_name is None:
+        return []
+    return [("grpc.ssl_target_name_override", server_name), ("grpc.default_authority", server_name)]

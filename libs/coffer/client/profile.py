@@ -1,0 +1,146 @@
+"""Where the SDK and the CLI find their endpoint, CA file and token.
+
+Precedence: explicit arguments (CLI flags) > ``COFFER_ENDPOINT`` / ``COFFER_CA_FILE`` / ``COFFER_TOKEN`` /
+``COFFER_REGION`` > the profile JSON written by ``make run``. The profile is ``$COFFER_PROFILE`` when set
+(then it must exist), else the first of ``./.coffer/profile.json`` and ``~/.config/coffer/profile.json``.
+
+Profile keys: ``endpoint``, ``ca_file``, ``token``, ``region``, ``services`` (``{"gateway": "host:port",
+"store": ..., "kms": ..., "rotation": ...}``), ``operator_cert``, ``operator_key``. Relative file paths are
+relative to the profile's directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROFILE_ENV = "COFFER_PROFILE"
+ENDPOINT_ENV = "COFFER_ENDPOINT"
+CA_FILE_ENV = "COFFER_CA_FILE"
+TOKEN_ENV = "COFFER_TOKEN"
+REGION_ENV = "COFFER_REGION"
+
+
+class ConfigurationError(ValueError):
+    """The endpoint, CA file or token cannot be determined, or the profile is unreadable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    endpoint: str | None = None
+    ca_file: Path | None = None
+    token: str | None = None
+    region: str | None = None
+    services: Mapping[str, str] = field(default_factory=dict)
+    operator_cert: Path | None = None
+    operator_key: Path | None = None
+    path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Everything a client needs to reach the gateway."""
+
+    endpoint: str
+    ca_file: Path
+    token: str | None
+    region: str | None = None
+
+
+def profile_candidates(env: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> list[Path]:
+    e = os.environ if env is None else env
+    explicit = e.get(PROFILE_ENV)
+    if explicit:
+        return [Path(explicit).expanduser()]
+    home = Path(e.get("HOME") or Path.home())
+    return [(cwd or Path.cwd()) / ".coffer" / "profile.json", home / ".config" / "coffer" / "profile.json"]
+
+
+def _opt_str(doc: Mapping[str, object], key: str, path: Path) -> str | None:
+    value = doc.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{path}: {key!r} must be a string")
+    return value
+
+
+def _opt_path(doc: Mapping[str, object], key: str, path: Path) -> Path | None:
+    value = _opt_str(doc, key, path)
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else path.parent / p
+
+
+def read_profile(path: Path) -> Profile:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"Profile {path} does not exist (is `make run` running?).") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"Profile {path} is unreadable: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigurationError(f"Profile {path} must hold a JSON object.")
+    services = doc.get("services") or {}
+    if not isinstance(services, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in services.items()
+    ):
+        raise ConfigurationError(f'{path}: "services" must map service names to "host:port" strings')
+    return Profile(
+        endpoint=_opt_str(doc, "endpoint", path),
+        ca_file=_opt_path(doc, "ca_file", path),
+        token=_opt_str(doc, "token", path),
+        region=_opt_str(doc, "region", path),
+        services=dict(services),
+        operator_cert=_opt_path(doc, "operator_cert", path),
+        operator_key=_opt_path(doc, "operator_key", path),
+        path=path,
+    )
+
+
+def load_profile(path: Path | None = None, *, env: Mapping[str, str] | None = None) -> Profile:
+    """The profile at ``path``, else at ``$COFFER_PROFILE``, else the first existing default location, else
+    an empty profile."""
+    if path is not None:
+        return read_profile(path)
+    e = os.environ if env is None else env
+    candidates = profile_candidates(e)
+    if e.get(PROFILE_ENV):
+        return read_profile(candidates[0])
+    for candidate in candidates:
+        if candidate.is_file():
+            return read_profile(candidate)
+    return Profile()
+
+
+def resolve_connection(
+    *,
+    endpoint: str | None = None,
+    ca_file: str | Path | None = None,
+    token: str | None = None,
+    region: str | None = None,
+    profile: Profile | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Connection:
+    """Merge explicit values, environment variables and the profile (in that order of precedence)."""
+    e = os.environ if env is None else env
+    prof = profile if profile is not None else load_profile(env=e)
+    final_endpoint = endpoint or e.get(ENDPOINT_ENV) or prof.endpoint
+    final_ca = ca_file or e.get(CA_FILE_ENV) or prof.ca_file
+    final_token = token or e.get(TOKEN_ENV) or prof.token
+    final_region = region or e.get(REGION_ENV) or prof.region
+    if not final_endpoint:
+        raise ConfigurationError(
+            "No endpoint: pass --endpoint, set COFFER_ENDPOINT, or run `make run` (it writes a profile)."
+        )
+    if not final_ca:
+        raise ConfigurationError(
+            "No CA file to verify the gateway with: pass --ca-file, set COFFER_CA_FILE, or use a profile."
+        )
+    return Connection(
+        endpoint=final_endpoint, ca_file=Path(final_ca), token=final_token or None, region=final_region
+    )

@@ -1,0 +1,208 @@
+"""The synchronous Python SDK: ``CofferClient`` (same methods as ``AsyncCofferClient``, without ``await``).
+
+Methods are the operations in snake_case; keyword arguments are the request fields (snake_case proto field
+names); they **return the response protobuf messages**; failures raise ``CofferError`` subclasses (``code`` =
+AWS error name). ``client_request_token`` is auto-filled for CreateSecret, PutSecretValue and UpdateSecret.
+
+    with CofferClient.from_env() as client:
+        client.create_secret(name="db/prod", secret_string="{...}")
+        print(client.get_secret_value(secret_id="db/prod").secret_string)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
+
+from coffer.api.kms.v1 import kms_pb2
+from coffer.api.secrets.v1 import secrets_pb2 as sm
+from coffer.client import _ops
+from coffer.client.profile import Profile, load_profile, resolve_connection
+
+R = TypeVar("R", bound=Message)
+
+
+class _SyncService:
+    def __init__(
+        self, channel: grpc.Channel, service: ServiceDescriptor, timeout: float, endpoint: str
+    ) -> None:
+        self._channel = channel
+        self._endpoint = endpoint
+        self._service = service
+        self._timeout = timeout
+        self._callables: dict[str, Any] = {}
+
+    def call(self, operation: str, request: Message | None = None, /, **fields: Any) -> Message:
+        """Call ``operation`` (its AWS name, e.g. ``"GetSecretValue"``) with a request message or fields."""
+        op = _ops.operation(self._service, operation)
+        msg = _ops.build_request(op, request, fields)
+        callable_ = self._callables.get(operation)
+        if callable_ is None:
+            callable_ = self._channel.unary_unary(
+                op.path,
+                request_serializer=op.request_type.SerializeToString,
+                response_deserializer=op.response_type.FromString,
+            )
+            self._callables[operation] = callable_
+        try:
+            response: Message = callable_(msg, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise _ops.map_rpc_error(exc, self._endpoint) from None
+        return response
+
+    def _call(self, operation: str, response_type: type[R], fields: Mapping[str, Any]) -> R:
+        response = self.call(operation, **fields)
+        if not isinstance(response, response_type):  # pragma: no cover - the descriptor decides the type
+            raise TypeError(f"{operation} returned {type(response).__name__}")
+        return response
+
+
+class KmsClient(_SyncService):
+    """Key operations (``coffer.api.kms.v1.KeyManagementService``) through the gateway."""
+
+    def create_key(self, **fields: Any) -> kms_pb2.CreateKeyResponse:
+        return self._call("CreateKey", kms_pb2.CreateKeyResponse, fields)
+
+    def describe_key(self, **fields: Any) -> kms_pb2.DescribeKeyResponse:
+        return self._call("DescribeKey", kms_pb2.DescribeKeyResponse, fields)
+
+    def list_keys(self, **fields: Any) -> kms_pb2.ListKeysResponse:
+        return self._call("ListKeys", kms_pb2.ListKeysResponse, fields)
+
+    def enable_key(self, **fields: Any) -> kms_pb2.EnableKeyResponse:
+        return self._call("EnableKey", kms_pb2.EnableKeyResponse, fields)
+
+    def disable_key(self, **fields: Any) -> kms_pb2.DisableKeyResponse:
+        return self._call("DisableKey", kms_pb2.DisableKeyResponse, fields)
+
+    def schedule_key_deletion(self, **fields: Any) -> kms_pb2.ScheduleKeyDeletionResponse:
+        return self._call("ScheduleKeyDeletion", kms_pb2.ScheduleKeyDeletionResponse, fields)
+
+    def cancel_key_deletion(self, **fields: Any) -> kms_pb2.CancelKeyDeletionResponse:
+        return self._call("CancelKeyDeletion", kms_pb2.CancelKeyDeletionResponse, fields)
+
+    def create_alias(self, **fields: Any) -> kms_pb2.CreateAliasResponse:
+        return self._call("CreateAlias", kms_pb2.CreateAliasResponse, fields)
+
+    def list_aliases(self, **fields: Any) -> kms_pb2.ListAliasesResponse:
+        return self._call("ListAliases", kms_pb2.ListAliasesResponse, fields)
+
+    def delete_alias(self, **fields: Any) -> kms_pb2.DeleteAliasResponse:
+        return self._call("DeleteAlias", kms_pb2.DeleteAliasResponse, fields)
+
+    def enable_key_rotation(self, **fields: Any) -> kms_pb2.EnableKeyRotationResponse:
+        return self._call("EnableKeyRotation", kms_pb2.EnableKeyRotationResponse, fields)
+
+    def disable_key_rotation(self, **fields: Any) -> kms_pb2.DisableKeyRotationResponse:
+        return self._call("DisableKeyRotation", kms_pb2.DisableKeyRotationResponse, fields)
+
+    def get_key_rotation_status(self, **fields: Any) -> kms_pb2.GetKeyRotationStatusResponse:
+        return self._call("GetKeyRotationStatus", kms_pb2.GetKeyRotationStatusResponse, fields)
+
+    def rotate_key_on_demand(self, **fields: Any) -> kms_pb2.RotateKeyOnDemandResponse:
+        return self._call("RotateKeyOnDemand", kms_pb2.RotateKeyOnDemandResponse, fields)
+
+    def generate_data_key(self, **fields: Any) -> kms_pb2.GenerateDataKeyResponse:
+        return self._call("GenerateDataKey", kms_pb2.GenerateDataKeyResponse, fields)
+
+    def encrypt(self, **fields: Any) -> kms_pb2.EncryptResponse:
+        return self._call("Encrypt", kms_pb2.EncryptResponse, fields)
+
+    def decrypt(self, **fields: Any) -> kms_pb2.DecryptResponse:
+        return self._call("Decrypt", kms_pb2.DecryptResponse, fields)
+
+
+class CofferClient(_SyncService):
+    """Secrets Manager operations through the gateway; ``.kms`` for key operations."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        ca_file: str | Path,
+        token: str | None,
+        *,
+        region: str | None = None,
+        server_name: str | None = None,
+        timeout: float = _ops.DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        channel = grpc.secure_channel(
+            _ops.target_of(endpoint),
+            _ops.credentials(ca_file, token),
+            options=_ops.channel_options(server_name),
+        )
+        super().__init__(channel, _ops.SECRETS, timeout, endpoint)
+        self.endpoint = endpoint
+        self.region = region
+        self.kms = KmsClient(channel, _ops.KMS, timeout, endpoint)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> CofferClient:
+        """COFFER_ENDPOINT / COFFER_CA_FILE / COFFER_TOKEN / COFFER_REGION, else the profile's values."""
+        conn = resolve_connection(env=env)
+        return cls(conn.endpoint, conn.ca_file, conn.token, region=conn.region, **options)
+
+    @classmethod
+    def from_profile(cls, path: Path | None = None, **options: Any) -> CofferClient:
+        """The profile at ``path`` (default: $COFFER_PROFILE, ./.coffer/, ~/.config/coffer/profile.json)."""
+        profile: Profile = load_profile(path)
+        conn = resolve_connection(profile=profile, env={})
+        return cls(conn.endpoint, conn.ca_file, conn.token, region=conn.region, **options)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> CofferClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def create_secret(self, **fields: Any) -> sm.CreateSecretResponse:
+        return self._call("CreateSecret", sm.CreateSecretResponse, fields)
+
+    def describe_secret(self, **fields: Any) -> sm.DescribeSecretResponse:
+        return self._call("DescribeSecret", sm.DescribeSecretResponse, fields)
+
+    def get_secret_value(self, **fields: Any) -> sm.GetSecretValueResponse:
+        return self._call("GetSecretValue", sm.GetSecretValueResponse, fields)
+
+    def batch_get_secret_value(self, **fields: Any) -> sm.BatchGetSecretValueResponse:
+        return self._call("BatchGetSecretValue", sm.BatchGetSecretValueResponse, fields)
+
+    def put_secret_value(self, **fields: Any) -> sm.PutSecretValueResponse:
+        return self._call("PutSecretValue", sm.PutSecretValueResponse, fields)
+
+    def update_secret(self, **fields: Any) -> sm.UpdateSecretResponse:
+        return self._call("UpdateSecret", sm.UpdateSecretResponse, fields)
+
+    def update_secret_version_stage(self, **fields: Any) -> sm.UpdateSecretVersionStageResponse:
+        return self._call("UpdateSecretVersionStage", sm.UpdateSecretVersionStageResponse, fields)
+
+    def list_secrets(self, **fields: Any) -> sm.ListSecretsResponse:
+        return self._call("ListSecrets", sm.ListSecretsResponse, fields)
+
+    def list_secret_version_ids(self, **fields: Any) -> sm.ListSecretVersionIdsResponse:
+        return self._call("ListSecretVersionIds", sm.ListSecretVersionIdsResponse, fields)
+
+    def delete_secret(self, **fields: Any) -> sm.DeleteSecretResponse:
+        return self._call("DeleteSecret", sm.DeleteSecretResponse, fields)
+
+    def restore_secret(self, **fields: Any) -> sm.RestoreSecretResponse:
+        return self._call("RestoreSecret", sm.RestoreSecretResponse, fields)
+
+    def tag_resource(self, **fields: Any) -> sm.TagResourceResponse:
+        return self._call("TagResource", sm.TagResourceResponse, fields)
+
+    def untag_resource(self, **fields: Any) -> sm.UntagResourceResponse:
+        return self._call("UntagResource", sm.UntagResourceResponse, fields)
+
+    def get_random_password(self, **fields: Any) -> sm.GetRandomPasswordResponse:
+        return self._call("GetRandomPassword", sm.GetRandomPasswordResponse, fields)

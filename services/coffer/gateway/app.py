@@ -1,0 +1,94 @@
+"""The gateway's use cases: authorize → run (forward, or answer locally) → audit.
+
+The gateway holds no state and validates nothing that the store validates: a call it accepts is forwarded
+unchanged. The only operation it answers itself is GetRandomPassword. Collaborators come in through the
+constructor (``__main__`` builds them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+
+from coffer.core import errors
+from coffer.core.password import PasswordRequest, RandomSource, generate_password
+from coffer.gateway.audit import AuditSink
+from coffer.gateway.authz import Authorize
+
+T = TypeVar("T")
+
+log = structlog.get_logger("coffer.gateway")
+
+
+class GatewayApp:
+    def __init__(self, *, authorize: Authorize, audit: AuditSink, random: RandomSource) -> None:
+        self._authorize = authorize
+        self._audit = audit
+        self._random = random
+
+    async def call(
+        self,
+        *,
+        principal: str | None,
+        request_id: str | None,
+        action: str,
+        resource: str,
+        run: Callable[[], Awaitable[T]],
+    ) -> T:
+        """Authorize ``action`` on ``resource``, run it, and write one audit line with the outcome."""
+        try:
+            self._authorize(principal, action, resource)
+        except errors.CofferError as exc:
+            self._audit.record(
+                principal=principal,
+                action=action,
+                resource=resource,
+                outcome="denied",
+                request_id=request_id,
+                error_code=exc.code,
+            )
+            raise
+        try:
+            result = await run()
+        except errors.Unavailable as exc:
+            self._audit.record(
+                principal=principal,
+                action=action,
+                resource=resource,
+                outcome="failed",
+                request_id=request_id,
+                error_code=exc.code,
+            )
+            # The detail names internal addresses: log it here, give the public caller the generic text.
+            log.warning("gateway.dependency_unavailable", action=action, error=exc.message)
+            raise errors.Unavailable() from None
+        except errors.CofferError as exc:
+            self._audit.record(
+                principal=principal,
+                action=action,
+                resource=resource,
+                outcome="failed",
+                request_id=request_id,
+                error_code=exc.code,
+            )
+            raise
+        except Exception:
+            self._audit.record(
+                principal=principal,
+                action=action,
+                resource=resource,
+                outcome="failed",
+                request_id=request_id,
+                error_code=errors.Internal.default_code,
+            )
+            raise
+        self._audit.record(
+            principal=principal, action=action, resource=resource, outcome="allowed", request_id=request_id
+        )
+        return result
+
+    async def random_password(self, request: PasswordRequest) -> str:
+        """GetRandomPassword, answered here (never stored, never logged)."""
+        return generate_password(request, self._random)

@@ -1,0 +1,183 @@
+"""The public door: TLS 1.3 on the gateway port (and no non-ECDHE TLS 1.2), bearer credentials checked on
+every call (missing / wrong → UNAUTHENTICATED with the AWS message), the right one works, and the health
+service answers without a credential."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from coffer.api.secrets.v1 import secrets_pb2 as sm
+from coffer.api.secrets.v1 import secrets_pb2_grpc
+from coffer.cli.main import main
+from coffer.client import AsyncCofferClient, CofferClient, EndpointUnreachable
+from coffer.core import errors
+from coffer.credentials import create_credential
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+def _handshake(port: int, ctx: ssl.SSLContext) -> tuple[str | None, str | None]:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        ctx.wrap_socket(sock, server_hostname="localhost") as tls,
+    ):
+        cipher = tls.cipher()
+        return tls.version(), cipher[0] if cipher else None
+
+
+async def test_public_port_negotiates_tls13(lone_gateway: Any) -> None:
+    ctx = ssl.create_default_context(cafile=str(lone_gateway.ca_file))
+    ctx.set_alpn_protocols(["h2"])
+    version, _ = await asyncio.to_thread(_handshake, lone_gateway.runtime.port, ctx)
+    assert version == "TLSv1.3"
+
+
+async def test_tls12_without_ecdhe_is_refused(lone_gateway: Any) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(lone_gateway.ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("AES256-GCM-SHA384")
+    ctx.set_alpn_protocols(["h2"])
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        await asyncio.to_thread(_handshake, lone_gateway.runtime.port, ctx)
+    # Control: TLS 1.2 itself works when the client offers an ECDHE suite, so the refusal above is about
+    # the key exchange, not about TLS 1.2 or the test setup.
+    ok = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ok.load_verify_locations(cafile=str(lone_gateway.ca_file))
+    ok.maximum_version = ssl.TLSVersion.TLSv1_2
+    ok.set_ciphers("ECDHE+AESGCM")
+    ok.set_alpn_protocols(["h2"])
+    version, cipher = await asyncio.to_thread(_handshake, lone_gateway.runtime.port, ok)
+    assert version == "TLSv1.2" and cipher is not None and cipher.startswith("ECDHE")
+
+
+def _raw_channel(gw: Any) -> grpc.aio.Channel:
+    creds = grpc.ssl_channel_credentials(root_certificates=gw.ca_file.read_bytes())
+    return grpc.aio.secure_channel(gw.endpoint, creds)
+
+
+async def test_missing_and_wrong_credentials_are_unauthenticated(lone_gateway: Any) -> None:
+    async with _raw_channel(lone_gateway) as channel:
+        stub = secrets_pb2_grpc.SecretsManagerServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetRandomPassword(sm.GetRandomPasswordRequest(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert (info.value.details() or "").startswith("Missing credential")
+
+        wrong = lone_gateway.token[:-4] + ("AAAA" if not lone_gateway.token.endswith("AAAA") else "BBBB")
+        for token in (wrong, "cfr_0000000000000000_" + "x" * 43, "not-a-token"):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.GetRandomPassword(
+                    sm.GetRandomPasswordRequest(),
+                    metadata=(("authorization", f"Bearer {token}"),),
+                    timeout=10,
+                )
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert info.value.details() == "The security token included in the request is invalid."
+
+        # Forwarded operations are refused before anything is forwarded (the store is not even running).
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetSecretValue(sm.GetSecretValueRequest(secret_id="x"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        # The health service needs no credential.
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_right_credential_works_and_errors_carry_aws_names(lone_gateway: Any) -> None:
+    async with AsyncCofferClient(lone_gateway.endpoint, lone_gateway.ca_file, lone_gateway.token) as client:
+        pw = await client.get_random_password(password_length=40, exclude_punctuation=True)
+        assert len(pw.random_password) == 40 and pw.random_password.isalnum()
+        with pytest.raises(errors.InvalidParameter) as info:
+            await client.get_random_password(password_length=2)
+        assert info.value.code == "InvalidParameterException"
+        with pytest.raises(errors.Validation):
+            await client.get_random_password(password_length=5000)
+    async with AsyncCofferClient(lone_gateway.endpoint, lone_gateway.ca_file, None) as anonymous:
+        with pytest.raises(errors.Unauthenticated) as missing:
+            await anonymous.get_random_password()
+        assert missing.value.code == "MissingAuthenticationTokenException"
+    async with AsyncCofferClient(lone_gateway.endpoint, lone_gateway.ca_file, "cfr_bad") as bad:
+        with pytest.raises(errors.Unauthenticated) as wrong:
+            await bad.get_random_password()
+        assert wrong.value.code == "UnrecognizedClientException"
+
+
+async def test_a_credential_added_while_running_is_picked_up(lone_gateway: Any) -> None:
+    new_token = create_credential(lone_gateway.settings.credentials_file, principal="user/late")
+    deadline = asyncio.get_running_loop().time() + 5
+    async with AsyncCofferClient(lone_gateway.endpoint, lone_gateway.ca_file, new_token) as client:
+        while True:
+            try:
+                await client.get_random_password()
+                break
+            except errors.Unauthenticated:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+
+async def test_sync_client_and_cli_reach_the_gateway(lone_gateway: Any) -> None:
+    def sync_call() -> str:
+        with CofferClient(lone_gateway.endpoint, lone_gateway.ca_file, lone_gateway.token) as client:
+            return client.get_random_password(password_length=12).random_password
+
+    assert len(await asyncio.to_thread(sync_call)) == 12
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = [
+        "secretsmanager", "get-random-password", "--password-length", "24", "--exclude-numbers",
+        "--endpoint", lone_gateway.endpoint, "--ca-file", str(lone_gateway.ca_file),
+        "--token", lone_gateway.token,
+    ]  # fmt: skip
+    code = await asyncio.to_thread(main, argv, stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    body = json.loads(out.getvalue())
+    assert list(body) == ["RandomPassword"] and len(body["RandomPassword"]) == 24
+    assert not any(c.isdigit() for c in body["RandomPassword"])
+
+    out, err = io.StringIO(), io.StringIO()
+    argv[-1] = "cfr_wrong"
+    code = await asyncio.to_thread(main, argv, stdout=out, stderr=err)
+    assert code == 254 and out.getvalue() == ""
+    assert err.getvalue().strip() == (
+        "An error occurred (UnrecognizedClientException) when calling the GetRandomPassword operation: "
+        "The security token included in the request is invalid."
+    )
+
+
+async def test_unreachable_endpoint(lone_gateway: Any) -> None:
+    async with AsyncCofferClient(
+        "127.0.0.1:1", lone_gateway.ca_file, lone_gateway.token, timeout=5
+    ) as client:
+        with pytest.raises(EndpointUnreachable) as info:
+            await client.get_random_password()
+        assert info.value.code == "ServiceUnavailable"
+        assert info.value.message.startswith("Could not connect to the endpoint 127.0.0.1:1")
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["kms", "list-keys", "--endpoint", "127.0.0.1:1", "--ca-file", str(lone_gateway.ca_file)]
+    code = await asyncio.to_thread(main, argv, stdout=out, stderr=err)
+    assert code == 255 and out.getvalue() == ""
+    assert err.getvalue().startswith("Could not connect to the endpoint 127.0.0.1:1")
+
+
+async def test_status_of_a_gateway_only_profile(lone_gateway: Any, tmp_path: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(
+        main, ["status", "--profile", str(lone_gateway.profile)], stdout=out, stderr=err
+    )
+    assert code == 0, err.getvalue()
+    assert "gateway" in out.getvalue() and "SERVING" in out.getvalue()
