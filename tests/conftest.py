@@ -3,6 +3,8 @@ database per test, and a development PKI. Nothing here needs the machine's own s
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,11 +18,16 @@ from coffer.pki import ensure_pki
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    # Not under pytest's basetemp: as root the server runs as the 'pgserver' user, which must traverse every
+    # parent of its data dir, and each new pytest session resets /tmp/pytest-of-<user> to 0700 (so a second,
+    # concurrent session would lock this one's server out of its own files).
+    root = Path(tempfile.mkdtemp(prefix="coffer-test-pg-"))
+    server = EmbeddedPostgres(root / "data")
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -147,8 +147,10 @@ class RunningServer:
     service_names: tuple[str, ...]
 
     async def stop(self, grace: float = 5.0) -> None:
+        log.info("server.stopping", port=self.port)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        log.info("server.stopped", port=self.port)
 
 
 async def start_server(
