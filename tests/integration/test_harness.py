@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import redis.asyncio as aioredis
 
@@ -23,7 +25,7 @@ async def test_redis_is_real_and_has_streams(redis_url: str) -> None:
     try:
         await client.xgroup_create("s", "g", id="0", mkstream=True)
         await client.xadd("s", {"k": "v"})
-        got = await client.xreadgroup("g", "c", {"s": ">"}, count=1)
+        got: Any = await client.xreadgroup("g", "c", {"s": ">"}, count=1)
         assert got and got[0][1][0][1] == {b"k": b"v"}
     finally:
         await client.aclose()

@@ -1,8 +1,8 @@
 """The one error hierarchy of Coffer.
 
-Each class is a *kind* of failure (what the caller must do about it); each instance carries the exact AWS error
-name (``code``) and a message a person can act on. ``coffer.rpc.status`` alone maps kinds to gRPC status codes,
-and puts ``code`` in ``google.rpc.ErrorInfo.reason``. Pure: no I/O imports.
+Each class is a *kind* of failure (what the caller must do about it); each instance carries the exact
+AWS error name (``code``) and a message a person can act on. ``coffer.rpc.status`` alone maps kinds to
+gRPC status codes, and puts ``code`` in ``google.rpc.ErrorInfo.reason``. Pure: no I/O imports.
 """
 
 from __future__ import annotations

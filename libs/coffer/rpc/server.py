@@ -8,7 +8,7 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +65,9 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, *, service: str, peers: PeerPolicy | None, authenticator: Authenticator | None) -> None:
+    def __init__(
+        self, *, service: str, peers: PeerPolicy | None, authenticator: Authenticator | None
+    ) -> None:
         self._service = service
         self._peers = peers
         self._authenticator = authenticator
@@ -196,7 +198,7 @@ async def wait_for_signal() -> None:
             loop.remove_signal_handler(sig)
 
 
-def run_service(main: Callable[[], Awaitable[None]]) -> None:
+def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run a service's async main on uvloop when available."""
     try:
         import uvloop

@@ -17,7 +17,7 @@ class TlsFiles:
 
     @classmethod
     def for_identity(cls, pki_dir: Path, identity: str) -> TlsFiles:
-        """The CA plus ``<identity>.crt`` / ``<identity>.key`` under a PKI directory (as ``coffer.pki`` writes)."""
+        """The CA plus ``<identity>.crt`` and ``<identity>.key`` (the ``coffer.pki`` layout)."""
         return cls(ca=pki_dir / "ca.crt", cert=pki_dir / f"{identity}.crt", key=pki_dir / f"{identity}.key")
 
     def _pair(self) -> tuple[bytes, bytes]:
