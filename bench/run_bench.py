@@ -1,0 +1,120 @@
+"""`make bench`: GetSecretValue and PutSecretValue through the whole running stack (client, gateway,
+store, kms; TLS and mTLS; warm) at concurrency 1, 16 and 64, next to a bare grpc.aio echo server measured
+in the same run. Prints ops/s, p50/p99 and the ratio to the echo. A benchmark, not a test: no thresholds."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+from bench.load import Result, drive
+from coffer.rpc.tls import TlsFiles, channel_credentials
+
+CONCURRENCY = (1, 16, 64)
+
+
+async def _echo_results(pki_dir: Path, duration: float, payload: int) -> dict[int, Result]:
+    port_file = Path(tempfile.mkdtemp()) / "port"
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before the measurement
+        [sys.executable, "-m", "bench.echo_server", "--port-file", str(port_file), "--pki-dir", str(pki_dir)]
+    )
+    try:
+        for _ in range(200):
+            if port_file.exists() and port_file.read_text():
+                break
+            await asyncio.sleep(0.05)
+        port = int(port_file.read_text())
+        channel = grpc.aio.secure_channel(
+            f"127.0.0.1:{port}",
+            channel_credentials(TlsFiles(ca=pki_dir / "ca.crt")),
+            options=[("grpc.ssl_target_name_override", "gateway")],
+        )
+        call = channel.unary_unary("/bench.Echo/Echo")
+        body = os.urandom(payload)
+
+        async def op(_: int) -> object:
+            return await call(body)
+
+        out = {c: await drive("echo", op, concurrency=c, duration=duration) for c in CONCURRENCY}
+        await channel.close()
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _print(rows: list[tuple[Result, Result]]) -> None:
+    print(
+        f"{'operation':<16} {'conc':>4} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        f" {'echo ops/s':>10} {'echo p50':>8} {'ratio ops':>9} {'ratio p50':>9}"
+    )
+    for res, echo in rows:
+        print(
+            f"{res.name:<16} {res.concurrency:>4} {res.ops_per_s:>9.0f} {res.p50_ms:>8.2f} {res.p99_ms:>8.2f}"
+            f" {res.errors:>6} {echo.ops_per_s:>10.0f} {echo.p50_ms:>8.2f}"
+            f" {res.ops_per_s / echo.ops_per_s:>9.2f} {res.p50_ms / echo.p50_ms:>9.2f}"
+        )
+
+
+async def main_async(duration: float) -> None:
+    from coffer.client.aio import AsyncCofferClient
+    from coffer.devrun import Deployment
+
+    home = Path(tempfile.mkdtemp(prefix="coffer-bench-"))
+    deployment = Deployment.in_home(home, echo=lambda _line: None)
+    await asyncio.to_thread(deployment.start)
+    try:
+        info = deployment.info()
+        client = AsyncCofferClient(endpoint=info.endpoint, ca_file=str(info.ca_file), token=info.token)
+        name = f"bench/{uuid.uuid4().hex[:8]}"
+        value = "x" * 256
+        await client.create_secret(name=name, secret_string=value)
+        for _ in range(50):  # warm the channel and the data-key cache
+            await client.get_secret_value(secret_id=name)
+
+        async def get_op(_: int) -> object:
+            return await client.get_secret_value(secret_id=name)
+
+        # AWS keeps every version younger than 24 h and refuses a 101st (LimitExceededException), so the
+        # writes are spread over enough secrets to stay under that quota for the whole run.
+        put_names = [f"{name}-put-{i}" for i in range(256)]
+        await asyncio.gather(*(client.create_secret(name=n, secret_string=value) for n in put_names))
+        counter = iter(range(10**9))
+
+        async def put_op(_: int) -> object:
+            target = put_names[next(counter) % len(put_names)]
+            return await client.put_secret_value(secret_id=target, secret_string=uuid.uuid4().hex)
+
+        results: list[Result] = []
+        for c in CONCURRENCY:
+            results.append(await drive("GetSecretValue", get_op, concurrency=c, duration=duration))
+        for c in CONCURRENCY:
+            results.append(await drive("PutSecretValue", put_op, concurrency=c, duration=duration))
+        await client.close()
+        echo = await _echo_results(info.pki_dir, duration, payload=300)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"\nCoffer bench, {stamp}, {os.cpu_count()} CPUs, {duration:.0f} s per point")
+        print("client → gateway (TLS, bearer) → store (mTLS) → kms (mTLS) vs a bare grpc.aio TLS echo\n")
+        _print([(r, echo[r.concurrency]) for r in results])
+    finally:
+        await asyncio.to_thread(deployment.stop)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per point")
+    args = parser.parse_args()
+    asyncio.run(main_async(args.duration))
+
+
+if __name__ == "__main__":
+    main()

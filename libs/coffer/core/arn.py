@@ -1,0 +1,83 @@
+"""Secret ARNs and SecretId resolution (spec §3). Pure: randomness comes in as an argument.
+
+ARN: ``arn:<partition>:secretsmanager:<region>:<account>:secret:<name>-<6 random alphanumerics>``.
+A fresh suffix is minted on every creation, so a re-created name gets a new ARN.
+
+A ``SecretId`` is one of:
+
+1. a full ARN - matched exactly (it must name this service's partition, region and account);
+2. a partial ARN (no ``-XXXXXX`` suffix) - matched by name;
+3. a name.
+
+A name may itself end in ``-`` + 6 alphanumerics; then a partial ARN looks like a full one. We try the exact
+ARN first and fall back to the whole resource part as a name, which resolves both readings without ever
+confusing a purged secret's ARN with a re-created one (``name-OLDSFX`` is a different name from ``name``).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from coffer.core.model import Arn
+
+SUFFIX_ALPHABET = string.ascii_letters + string.digits
+SUFFIX_LENGTH = 6
+
+_ARN_RE = re.compile(
+    r"^arn:(?P<partition>[^:]+):secretsmanager:(?P<region>[^:]*):(?P<account>[^:]*):secret:(?P<resource>.+)$"
+)
+_SUFFIXED_RE = re.compile(r"^(?P<name>.+)-(?P<suffix>[A-Za-z0-9]{6})$")
+
+
+def new_suffix(randbelow: Callable[[int], int]) -> str:
+    """Six characters drawn uniformly from letters and digits (``randbelow`` = ``secrets.randbelow``)."""
+    return "".join(SUFFIX_ALPHABET[randbelow(len(SUFFIX_ALPHABET))] for _ in range(SUFFIX_LENGTH))
+
+
+def make_arn(*, partition: str, region: str, account: str, name: str, suffix: str) -> Arn:
+    return Arn(partition=partition, region=region, account=account, name=name, suffix=suffix)
+
+
+def parse_arn(text: str) -> Arn | None:
+    """A full secret ARN, or None (not an ARN, or one without the 6-character suffix)."""
+    m = _ARN_RE.match(text)
+    if m is None:
+        return None
+    s = _SUFFIXED_RE.match(m["resource"])
+    if s is None:
+        return None
+    return Arn(
+        partition=m["partition"], region=m["region"], account=m["account"], name=s["name"], suffix=s["suffix"]
+    )
+
+
+def partial_arn(*, partition: str, region: str, account: str, name: str) -> str:
+    """The ARN without its random suffix (how a caller may refer to a secret by name)."""
+    return f"arn:{partition}:secretsmanager:{region}:{account}:secret:{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """How to look a SecretId up: by exact ARN first (when given), else by name."""
+
+    arn: str | None
+    name: str
+
+
+def resolve_secret_id(secret_id: str, *, partition: str, region: str, account: str) -> SecretRef | None:
+    """Turn a SecretId into a lookup, or None when it can name nothing here (another account, region or
+    partition, or not a Secrets Manager ARN) - callers answer ResourceNotFoundException."""
+    if not secret_id.startswith("arn:"):
+        return SecretRef(arn=None, name=secret_id)
+    m = _ARN_RE.match(secret_id)
+    if m is None:
+        return None
+    if (m["partition"], m["region"], m["account"]) != (partition, region, account):
+        return None
+    resource = m["resource"]
+    if _SUFFIXED_RE.match(resource):
+        return SecretRef(arn=secret_id, name=resource)
+    return SecretRef(arn=None, name=resource)

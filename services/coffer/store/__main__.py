@@ -1,0 +1,166 @@
+"""The store service process (composition root): settings -> PostgreSQL pool (migrations applied) -> KMS
+channel + data-key cache + key-change listener -> use cases -> gRPC server (mTLS) -> purge loop.
+
+``serve(settings)`` starts everything and returns a :class:`StoreRuntime`; ``python -m coffer.store`` runs it
+until SIGTERM/SIGINT. Tests pass ``clock=`` to move time (e.g. to see a recovery window end) and may call
+:meth:`StoreRuntime.purge_now` instead of waiting for the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+import grpc
+
+from coffer import logs
+from coffer.api.kms.v1 import kms_pb2_grpc
+from coffer.api.store.v1 import store_pb2, store_pb2_grpc
+from coffer.core import errors
+from coffer.rpc.channel import secure_channel
+from coffer.rpc.server import PeerPolicy, RunningServer, run_service, start_server, wait_for_signal
+from coffer.rpc.tls import TlsFiles
+from coffer.settings import Settings
+from coffer.store.app import Clock, StoreApp, StoreConfig
+from coffer.store.kms_client import DataKeyCache, KeyChangeListener, KmsClient
+from coffer.store.repository import StoreRepository, apply_migrations, create_pool
+from coffer.store.servicer import SecretStoreServicer
+
+log = logs.get_logger("coffer.store")
+
+#: The gateway and the rotation service call the store, and both may forward the end caller's principal.
+STORE_PEERS = PeerPolicy(
+    default=frozenset({"gateway", "rotation"}), forwarders=frozenset({"gateway", "rotation"})
+)
+SERVICE_NAME = store_pb2.DESCRIPTOR.services_by_name["SecretStoreService"].full_name
+
+
+async def purge_loop(app: StoreApp, interval: float) -> None:
+    """Purge secrets whose recovery window ended, now and then every ``interval`` seconds."""
+    while True:
+        try:
+            await app.purge_due()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # keep looping: the next round may succeed
+            log.error("store.purge_failed", error_type=type(exc).__name__, error=str(exc))
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class StoreRuntime:
+    server: RunningServer
+    app: StoreApp
+    kms: KmsClient
+    pool: asyncpg.Pool
+    kms_channel: grpc.aio.Channel
+    listener: KeyChangeListener
+    purge_task: asyncio.Task[None] | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def purge_now(self, now: datetime | None = None) -> list[str]:
+        """Run one purge round now (what the background loop does every purge_interval_seconds)."""
+        return await self.app.purge_due(now)
+
+    async def aclose(self, *, grace: float = 5.0) -> None:
+        """Stop serving gracefully, then stop the purge loop and close the listener, channel and pool."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.server.stop(grace)
+        finally:
+            if self.purge_task is not None:
+                self.purge_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.purge_task
+            await self.listener.aclose()
+            await self.kms_channel.close()
+            self.kms.cache.clear()
+            await self.pool.close()
+
+
+async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRuntime:
+    if not settings.database_url:
+        raise errors.Unavailable("The store needs PostgreSQL: set COFFER_DATABASE_URL.")
+    async with contextlib.AsyncExitStack() as undo:  # unwinds only if start-up fails part-way
+        pool = await create_pool(settings.database_url)
+        undo.push_async_callback(pool.close)
+        applied = await apply_migrations(pool)
+        if applied:
+            log.info("store.migrated", applied=applied)
+        kms_channel = secure_channel(
+            settings.kms_addr, TlsFiles.for_identity(settings.pki_dir, "store"), server_name="kms"
+        )
+        undo.push_async_callback(kms_channel.close)
+        kms = KmsClient(
+            kms_pb2_grpc.KeyManagementServiceStub(kms_channel),
+            cache=DataKeyCache(ttl=settings.data_key_cache_seconds),
+        )
+        listener = KeyChangeListener(
+            settings.database_url, on_change=kms.cache.evict_key, on_reset=kms.cache.clear
+        )
+        await listener.start()
+        undo.push_async_callback(listener.aclose)
+        app = StoreApp(
+            repo=StoreRepository(pool),
+            kms=kms,
+            config=StoreConfig(
+                partition=settings.partition, region=settings.region, account=settings.account_id
+            ),
+            clock=clock,
+        )
+        servicer = SecretStoreServicer(app)
+
+        def register(server: grpc.aio.Server) -> list[str]:
+            store_pb2_grpc.add_SecretStoreServiceServicer_to_server(servicer, server)
+            return [SERVICE_NAME]
+
+        server = await start_server(
+            service="store",
+            bind=settings.store_addr,
+            tls=TlsFiles.for_identity(settings.pki_dir, "store"),
+            register=register,
+            peers=STORE_PEERS,
+        )
+        undo.pop_all()
+    runtime = StoreRuntime(
+        server=server, app=app, kms=kms, pool=pool, kms_channel=kms_channel, listener=listener
+    )
+    if settings.purge_interval_seconds > 0:
+        runtime.purge_task = asyncio.get_running_loop().create_task(
+            purge_loop(app, settings.purge_interval_seconds), name="store-purge"
+        )
+    log.info("store.ready", port=server.port, kms=settings.kms_addr, region=settings.region)
+    return runtime
+
+
+async def _run(settings: Settings) -> None:
+    try:
+        runtime = await serve(settings)
+    except errors.CofferError as exc:
+        log.error("store.start_failed", error=exc.message)
+        print(f"store: {exc.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+    await wait_for_signal()
+    log.info("store.stopping")
+    await runtime.aclose()
+    log.info("store.stopped")
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    logs.configure(service="store", level=settings.log_level, log_file=settings.log_file)
+    run_service(lambda: _run(settings))
+
+
+if __name__ == "__main__":
+    main()

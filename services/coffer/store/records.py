@@ -1,0 +1,86 @@
+"""Plain records passed between the store's use cases (``app.py``) and its adapters (``repository.py``,
+``kms_client.py``). Pure: no I/O imports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from coffer.core import errors
+from coffer.core.model import Tag, ValueKind
+
+
+class NameTaken(errors.AlreadyExists):
+    """A concurrent CreateSecret inserted the same name first (the loser re-runs its checks once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    arn: str
+    state: str
+    aws_managed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    plaintext: bytes = field(repr=False)
+    wrapped: bytes = field(repr=False)
+    key_arn: str
+
+
+@dataclass(frozen=True, slots=True)
+class ValueRow:
+    """What GetSecretValue needs, fetched in one round trip."""
+
+    secret_id: int
+    arn: str
+    name: str
+    deleted: bool
+    #: Holder of the requested stage (None if no stage was asked for or nobody holds it).
+    stage_holder: str | None
+    version_id: str | None
+    created_date: datetime | None
+    value_kind: ValueKind | None
+    ciphertext: bytes | None
+    wrapped_key: bytes | None
+    stages: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VersionMeta:
+    created_date: datetime
+    has_value: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredValue:
+    version_id: str
+    kind: ValueKind
+    ciphertext: bytes
+    wrapped_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LockedSecret:
+    """A secret row locked FOR UPDATE in the current transaction, with its versions and labels."""
+
+    id: int
+    arn: str
+    name: str
+    deleted: bool
+    is_replica: bool
+    kms_key_id: str | None
+    tags: tuple[Tag, ...] | None
+    replica_regions: tuple[str, ...]
+    versions: Mapping[str, VersionMeta]
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SealedValue:
+    kind: ValueKind
+    ciphertext: bytes
+    wrapped_key: bytes
+    kms_key_arn: str
+    default_key: bool

@@ -1,0 +1,279 @@
+"""``coffer.api.store.v1.SecretStoreService``: converts the public ``coffer.api.secrets.v1`` messages to
+domain calls on :class:`~coffer.store.app.StoreApp` and back. Nothing else happens here (errors are
+CofferErrors, mapped by the server interceptor). Omitted fields stay unset (proto3 optional presence)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from coffer.api.secrets.v1 import secrets_pb2 as pb
+from coffer.api.store.v1 import store_pb2_grpc
+from coffer.core.listing import ListFilter
+from coffer.core.model import Secret, SecretVersion, Tag
+from coffer.store.app import StoreApp, ValueResult
+
+DEFAULT_KMS_KEY_IDS = ("DefaultEncryptionKey",)
+
+
+def _opt(msg: Any, name: str) -> Any:
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+def _set_ts(ts: timestamp_pb2.Timestamp, value: datetime | date | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time.min, tzinfo=UTC)
+    ts.FromDatetime(value.astimezone(UTC))
+
+
+def _filters(filters: Any) -> list[ListFilter]:
+    return [ListFilter(key=f.key, values=tuple(f.values)) for f in filters]
+
+
+def _tags(tags: Any) -> list[Tag]:
+    return [Tag(key=t.key, value=t.value) for t in tags]
+
+
+def _fill_secret(out: Any, secret: Secret, *, stages_field: str) -> None:
+    """The fields DescribeSecretResponse and SecretListEntry share."""
+    out.arn = secret.arn
+    out.name = secret.name
+    if secret.type is not None:
+        out.type = secret.type
+    if secret.description:
+        out.description = secret.description
+    if secret.kms_key_id is not None:
+        out.kms_key_id = secret.kms_key_id
+    if secret.rotation_enabled is not None:
+        out.rotation_enabled = secret.rotation_enabled
+    if secret.rotation_lambda_arn is not None:
+        out.rotation_lambda_arn = secret.rotation_lambda_arn
+    rules = secret.rotation_rules
+    if rules is not None:
+        out.rotation_rules.SetInParent()
+        if rules.automatically_after_days is not None:
+            out.rotation_rules.automatically_after_days = rules.automatically_after_days
+        if rules.duration is not None:
+            out.rotation_rules.duration = rules.duration
+        if rules.schedule_expression is not None:
+            out.rotation_rules.schedule_expression = rules.schedule_expression
+    _set_ts(out.last_rotated_date, secret.last_rotated_date)
+    _set_ts(out.last_changed_date, secret.last_changed_date)
+    _set_ts(out.last_accessed_date, secret.last_accessed_date)
+    _set_ts(out.deleted_date, secret.deleted_date)
+    _set_ts(out.next_rotation_date, secret.next_rotation_date)
+    if secret.tags is not None:
+        out.tags.SetInParent()
+        out.tags.tags.extend(pb.Tag(key=t.key, value=t.value) for t in secret.tags)
+    stages = getattr(out, stages_field)
+    for vid, labels in secret.version_ids_to_stages.items():
+        stages[vid].stages.extend(labels)
+    if secret.owning_service is not None:
+        out.owning_service = secret.owning_service
+    _set_ts(out.created_date, secret.created_date)
+    if secret.primary_region is not None:
+        out.primary_region = secret.primary_region
+
+
+def _fill_value(out: Any, result: ValueResult) -> None:
+    out.arn = result.arn
+    out.name = result.name
+    out.version_id = result.version_id
+    if result.value.kind == "string":
+        out.secret_string = result.value.text
+    else:
+        out.secret_binary = result.value.data
+    out.version_stages.extend(result.stages)
+    _set_ts(out.created_date, result.created_date)
+
+
+def _version_entry(version: SecretVersion) -> pb.SecretVersionsListEntry:
+    entry = pb.SecretVersionsListEntry(version_id=version.version_id)
+    entry.version_stages.extend(version.stages)
+    _set_ts(entry.last_accessed_date, version.last_accessed_date)
+    _set_ts(entry.created_date, version.created_date)
+    if version.default_key or version.kms_key_arn is None:
+        entry.kms_key_ids.extend(DEFAULT_KMS_KEY_IDS)
+    else:
+        entry.kms_key_ids.append(version.kms_key_arn)
+    return entry
+
+
+class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
+    def __init__(self, app: StoreApp) -> None:
+        self._app = app
+
+    async def CreateSecret(
+        self, request: pb.CreateSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateSecretResponse:
+        result = await self._app.create_secret(
+            name=request.name,
+            token=_opt(request, "client_request_token"),
+            description=_opt(request, "description"),
+            kms_key_id=_opt(request, "kms_key_id"),
+            secret_string=_opt(request, "secret_string"),
+            secret_binary=_opt(request, "secret_binary"),
+            tags=_tags(request.tags),
+            replica_regions=[(r.region, _opt(r, "kms_key_id")) for r in request.add_replica_regions],
+            type=_opt(request, "type"),
+        )
+        resp = pb.CreateSecretResponse(arn=result.arn, name=result.name)
+        if result.version_id is not None:
+            resp.version_id = result.version_id
+        return resp
+
+    async def DescribeSecret(
+        self, request: pb.DescribeSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DescribeSecretResponse:
+        secret = await self._app.describe_secret(secret_id=request.secret_id)
+        resp = pb.DescribeSecretResponse()
+        _fill_secret(resp, secret, stages_field="version_ids_to_stages")
+        for status in secret.replication_status:
+            entry = resp.replication_status.add(region=status.region, status=status.status)
+            if status.kms_key_id is not None:
+                entry.kms_key_id = status.kms_key_id
+            if status.status_message is not None:
+                entry.status_message = status.status_message
+            _set_ts(entry.last_accessed_date, status.last_accessed_date)
+        return resp
+
+    async def GetSecretValue(
+        self, request: pb.GetSecretValueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSecretValueResponse:
+        result = await self._app.get_secret_value(
+            secret_id=request.secret_id,
+            version_id=_opt(request, "version_id"),
+            version_stage=_opt(request, "version_stage"),
+        )
+        resp = pb.GetSecretValueResponse()
+        _fill_value(resp, result)
+        return resp
+
+    async def BatchGetSecretValue(
+        self, request: pb.BatchGetSecretValueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchGetSecretValueResponse:
+        result = await self._app.batch_get_secret_value(
+            secret_id_list=list(request.secret_id_list),
+            filters=_filters(request.filters),
+            max_results=_opt(request, "max_results"),
+            next_token=_opt(request, "next_token"),
+        )
+        resp = pb.BatchGetSecretValueResponse()
+        for value in result.values:
+            _fill_value(resp.secret_values.add(), value)
+        for err in result.errors:
+            resp.errors.add(secret_id=err.secret_id, error_code=err.error_code, message=err.message)
+        if result.next_token is not None:
+            resp.next_token = result.next_token
+        return resp
+
+    async def PutSecretValue(
+        self, request: pb.PutSecretValueRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutSecretValueResponse:
+        result = await self._app.put_secret_value(
+            secret_id=request.secret_id,
+            token=_opt(request, "client_request_token"),
+            secret_string=_opt(request, "secret_string"),
+            secret_binary=_opt(request, "secret_binary"),
+            version_stages=list(request.version_stages) or None,
+            rotation_token=_opt(request, "rotation_token"),
+        )
+        resp = pb.PutSecretValueResponse(arn=result.arn, name=result.name, version_id=result.version_id)
+        resp.version_stages.extend(result.stages)
+        return resp
+
+    async def UpdateSecret(
+        self, request: pb.UpdateSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateSecretResponse:
+        result = await self._app.update_secret(
+            secret_id=request.secret_id,
+            token=_opt(request, "client_request_token"),
+            description=_opt(request, "description"),
+            kms_key_id=_opt(request, "kms_key_id"),
+            secret_string=_opt(request, "secret_string"),
+            secret_binary=_opt(request, "secret_binary"),
+            type=_opt(request, "type"),
+        )
+        resp = pb.UpdateSecretResponse(arn=result.arn, name=result.name)
+        if result.version_id is not None:
+            resp.version_id = result.version_id
+        return resp
+
+    async def UpdateSecretVersionStage(
+        self, request: pb.UpdateSecretVersionStageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateSecretVersionStageResponse:
+        result = await self._app.update_secret_version_stage(
+            secret_id=request.secret_id,
+            version_stage=request.version_stage,
+            remove_from_version_id=_opt(request, "remove_from_version_id"),
+            move_to_version_id=_opt(request, "move_to_version_id"),
+        )
+        return pb.UpdateSecretVersionStageResponse(arn=result.arn, name=result.name)
+
+    async def ListSecrets(
+        self, request: pb.ListSecretsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSecretsResponse:
+        result = await self._app.list_secrets(
+            include_planned_deletion=request.include_planned_deletion,
+            max_results=_opt(request, "max_results"),
+            next_token=_opt(request, "next_token"),
+            filters=_filters(request.filters),
+            sort_order=_opt(request, "sort_order"),
+            sort_by=_opt(request, "sort_by"),
+        )
+        resp = pb.ListSecretsResponse()
+        for secret in result.secrets:
+            _fill_secret(resp.secret_list.add(), secret, stages_field="secret_versions_to_stages")
+        if result.next_token is not None:
+            resp.next_token = result.next_token
+        return resp
+
+    async def ListSecretVersionIds(
+        self, request: pb.ListSecretVersionIdsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSecretVersionIdsResponse:
+        result = await self._app.list_secret_version_ids(
+            secret_id=request.secret_id,
+            max_results=_opt(request, "max_results"),
+            next_token=_opt(request, "next_token"),
+            include_deprecated=request.include_deprecated,
+        )
+        resp = pb.ListSecretVersionIdsResponse(arn=result.arn, name=result.name)
+        resp.versions.extend(_version_entry(ver) for ver in result.versions)
+        if result.next_token is not None:
+            resp.next_token = result.next_token
+        return resp
+
+    async def DeleteSecret(
+        self, request: pb.DeleteSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteSecretResponse:
+        result = await self._app.delete_secret(
+            secret_id=request.secret_id,
+            recovery_window_in_days=_opt(request, "recovery_window_in_days"),
+            force_delete_without_recovery=_opt(request, "force_delete_without_recovery"),
+        )
+        resp = pb.DeleteSecretResponse(arn=result.arn, name=result.name)
+        _set_ts(resp.deletion_date, result.deletion_date)
+        return resp
+
+    async def RestoreSecret(
+        self, request: pb.RestoreSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RestoreSecretResponse:
+        result = await self._app.restore_secret(secret_id=request.secret_id)
+        return pb.RestoreSecretResponse(arn=result.arn, name=result.name)
+
+    async def TagResource(
+        self, request: pb.TagResourceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TagResourceResponse:
+        await self._app.tag_resource(secret_id=request.secret_id, tags=_tags(request.tags))
+        return pb.TagResourceResponse()
+
+    async def UntagResource(
+        self, request: pb.UntagResourceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UntagResourceResponse:
+        await self._app.untag_resource(secret_id=request.secret_id, tag_keys=list(request.tag_keys))
+        return pb.UntagResourceResponse()

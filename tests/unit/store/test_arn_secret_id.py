@@ -1,0 +1,81 @@
+"""Secret ARNs and SecretId resolution (spec §3)."""
+
+from __future__ import annotations
+
+import random
+import string
+
+import pytest
+
+from coffer.core.arn import (
+    SUFFIX_ALPHABET,
+    SecretRef,
+    make_arn,
+    new_suffix,
+    parse_arn,
+    partial_arn,
+    resolve_secret_id,
+)
+
+HERE = {"partition": "aws", "region": "local-1", "account": "000000000000"}
+FULL = "arn:aws:secretsmanager:local-1:000000000000:secret:db/prod-a1B2c3"
+
+
+def test_arn_format() -> None:
+    arn = make_arn(partition="aws", region="local-1", account="000000000000", name="db/prod", suffix="a1B2c3")
+    assert str(arn) == FULL
+
+
+def test_suffix_is_six_alphanumerics_from_the_source() -> None:
+    rng = random.Random(7)
+    suffixes = {new_suffix(rng.randrange) for _ in range(200)}
+    assert all(len(s) == 6 and set(s) <= set(string.ascii_letters + string.digits) for s in suffixes)
+    assert len(suffixes) == 200  # fresh every time
+    assert new_suffix(lambda n: 0) == SUFFIX_ALPHABET[0] * 6
+    assert new_suffix(lambda n: n - 1) == SUFFIX_ALPHABET[-1] * 6
+
+
+def test_parse_arn_round_trip() -> None:
+    arn = parse_arn(FULL)
+    assert arn is not None
+    assert (arn.partition, arn.region, arn.account, arn.name, arn.suffix) == (
+        "aws",
+        "local-1",
+        "000000000000",
+        "db/prod",
+        "a1B2c3",
+    )
+    assert str(arn) == FULL
+    assert parse_arn(partial_arn(name="db/prod", **HERE)) is None
+    assert parse_arn("db/prod") is None
+
+
+@pytest.mark.parametrize(
+    ("secret_id", "expected"),
+    [
+        ("db/prod", SecretRef(arn=None, name="db/prod")),
+        # full ARN: exact match first, the resource part as a name only as a fallback
+        (FULL, SecretRef(arn=FULL, name="db/prod-a1B2c3")),
+        # partial ARN (no suffix): by name
+        ("arn:aws:secretsmanager:local-1:000000000000:secret:db/prod", SecretRef(arn=None, name="db/prod")),
+        # a suffix-looking tail that is not 6 alphanumerics is part of the name
+        ("arn:aws:secretsmanager:local-1:000000000000:secret:my-app", SecretRef(arn=None, name="my-app")),
+        ("arn:aws:secretsmanager:local-1:000000000000:secret:a-b_c", SecretRef(arn=None, name="a-b_c")),
+    ],
+)
+def test_resolution(secret_id: str, expected: SecretRef) -> None:
+    assert resolve_secret_id(secret_id, **HERE) == expected
+
+
+@pytest.mark.parametrize(
+    "secret_id",
+    [
+        "arn:aws:secretsmanager:eu-west-1:000000000000:secret:db/prod-a1B2c3",  # another region
+        "arn:aws:secretsmanager:local-1:111111111111:secret:db/prod-a1B2c3",  # another account
+        "arn:aws-cn:secretsmanager:local-1:000000000000:secret:db/prod-a1B2c3",  # another partition
+        "arn:aws:kms:local-1:000000000000:key/1234",  # not a secret
+        "arn:aws:secretsmanager:local-1:000000000000:parameter:x",
+    ],
+)
+def test_foreign_arns_resolve_to_nothing(secret_id: str) -> None:
+    assert resolve_secret_id(secret_id, **HERE) is None
