@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from coffer import logs
 from coffer.core import errors
 from coffer.rpc import context as ctx
 from coffer.rpc.status import to_status
 from coffer.rpc.tls import TlsFiles, server_credentials
+from coffer.settings import Settings
 
 log = structlog.get_logger("coffer.rpc")
 
@@ -196,6 +199,42 @@ async def wait_for_signal() -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+class ServiceRuntime(Protocol):
+    async def aclose(self) -> None: ...
+
+
+def service_main(
+    service: str,
+    serve: Callable[[Settings], Awaitable[ServiceRuntime]],
+    *,
+    startup_errors: tuple[type[BaseException], ...] = (),
+) -> None:
+    """The body of every ``python -m coffer.<service>``: settings from the environment, JSON logs, ``serve``,
+    then run until SIGTERM/SIGINT and close gracefully. A start-up failure (a CofferError, an unusable address
+    or one of ``startup_errors``) is logged and printed, and the process exits 1."""
+    settings = Settings.from_env()
+    logs.configure(service=service, level=settings.log_level, log_file=settings.log_file)
+
+    caught: tuple[type[BaseException], ...] = (errors.CofferError, OSError, *startup_errors)
+
+    async def run() -> None:
+        try:
+            runtime = await serve(settings)
+        except caught as exc:
+            message = exc.message if isinstance(exc, errors.CofferError) else str(exc)
+            log.error(f"{service}.start_failed", error=message)
+            print(f"{service}: {message}", file=sys.stderr)
+            raise SystemExit(1) from None
+        try:
+            await wait_for_signal()
+            log.info(f"{service}.stopping")
+        finally:
+            await runtime.aclose()
+        log.info(f"{service}.stopped")
+
+    run_service(run)
 
 
 def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -7,7 +7,6 @@ the health check must carry ``authorization: Bearer <token>``.
 from __future__ import annotations
 
 import secrets
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -17,14 +16,13 @@ from coffer import logs
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2, secrets_pb2_grpc
 from coffer.api.store.v1 import store_pb2_grpc
-from coffer.core import errors
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.audit import StructlogAudit
 from coffer.gateway.auth import BearerAuthenticator, CredentialStore
 from coffer.gateway.authz import authorize
 from coffer.gateway.servicer import KeyManagementServicer, SecretsManagerServicer
 from coffer.rpc.channel import secure_channel
-from coffer.rpc.server import RunningServer, run_service, start_server, wait_for_signal
+from coffer.rpc.server import RunningServer, service_main, start_server
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Settings
 
@@ -96,23 +94,8 @@ async def serve(settings: Settings) -> GatewayRuntime:
     )
 
 
-async def _run(settings: Settings) -> None:
-    try:
-        runtime = await serve(settings)
-    except (errors.CofferError, OSError) as exc:
-        log.error("gateway.start_failed", error=str(exc))
-        print(f"gateway: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    await wait_for_signal()
-    log.info("gateway.stopping")
-    await runtime.aclose()
-    log.info("gateway.stopped")
-
-
 def main() -> None:
-    settings = Settings.from_env()
-    logs.configure(service="gateway", level=settings.log_level, log_file=settings.log_file)
-    run_service(lambda: _run(settings))
+    service_main("gateway", serve)
 
 
 if __name__ == "__main__":

@@ -9,16 +9,21 @@ import asyncpg
 import grpc
 import structlog
 
-from coffer import logs
 from coffer.api.kms.v1 import kms_pb2_grpc
+from coffer.clock import Clock, SystemClock
 from coffer.crypto.rootkey import RootKey
-from coffer.kms.app import Clock, KmsApp, SystemClock
+from coffer.kms.app import KmsApp
 from coffer.kms.keystore import PgKeyStore, migrate
 from coffer.kms.maintenance import MaintenanceLoop
 from coffer.kms.model import MaintenanceReport, Scope
 from coffer.kms.servicer import SERVICE_NAME, KmsServicer
 from coffer.rootkey_file import RootKeyFileError, load_root_key
-from coffer.rpc.server import PeerPolicy, RunningServer, run_service, start_server, wait_for_signal
+from coffer.rpc.server import (
+    PeerPolicy,
+    RunningServer,
+    service_main,
+    start_server,
+)
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Settings
 
@@ -92,21 +97,7 @@ async def serve(
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    logs.configure(service="kms", level=settings.log_level, log_file=settings.log_file)
-
-    async def run() -> None:
-        try:
-            runtime = await serve(settings)
-        except RootKeyFileError as exc:
-            log.error("kms.root_key_unusable", error=str(exc))
-            raise SystemExit(f"coffer.kms: {exc}") from None
-        try:
-            await wait_for_signal()
-        finally:
-            await runtime.aclose()
-
-    run_service(run)
+    service_main("kms", serve, startup_errors=(RootKeyFileError,))
 
 
 if __name__ == "__main__":

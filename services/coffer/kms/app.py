@@ -12,11 +12,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
 
+from coffer.clock import Clock
 from coffer.core import errors
 from coffer.crypto import blob as blobs
 from coffer.crypto.rootkey import MaterialBinding, RootKey, UnwrapError
@@ -60,15 +61,6 @@ _NO_SUCH_CIPHERTEXT_KEY = (
     "The ciphertext refers to a customer master key that does not exist, does not exist in this region, "
     "or you are not allowed to access."
 )
-
-
-class Clock(Protocol):
-    def now(self) -> datetime: ...
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 class KeyTx(Protocol):

@@ -8,7 +8,6 @@ later issue; nothing here pretends to rotate anything.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -20,7 +19,12 @@ from redis.exceptions import RedisError
 from coffer import logs
 from coffer.core import errors
 from coffer.rpc.channel import secure_channel
-from coffer.rpc.server import PeerPolicy, RunningServer, run_service, start_server, wait_for_signal
+from coffer.rpc.server import (
+    PeerPolicy,
+    RunningServer,
+    service_main,
+    start_server,
+)
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Settings
 
@@ -110,23 +114,8 @@ async def serve(settings: Settings) -> RotationRuntime:
     return RotationRuntime(server=server, redis=redis, store_channel=store_channel)
 
 
-async def _run(settings: Settings) -> None:
-    try:
-        runtime = await serve(settings)
-    except errors.CofferError as exc:
-        log.error("rotation.start_failed", error=exc.message)
-        print(f"rotation: {exc.message}", file=sys.stderr)
-        raise SystemExit(1) from None
-    await wait_for_signal()
-    log.info("rotation.stopping")
-    await runtime.aclose()
-    log.info("rotation.stopped")
-
-
 def main() -> None:
-    settings = Settings.from_env()
-    logs.configure(service="rotation", level=settings.log_level, log_file=settings.log_file)
-    run_service(lambda: _run(settings))
+    service_main("rotation", serve)
 
 
 if __name__ == "__main__":

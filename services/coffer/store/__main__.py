@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,12 +19,18 @@ import grpc
 from coffer import logs
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
+from coffer.clock import Clock
 from coffer.core import errors
 from coffer.rpc.channel import secure_channel
-from coffer.rpc.server import PeerPolicy, RunningServer, run_service, start_server, wait_for_signal
+from coffer.rpc.server import (
+    PeerPolicy,
+    RunningServer,
+    service_main,
+    start_server,
+)
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Settings
-from coffer.store.app import Clock, StoreApp, StoreConfig
+from coffer.store.app import StoreApp, StoreConfig
 from coffer.store.kms_client import DataKeyCache, KeyChangeListener, KmsClient
 from coffer.store.repository import StoreRepository, apply_migrations, create_pool
 from coffer.store.servicer import SecretStoreServicer
@@ -143,23 +148,8 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
     return runtime
 
 
-async def _run(settings: Settings) -> None:
-    try:
-        runtime = await serve(settings)
-    except errors.CofferError as exc:
-        log.error("store.start_failed", error=exc.message)
-        print(f"store: {exc.message}", file=sys.stderr)
-        raise SystemExit(1) from None
-    await wait_for_signal()
-    log.info("store.stopping")
-    await runtime.aclose()
-    log.info("store.stopped")
-
-
 def main() -> None:
-    settings = Settings.from_env()
-    logs.configure(service="store", level=settings.log_level, log_file=settings.log_file)
-    run_service(lambda: _run(settings))
+    service_main("store", serve)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from coffer.clock import Clock, SystemClock
 from coffer.core import errors, listing
 from coffer.core import versions as v
 from coffer.core.arn import SecretRef, make_arn, new_suffix, partial_arn, resolve_secret_id
@@ -60,15 +61,6 @@ _REENCRYPTED_LABELS = (AWSCURRENT, AWSPENDING, AWSPREVIOUS)
 
 
 # --- collaborators ------------------------------------------------------------------------------------------
-
-
-class Clock(Protocol):
-    def now(self) -> datetime: ...
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 class Kms(Protocol):

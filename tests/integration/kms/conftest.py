@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +18,10 @@ from coffer.rootkey_file import ensure_root_key
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Settings
+from coffer.testing.clock import ManualClock
 
 REGION = "local-1"
 ACCOUNT = "000000000000"
-
-
-class ManualClock:
-    """A clock tests move by hand (purge after the window, rotation when due) without sleeping."""
-
-    def __init__(self) -> None:
-        self._now = datetime.now(UTC)
-
-    def now(self) -> datetime:
-        return self._now
-
-    def advance(self, delta: timedelta) -> None:
-        self._now += delta
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +29,10 @@ from coffer.rpc.tls import TlsFiles, channel_credentials
 from coffer.settings import Settings
 from coffer.store.__main__ import StoreRuntime
 from coffer.store.__main__ import serve as serve_store
+from coffer.testing.clock import ManualClock
 
 REGION = "local-1"
 ACCOUNT = "000000000000"
-
-
-class ManualClock:
-    """A clock the test moves by hand (shared by kms and store)."""
-
-    def __init__(self) -> None:
-        self._now = datetime.now(UTC)
-
-    def now(self) -> datetime:
-        return self._now
-
-    def advance(self, delta: timedelta) -> None:
-        self._now += delta
 
 
 @dataclass
