@@ -9,6 +9,7 @@ import asyncpg
 import grpc
 import structlog
 
+from coffer import db
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.clock import Clock, SystemClock
 from coffer.crypto.rootkey import RootKey
@@ -58,12 +59,10 @@ async def serve(
     """Start the kms service. ``clock`` and ``root_key`` are for tests; by default the key is read from
     ``settings.root_key_file`` (a missing file fails with a clear ``RootKeyFileError``)."""
     root = root_key if root_key is not None else load_root_key(settings.root_key_file)
-    if not settings.database_url:
-        raise RuntimeError("kms: COFFER_DATABASE_URL is not set")
     if settings.purge_interval_seconds <= 0:
         raise RuntimeError("kms: COFFER_PURGE_INTERVAL_SECONDS must be positive")
     scope = Scope(partition=settings.partition, region=settings.region, account_id=settings.account_id)
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10)
+    pool = await db.create_pool(settings.database_url, service="kms")
     try:
         applied = await migrate(pool)
         if applied:

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from coffer.core import errors
+from coffer import db
 from coffer.core.arn import SecretRef
 from coffer.core.listing import Listable
 from coffer.core.model import ReplicationStatus, RotationRules, Secret, SecretVersion, Tag
@@ -38,10 +38,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    try:
-        return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise errors.Unavailable(f"store: cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
+    return await db.create_pool(
+        dsn, service="store", min_size=min_size, max_size=max_size, init=_init_connection
+    )
 
 
 async def apply_migrations(pool: asyncpg.Pool) -> list[str]:
