@@ -4,6 +4,7 @@
     coffer secretsmanager get-secret-value --secret-id db/prod --version-stage AWSPREVIOUS
     coffer kms create-key --description "payments"
     coffer status
+    coffer rotation history --secret-id db/prod
     coffer admin create-credential --principal user/alice
 
 Every operation of ``coffer.api.secrets.v1.SecretsManagerService`` and ``coffer.api.kms.v1.
@@ -117,6 +118,54 @@ def _operation_handler(service: str, operation: str) -> Handler:
         return EXIT_OK
 
     return handle
+
+
+def _rotation_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``coffer rotation history --secret-id X``: every rotation attempt of the secret (ListRotationAttempts),
+    newest first, with its steps, times, outcome and error; follows NextToken unless --max-items is given."""
+    from coffer.api.secrets.v1 import secrets_pb2
+
+    conn = _connection(args)
+    try:
+        client = CofferClient(conn.endpoint, conn.ca_file, conn.token, region=conn.region)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
+        ) from None
+    attempts: list[object] = []
+    body: dict[str, object] = {}
+    next_token: str | None = None
+    with client:
+        while True:
+            request = secrets_pb2.ListRotationAttemptsRequest(secret_id=args.secret_id)
+            if args.max_items is not None:
+                request.max_results = args.max_items
+            if next_token is not None:
+                request.next_token = next_token
+            try:
+                response = client.call("ListRotationAttempts", request)
+            except _ops.EndpointUnreachable as exc:
+                print(exc.message, file=err)
+                return EXIT_OTHER
+            except CofferError as exc:
+                print(
+                    f"An error occurred ({exc.code}) when calling the ListRotationAttempts operation: "
+                    f"{exc.message}",
+                    file=err,
+                )
+                return EXIT_SERVICE_ERROR
+            page = shapes.to_aws(response)
+            body.setdefault("ARN", page.get("ARN"))
+            body.setdefault("Name", page.get("Name"))
+            attempts.extend(page.get("Attempts", []))
+            next_token = page.get("NextToken")
+            if not next_token or args.max_items is not None:
+                break
+    body["Attempts"] = attempts
+    if next_token:
+        body["NextToken"] = next_token
+    print(json.dumps(body, indent=4, ensure_ascii=False), file=out)
+    return EXIT_OK
 
 
 def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -234,6 +283,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--timeout", type=float, default=3.0, help="seconds per service (default 3)")
     status.set_defaults(handler=_status)
+
+    rotation = commands.add_parser("rotation", help="rotation history (beyond AWS)")
+    rotation_commands = rotation.add_subparsers(
+        dest="rotation_command", metavar="ACTION", parser_class=_Parser
+    )
+    rotation_commands.required = True
+    history = rotation_commands.add_parser(
+        "history",
+        parents=leaf_parents,
+        help="every rotation attempt of a secret with its steps, times, outcome and error (JSON)",
+    )
+    history.add_argument("--secret-id", required=True, help="name or ARN of the secret")
+    history.add_argument(
+        "--max-items", type=int, default=None, help="at most this many attempts, newest first (default: all)"
+    )
+    history.set_defaults(handler=_rotation_history)
 
     admin = commands.add_parser("admin", help="local administration (credentials file)")
     admin_commands = admin.add_subparsers(dest="admin_command", metavar="ACTION", parser_class=_Parser)

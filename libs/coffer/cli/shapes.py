@@ -58,7 +58,16 @@ def command_name(operation: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", operation).lower()
 
 
+#: Request fields whose natural flag would clash with a global option (``--endpoint``, ``--region``, ...).
+RENAMED_FLAGS = {
+    "coffer.api.secrets.v1.RegisterRotationFunctionRequest.endpoint": "--function-endpoint",
+}
+
+
 def flag_name(field: FieldDescriptor) -> str:
+    renamed = RENAMED_FLAGS.get(field.full_name)
+    if renamed is not None:
+        return renamed
     return "--" + field.name.replace("_", "-")
 
 

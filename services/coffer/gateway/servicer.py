@@ -179,6 +179,54 @@ class SecretsManagerServicer(_Forwarder, secrets_pb2_grpc.SecretsManagerServiceS
 
         return await self._run("GetRandomPassword", ANY_RESOURCE, run)
 
+    async def RotateSecret(
+        self, request: sm.RotateSecretRequest, context: Context
+    ) -> sm.RotateSecretResponse:
+        return await self._run(
+            "RotateSecret", request.secret_id, _call(self._store.RotateSecret, request, context)
+        )
+
+    async def CancelRotateSecret(
+        self, request: sm.CancelRotateSecretRequest, context: Context
+    ) -> sm.CancelRotateSecretResponse:
+        return await self._run(
+            "CancelRotateSecret", request.secret_id, _call(self._store.CancelRotateSecret, request, context)
+        )
+
+    async def ListRotationAttempts(
+        self, request: sm.ListRotationAttemptsRequest, context: Context
+    ) -> sm.ListRotationAttemptsResponse:
+        return await self._run(
+            "ListRotationAttempts",
+            request.secret_id,
+            _call(self._store.ListRotationAttempts, request, context),
+        )
+
+    async def RegisterRotationFunction(
+        self, request: sm.RegisterRotationFunctionRequest, context: Context
+    ) -> sm.RegisterRotationFunctionResponse:
+        return await self._run(
+            "RegisterRotationFunction",
+            request.name,
+            _call(self._store.RegisterRotationFunction, request, context),
+        )
+
+    async def ListRotationFunctions(
+        self, request: sm.ListRotationFunctionsRequest, context: Context
+    ) -> sm.ListRotationFunctionsResponse:
+        return await self._run(
+            "ListRotationFunctions", ANY_RESOURCE, _call(self._store.ListRotationFunctions, request, context)
+        )
+
+    async def DeleteRotationFunction(
+        self, request: sm.DeleteRotationFunctionRequest, context: Context
+    ) -> sm.DeleteRotationFunctionResponse:
+        return await self._run(
+            "DeleteRotationFunction",
+            request.function_id,
+            _call(self._store.DeleteRotationFunction, request, context),
+        )
+
 
 class KeyManagementServicer(_Forwarder, kms_pb2_grpc.KeyManagementServiceServicer):
     """The public KMS API: every RPC forwarded to the kms service (which refuses the gateway crypto and

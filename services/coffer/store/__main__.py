@@ -33,15 +33,24 @@ from coffer.settings import Settings
 from coffer.store.app import StoreApp, StoreConfig
 from coffer.store.kms_client import DataKeyCache, KeyChangeListener, KmsClient
 from coffer.store.repository import StoreRepository, apply_migrations, create_pool
-from coffer.store.servicer import SecretStoreServicer
+from coffer.store.rotation import RotationApp, RotationPolicy
+from coffer.store.servicer import RotationControlServicer, SecretStoreServicer
 
 log = logs.get_logger("coffer.store")
 
-#: The gateway and the rotation service call the store, and both may forward the end caller's principal.
-STORE_PEERS = PeerPolicy(
-    default=frozenset({"gateway", "rotation"}), forwarders=frozenset({"gateway", "rotation"})
-)
 SERVICE_NAME = store_pb2.DESCRIPTOR.services_by_name["SecretStoreService"].full_name
+CONTROL_SERVICE = store_pb2.DESCRIPTOR.services_by_name["RotationControlService"]
+CONTROL_SERVICE_NAME = CONTROL_SERVICE.full_name
+
+#: The gateway and the rotation service call the store, and both may forward the end caller's principal.
+#: The internal RotationControlService is for the rotation service only.
+STORE_PEERS = PeerPolicy(
+    default=frozenset({"gateway", "rotation"}),
+    per_method={
+        f"/{CONTROL_SERVICE_NAME}/{m.name}": frozenset({"rotation"}) for m in CONTROL_SERVICE.methods
+    },
+    forwarders=frozenset({"gateway", "rotation"}),
+)
 
 
 async def purge_loop(app: StoreApp, interval: float) -> None:
@@ -60,6 +69,7 @@ async def purge_loop(app: StoreApp, interval: float) -> None:
 class StoreRuntime:
     server: RunningServer
     app: StoreApp
+    rotation: RotationApp
     kms: KmsClient
     pool: asyncpg.Pool
     kms_channel: grpc.aio.Channel
@@ -123,11 +133,24 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             ),
             clock=clock,
         )
-        servicer = SecretStoreServicer(app)
+        rotation = RotationApp(
+            repo=StoreRepository(pool),
+            store=app,
+            config=app.config,
+            clock=app.clock,
+            policy=RotationPolicy(
+                max_tries=settings.rotation_max_tries,
+                backoff_base_seconds=settings.rotation_backoff_base_seconds,
+                default_lease_seconds=max(1, int(settings.rotation_lease_seconds)),
+            ),
+        )
+        servicer = SecretStoreServicer(app, rotation)
+        control = RotationControlServicer(rotation)
 
         def register(server: grpc.aio.Server) -> list[str]:
             store_pb2_grpc.add_SecretStoreServiceServicer_to_server(servicer, server)
-            return [SERVICE_NAME]
+            store_pb2_grpc.add_RotationControlServiceServicer_to_server(control, server)
+            return [SERVICE_NAME, CONTROL_SERVICE_NAME]
 
         server = await start_server(
             service="store",
@@ -138,7 +161,13 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         )
         undo.pop_all()
     runtime = StoreRuntime(
-        server=server, app=app, kms=kms, pool=pool, kms_channel=kms_channel, listener=listener
+        server=server,
+        app=app,
+        rotation=rotation,
+        kms=kms,
+        pool=pool,
+        kms_channel=kms_channel,
+        listener=listener,
     )
     if settings.purge_interval_seconds > 0:
         runtime.purge_task = asyncio.get_running_loop().create_task(

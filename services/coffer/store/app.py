@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import structlog
 
 from coffer.clock import Clock, SystemClock
-from coffer.core import errors, listing
+from coffer.core import errors, listing, schedule
 from coffer.core import versions as v
 from coffer.core.arn import SecretRef, make_arn, new_suffix, partial_arn, resolve_secret_id
 from coffer.core.listing import Listable, ListFilter
@@ -47,6 +47,7 @@ from coffer.store.records import (
     KeyInfo,
     LockedSecret,
     NameTaken,
+    RotationConfig,
     SealedValue,
     StoredValue,
     ValueRow,
@@ -115,6 +116,10 @@ class Tx(Protocol):
         version_id: str | None = None,
         payload: dict[str, Any] | None = None,
     ) -> None: ...
+
+    async def rotation_config(self, secret_id: int) -> RotationConfig: ...
+
+    async def update_rotation(self, secret_id: int, changes: dict[str, Any]) -> None: ...
 
 
 class Repository(Protocol):
@@ -283,6 +288,10 @@ class StoreApp:
     def clock(self) -> Clock:
         return self._clock
 
+    @property
+    def config(self) -> StoreConfig:
+        return self._config
+
     # --- helpers -------------------------------------------------------------------------------------------
 
     def _ref(self, secret_id: str) -> SecretRef:
@@ -382,6 +391,17 @@ class StoreApp:
         await tx.replace_labels(locked.id, labels, new_labels)
         await tx.delete_versions(locked.id, doomed)
         return new_labels
+
+    async def _note_value_change(self, tx: Tx, secret_id: int, *, now: datetime) -> None:
+        """A manual value that became AWSCURRENT counts as a rotation for AutomaticallyAfterDays scheduling
+        (spec §6.1): the next rotation is counted from now."""
+        config = await tx.rotation_config(secret_id)
+        rules = config.rules
+        if not config.enabled or rules is None or rules.automatically_after_days is None:
+            return
+        sched = schedule.parse_rules(rules)
+        if sched is not None:
+            await tx.update_rotation(secret_id, {"next_rotation_at": sched.next_window_start(now)})
 
     # --- CreateSecret ---------------------------------------------------------------------------------------
 
@@ -748,6 +768,8 @@ class StoreApp:
                 now=now,
             )
             stages = v.stages_of(new_labels, token)
+            if AWSCURRENT in stages:
+                await self._note_value_change(tx, locked.id, now=now)
             await tx.record_change(
                 locked.id, event="PutSecretValue", now=now, version_id=token, payload={"stages": list(stages)}
             )
@@ -815,6 +837,7 @@ class StoreApp:
                         now=now,
                     )
                     new_version = True
+                    await self._note_value_change(tx, locked.id, now=now)
             if key_changed:
                 await self._reencrypt(
                     tx, locked, labels, key_id=key_id, skip=version_id if new_version else None

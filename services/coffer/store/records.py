@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from coffer.core import errors
-from coffer.core.model import Tag, ValueKind
+from coffer.core.model import RotationRules, Tag, ValueKind
 
 
 class NameTaken(errors.AlreadyExists):
@@ -84,3 +84,75 @@ class SealedValue:
     wrapped_key: bytes
     kms_key_arn: str
     default_key: bool
+
+
+# --- rotation ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RotationConfig:
+    """A locked secret's rotation columns (``enabled`` None = never configured)."""
+
+    enabled: bool | None
+    lambda_arn: str | None
+    rotator: str | None
+    rules: RotationRules | None
+    last_rotated: datetime | None
+    next_rotation: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    step: str
+    status: str
+    try_number: int
+    started: datetime
+    finished: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    id: int
+    secret_id: int
+    secret_arn: str
+    token: str
+    rotator: str
+    rotate_immediately: bool
+    trigger: str
+    status: str
+    tries: int
+    requested: datetime
+    started: datetime | None
+    finished: datetime | None
+    next_try: datetime | None
+    lease_owner: str | None
+    lease_expires: datetime | None
+    lease_seconds: int | None
+    error: str | None
+    steps: tuple[StepRow, ...] = ()
+
+    @property
+    def open(self) -> bool:
+        return self.status in ("Pending", "InProgress")
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRow:
+    name: str
+    arn: str
+    endpoint: str
+    ca_pem: str
+    server_name: str | None
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DueSecret:
+    """A secret whose NextRotationDate has come (candidates for a scheduled rotation)."""
+
+    id: int
+    arn: str
+    rules: RotationRules | None
+    next_rotation: datetime
+    last_rotated: datetime | None

@@ -22,10 +22,23 @@ from coffer.core.arn import SecretRef
 from coffer.core.listing import Listable
 from coffer.core.model import ReplicationStatus, RotationRules, Secret, SecretVersion, Tag
 from coffer.core.versions import versions_to_stages
-from coffer.store.records import LockedSecret, NameTaken, SealedValue, StoredValue, ValueRow, VersionMeta
+from coffer.store.records import (
+    AttemptRow,
+    DueSecret,
+    FunctionRow,
+    LockedSecret,
+    NameTaken,
+    RotationConfig,
+    SealedValue,
+    StepRow,
+    StoredValue,
+    ValueRow,
+    VersionMeta,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 CHANGED_CHANNEL = "coffer_store_changed"
+ROTATION_CHANNEL = "coffer_rotation_requested"
 _MIGRATION_LOCK = 0x636F6666_6572_01  # "coffer" + store
 
 # The SecretId lookup every statement shares: exact ARN first, else the name ($1 = ARN or NULL, $2 = name).
@@ -210,6 +223,81 @@ SELECT secret_arn, pg_notify('coffer_store_changed', secret_arn) FROM ob
 _UPDATABLE = frozenset(
     {"description", "kms_key_id", "kms_key_arn", "type", "tags", "deleted_at", "deletion_date"}
 )
+_ROTATION_UPDATABLE = frozenset(
+    {
+        "rotation_enabled",
+        "rotation_lambda_arn",
+        "rotation_rotator",
+        "rotation_rules",
+        "last_rotated_at",
+        "next_rotation_at",
+    }
+)
+_ATTEMPT_UPDATABLE = frozenset(
+    {
+        "status",
+        "tries",
+        "started_at",
+        "finished_at",
+        "next_try_at",
+        "lease_owner",
+        "lease_expires_at",
+        "lease_seconds",
+        "error",
+    }
+)
+_ATTEMPT_COLUMNS = """
+    a.id, a.secret_id, s.arn AS secret_arn, a.token, a.rotator, a.rotate_immediately, a.trigger, a.status,
+    a.tries, a.requested_at, a.started_at, a.finished_at, a.next_try_at, a.lease_owner, a.lease_expires_at,
+    a.lease_seconds, a.error
+"""
+
+
+def rules_json(rules: RotationRules | None) -> dict[str, Any] | None:
+    if rules is None:
+        return None
+    out: dict[str, Any] = {}
+    if rules.automatically_after_days is not None:
+        out["AutomaticallyAfterDays"] = rules.automatically_after_days
+    if rules.duration is not None:
+        out["Duration"] = rules.duration
+    if rules.schedule_expression is not None:
+        out["ScheduleExpression"] = rules.schedule_expression
+    return out
+
+
+def _attempt(row: asyncpg.Record, steps: Sequence[StepRow] = ()) -> AttemptRow:
+    return AttemptRow(
+        id=row["id"],
+        secret_id=row["secret_id"],
+        secret_arn=row["secret_arn"],
+        token=row["token"],
+        rotator=row["rotator"],
+        rotate_immediately=row["rotate_immediately"],
+        trigger=row["trigger"],
+        status=row["status"],
+        tries=row["tries"],
+        requested=row["requested_at"],
+        started=row["started_at"],
+        finished=row["finished_at"],
+        next_try=row["next_try_at"],
+        lease_owner=row["lease_owner"],
+        lease_expires=row["lease_expires_at"],
+        lease_seconds=row["lease_seconds"],
+        error=row["error"],
+        steps=tuple(steps),
+    )
+
+
+def _function(row: asyncpg.Record) -> FunctionRow:
+    return FunctionRow(
+        name=row["name"],
+        arn=row["arn"],
+        endpoint=row["endpoint"],
+        ca_pem=row["ca_pem"],
+        server_name=row["server_name"],
+        created=row["created_at"],
+    )
 
 
 class StoreTx:
@@ -390,6 +478,174 @@ class StoreTx:
         """Bump the change sequence and LastChangedDate, write the outbox row, NOTIFY (at commit)."""
         await self._conn.execute(_RECORD_CHANGE_SQL, secret_id, event, version_id, dict(payload or {}), now)
 
+    # --- rotation ---------------------------------------------------------------------------------------
+
+    async def lock_by_arn(self, arn: str) -> LockedSecret | None:
+        return await self._lock("s.arn = $1", arn)
+
+    async def rotation_config(self, secret_id: int) -> RotationConfig:
+        row = await self._conn.fetchrow(
+            "SELECT rotation_enabled, rotation_lambda_arn, rotation_rotator, rotation_rules, last_rotated_at,"
+            " next_rotation_at FROM store.secrets WHERE id = $1",
+            secret_id,
+        )
+        assert row is not None
+        return RotationConfig(
+            enabled=row["rotation_enabled"],
+            lambda_arn=row["rotation_lambda_arn"],
+            rotator=row["rotation_rotator"],
+            rules=_rules(row["rotation_rules"]),
+            last_rotated=row["last_rotated_at"],
+            next_rotation=row["next_rotation_at"],
+        )
+
+    async def update_rotation(self, secret_id: int, changes: Mapping[str, Any]) -> None:
+        """Set rotation columns (``rotation_rules`` takes a RotationRules or None)."""
+        if not changes:
+            return
+        unknown = set(changes) - _ROTATION_UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        cols = list(changes)
+        assignments = ", ".join(
+            f"{c} = ${i}::jsonb" if c == "rotation_rules" else f"{c} = ${i}"
+            for i, c in enumerate(cols, start=2)
+        )
+        values = [rules_json(changes[c]) if c == "rotation_rules" else changes[c] for c in cols]
+        await self._conn.execute(f"UPDATE store.secrets SET {assignments} WHERE id = $1", secret_id, *values)
+
+    async def insert_placeholder(self, secret_id: int, version_id: str, *, now: datetime) -> None:
+        """The valueless AWSPENDING version a rotation starts with (spec §6.2)."""
+        await self._conn.execute(
+            "INSERT INTO store.versions (secret_id, version_id, created_at) VALUES ($1, $2, $3)",
+            secret_id,
+            version_id,
+            now,
+        )
+
+    async def open_attempt(self, secret_id: int) -> AttemptRow | None:
+        row = await self._conn.fetchrow(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM store.rotation_attempts a JOIN store.secrets s"
+            " ON s.id = a.secret_id WHERE a.secret_id = $1 AND a.status IN ('Pending', 'InProgress')"
+            " FOR UPDATE OF a",
+            secret_id,
+        )
+        return None if row is None else _attempt(row)
+
+    async def attempt(self, arn: str, token: str) -> AttemptRow | None:
+        row = await self._conn.fetchrow(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM store.rotation_attempts a JOIN store.secrets s"
+            " ON s.id = a.secret_id WHERE s.arn = $1 AND a.token = $2 FOR UPDATE OF a",
+            arn,
+            token,
+        )
+        return None if row is None else _attempt(row)
+
+    async def insert_attempt(
+        self,
+        secret_id: int,
+        *,
+        token: str,
+        rotator: str,
+        rotate_immediately: bool,
+        trigger: str,
+        now: datetime,
+    ) -> None:
+        await self._conn.execute(
+            "INSERT INTO store.rotation_attempts (secret_id, token, rotator, rotate_immediately, trigger,"
+            " status, requested_at, next_try_at) VALUES ($1, $2, $3, $4, $5, 'Pending', $6, $6)",
+            secret_id,
+            token,
+            rotator,
+            rotate_immediately,
+            trigger,
+            now,
+        )
+
+    async def update_attempt(self, attempt_id: int, changes: Mapping[str, Any]) -> None:
+        if not changes:
+            return
+        unknown = set(changes) - _ATTEMPT_UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        cols = list(changes)
+        assignments = ", ".join(f"{c} = ${i}" for i, c in enumerate(cols, start=2))
+        await self._conn.execute(
+            f"UPDATE store.rotation_attempts SET {assignments} WHERE id = $1",
+            attempt_id,
+            *[changes[c] for c in cols],
+        )
+
+    async def record_step(
+        self,
+        attempt_id: int,
+        *,
+        try_number: int,
+        step: str,
+        status: str,
+        worker_id: str,
+        error: str | None,
+        now: datetime,
+    ) -> None:
+        if status == "started":
+            await self._conn.execute(
+                "INSERT INTO store.rotation_steps (attempt_id, try_number, step, status, worker_id,"
+                " started_at) VALUES ($1, $2, $3, 'started', $4, $5)"
+                " ON CONFLICT (attempt_id, try_number, step) DO UPDATE SET status = 'started',"
+                " worker_id = EXCLUDED.worker_id, started_at = EXCLUDED.started_at, finished_at = NULL,"
+                " error = NULL",
+                attempt_id,
+                try_number,
+                step,
+                worker_id,
+                now,
+            )
+            return
+        await self._conn.execute(
+            "INSERT INTO store.rotation_steps (attempt_id, try_number, step, status, worker_id, started_at,"
+            " finished_at, error) VALUES ($1, $2, $3, $4, $5, $6, $6, $7)"
+            " ON CONFLICT (attempt_id, try_number, step) DO UPDATE SET status = EXCLUDED.status,"
+            " finished_at = EXCLUDED.finished_at, error = EXCLUDED.error",
+            attempt_id,
+            try_number,
+            step,
+            status,
+            worker_id,
+            now,
+            error,
+        )
+
+    async def insert_function(
+        self, *, name: str, arn: str, endpoint: str, ca_pem: str, server_name: str | None, now: datetime
+    ) -> FunctionRow | None:
+        """None when the name is taken."""
+        row = await self._conn.fetchrow(
+            "INSERT INTO store.rotation_functions (name, arn, endpoint, ca_pem, server_name, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING *",
+            name,
+            arn,
+            endpoint,
+            ca_pem,
+            server_name,
+            now,
+        )
+        return None if row is None else _function(row)
+
+    async def delete_function(self, name: str) -> None:
+        await self._conn.execute("DELETE FROM store.rotation_functions WHERE name = $1", name)
+
+    async def function_users(self, arn: str) -> list[str]:
+        """Names of secrets whose rotation uses the function (locks the function row first)."""
+        await self._conn.execute("SELECT 1 FROM store.rotation_functions WHERE arn = $1 FOR UPDATE", arn)
+        rows = await self._conn.fetch(
+            "SELECT name FROM store.secrets WHERE rotation_rotator = $1 ORDER BY name", arn
+        )
+        return [r["name"] for r in rows]
+
+    async def notify_rotation(self) -> None:
+        """Wake the rotation scheduler (delivered at commit)."""
+        await self._conn.execute("SELECT pg_notify($1, '')", ROTATION_CHANNEL)
+
 
 class StoreRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -491,3 +747,88 @@ class StoreRepository:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_PURGE_SQL, now)
         return [r["secret_arn"] for r in rows]
+
+    # --- rotation ---------------------------------------------------------------------------------------
+
+    async def secret_head(self, ref: SecretRef) -> tuple[int, str, str] | None:
+        row = await self._pool.fetchrow(
+            f"SELECT s.id, s.arn, s.name FROM store.secrets s WHERE {_LOOKUP}", ref.arn, ref.name
+        )
+        return None if row is None else (row["id"], row["arn"], row["name"])
+
+    async def attempts(self, secret_id: int, *, limit: int, before_id: int | None) -> list[AttemptRow]:
+        """A secret's attempts, newest first, with their steps."""
+        rows = await self._pool.fetch(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM store.rotation_attempts a JOIN store.secrets s"
+            " ON s.id = a.secret_id WHERE a.secret_id = $1 AND ($2::bigint IS NULL OR a.id < $2)"
+            " ORDER BY a.id DESC LIMIT $3",
+            secret_id,
+            before_id,
+            limit,
+        )
+        steps = await self._pool.fetch(
+            "SELECT attempt_id, try_number, step, status, started_at, finished_at, error"
+            " FROM store.rotation_steps WHERE attempt_id = ANY($1::bigint[])"
+            " ORDER BY attempt_id, try_number, started_at",
+            [r["id"] for r in rows],
+        )
+        by_attempt: dict[int, list[StepRow]] = {}
+        for st in steps:
+            by_attempt.setdefault(st["attempt_id"], []).append(
+                StepRow(
+                    step=st["step"],
+                    status=st["status"],
+                    try_number=st["try_number"],
+                    started=st["started_at"],
+                    finished=st["finished_at"],
+                    error=st["error"],
+                )
+            )
+        return [_attempt(r, by_attempt.get(r["id"], ())) for r in rows]
+
+    async def due_secrets(self, now: datetime, *, limit: int) -> list[DueSecret]:
+        """Rotation-enabled live secrets whose NextRotationDate has come and that have no unfinished
+        attempt."""
+        rows = await self._pool.fetch(
+            "SELECT s.id, s.arn, s.rotation_rules, s.next_rotation_at, s.last_rotated_at"
+            " FROM store.secrets s WHERE s.rotation_enabled AND s.next_rotation_at <= $1"
+            " AND s.deleted_at IS NULL AND NOT s.is_replica"
+            " AND NOT EXISTS (SELECT 1 FROM store.rotation_attempts a WHERE a.secret_id = s.id"
+            " AND a.status IN ('Pending', 'InProgress'))"
+            " ORDER BY s.next_rotation_at LIMIT $2",
+            now,
+            limit,
+        )
+        return [
+            DueSecret(
+                id=r["id"],
+                arn=r["arn"],
+                rules=_rules(r["rotation_rules"]),
+                next_rotation=r["next_rotation_at"],
+                last_rotated=r["last_rotated_at"],
+            )
+            for r in rows
+        ]
+
+    async def claimable_attempts(self, now: datetime, *, limit: int) -> list[AttemptRow]:
+        """Unfinished attempts nobody holds a live lease on, whose next try is due."""
+        rows = await self._pool.fetch(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM store.rotation_attempts a JOIN store.secrets s"
+            " ON s.id = a.secret_id WHERE a.status IN ('Pending', 'InProgress')"
+            " AND (a.lease_owner IS NULL OR a.lease_expires_at <= $1)"
+            " AND (a.next_try_at IS NULL OR a.next_try_at <= $1)"
+            " ORDER BY a.next_try_at NULLS FIRST, a.id LIMIT $2",
+            now,
+            limit,
+        )
+        return [_attempt(r) for r in rows]
+
+    async def functions(self) -> list[FunctionRow]:
+        rows = await self._pool.fetch("SELECT * FROM store.rotation_functions ORDER BY name")
+        return [_function(r) for r in rows]
+
+    async def function(self, *, name: str | None = None, arn: str | None = None) -> FunctionRow | None:
+        row = await self._pool.fetchrow(
+            "SELECT * FROM store.rotation_functions WHERE name = $1 OR arn = $2", name, arn
+        )
+        return None if row is None else _function(row)

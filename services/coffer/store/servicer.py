@@ -11,10 +11,12 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from coffer.api.secrets.v1 import secrets_pb2 as pb
-from coffer.api.store.v1 import store_pb2_grpc
+from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.core.listing import ListFilter
-from coffer.core.model import Secret, SecretVersion, Tag
+from coffer.core.model import RotationRules, Secret, SecretVersion, Tag
 from coffer.store.app import StoreApp, ValueResult
+from coffer.store.records import AttemptRow, FunctionRow
+from coffer.store.rotation import Job, RotationApp
 
 DEFAULT_KMS_KEY_IDS = ("DefaultEncryptionKey",)
 
@@ -104,9 +106,62 @@ def _version_entry(version: SecretVersion) -> pb.SecretVersionsListEntry:
     return entry
 
 
+def _rules(request: pb.RotateSecretRequest) -> RotationRules | None:
+    if not request.HasField("rotation_rules"):
+        return None
+    r = request.rotation_rules
+    return RotationRules(
+        automatically_after_days=_opt(r, "automatically_after_days"),
+        duration=_opt(r, "duration"),
+        schedule_expression=_opt(r, "schedule_expression"),
+    )
+
+
+def _attempt(out: pb.RotationAttempt, attempt: AttemptRow) -> None:
+    out.version_id = attempt.token
+    out.status = attempt.status
+    out.rotator = attempt.rotator
+    out.rotate_immediately = attempt.rotate_immediately
+    out.tries = attempt.tries
+    _set_ts(out.requested_date, attempt.requested)
+    _set_ts(out.started_date, attempt.started)
+    _set_ts(out.finished_date, attempt.finished)
+    if attempt.status in ("Pending", "InProgress"):
+        _set_ts(out.next_try_date, attempt.next_try)
+    if attempt.error is not None:
+        out.error = attempt.error
+    for step in attempt.steps:
+        rec = out.steps.add(step=step.step, status=step.status, try_number=step.try_number)
+        _set_ts(rec.started_date, step.started)
+        _set_ts(rec.finished_date, step.finished)
+        if step.error is not None:
+            rec.error = step.error
+
+
+def _function(out: pb.RotationFunction, fn: FunctionRow) -> None:
+    out.arn = fn.arn
+    out.name = fn.name
+    out.endpoint = fn.endpoint
+    out.ca_pem = fn.ca_pem
+    if fn.server_name is not None:
+        out.server_name = fn.server_name
+    _set_ts(out.created_date, fn.created)
+
+
+def _job(job: Job) -> store_pb2.RotationJob:
+    return store_pb2.RotationJob(
+        secret_arn=job.secret_arn,
+        token=job.token,
+        rotator=job.rotator,
+        rotate_immediately=job.rotate_immediately,
+        try_number=job.try_number,
+    )
+
+
 class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
-    def __init__(self, app: StoreApp) -> None:
+    def __init__(self, app: StoreApp, rotation: RotationApp) -> None:
         self._app = app
+        self._rotation = rotation
 
     async def CreateSecret(
         self, request: pb.CreateSecretRequest, context: grpc.aio.ServicerContext
@@ -277,3 +332,130 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     ) -> pb.UntagResourceResponse:
         await self._app.untag_resource(secret_id=request.secret_id, tag_keys=list(request.tag_keys))
         return pb.UntagResourceResponse()
+
+    # --- rotation -------------------------------------------------------------------------------------------
+
+    async def RotateSecret(
+        self, request: pb.RotateSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RotateSecretResponse:
+        result = await self._rotation.rotate_secret(
+            secret_id=request.secret_id,
+            token=_opt(request, "client_request_token"),
+            rotation_lambda_arn=_opt(request, "rotation_lambda_arn"),
+            rules=_rules(request),
+            rotate_immediately=_opt(request, "rotate_immediately"),
+        )
+        resp = pb.RotateSecretResponse(arn=result.arn, name=result.name)
+        if result.version_id is not None:
+            resp.version_id = result.version_id
+        return resp
+
+    async def CancelRotateSecret(
+        self, request: pb.CancelRotateSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelRotateSecretResponse:
+        result = await self._rotation.cancel_rotate_secret(secret_id=request.secret_id)
+        resp = pb.CancelRotateSecretResponse(arn=result.arn, name=result.name)
+        if result.version_id is not None:
+            resp.version_id = result.version_id
+        return resp
+
+    async def ListRotationAttempts(
+        self, request: pb.ListRotationAttemptsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRotationAttemptsResponse:
+        result = await self._rotation.list_rotation_attempts(
+            secret_id=request.secret_id,
+            max_results=_opt(request, "max_results"),
+            next_token=_opt(request, "next_token"),
+        )
+        resp = pb.ListRotationAttemptsResponse(arn=result.arn, name=result.name)
+        for attempt in result.attempts:
+            _attempt(resp.attempts.add(), attempt)
+        if result.next_token is not None:
+            resp.next_token = result.next_token
+        return resp
+
+    async def RegisterRotationFunction(
+        self, request: pb.RegisterRotationFunctionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterRotationFunctionResponse:
+        fn = await self._rotation.register_function(
+            name=request.name,
+            endpoint=request.endpoint,
+            ca_pem=request.ca_pem,
+            server_name=_opt(request, "server_name"),
+        )
+        resp = pb.RegisterRotationFunctionResponse()
+        _function(resp.function, fn)
+        return resp
+
+    async def ListRotationFunctions(
+        self, request: pb.ListRotationFunctionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRotationFunctionsResponse:
+        resp = pb.ListRotationFunctionsResponse()
+        for fn in await self._rotation.list_functions():
+            _function(resp.functions.add(), fn)
+        return resp
+
+    async def DeleteRotationFunction(
+        self, request: pb.DeleteRotationFunctionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteRotationFunctionResponse:
+        await self._rotation.delete_function(function_id=request.function_id)
+        return pb.DeleteRotationFunctionResponse()
+
+
+class RotationControlServicer(store_pb2_grpc.RotationControlServiceServicer):
+    """``coffer.api.store.v1.RotationControlService``: the rotation service's bookkeeping (peer ``rotation``
+    only)."""
+
+    def __init__(self, rotation: RotationApp) -> None:
+        self._rotation = rotation
+
+    async def ClaimDueRotations(
+        self, request: store_pb2.ClaimDueRotationsRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.ClaimDueRotationsResponse:
+        jobs = await self._rotation.claim_due(limit=request.limit)
+        return store_pb2.ClaimDueRotationsResponse(jobs=[_job(j) for j in jobs])
+
+    async def AcquireRotationLease(
+        self, request: store_pb2.AcquireRotationLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.AcquireRotationLeaseResponse:
+        lease = await self._rotation.acquire_lease(
+            arn=request.secret_arn,
+            token=request.token,
+            worker_id=request.worker_id,
+            lease_seconds=request.lease_seconds,
+        )
+        resp = store_pb2.AcquireRotationLeaseResponse(acquired=lease.acquired, reason=lease.reason)
+        if lease.job is not None:
+            resp.job.CopyFrom(_job(lease.job))
+        return resp
+
+    async def RecordRotationStep(
+        self, request: store_pb2.RecordRotationStepRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.RecordRotationStepResponse:
+        await self._rotation.record_step(
+            arn=request.secret_arn,
+            token=request.token,
+            worker_id=request.worker_id,
+            step=request.step,
+            status=request.status,
+            error=_opt(request, "error"),
+        )
+        return store_pb2.RecordRotationStepResponse()
+
+    async def CompleteRotation(
+        self, request: store_pb2.CompleteRotationRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.CompleteRotationResponse:
+        await self._rotation.complete(
+            arn=request.secret_arn, token=request.token, worker_id=request.worker_id
+        )
+        return store_pb2.CompleteRotationResponse()
+
+    async def FailRotationTry(
+        self, request: store_pb2.FailRotationTryRequest, context: grpc.aio.ServicerContext
+    ) -> store_pb2.FailRotationTryResponse:
+        outcome = await self._rotation.fail_try(
+            arn=request.secret_arn, token=request.token, worker_id=request.worker_id, error=request.error
+        )
+        return store_pb2.FailRotationTryResponse(
+            final=outcome.final, next_try_seconds=outcome.next_try_seconds
+        )
