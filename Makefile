@@ -38,8 +38,8 @@ test: install
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 lint: install
-	$(BIN)/ruff check libs services tests bench scripts
-	$(BIN)/ruff format --check libs services tests bench scripts
+	$(BIN)/ruff check libs services tests bench scripts examples
+	$(BIN)/ruff format --check libs services tests bench scripts examples
 	$(BIN)/buf lint protos
 
 typecheck: install

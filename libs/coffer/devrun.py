@@ -2,7 +2,7 @@
 
 ``python -m coffer.devrun`` prepares ``COFFER_HOME`` (default ``./.coffer``: dev PKI, KMS root key, an
 admin credential), starts embedded PostgreSQL and Redis unless ``COFFER_DATABASE_URL`` / ``COFFER_REDIS_URL``
-are set, runs kms → store → gateway + rotation as four OS processes (``python -m coffer.<svc>``, configured
+are set, runs kms → store → gateway → rotation as four OS processes (``python -m coffer.<svc>``, configured
 only through COFFER_* environment variables), waits until each answers SERVING on the standard gRPC health
 service, writes the CLI profile and waits. Ctrl-C or SIGTERM stops the services (SIGTERM, then SIGKILL after a
 timeout), then Redis and PostgreSQL. ``--stop`` (``make stop``) stops a running supervisor and anything a
@@ -46,8 +46,10 @@ from coffer.rpc.tls import TlsFiles, channel_credentials
 from coffer.settings import SERVICES, Settings
 
 #: Start order: each wave waits for the previous one to be SERVING. Stopping walks the waves backwards.
-START_WAVES: tuple[tuple[str, ...], ...] = (("kms",), ("store",), ("gateway", "rotation"))
+START_WAVES: tuple[tuple[str, ...], ...] = (("kms",), ("store",), ("gateway",), ("rotation",))
 ADMIN_PRINCIPAL = "user/admin"
+#: The rotation service calls the public API (through the gateway) as this principal.
+ROTATION_PRINCIPAL = "service/rotation"
 DATABASE_NAME = "coffer"
 LOG_TAIL_LINES = 30
 
@@ -107,6 +109,26 @@ def ensure_admin_credential(credentials_file: Path, known_token: str | None) -> 
     return credentials.create_credential(credentials_file, principal=ADMIN_PRINCIPAL)
 
 
+def ensure_service_credential(credentials_file: Path, token_file: Path, principal: str) -> str:
+    """A bearer token for a service principal (``service/rotation``), kept in ``token_file`` (0600): reused
+    while it still verifies, otherwise a new credential is added and its token written there."""
+    try:
+        known = token_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        known = ""
+    if known:
+        try:
+            found = credentials.verify_token(credentials.read_credentials(credentials_file), known)
+        except errors.Unauthenticated:
+            pass
+        else:
+            if found == principal:
+                return known
+    token = credentials.create_credential(credentials_file, principal=principal)
+    _write_private(token_file, token + "\n")
+    return token
+
+
 # ------------------------------------------------------------------------------------------------- health
 
 
@@ -159,6 +181,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "COFFER_LOG_LEVEL": settings.log_level,
         "COFFER_DATA_KEY_CACHE_SECONDS": repr(settings.data_key_cache_seconds),
         "COFFER_PURGE_INTERVAL_SECONDS": repr(settings.purge_interval_seconds),
+        "COFFER_ROTATION_MAX_TRIES": str(settings.rotation_max_tries),
+        "COFFER_ROTATION_BACKOFF_BASE_SECONDS": repr(settings.rotation_backoff_base_seconds),
+        "COFFER_ROTATION_LEASE_SECONDS": repr(settings.rotation_lease_seconds),
+        "COFFER_ROTATION_POLL_SECONDS": repr(settings.rotation_poll_seconds),
+        "COFFER_ROTATION_WORKERS": str(settings.rotation_workers),
+        "COFFER_ROTATION_STREAM_PREFIX": settings.rotation_stream_prefix,
     }
     for service in SERVICES:
         env[f"COFFER_{service.upper()}_ADDR"] = settings.addr_of(service)
@@ -235,6 +263,7 @@ class Deployment:
     echo: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
 
     admin_token: str = ""
+    rotation_token: str = ""
     database_url: str = ""
     redis_url: str = ""
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
@@ -332,6 +361,9 @@ class Deployment:
         ensure_pki(self.settings.pki_dir)
         ensure_root_key(self.settings.root_key_file)
         self.admin_token = ensure_admin_credential(self.settings.credentials_file, self._known_token())
+        self.rotation_token = ensure_service_credential(
+            self.settings.credentials_file, self.home / "rotation.token", ROTATION_PRINCIPAL
+        )
 
     def start_servers(self) -> None:
         self.database_url = self.settings.database_url
@@ -446,7 +478,25 @@ class Deployment:
         env["COFFER_REDIS_URL"] = self.redis_url
         env["COFFER_LOG_FILE"] = str(self.log_dir / f"{name}.log")
         env["PYTHONUNBUFFERED"] = "1"
+        if name == "rotation":
+            env["COFFER_ROTATION_TOKEN"] = self.rotation_token
+        else:
+            env.pop("COFFER_ROTATION_TOKEN", None)
         return env
+
+    def kill_service(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` to one service process and wait for it to exit (tests: crash a worker mid-step)."""
+        sp = self.processes.pop(name)
+        if sp.proc.poll() is None:
+            sp.proc.send_signal(sig)
+        code = _wait_or_kill(sp.proc, self.stop_timeout)
+        (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        return code
+
+    def start_service(self, name: str) -> None:
+        """(Re)start one service process and wait until it is SERVING."""
+        self._spawn(name)
+        self._wait_serving(self.processes[name])
 
     def _spawn(self, name: str) -> None:
         out_file = self.log_dir / f"{name}.out"

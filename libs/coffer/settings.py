@@ -31,6 +31,16 @@ class Settings:
     log_file: Path | None
     data_key_cache_seconds: float
     purge_interval_seconds: float
+    # Rotation (issue 3). The token is the rotation service's bearer credential for the public API.
+    rotation_token: str = ""
+    rotation_max_tries: int = 5
+    rotation_backoff_base_seconds: float = 2.0
+    rotation_lease_seconds: float = 60.0
+    rotation_poll_seconds: float = 5.0
+    rotation_workers: int = 4
+    #: Redis key prefix of the rotation streams (``<prefix>:jobs``, ``<prefix>:dead``): deployments that
+    #: share one Redis keep their jobs apart by giving each its own prefix.
+    rotation_stream_prefix: str = "coffer:rotation"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +69,13 @@ class Settings:
             log_file=Path(log_file) if log_file else None,
             data_key_cache_seconds=float(e.get("COFFER_DATA_KEY_CACHE_SECONDS", "30")),
             purge_interval_seconds=float(e.get("COFFER_PURGE_INTERVAL_SECONDS", "60")),
+            rotation_token=e.get("COFFER_ROTATION_TOKEN", ""),
+            rotation_max_tries=int(e.get("COFFER_ROTATION_MAX_TRIES", "5")),
+            rotation_backoff_base_seconds=float(e.get("COFFER_ROTATION_BACKOFF_BASE_SECONDS", "2.0")),
+            rotation_lease_seconds=float(e.get("COFFER_ROTATION_LEASE_SECONDS", "60")),
+            rotation_poll_seconds=float(e.get("COFFER_ROTATION_POLL_SECONDS", "5")),
+            rotation_workers=int(e.get("COFFER_ROTATION_WORKERS", "4")),
+            rotation_stream_prefix=e.get("COFFER_ROTATION_STREAM_PREFIX", "coffer:rotation"),
         )
 
     def addr_of(self, service: str) -> str:

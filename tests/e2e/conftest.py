@@ -53,6 +53,8 @@ def e2e_env(home: Path, *, database_url: str, redis_url: str) -> dict[str, str]:
         "COFFER_REDIS_URL": redis_url,
         "COFFER_PURGE_INTERVAL_SECONDS": "1",
         "COFFER_LOG_LEVEL": "info",
+        # Deployments share the harness's Redis: each keeps its rotation jobs under its own keys.
+        "COFFER_ROTATION_STREAM_PREFIX": f"coffer:rotation:{home.name}",
     }
     for service in SERVICES:
         env[f"COFFER_{service.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"

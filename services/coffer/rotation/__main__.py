@@ -1,15 +1,18 @@
 """The rotation service process (composition root).
 
-Today it is deliberately small: it proves its dependencies at start-up (Redis answers PING; the channel to
-the store is built with the ``rotation`` identity), serves the standard gRPC health service over mTLS, and
-stops gracefully on SIGTERM/SIGINT. Schedules, the Redis Streams worker pool and the rotators arrive in a
-later issue; nothing here pretends to rotate anything.
+It proves its dependencies at start-up (Redis answers PING; the channel to the store is built with the
+``rotation`` identity; the public API is reached with the ``service/rotation`` bearer token), then runs the
+scheduler (``scheduler.py``: ClaimDueRotations on NOTIFY and every ``COFFER_ROTATION_POLL_SECONDS``, jobs onto
+the Redis stream) and ``COFFER_ROTATION_WORKERS`` workers (``worker.py``), serves the standard gRPC health
+service over mTLS, and stops gracefully on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
@@ -18,6 +21,12 @@ from redis.exceptions import RedisError
 
 from coffer import logs
 from coffer.core import errors
+from coffer.rotation.api import GatewaySecretsApi
+from coffer.rotation.control import StoreRotationControl
+from coffer.rotation.queue import JobQueue
+from coffer.rotation.rotators import RotatorRegistry
+from coffer.rotation.scheduler import Scheduler
+from coffer.rotation.worker import Worker, WorkerPool, new_worker_id
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import (
     PeerPolicy,
@@ -51,17 +60,31 @@ class RotationRuntime:
     server: RunningServer
     redis: aioredis.Redis
     store_channel: grpc.aio.Channel
+    queue: JobQueue | None = None
+    scheduler: Scheduler | None = None
+    pool: WorkerPool | None = None
+    api: GatewaySecretsApi | None = None
+    _scheduler_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def port(self) -> int:
         return self.server.port
 
     async def aclose(self, *, grace: float = 5.0) -> None:
-        """Stop serving (health goes NOT_SERVING first), then close the store channel and the Redis pool."""
+        """Stop the scheduler and the workers, stop serving (health goes NOT_SERVING first), then close the
+        gateway client, the store channel and the Redis pool."""
         try:
+            if self._scheduler_task is not None:
+                self._scheduler_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._scheduler_task
+            if self.pool is not None:
+                await self.pool.stop()
             await self.server.stop(grace)
         finally:
             try:
+                if self.api is not None:
+                    await self.api.aclose()
                 await self.store_channel.close()
             finally:
                 await self.redis.aclose()
@@ -105,13 +128,53 @@ async def serve(settings: Settings) -> RotationRuntime:
         await store_channel.close()
         await redis.aclose()
         raise
+    runtime = RotationRuntime(server=server, redis=redis, store_channel=store_channel)
+    if settings.rotation_token:
+        start_rotation_work(runtime, settings)
+    else:
+        log.warning(
+            "rotation.no_token",
+            detail="COFFER_ROTATION_TOKEN is not set: serving health only, no rotations will run.",
+        )
     log.info(
         "rotation.ready",
         port=server.port,
         redis=redact_url(settings.redis_url),
         store=settings.store_addr,
+        workers=len(runtime.pool.workers) if runtime.pool else 0,
     )
-    return RotationRuntime(server=server, redis=redis, store_channel=store_channel)
+    return runtime
+
+
+def start_rotation_work(runtime: RotationRuntime, settings: Settings) -> None:
+    """The scheduler and the worker pool, on the runtime's Redis and store channel."""
+    control = StoreRotationControl(runtime.store_channel)
+    queue = JobQueue(runtime.redis, prefix=settings.rotation_stream_prefix)
+    api = GatewaySecretsApi.from_settings(settings)
+    registry = RotatorRegistry(functions=api, default_ca_pem=(settings.pki_dir / "ca.crt").read_bytes())
+    runtime.api = api
+    runtime.queue = queue
+    runtime.scheduler = Scheduler(
+        control=control,
+        queue=queue,
+        poll_seconds=settings.rotation_poll_seconds,
+        database_url=settings.database_url,
+    )
+    runtime.pool = WorkerPool(
+        [
+            Worker(
+                worker_id=new_worker_id(i),
+                queue=queue,
+                control=control,
+                registry=registry,
+                api=api,
+                lease_seconds=settings.rotation_lease_seconds,
+            )
+            for i in range(max(1, settings.rotation_workers))
+        ]
+    )
+    runtime.pool.start()
+    runtime._scheduler_task = asyncio.create_task(runtime.scheduler.run(), name="rotation-scheduler")
 
 
 def main() -> None:

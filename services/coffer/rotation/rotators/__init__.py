@@ -1,0 +1,81 @@
+"""The rotator registry: a RotateSecret ``RotationLambdaARN`` → the rotator that runs it. Built-in names map
+to built-in rotators (the database ones when their modules are present); anything else is the ARN of a
+registered custom rotation function, looked up through the public ListRotationFunctions."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from coffer import logs
+from coffer.api.secrets.v1 import secrets_pb2 as sm
+from coffer.rotation.rotators.base import RotationStepError, Rotator
+from coffer.rotation.rotators.function import FunctionRotator
+from coffer.rotation.rotators.random_value import RandomValueRotator
+
+log = logs.get_logger("coffer.rotation.rotators")
+
+#: Built-in names served by the database modules (helper rot-db): name → (module, class).
+_DATABASE_ROTATORS: dict[str, tuple[str, str]] = {
+    "postgresql-single-user": ("coffer.rotation.rotators.postgres", "PostgresSingleUserRotator"),
+    "postgresql-alternating-users": ("coffer.rotation.rotators.postgres", "PostgresAlternatingUsersRotator"),
+    "mysql-single-user": ("coffer.rotation.rotators.mysql", "MySqlSingleUserRotator"),
+    "mysql-alternating-users": ("coffer.rotation.rotators.mysql", "MySqlAlternatingUsersRotator"),
+}
+BUILTIN_NAMES = ("random-value", *_DATABASE_ROTATORS)
+
+
+class FunctionDirectory(Protocol):
+    async def rotation_functions(self) -> list[sm.RotationFunction]: ...
+
+
+def _database_rotator(name: str) -> Rotator | None:
+    """A new instance of the database rotator called ``name`` (None when its module is missing)."""
+    module_name, class_name = _DATABASE_ROTATORS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    factory: Any = getattr(module, class_name, None)
+    if factory is None:
+        return None
+    rotator: Rotator = factory()
+    return rotator
+
+
+class RotatorRegistry:
+    def __init__(
+        self,
+        *,
+        functions: FunctionDirectory,
+        default_ca_pem: bytes,
+        extra: Mapping[str, Callable[[], Rotator]] | None = None,
+    ) -> None:
+        self._functions = functions
+        self._default_ca_pem = default_ca_pem
+        self._builtins: dict[str, Callable[[], Rotator]] = {"random-value": RandomValueRotator}
+        self._builtins.update(extra or {})
+
+    async def resolve(self, name: str) -> Rotator:
+        """The rotator for ``name``; a FunctionRotator must be closed by the caller (see ``release``)."""
+        factory = self._builtins.get(name)
+        if factory is not None:
+            return factory()
+        if name in _DATABASE_ROTATORS:
+            rotator = _database_rotator(name)
+            if rotator is None:
+                raise RotationStepError(f"The built-in rotator {name} is not available in this build.")
+            return rotator
+        for function in await self._functions.rotation_functions():
+            if function.arn == name or function.name == name:
+                return FunctionRotator(function, default_ca_pem=self._default_ca_pem)
+        raise RotationStepError(
+            f"No rotation function {name} is registered (RegisterRotationFunction), and it is not a built-in "
+            f"rotator ({', '.join(BUILTIN_NAMES)})."
+        )
+
+    @staticmethod
+    async def release(rotator: Rotator) -> None:
+        if isinstance(rotator, FunctionRotator):
+            await rotator.close()

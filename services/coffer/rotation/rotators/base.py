@@ -1,0 +1,78 @@
+"""What a rotator is, and what it may use. A rotation runs the four AWS steps for one token (the pending
+version id); every step must be idempotent for its token, because a crashed or failed rotation is retried
+from ``createSecret`` with the same token. Rotators reach secrets only through ``SecretsApi`` (the public
+API, under the rotation service's own identity), never through the store's internals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+CREATE_SECRET = "createSecret"
+SET_SECRET = "setSecret"
+TEST_SECRET = "testSecret"
+FINISH_SECRET = "finishSecret"
+STEPS = (CREATE_SECRET, SET_SECRET, TEST_SECRET, FINISH_SECRET)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretValue:
+    arn: str
+    name: str
+    version_id: str
+    secret_string: str | None
+    secret_binary: bytes | None
+    version_stages: tuple[str, ...]
+
+
+class SecretsApi(Protocol):
+    """The public Secrets Manager API as the rotation service's identity sees it. Errors are CofferErrors
+    (``errors.NotFound`` for a missing version or label, as AWS answers)."""
+
+    async def get_value(
+        self, *, secret_id: str, version_id: str | None = None, version_stage: str | None = None
+    ) -> SecretValue: ...
+
+    async def put_pending_value(self, *, secret_id: str, token: str, secret_string: str) -> None:
+        """PutSecretValue(ClientRequestToken=token, VersionStages=["AWSPENDING"]): fills the placeholder."""
+
+    async def version_stages(self, *, secret_id: str) -> dict[str, list[str]]:
+        """DescribeSecret's VersionIdsToStages."""
+
+    async def move_current(self, *, secret_id: str, to_version_id: str, from_version_id: str | None) -> None:
+        """UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId=..., RemoveFromVersionId=...)."""
+
+    async def random_password(
+        self,
+        *,
+        length: int = 32,
+        exclude_characters: str = "",
+        exclude_punctuation: bool = False,
+    ) -> str:
+        """GetRandomPassword with AWS's rules."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    secret_arn: str
+    token: str
+    api: SecretsApi
+
+
+class Rotator(Protocol):
+    """One rotation strategy. ``name`` is what RotateSecret takes as RotationLambdaARN for built-ins."""
+
+    name: str
+
+    async def create_secret(self, ctx: StepContext) -> None: ...
+
+    async def set_secret(self, ctx: StepContext) -> None: ...
+
+    async def test_secret(self, ctx: StepContext) -> None: ...
+
+    async def finish_secret(self, ctx: StepContext) -> None: ...
+
+
+class RotationStepError(Exception):
+    """A step could not do its work (target refused the password, connection failed, ...). The message is
+    recorded on the attempt and shown to users, so it must never contain a secret value or password."""

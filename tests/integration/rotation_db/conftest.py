@@ -1,0 +1,320 @@
+"""Database targets with password authentication for the database rotators, plus the Coffer stack the rotators
+talk to.
+
+- ``pg_target``: a second embedded PostgreSQL (the harness's own trusts everyone, so it would accept any
+  password): the superuser gets a password while the server still trusts, then ``pg_hba.conf`` is rewritten to
+  ``scram-sha-256`` for local and host lines and the configuration reloaded.
+- ``maria_target``: a private ``mariadbd`` (the Debian package on this machine) in a temp dir on a free port,
+  root with a password; the one on 127.0.0.1:3306 only as a fallback (root without a password); skipped with
+  the reason only if neither can be had.
+- ``coffer``: kms → store → gateway, real and in-process on a fresh database, and a ``GatewaySecretsApi`` (the
+  rotation service's adapter) under the ``service/rotation`` principal; ``rotating_coffer`` adds the rotation
+  service (scheduler, Redis stream, workers) with tiny poll, lease and back-off settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import asyncpg
+import pymysql
+import pytest
+
+from coffer.client.aio import AsyncCofferClient
+from coffer.credentials import create_credential
+from coffer.embedded import EmbeddedPostgres, free_port
+from coffer.rotation.api import GatewaySecretsApi
+from coffer.settings import Settings
+
+HBA = """# written by the rotation test harness: passwords required everywhere
+local   all   all                 scram-sha-256
+host    all   all   127.0.0.1/32  scram-sha-256
+host    all   all   ::1/128       scram-sha-256
+"""
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    host: str  # the Unix-socket directory
+    port: int
+    superuser: str
+    password: str
+
+    async def connect(self, user: str | None = None, password: str | None = None) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            host=self.host,
+            port=self.port,
+            user=user or self.superuser,
+            password=self.password if password is None else password,
+            database="postgres",
+        )
+
+
+@dataclass(frozen=True)
+class MariaTarget:
+    host: str
+    port: int
+    superuser: str
+    password: str
+    private: bool  # our own server (True) or the machine's fallback
+
+    async def connect(self, user: str | None = None, password: str | None = None) -> object:
+        import aiomysql
+
+        return await aiomysql.connect(
+            host=self.host,
+            port=self.port,
+            user=user or self.superuser,
+            password=self.password if password is None else password,
+            autocommit=True,
+        )
+
+
+async def _secure_postgres(url: str, password: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        sql = await conn.fetchval("SELECT format('ALTER ROLE postgres WITH PASSWORD %L', $1::text)", password)
+        await conn.execute(sql)
+        hba = await conn.fetchval("SHOW hba_file")
+        await asyncio.to_thread(Path(hba).write_text, HBA)
+        await conn.fetchval("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+
+
+async def _password_refused(host: str, port: int) -> bool:
+    try:
+        conn = await asyncpg.connect(
+            host=host, port=port, user="postgres", password="wrong", database="postgres"
+        )
+    except asyncpg.InvalidPasswordError:
+        return True
+    await conn.close()
+    return False
+
+
+@pytest.fixture(scope="session")
+def pg_target() -> Iterator[PgTarget]:
+    root = Path(tempfile.mkdtemp(prefix="coffer-test-pgauth-"))
+    server = EmbeddedPostgres(root / "data")
+    uri = server.start()
+    try:
+        parsed = urlparse(uri)
+        host = parse_qs(parsed.query).get("host", [str(root / "data")])[0]
+        port = parsed.port or 5432
+        password = secrets.token_urlsafe(18)
+        asyncio.run(_secure_postgres(server.url(), password))
+        deadline = time.monotonic() + 10
+        while not asyncio.run(_password_refused(host, port)):  # the reload is asynchronous
+            if time.monotonic() > deadline:
+                raise RuntimeError("PostgreSQL still trusts connections after rewriting pg_hba.conf")
+            time.sleep(0.05)
+        yield PgTarget(host=host, port=port, superuser="postgres", password=password)
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _maria_ping(*, port: int, user: str, password: str, unix_socket: str | None = None) -> bool:
+    try:
+        conn = pymysql.connect(
+            host="127.0.0.1",
+            port=port,
+            user=user,
+            password=password,
+            unix_socket=unix_socket,
+            connect_timeout=2,
+        )
+    except pymysql.err.MySQLError:
+        return False
+    conn.close()
+    return True
+
+
+def _start_private_mariadb(root: Path) -> tuple[subprocess.Popen[bytes], MariaTarget] | str:
+    install = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
+    daemon = shutil.which("mariadbd") or shutil.which("mysqld") or "/usr/sbin/mariadbd"
+    if install is None or not os.access(daemon, os.X_OK):
+        return "no mariadb-install-db / mariadbd on this machine"
+    as_root = ["--user=root"] if os.geteuid() == 0 else []
+    data = root / "data"
+    sock = root / "mysqld.sock"
+    done = subprocess.run(
+        [
+            install,
+            "--no-defaults",
+            f"--datadir={data}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            *as_root,
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        return f"mariadb-install-db failed: {done.stderr.decode(errors='replace')[-500:]}"
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            daemon,
+            "--no-defaults",
+            f"--datadir={data}",
+            f"--socket={sock}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            "--skip-name-resolve",
+            f"--pid-file={root / 'mariadbd.pid'}",
+            f"--log-error={root / 'error.log'}",
+            "--plugin-maturity=stable",
+            *as_root,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while not _maria_ping(port=port, user="root", password="", unix_socket=str(sock)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            log = (
+                (root / "error.log").read_text(errors="replace")[-800:]
+                if (root / "error.log").exists()
+                else ""
+            )
+            return f"mariadbd did not start: {log}"
+        time.sleep(0.1)
+    password = secrets.token_urlsafe(18)
+    conn = pymysql.connect(unix_socket=str(sock), user="root", password="")
+    try:
+        with conn.cursor() as cur:
+            for host in ("localhost", "127.0.0.1"):
+                cur.execute("ALTER USER 'root'@%s IDENTIFIED BY %s", (host, password))
+    finally:
+        conn.close()
+    return proc, MariaTarget(host="127.0.0.1", port=port, superuser="root", password=password, private=True)
+
+
+@pytest.fixture(scope="session")
+def maria_target() -> Iterator[MariaTarget]:
+    root = Path(tempfile.mkdtemp(prefix="coffer-test-maria-"))
+    started = _start_private_mariadb(root)
+    try:
+        if isinstance(started, str):
+            if _maria_ping(port=3306, user="root", password=""):
+                yield MariaTarget(host="127.0.0.1", port=3306, superuser="root", password="", private=False)
+                return
+            pytest.skip(f"no MariaDB/MySQL server: {started}; and none usable on 127.0.0.1:3306")
+        proc, target = started
+        try:
+            yield target
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Coffer:
+    admin: AsyncCofferClient
+    api: GatewaySecretsApi
+    env: dict[str, str]
+
+
+@pytest.fixture
+async def coffer(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterator[Coffer]:
+    """kms → store → gateway, real and in-process; ``api`` is the rotation service's SecretsApi adapter."""
+    async for stack in _coffer(tmp_path, pki_dir, database_url, redis_url=None):
+        yield stack
+
+
+@pytest.fixture
+async def rotating_coffer(
+    tmp_path: Path, pki_dir: Path, database_url: str, redis_url: str
+) -> AsyncIterator[Coffer]:
+    """``coffer`` plus the rotation service on the harness's Redis."""
+    async for stack in _coffer(tmp_path, pki_dir, database_url, redis_url=redis_url):
+        yield stack
+
+
+async def _coffer(
+    tmp_path: Path, pki_dir: Path, database_url: str, *, redis_url: str | None
+) -> AsyncIterator[Coffer]:
+    from coffer.gateway.__main__ import serve as serve_gateway
+    from coffer.kms.__main__ import serve as serve_kms
+    from coffer.rootkey_file import ensure_root_key
+    from coffer.store.__main__ import serve as serve_store
+
+    env = {
+        "COFFER_HOME": str(tmp_path),
+        "COFFER_PKI_DIR": str(pki_dir),
+        "COFFER_DATABASE_URL": database_url,
+        "COFFER_ROOT_KEY_FILE": str(tmp_path / "keys" / "root.key"),
+        "COFFER_CREDENTIALS_FILE": str(tmp_path / "credentials.json"),
+        "COFFER_GATEWAY_ADDR": "127.0.0.1:0",
+        "COFFER_STORE_ADDR": "127.0.0.1:0",
+        "COFFER_KMS_ADDR": "127.0.0.1:0",
+    }
+    if redis_url is not None:
+        env.update(
+            {
+                "COFFER_REDIS_URL": redis_url,
+                "COFFER_ROTATION_ADDR": "127.0.0.1:0",
+                "COFFER_ROTATION_POLL_SECONDS": "0.2",
+                "COFFER_ROTATION_LEASE_SECONDS": "5",
+                "COFFER_ROTATION_BACKOFF_BASE_SECONDS": "0.05",
+                "COFFER_ROTATION_MAX_TRIES": "2",
+                "COFFER_ROTATION_WORKERS": "2",
+                "COFFER_ROTATION_STREAM_PREFIX": f"test:{secrets.token_hex(4)}",
+            }
+        )
+    ensure_root_key(Path(env["COFFER_ROOT_KEY_FILE"]))
+    kms = await serve_kms(Settings.from_env(env))
+    env["COFFER_KMS_ADDR"] = f"127.0.0.1:{kms.port}"
+    store = await serve_store(Settings.from_env(env))
+    env["COFFER_STORE_ADDR"] = f"127.0.0.1:{store.port}"
+    settings = Settings.from_env(env)
+    admin_token = create_credential(settings.credentials_file, principal="user/admin")
+    rotation_token = create_credential(settings.credentials_file, principal="service/rotation")
+    gateway = await serve_gateway(settings)
+    endpoint = f"127.0.0.1:{gateway.port}"
+    env["COFFER_GATEWAY_ADDR"] = endpoint
+    env["COFFER_ROTATION_TOKEN"] = rotation_token
+    admin = AsyncCofferClient(endpoint, pki_dir / "ca.crt", admin_token, server_name="gateway")
+    api = GatewaySecretsApi(
+        AsyncCofferClient(endpoint, pki_dir / "ca.crt", rotation_token, server_name="gateway")
+    )
+    rotation: Any = None
+    try:
+        if redis_url is not None:
+            from coffer.rotation.__main__ import serve as serve_rotation
+
+            rotation = await serve_rotation(Settings.from_env(env))
+        yield Coffer(admin=admin, api=api, env=env)
+    finally:
+        if rotation is not None:
+            await rotation.aclose(grace=0.5)
+        await api.aclose()
+        await admin.close()
+        await gateway.aclose(grace=1.0)
+        await store.aclose()
+        await kms.aclose()
