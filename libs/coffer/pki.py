@@ -102,9 +102,22 @@ def issue(pki_dir: Path, identity: str, *, extra_names: Iterable[str] = (), days
     _write_private(pki_dir / f"{identity}.crt", cert.public_bytes(serialization.Encoding.PEM))
 
 
-def ensure_pki(pki_dir: Path, identities: Iterable[str] = SERVICE_IDENTITIES) -> None:
-    """Create the CA and any missing identity certificate; existing files are kept."""
-    ensure_ca(pki_dir)
-    for identity in identities:
+def replicator_identity(region: str) -> str:
+    """The identity a region's store replicator presents to its peer regions' stores."""
+    return f"replicator.{region}"
+
+
+def ensure_pki(
+    pki_dir: Path, identities: Iterable[str] = SERVICE_IDENTITIES, *, region: str | None = None
+) -> None:
+    """Create the CA and any missing identity certificate; existing files are kept. With ``region``, also
+    the region's ``replicator.<region>`` identity (cross-region replication between stores)."""
+    # Each region's CA needs its own name: a store trusts its peers' CAs too, and TLS picks the CA that
+    # verifies a certificate by its issuer name.
+    ensure_ca(pki_dir, common_name="Coffer dev CA" if region is None else f"Coffer dev CA ({region})")
+    wanted = list(identities)
+    if region is not None:
+        wanted.append(replicator_identity(region))
+    for identity in wanted:
         if not ((pki_dir / f"{identity}.crt").exists() and (pki_dir / f"{identity}.key").exists()):
             issue(pki_dir, identity)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,6 +11,32 @@ from pathlib import Path
 SERVICES = ("gateway", "kms", "store", "rotation")
 
 DEFAULT_PORTS = {"gateway": 7443, "store": 7444, "kms": 7445, "rotation": 7446}
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Another region's deployment this one replicates with: its store endpoint and its CA certificate."""
+
+    region: str
+    endpoint: str
+    ca_file: Path
+
+
+def parse_peers(raw: str) -> tuple[Peer, ...]:
+    """``COFFER_PEERS``: a JSON list of ``{"region": .., "endpoint": "host:port", "ca_file": path}``."""
+    if not raw.strip():
+        return ()
+    items = json.loads(raw)
+    if not isinstance(items, list):
+        raise ValueError("COFFER_PEERS must be a JSON list of {region, endpoint, ca_file} objects")
+    peers: list[Peer] = []
+    for item in items:
+        if not isinstance(item, dict) or not {"region", "endpoint", "ca_file"} <= set(item):
+            raise ValueError(f"COFFER_PEERS entry needs region, endpoint and ca_file: {item!r}")
+        peers.append(
+            Peer(region=str(item["region"]), endpoint=str(item["endpoint"]), ca_file=Path(item["ca_file"]))
+        )
+    return tuple(peers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +68,10 @@ class Settings:
     #: Redis key prefix of the rotation streams (``<prefix>:jobs``, ``<prefix>:dead``): deployments that
     #: share one Redis keep their jobs apart by giving each its own prefix.
     rotation_stream_prefix: str = "coffer:rotation"
+    # Replication (issue 4): the peer regions' stores, and the replicator's poll interval (it also wakes on
+    # the store's change notifications).
+    peers: tuple[Peer, ...] = ()
+    replication_interval_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +107,8 @@ class Settings:
             rotation_poll_seconds=float(e.get("COFFER_ROTATION_POLL_SECONDS", "5")),
             rotation_workers=int(e.get("COFFER_ROTATION_WORKERS", "4")),
             rotation_stream_prefix=e.get("COFFER_ROTATION_STREAM_PREFIX", "coffer:rotation"),
+            peers=parse_peers(e.get("COFFER_PEERS", "")),
+            replication_interval_seconds=float(e.get("COFFER_REPLICATION_INTERVAL_SECONDS", "1.0")),
         )
 
     def addr_of(self, service: str) -> str:

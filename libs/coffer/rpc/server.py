@@ -11,10 +11,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
 import structlog
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from coffer import logs
@@ -59,6 +62,43 @@ def _peer_identity(context: grpc.aio.ServicerContext) -> str | None:
     return names[0].decode() if names else None
 
 
+class IssuerCheck:
+    """When a server trusts other deployments' CAs (cross-region replication), a certificate's CN alone
+    proves nothing: another region's CA can sign a certificate named ``gateway``. This check accepts an
+    identity only if its certificate was issued by the CA that may vouch for it: ``foreign[identity]`` for
+    the other regions' identities, our own CA for every other identity."""
+
+    _CACHE_MAX = 1024
+
+    def __init__(self, *, own_ca: Path, foreign: Mapping[str, Path]) -> None:
+        self._own = x509.load_pem_x509_certificate(own_ca.read_bytes())
+        self._foreign = {
+            identity: x509.load_pem_x509_certificate(path.read_bytes()) for identity, path in foreign.items()
+        }
+        self._verified: dict[bytes, str] = {}
+
+    def check(self, context: grpc.aio.ServicerContext, identity: str) -> None:
+        pems = context.auth_context().get("x509_pem_cert") or []
+        if not pems:
+            raise errors.AccessDenied(f"Service identity {identity} presented no certificate.")
+        pem: bytes = pems[0]
+        if self._verified.get(pem) == identity:
+            return
+        issuer = self._foreign.get(identity, self._own)
+        cert = x509.load_pem_x509_certificate(pem)
+        try:
+            if cert.issuer != issuer.subject:
+                raise InvalidSignature("issuer name differs")
+            cert.verify_directly_issued_by(issuer)
+        except (InvalidSignature, ValueError, TypeError):
+            raise errors.AccessDenied(
+                f"Service identity {identity} was not issued by the certificate authority trusted for it."
+            ) from None
+        if len(self._verified) >= self._CACHE_MAX:
+            self._verified.clear()
+        self._verified[pem] = identity
+
+
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in context.invocation_metadata() or ():
@@ -69,11 +109,17 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(
-        self, *, service: str, peers: PeerPolicy | None, authenticator: Authenticator | None
+        self,
+        *,
+        service: str,
+        peers: PeerPolicy | None,
+        authenticator: Authenticator | None,
+        issuers: IssuerCheck | None = None,
     ) -> None:
         self._service = service
         self._peers = peers
         self._authenticator = authenticator
+        self._issuers = issuers
 
     async def intercept_service(
         self,
@@ -88,6 +134,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         service = self._service
         peers = self._peers
         authenticator = self._authenticator
+        issuers = self._issuers
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             md = _metadata(context)
@@ -104,6 +151,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                             raise errors.AccessDenied(
                                 f"Service identity {identity or '(none)'} may not call {method} on {service}."
                             )
+                        if issuers is not None and identity is not None:
+                            issuers.check(context, identity)
                         tokens.append(ctx.peer_var.set(identity))
                         if identity in peers.forwarders and ctx.PRINCIPAL_HEADER in md:
                             tokens.append(ctx.principal_var.set(md[ctx.PRINCIPAL_HEADER]))
@@ -168,17 +217,30 @@ async def start_server(
     authenticator: Authenticator | None = None,
     require_client_cert: bool = True,
     options: Iterable[tuple[str, Any]] = (),
+    foreign_identities: Mapping[str, Path] | None = None,
 ) -> RunningServer:
     """Start a TLS gRPC server. ``register`` adds the servicers and returns their full service names, which
-    the health service reports SERVING. ``bind`` may use port 0; the bound port is returned."""
+    the health service reports SERVING. ``bind`` may use port 0; the bound port is returned.
+
+    ``foreign_identities`` (identity -> CA file) lets other deployments' CAs vouch for those identities only
+    (e.g. ``replicator.local-2`` by local-2's CA): their CAs join the client-CA bundle, and every caller's
+    certificate must then be issued by the CA trusted for its identity (ours for all the others)."""
+    issuers = IssuerCheck(own_ca=tls.ca, foreign=foreign_identities) if foreign_identities and peers else None
     server = grpc.aio.server(
-        interceptors=[CallInterceptor(service=service, peers=peers, authenticator=authenticator)],
+        interceptors=[
+            CallInterceptor(service=service, peers=peers, authenticator=authenticator, issuers=issuers)
+        ],
         options=[("grpc.so_reuseport", 0), *options],
     )
     names = tuple(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_secure_port(bind, server_credentials(tls, require_client_cert=require_client_cert))
+    credentials = server_credentials(
+        tls,
+        require_client_cert=require_client_cert,
+        extra_client_cas=tuple((foreign_identities or {}).values()),
+    )
+    port = server.add_secure_port(bind, credentials)
     if port == 0:
         raise OSError(f"{service}: could not bind {bind}")
     await server.start()

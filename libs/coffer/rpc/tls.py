@@ -3,6 +3,7 @@ certificate's common name is the service identity that peers authorize."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +27,17 @@ class TlsFiles:
         return self.key.read_bytes(), self.cert.read_bytes()
 
 
-def server_credentials(files: TlsFiles, *, require_client_cert: bool) -> grpc.ServerCredentials:
-    """grpc's defaults already allow only TLS 1.2+ with ECDHE AEAD suites (and TLS 1.3)."""
+def server_credentials(
+    files: TlsFiles, *, require_client_cert: bool, extra_client_cas: Sequence[Path] = ()
+) -> grpc.ServerCredentials:
+    """grpc's defaults already allow only TLS 1.2+ with ECDHE AEAD suites (and TLS 1.3). Client
+    certificates are verified against our CA plus ``extra_client_cas`` (other regions' CAs, concatenated
+    into one bundle); which identity each CA may vouch for is the server interceptor's check."""
     key, cert = files._pair()
+    roots = b"\n".join([files.ca.read_bytes(), *(p.read_bytes() for p in dict.fromkeys(extra_client_cas))])
     return grpc.ssl_server_credentials(
         [(key, cert)],
-        root_certificates=files.ca.read_bytes() if require_client_cert else None,
+        root_certificates=roots if require_client_cert else None,
         require_client_auth=require_client_cert,
     )
 

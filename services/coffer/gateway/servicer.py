@@ -227,6 +227,33 @@ class SecretsManagerServicer(_Forwarder, secrets_pb2_grpc.SecretsManagerServiceS
             _call(self._store.DeleteRotationFunction, request, context),
         )
 
+    async def ReplicateSecretToRegions(
+        self, request: sm.ReplicateSecretToRegionsRequest, context: Context
+    ) -> sm.ReplicateSecretToRegionsResponse:
+        return await self._run(
+            "ReplicateSecretToRegions",
+            request.secret_id,
+            _call(self._store.ReplicateSecretToRegions, request, context),
+        )
+
+    async def RemoveRegionsFromReplication(
+        self, request: sm.RemoveRegionsFromReplicationRequest, context: Context
+    ) -> sm.RemoveRegionsFromReplicationResponse:
+        return await self._run(
+            "RemoveRegionsFromReplication",
+            request.secret_id,
+            _call(self._store.RemoveRegionsFromReplication, request, context),
+        )
+
+    async def StopReplicationToReplica(
+        self, request: sm.StopReplicationToReplicaRequest, context: Context
+    ) -> sm.StopReplicationToReplicaResponse:
+        return await self._run(
+            "StopReplicationToReplica",
+            request.secret_id,
+            _call(self._store.StopReplicationToReplica, request, context),
+        )
+
 
 class KeyManagementServicer(_Forwarder, kms_pb2_grpc.KeyManagementServiceServicer):
     """The public KMS API: every RPC forwarded to the kms service (which refuses the gateway crypto and

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import asyncpg
@@ -18,9 +19,11 @@ import grpc
 
 from coffer import logs
 from coffer.api.kms.v1 import kms_pb2_grpc
+from coffer.api.replication.v1 import replication_pb2, replication_pb2_grpc
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.clock import Clock
 from coffer.core import errors
+from coffer.pki import replicator_identity
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import (
     PeerPolicy,
@@ -29,18 +32,24 @@ from coffer.rpc.server import (
     start_server,
 )
 from coffer.rpc.tls import TlsFiles
-from coffer.settings import Settings
+from coffer.settings import Peer, Settings
 from coffer.store.app import StoreApp, StoreConfig
 from coffer.store.kms_client import DataKeyCache, KeyChangeListener, KmsClient
+from coffer.store.replication import ReplicationApp
+from coffer.store.replication_repo import ReplicationRepository
+from coffer.store.replicator import PeerLink, Replicator
 from coffer.store.repository import StoreRepository, apply_migrations, create_pool
 from coffer.store.rotation import RotationApp, RotationPolicy
-from coffer.store.servicer import RotationControlServicer, SecretStoreServicer
+from coffer.store.servicer import ReplicationServicer, RotationControlServicer, SecretStoreServicer
 
 log = logs.get_logger("coffer.store")
 
 SERVICE_NAME = store_pb2.DESCRIPTOR.services_by_name["SecretStoreService"].full_name
 CONTROL_SERVICE = store_pb2.DESCRIPTOR.services_by_name["RotationControlService"]
 CONTROL_SERVICE_NAME = CONTROL_SERVICE.full_name
+
+REPLICATION_SERVICE = replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"]
+REPLICATION_SERVICE_NAME = REPLICATION_SERVICE.full_name
 
 #: The gateway and the rotation service call the store, and both may forward the end caller's principal.
 #: The internal RotationControlService is for the rotation service only.
@@ -51,6 +60,18 @@ STORE_PEERS = PeerPolicy(
     },
     forwarders=frozenset({"gateway", "rotation"}),
 )
+
+
+def store_peers(peers: Sequence[Peer]) -> PeerPolicy:
+    """STORE_PEERS plus: the peer regions' replicators may call the ReplicationService, and only it."""
+    replicators = frozenset(replicator_identity(p.region) for p in peers)
+    return replace(
+        STORE_PEERS,
+        per_method={
+            **STORE_PEERS.per_method,
+            **{f"/{REPLICATION_SERVICE_NAME}/{m.name}": replicators for m in REPLICATION_SERVICE.methods},
+        },
+    )
 
 
 async def purge_loop(app: StoreApp, interval: float) -> None:
@@ -74,7 +95,10 @@ class StoreRuntime:
     pool: asyncpg.Pool
     kms_channel: grpc.aio.Channel
     listener: KeyChangeListener
+    replication: ReplicationApp
+    replicator: Replicator
     purge_task: asyncio.Task[None] | None = None
+    replicator_task: asyncio.Task[None] | None = None
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -93,10 +117,12 @@ class StoreRuntime:
         try:
             await self.server.stop(grace)
         finally:
-            if self.purge_task is not None:
-                self.purge_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.purge_task
+            for task in (self.purge_task, self.replicator_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await self.replicator.aclose()
             await self.listener.aclose()
             await self.kms_channel.close()
             self.kms.cache.clear()
@@ -129,7 +155,10 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             repo=StoreRepository(pool),
             kms=kms,
             config=StoreConfig(
-                partition=settings.partition, region=settings.region, account=settings.account_id
+                partition=settings.partition,
+                region=settings.region,
+                account=settings.account_id,
+                peer_regions=frozenset(p.region for p in settings.peers),
             ),
             clock=clock,
         )
@@ -144,20 +173,55 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
                 default_lease_seconds=max(1, int(settings.rotation_lease_seconds)),
             ),
         )
-        servicer = SecretStoreServicer(app, rotation)
+        replication_repo = ReplicationRepository(pool)
+        links = []
+        for peer in settings.peers:
+            channel = secure_channel(
+                peer.endpoint,
+                TlsFiles(
+                    ca=peer.ca_file,
+                    cert=settings.pki_dir / f"{replicator_identity(settings.region)}.crt",
+                    key=settings.pki_dir / f"{replicator_identity(settings.region)}.key",
+                ),
+                server_name="store",
+            )
+            undo.push_async_callback(channel.close)
+            links.append(
+                PeerLink(
+                    region=peer.region,
+                    stub=replication_pb2_grpc.ReplicationServiceStub(channel),
+                    channel=channel,
+                )
+            )
+        replicator = Replicator(
+            dsn=settings.database_url,
+            repo=replication_repo,
+            store=app,
+            clock=app.clock,
+            region=settings.region,
+            peers=links,
+            interval=settings.replication_interval_seconds,
+        )
+        replication = ReplicationApp(
+            repo=replication_repo, store=app, clock=app.clock, notify_detach=replicator.detach
+        )
+        servicer = SecretStoreServicer(app, rotation, replication)
         control = RotationControlServicer(rotation)
+        receiver = ReplicationServicer(replication)
 
         def register(server: grpc.aio.Server) -> list[str]:
             store_pb2_grpc.add_SecretStoreServiceServicer_to_server(servicer, server)
             store_pb2_grpc.add_RotationControlServiceServicer_to_server(control, server)
-            return [SERVICE_NAME, CONTROL_SERVICE_NAME]
+            replication_pb2_grpc.add_ReplicationServiceServicer_to_server(receiver, server)
+            return [SERVICE_NAME, CONTROL_SERVICE_NAME, REPLICATION_SERVICE_NAME]
 
         server = await start_server(
             service="store",
             bind=settings.store_addr,
             tls=TlsFiles.for_identity(settings.pki_dir, "store"),
             register=register,
-            peers=STORE_PEERS,
+            peers=store_peers(settings.peers),
+            foreign_identities={replicator_identity(p.region): p.ca_file for p in settings.peers},
         )
         undo.pop_all()
     runtime = StoreRuntime(
@@ -168,12 +232,24 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         pool=pool,
         kms_channel=kms_channel,
         listener=listener,
+        replication=replication,
+        replicator=replicator,
     )
+    if settings.peers:
+        runtime.replicator_task = asyncio.get_running_loop().create_task(
+            replicator.run(), name="store-replicator"
+        )
     if settings.purge_interval_seconds > 0:
         runtime.purge_task = asyncio.get_running_loop().create_task(
             purge_loop(app, settings.purge_interval_seconds), name="store-purge"
         )
-    log.info("store.ready", port=server.port, kms=settings.kms_addr, region=settings.region)
+    log.info(
+        "store.ready",
+        port=server.port,
+        kms=settings.kms_addr,
+        region=settings.region,
+        peers=[p.region for p in settings.peers],
+    )
     return runtime
 
 

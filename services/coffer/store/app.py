@@ -117,6 +117,20 @@ class Tx(Protocol):
         payload: dict[str, Any] | None = None,
     ) -> None: ...
 
+    async def put_replica_status(
+        self,
+        secret_id: int,
+        *,
+        region: str,
+        kms_key_id: str | None,
+        since_seq: int,
+        force: bool,
+        status: str,
+        message: str | None,
+        blocked: bool,
+        now: datetime,
+    ) -> None: ...
+
     async def rotation_config(self, secret_id: int) -> RotationConfig: ...
 
     async def update_rotation(self, secret_id: int, changes: dict[str, Any]) -> None: ...
@@ -148,6 +162,8 @@ class StoreConfig:
     partition: str
     region: str
     account: str
+    #: The regions this deployment replicates with (COFFER_PEERS).
+    peer_regions: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +282,47 @@ def _merge_tags(existing: Sequence[Tag] | None, incoming: Sequence[Tag]) -> tupl
     return tuple(Tag(key=k, value=val) for k, val in merged.items())
 
 
+INVALID_REPLICA_REGION = "Invalid replica region."
+
+
+def check_replica_regions(config: StoreConfig, regions: Sequence[str]) -> None:
+    """AddReplicaRegions: never our own region, never twice."""
+    if any(region == config.region for region in regions):
+        raise errors.InvalidParameter(INVALID_REPLICA_REGION)
+    if len(set(regions)) != len(regions):
+        raise errors.InvalidParameter("Each replica region can be given only once.")
+
+
+async def add_replica_regions(
+    tx: Tx,
+    config: StoreConfig,
+    secret_id: int,
+    regions: Sequence[tuple[str, str | None]],
+    *,
+    since_seq: int,
+    force: bool,
+    now: datetime,
+) -> None:
+    """(Re)start replication of ``secret_id`` to ``regions`` from change ``since_seq`` (the change being
+    recorded in this transaction, which then carries every version). A region that is not a configured peer
+    is recorded as Failed at once (AWS: the call succeeds and that region reports Failed)."""
+    for region, kms_key_id in regions:
+        known = region in config.peer_regions
+        await tx.put_replica_status(
+            secret_id,
+            region=region,
+            kms_key_id=kms_key_id,
+            since_seq=since_seq,
+            force=force,
+            status="InProgress" if known else "Failed",
+            message=None
+            if known
+            else f"Region {region} is not enabled for replication in this deployment (no such peer).",
+            blocked=not known,
+            now=now,
+        )
+
+
 class StoreApp:
     def __init__(
         self,
@@ -334,6 +391,21 @@ class StoreApp:
             kms_key_arn=data_key.key_arn,
             default_key=key_id is None,
         )
+
+    async def seal_value(
+        self, *, arn: str, version_id: str, key_id: str | None, value: SecretValue
+    ) -> SealedValue:
+        """Encrypt a value under this region's KMS (a fresh data key; ``key_id`` None = default key)."""
+        return await self._seal(arn=arn, version_id=version_id, key_id=key_id, value=value)
+
+    async def open_value(self, *, arn: str, stored: StoredValue) -> SecretValue:
+        """Decrypt a stored version through this region's KMS."""
+        return await self._open(arn=arn, stored=stored)
+
+    async def resolve_key(self, kms_key_id: str) -> tuple[str | None, str | None]:
+        """(key id to store, key ARN) for a caller's KmsKeyId; (None, None) = the default key."""
+        key = await self._resolve_key(kms_key_id)
+        return key.key_id, key.key_arn
 
     async def _open(self, *, arn: str, stored: StoredValue) -> SecretValue:
         data_key = await self._kms.decrypt_data_key(
@@ -436,13 +508,7 @@ class StoreApp:
         check_token_present(has_value=value is not None, token=token)
         merged_tags = _merge_tags(None, tags) if tags else None
         _check_tags(merged_tags or ())
-        if replica_regions:
-            if any(region == self._config.region for region, _ in replica_regions):
-                raise errors.InvalidParameter("Invalid replica region.")
-            raise errors.InvalidRequest(
-                "Replication to other regions is not available in this deployment yet; create the secret "
-                "without AddReplicaRegions."
-            )
+        check_replica_regions(self._config, [region for region, _ in replica_regions])
         key = await self._resolve_key(kms_key_id) if kms_key_id is not None else _ResolvedKey(key_id=None)
         cfg = self._config
         arn = str(
@@ -465,6 +531,7 @@ class StoreApp:
                     description=description,
                     tags=merged_tags,
                     type=type,
+                    replica_regions=replica_regions,
                 )
             except NameTaken:
                 if attempt == 2:
@@ -482,6 +549,7 @@ class StoreApp:
         description: str | None,
         tags: tuple[Tag, ...] | None,
         type: str | None,
+        replica_regions: Sequence[tuple[str, str | None]] = (),
     ) -> CreateResult:
         """One attempt of CreateSecret's transaction. A concurrent insert of the same name makes it raise
         NameTaken; the retry then sees that secret (idempotent replay or ResourceExistsException)."""
@@ -518,6 +586,11 @@ class StoreApp:
                 await tx.insert_version(secret_id, token, sealed, now=now)
                 await tx.replace_labels(secret_id, {}, {AWSCURRENT: token})
                 version_id = token
+            if replica_regions:
+                # The creating change is the replicas' seed (change sequence 1).
+                await add_replica_regions(
+                    tx, self._config, secret_id, replica_regions, since_seq=1, force=False, now=now
+                )
             await tx.record_change(
                 secret_id, event="CreateSecret", now=now, version_id=version_id, payload={"name": name}
             )

@@ -115,7 +115,9 @@ _SECRET_COLUMNS = """
     ARRAY(SELECT l.version_id FROM store.labels l WHERE l.secret_id = s.id ORDER BY l.label)
         AS label_versions,
     (SELECT jsonb_agg(jsonb_build_object(
-        'region', r.region, 'kms_key_id', r.kms_key_id, 'status', r.status,
+        'region', r.region, 'kms_key_id', r.kms_key_id,
+        'status', CASE WHEN r.status = 'InSync' AND r.synced_seq < s.change_seq THEN 'InProgress'
+                       ELSE r.status END,
         'status_message', r.status_message, 'last_accessed_on', r.last_accessed_on) ORDER BY r.region)
      FROM store.replication_status r WHERE r.secret_id = s.id) AS replication
 """
@@ -206,6 +208,39 @@ ob AS (
 )
 SELECT pg_notify('coffer_store_changed', secret_arn) FROM ob
 """
+
+# A replicated secret's change: the same, plus a metadata snapshot after the change (never a value) in the
+# payload, so the replicator can ship each change as it was even when later changes followed.
+_RECORD_REPLICATED_SQL = """
+WITH bumped AS (
+    UPDATE store.secrets SET change_seq = change_seq + 1, last_changed_at = $5
+    WHERE id = $1 RETURNING *
+),
+snap AS (
+    SELECT b.id, b.arn, b.change_seq, jsonb_build_object(
+        'name', b.name, 'description', b.description, 'tags', b.tags,
+        'rotation_enabled', b.rotation_enabled, 'rotation_lambda_arn', b.rotation_lambda_arn,
+        'rotation_rules', b.rotation_rules, 'last_rotated_at', b.last_rotated_at,
+        'next_rotation_at', b.next_rotation_at, 'created_at', b.created_at,
+        'last_changed_at', b.last_changed_at, 'deleted_at', b.deleted_at, 'deletion_date', b.deletion_date,
+        'labels', COALESCE((SELECT jsonb_object_agg(l.label, l.version_id) FROM store.labels l
+                            WHERE l.secret_id = b.id), '{}'::jsonb),
+        'versions', COALESCE((SELECT jsonb_agg(v.version_id ORDER BY v.created_at, v.ordinal)
+                              FROM store.versions v WHERE v.secret_id = b.id), '[]'::jsonb)
+    ) AS snapshot
+    FROM bumped b
+),
+ob AS (
+    INSERT INTO store.outbox (secret_id, secret_arn, change_seq, event, version_id, payload, created_at)
+    SELECT id, arn, change_seq, $2, $3, $4::jsonb || jsonb_build_object('snapshot', snapshot), $5 FROM snap
+    RETURNING secret_arn
+)
+SELECT pg_notify('coffer_store_changed', secret_arn) FROM ob
+"""
+
+#: Replicated changes take this transaction lock before their outbox row gets its id, so those rows commit
+#: in id order and the replicator's per-peer cursor (an outbox id) never passes a row still in flight.
+REPLICATION_OUTBOX_LOCK = 0x636F6666_6572_04
 
 _PURGE_SQL = """
 WITH gone AS (
@@ -305,6 +340,16 @@ class StoreTx:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        #: Secrets locked in this transaction that have replica regions (their changes carry snapshots).
+        self._replicated: set[int] = set()
+
+    @property
+    def conn(self) -> asyncpg.Connection:
+        return self._conn
+
+    def mark_replicated(self, secret_id: int) -> None:
+        """This transaction's change of ``secret_id`` must ship to replica regions (see record_change)."""
+        self._replicated.add(secret_id)
 
     async def _lock(self, where: str, *args: Any) -> LockedSecret | None:
         row = await self._conn.fetchrow(
@@ -324,6 +369,8 @@ class StoreTx:
         labels = await self._conn.fetch(
             "SELECT label, version_id FROM store.labels WHERE secret_id = $1", row["id"]
         )
+        if row["replica_regions"]:
+            self._replicated.add(row["id"])
         return LockedSecret(
             id=row["id"],
             arn=row["arn"],
@@ -475,8 +522,67 @@ class StoreTx:
         version_id: str | None = None,
         payload: Mapping[str, Any] | None = None,
     ) -> None:
-        """Bump the change sequence and LastChangedDate, write the outbox row, NOTIFY (at commit)."""
-        await self._conn.execute(_RECORD_CHANGE_SQL, secret_id, event, version_id, dict(payload or {}), now)
+        """Bump the change sequence and LastChangedDate, write the outbox row, NOTIFY (at commit). A secret
+        with replica regions gets the outbox lock first and a metadata snapshot in its outbox row."""
+        body = dict(payload or {})
+        if secret_id in self._replicated:
+            await self._conn.execute("SELECT pg_advisory_xact_lock($1)", REPLICATION_OUTBOX_LOCK)
+            await self._conn.execute(_RECORD_REPLICATED_SQL, secret_id, event, version_id, body, now)
+            return
+        await self._conn.execute(_RECORD_CHANGE_SQL, secret_id, event, version_id, body, now)
+
+    # --- replication (primary side) ---------------------------------------------------------------------
+
+    async def put_replica_status(
+        self,
+        secret_id: int,
+        *,
+        region: str,
+        kms_key_id: str | None,
+        since_seq: int,
+        force: bool,
+        status: str,
+        message: str | None,
+        blocked: bool,
+        now: datetime,
+    ) -> None:
+        """(Re)start replication to ``region``; the secret becomes a primary (PrimaryRegion = its region)."""
+        await self._conn.execute(
+            "INSERT INTO store.replication_status (secret_id, region, kms_key_id, status, status_message,"
+            " updated_at, since_seq, synced_seq, force_overwrite, blocked)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9)"
+            " ON CONFLICT (secret_id, region) DO UPDATE SET kms_key_id = EXCLUDED.kms_key_id,"
+            " status = EXCLUDED.status, status_message = EXCLUDED.status_message,"
+            " updated_at = EXCLUDED.updated_at, since_seq = EXCLUDED.since_seq, synced_seq = 0,"
+            " force_overwrite = EXCLUDED.force_overwrite, blocked = EXCLUDED.blocked",
+            secret_id,
+            region,
+            kms_key_id,
+            status,
+            message,
+            now,
+            since_seq,
+            force,
+            blocked,
+        )
+        await self._conn.execute(
+            "UPDATE store.secrets SET primary_region = region WHERE id = $1 AND primary_region IS NULL",
+            secret_id,
+        )
+        self._replicated.add(secret_id)
+
+    async def change_seq(self, secret_id: int) -> int:
+        value: int = await self._conn.fetchval(
+            "SELECT change_seq FROM store.secrets WHERE id = $1", secret_id
+        )
+        return value
+
+    async def drop_replica_status(self, secret_id: int, regions: Sequence[str]) -> None:
+        await self._conn.execute(
+            "DELETE FROM store.replication_status WHERE secret_id = $1 AND region = ANY($2::text[])",
+            secret_id,
+            list(regions),
+        )
 
     # --- rotation ---------------------------------------------------------------------------------------
 

@@ -4,19 +4,27 @@ CofferErrors, mapped by the server interceptor). Omitted fields stay unset (prot
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
 
+from coffer.api.replication.v1 import replication_pb2 as rpb
+from coffer.api.replication.v1 import replication_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as pb
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
+from coffer.core import errors
 from coffer.core.listing import ListFilter
-from coffer.core.model import RotationRules, Secret, SecretVersion, Tag
+from coffer.core.model import ReplicationStatus, RotationRules, Secret, SecretValue, SecretVersion, Tag
+from coffer.rpc.context import current_peer
 from coffer.store.app import StoreApp, ValueResult
 from coffer.store.records import AttemptRow, FunctionRow
+from coffer.store.replication import IncomingChange, IncomingVersion, ReplicationApp
 from coffer.store.rotation import Job, RotationApp
+
+REPLICATOR_PREFIX = "replicator."
 
 DEFAULT_KMS_KEY_IDS = ("DefaultEncryptionKey",)
 
@@ -158,10 +166,143 @@ def _job(job: Job) -> store_pb2.RotationJob:
     )
 
 
+def _statuses(out: Any, statuses: Sequence[ReplicationStatus]) -> None:
+    for status in statuses:
+        entry = out.add(region=status.region, status=status.status)
+        if status.kms_key_id is not None:
+            entry.kms_key_id = status.kms_key_id
+        if status.status_message is not None:
+            entry.status_message = status.status_message
+        _set_ts(entry.last_accessed_date, status.last_accessed_date)
+
+
+def _dt(msg: Any, name: str) -> datetime | None:
+    if not msg.HasField(name):
+        return None
+    value: datetime = getattr(msg, name).ToDatetime(tzinfo=UTC)
+    return value
+
+
+def _incoming(ch: rpb.SecretChange) -> IncomingChange:
+    rules = None
+    if ch.HasField("rotation_rules"):
+        r = ch.rotation_rules
+        rules = RotationRules(
+            automatically_after_days=_opt(r, "automatically_after_days"),
+            duration=_opt(r, "duration"),
+            schedule_expression=_opt(r, "schedule_expression"),
+        )
+    versions = []
+    for nv in ch.new_versions:
+        value: SecretValue | None = None
+        if nv.HasField("secret_string"):
+            value = SecretValue.of_string(nv.secret_string)
+        elif nv.HasField("secret_binary"):
+            value = SecretValue.of_binary(nv.secret_binary)
+        versions.append(
+            IncomingVersion(version_id=nv.version_id, created_date=_dt(nv, "created_date"), value=value)
+        )
+    labels = {label: vid for vid, st in ch.version_ids_to_stages.items() for label in st.stages}
+    return IncomingChange(
+        outbox_id=ch.outbox_id,
+        seq=ch.seq,
+        kind=ch.kind,
+        primary_arn=ch.primary_arn,
+        name=ch.name,
+        primary_region=ch.primary_region,
+        replica_kms_key_id=ch.replica_kms_key_id or None,
+        force_overwrite=ch.force_overwrite_replica_secret,
+        description=_opt(ch, "description"),
+        tags=tuple(_tags(ch.tags.tags)) if ch.HasField("tags") else None,
+        rotation_enabled=_opt(ch, "rotation_enabled"),
+        rotation_lambda_arn=_opt(ch, "rotation_lambda_arn"),
+        rotation_rules=rules,
+        last_rotated=_dt(ch, "last_rotated_date"),
+        next_rotation=_dt(ch, "next_rotation_date"),
+        created=_dt(ch, "created_date"),
+        last_changed=_dt(ch, "last_changed_date"),
+        deleted=_dt(ch, "deleted_date"),
+        deletion_date=_dt(ch, "deletion_date"),
+        labels=labels,
+        new_versions=tuple(versions),
+        version_ids=tuple(ch.version_ids),
+    )
+
+
+def _caller_region() -> str:
+    """The region of the calling replicator (its identity is ``replicator.<region>``; the interceptor
+    already allowed only peer replicators here)."""
+    identity = current_peer() or ""
+    if not identity.startswith(REPLICATOR_PREFIX):
+        raise errors.AccessDenied(f"Service identity {identity or '(none)'} is not a replicator.")
+    return identity.removeprefix(REPLICATOR_PREFIX)
+
+
+class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
+    """``coffer.api.replication.v1.ReplicationService``: what peer regions' replicators call."""
+
+    def __init__(self, replication: ReplicationApp) -> None:
+        self._replication = replication
+
+    async def ApplyChanges(
+        self, request: rpb.ApplyChangesRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.ApplyChangesResponse:
+        outcomes = await self._replication.apply_changes(
+            source_region=request.source_region,
+            caller_region=_caller_region(),
+            changes=[_incoming(ch) for ch in request.changes],
+        )
+        resp = rpb.ApplyChangesResponse()
+        for o in outcomes:
+            result = resp.results.add(primary_arn=o.primary_arn, seq=o.seq, status=o.status)
+            if o.message is not None:
+                result.message = o.message
+        return resp
+
+    async def DetachReplica(
+        self, request: rpb.DetachReplicaRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.DetachReplicaResponse:
+        await self._replication.detach_replica(
+            primary_arn=request.primary_arn,
+            replica_region=request.replica_region,
+            caller_region=_caller_region(),
+        )
+        return rpb.DetachReplicaResponse()
+
+
 class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
-    def __init__(self, app: StoreApp, rotation: RotationApp) -> None:
+    def __init__(self, app: StoreApp, rotation: RotationApp, replication: ReplicationApp) -> None:
         self._app = app
         self._rotation = rotation
+        self._replication = replication
+
+    async def ReplicateSecretToRegions(
+        self, request: pb.ReplicateSecretToRegionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReplicateSecretToRegionsResponse:
+        result = await self._replication.replicate_secret_to_regions(
+            secret_id=request.secret_id,
+            regions=[(r.region, _opt(r, "kms_key_id")) for r in request.add_replica_regions],
+            force_overwrite=request.force_overwrite_replica_secret,
+        )
+        resp = pb.ReplicateSecretToRegionsResponse(arn=result.arn)
+        _statuses(resp.replication_status, result.statuses)
+        return resp
+
+    async def RemoveRegionsFromReplication(
+        self, request: pb.RemoveRegionsFromReplicationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveRegionsFromReplicationResponse:
+        result = await self._replication.remove_regions_from_replication(
+            secret_id=request.secret_id, regions=list(request.remove_replica_regions)
+        )
+        resp = pb.RemoveRegionsFromReplicationResponse(arn=result.arn)
+        _statuses(resp.replication_status, result.statuses)
+        return resp
+
+    async def StopReplicationToReplica(
+        self, request: pb.StopReplicationToReplicaRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StopReplicationToReplicaResponse:
+        arn = await self._replication.stop_replication_to_replica(secret_id=request.secret_id)
+        return pb.StopReplicationToReplicaResponse(arn=arn)
 
     async def CreateSecret(
         self, request: pb.CreateSecretRequest, context: grpc.aio.ServicerContext
@@ -188,13 +329,7 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
         secret = await self._app.describe_secret(secret_id=request.secret_id)
         resp = pb.DescribeSecretResponse()
         _fill_secret(resp, secret, stages_field="version_ids_to_stages")
-        for status in secret.replication_status:
-            entry = resp.replication_status.add(region=status.region, status=status.status)
-            if status.kms_key_id is not None:
-                entry.kms_key_id = status.kms_key_id
-            if status.status_message is not None:
-                entry.status_message = status.status_message
-            _set_ts(entry.last_accessed_date, status.last_accessed_date)
+        _statuses(resp.replication_status, secret.replication_status)
         return resp
 
     async def GetSecretValue(

@@ -1,0 +1,325 @@
+"""The replication SQL (asyncpg, schema ``store``): the replicator's outbox reads and acknowledgements
+(primary side) and the statements that apply a received change to a replica (replica side)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from coffer.core.model import Tag
+from coffer.store.records import StoredValue
+from coffer.store.repository import REPLICATION_OUTBOX_LOCK, StoreTx, rules_json, tags_json
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One outbox row to ship to a peer region, with that region's replication settings."""
+
+    id: int
+    secret_id: int
+    secret_arn: str
+    change_seq: int
+    event: str
+    version_id: str | None
+    payload: Mapping[str, Any]
+    committed_at: datetime
+    #: None: the region was removed from this secret's replication by this change.
+    since_seq: int | None
+    kms_key_id: str | None
+    force_overwrite: bool
+
+    @property
+    def removed(self) -> bool:
+        return self.since_seq is None
+
+    @property
+    def seed(self) -> bool:
+        return self.since_seq == self.change_seq
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    version_id: str
+    created_at: datetime
+    stored: StoredValue | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    secret_id: int
+    seq: int
+    ok: bool
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaHead:
+    id: int
+    arn: str
+    name: str
+    is_replica: bool
+    primary_region: str | None
+    change_seq: int
+    kms_key_id: str | None
+
+
+_PENDING_SQL = """
+SELECT o.id, o.secret_id, o.secret_arn, o.change_seq, o.event, o.version_id, o.payload, o.committed_at,
+       r.since_seq, r.kms_key_id, COALESCE(r.force_overwrite, false) AS force_overwrite
+FROM store.outbox o
+LEFT JOIN store.replication_status r ON r.secret_id = o.secret_id AND r.region = $1
+WHERE o.id > $2 AND o.id <= $4 AND o.payload ? 'snapshot'
+  AND ((r.region IS NOT NULL AND NOT r.blocked AND o.change_seq >= r.since_seq)
+       OR (r.region IS NULL AND (o.payload -> 'removed') ? $1))
+ORDER BY o.id
+LIMIT $3
+"""
+
+
+class ReplicationTx(StoreTx):
+    """Replica-side statements, on top of the store's own transaction statements."""
+
+    async def head_by_arn(self, arn: str) -> ReplicaHead | None:
+        return _head(
+            await self.conn.fetchrow(
+                "SELECT id, arn, name, is_replica, primary_region, change_seq, kms_key_id"
+                " FROM store.secrets WHERE arn = $1 FOR UPDATE",
+                arn,
+            )
+        )
+
+    async def head_by_name(self, name: str) -> ReplicaHead | None:
+        return _head(
+            await self.conn.fetchrow(
+                "SELECT id, arn, name, is_replica, primary_region, change_seq, kms_key_id"
+                " FROM store.secrets WHERE name = $1 FOR UPDATE",
+                name,
+            )
+        )
+
+    async def insert_replica(
+        self, *, arn: str, name: str, region: str, primary_region: str, created_at: datetime
+    ) -> int:
+        value: int = await self.conn.fetchval(
+            "INSERT INTO store.secrets (arn, name, region, primary_region, is_replica, created_at,"
+            " last_changed_at) VALUES ($1, $2, $3, $4, true, $5, $5) RETURNING id",
+            arn,
+            name,
+            region,
+            primary_region,
+            created_at,
+        )
+        return value
+
+    async def update_replica(
+        self,
+        secret_id: int,
+        *,
+        seq: int,
+        description: str | None,
+        tags: Sequence[Tag] | None,
+        kms_key_id: str | None,
+        kms_key_arn: str | None,
+        rotation: Mapping[str, Any],
+        created_at: datetime | None,
+        last_changed_at: datetime | None,
+        deleted_at: datetime | None,
+        deletion_date: datetime | None,
+    ) -> None:
+        await self.conn.execute(
+            "UPDATE store.secrets SET change_seq = $2, description = $3, tags = $4::jsonb, kms_key_id = $5,"
+            " kms_key_arn = $6, rotation_enabled = $7, rotation_lambda_arn = $8, rotation_rules = $9::jsonb,"
+            " last_rotated_at = $10, next_rotation_at = $11, created_at = COALESCE($12, created_at),"
+            " last_changed_at = COALESCE($13, last_changed_at), deleted_at = $14, deletion_date = $15"
+            " WHERE id = $1",
+            secret_id,
+            seq,
+            description,
+            tags_json(tags),
+            kms_key_id,
+            kms_key_arn,
+            rotation.get("enabled"),
+            rotation.get("lambda_arn"),
+            rules_json(rotation.get("rules")),
+            rotation.get("last_rotated"),
+            rotation.get("next_rotation"),
+            created_at,
+            last_changed_at,
+            deleted_at,
+            deletion_date,
+        )
+
+    async def promote(self, secret_id: int) -> None:
+        """StopReplicationToReplica: a standalone secret from now on."""
+        await self.conn.execute(
+            "UPDATE store.secrets SET is_replica = false, primary_region = NULL WHERE id = $1", secret_id
+        )
+
+    async def version_states(self, secret_id: int) -> dict[str, bool]:
+        """version id -> has a value."""
+        rows = await self.conn.fetch(
+            "SELECT version_id, value_kind IS NOT NULL AS has_value FROM store.versions WHERE secret_id = $1",
+            secret_id,
+        )
+        return {r["version_id"]: r["has_value"] for r in rows}
+
+    async def labels(self, secret_id: int) -> dict[str, str]:
+        rows = await self.conn.fetch(
+            "SELECT label, version_id FROM store.labels WHERE secret_id = $1", secret_id
+        )
+        return {r["label"]: r["version_id"] for r in rows}
+
+
+def _head(row: asyncpg.Record | None) -> ReplicaHead | None:
+    if row is None:
+        return None
+    return ReplicaHead(
+        id=row["id"],
+        arn=row["arn"],
+        name=row["name"],
+        is_replica=row["is_replica"],
+        primary_region=row["primary_region"],
+        change_seq=row["change_seq"],
+        kms_key_id=row["kms_key_id"],
+    )
+
+
+class ReplicationRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[ReplicationTx]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield ReplicationTx(conn)
+
+    # --- primary side: the replicator ------------------------------------------------------------------
+
+    async def cursor(self, region: str) -> int:
+        await self._pool.execute(
+            "INSERT INTO store.replication_peers (region) VALUES ($1) ON CONFLICT DO NOTHING", region
+        )
+        value: int = await self._pool.fetchval(
+            "SELECT last_outbox FROM store.replication_peers WHERE region = $1", region
+        )
+        return value
+
+    async def pending(self, region: str, *, after: int, limit: int) -> tuple[list[OutboxRow], int]:
+        """Up to ``limit`` rows for ``region`` after outbox id ``after``, and how far this read is complete
+        (the cursor may move there even past rows that are not for this region). Taken under the replicated
+        outbox lock: no replicated change is between taking its outbox id and committing meanwhile, so
+        every id up to the current maximum is final."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", REPLICATION_OUTBOX_LOCK)
+            high: int = await conn.fetchval("SELECT COALESCE(max(id), 0) FROM store.outbox")
+            rows = await conn.fetch(_PENDING_SQL, region, after, limit, high)
+        found = [
+            OutboxRow(
+                id=r["id"],
+                secret_id=r["secret_id"],
+                secret_arn=r["secret_arn"],
+                change_seq=r["change_seq"],
+                event=r["event"],
+                version_id=r["version_id"],
+                payload=r["payload"],
+                committed_at=r["committed_at"],
+                since_seq=r["since_seq"],
+                kms_key_id=r["kms_key_id"],
+                force_overwrite=r["force_overwrite"],
+            )
+            for r in rows
+        ]
+        return found, (found[-1].id if len(found) >= limit else max(high, after))
+
+    async def advance(self, region: str, cursor: int, *, now: datetime) -> None:
+        await self._pool.execute(
+            "UPDATE store.replication_peers SET last_outbox = GREATEST(last_outbox, $2), updated_at = $3"
+            " WHERE region = $1",
+            region,
+            cursor,
+            now,
+        )
+
+    async def versions(self, secret_id: int, version_ids: Sequence[str]) -> dict[str, VersionRow]:
+        rows = await self._pool.fetch(
+            "SELECT version_id, created_at, value_kind, ciphertext, wrapped_key FROM store.versions"
+            " WHERE secret_id = $1 AND version_id = ANY($2::text[])",
+            secret_id,
+            list(version_ids),
+        )
+        out: dict[str, VersionRow] = {}
+        for r in rows:
+            stored = (
+                StoredValue(
+                    version_id=r["version_id"],
+                    kind=r["value_kind"],
+                    ciphertext=r["ciphertext"],
+                    wrapped_key=r["wrapped_key"],
+                )
+                if r["value_kind"] is not None
+                else None
+            )
+            out[r["version_id"]] = VersionRow(
+                version_id=r["version_id"], created_at=r["created_at"], stored=stored
+            )
+        return out
+
+    async def acknowledge(self, region: str, acks: Sequence[Ack], *, cursor: int, now: datetime) -> None:
+        """Record what the peer applied or refused, and move the peer's cursor, in one transaction."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            for ack in acks:
+                if ack.ok:
+                    await conn.execute(
+                        "UPDATE store.replication_status r SET synced_seq = GREATEST(r.synced_seq, $3),"
+                        " status = CASE WHEN GREATEST(r.synced_seq, $3) >= s.change_seq THEN 'InSync'"
+                        " ELSE 'InProgress' END, status_message = NULL, updated_at = $4"
+                        " FROM store.secrets s WHERE s.id = r.secret_id AND r.secret_id = $1"
+                        " AND r.region = $2 AND NOT r.blocked",
+                        ack.secret_id,
+                        region,
+                        ack.seq,
+                        now,
+                    )
+                else:
+                    await conn.execute(
+                        "UPDATE store.replication_status SET status = 'Failed', status_message = $3,"
+                        " blocked = true, updated_at = $4 WHERE secret_id = $1 AND region = $2",
+                        ack.secret_id,
+                        region,
+                        ack.message,
+                        now,
+                    )
+            await conn.execute(
+                "UPDATE store.replication_peers SET last_outbox = GREATEST(last_outbox, $2), updated_at = $3"
+                " WHERE region = $1",
+                region,
+                cursor,
+                now,
+            )
+
+    async def mark_unreachable(
+        self, region: str, secret_ids: Sequence[int], *, message: str, now: datetime
+    ) -> None:
+        await self._pool.execute(
+            "UPDATE store.replication_status SET status = 'Failed', status_message = $3, updated_at = $4"
+            " WHERE region = $1 AND secret_id = ANY($2::bigint[]) AND NOT blocked",
+            region,
+            list(secret_ids),
+            message,
+            now,
+        )
+
+    async def detach(self, primary_arn: str, region: str) -> bool:
+        """The replica in ``region`` was promoted: stop replicating there. False if unknown."""
+        status: str = await self._pool.execute(
+            "DELETE FROM store.replication_status r USING store.secrets s"
+            " WHERE s.id = r.secret_id AND s.arn = $1 AND r.region = $2",
+            primary_arn,
+            region,
+        )
+        return status != "DELETE 0"
