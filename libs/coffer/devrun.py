@@ -8,8 +8,14 @@ service, writes the CLI profile and waits. Ctrl-C or SIGTERM stops the services 
 timeout), then Redis and PostgreSQL. ``--stop`` (``make stop``) stops a running supervisor and anything a
 killed one left behind.
 
-The :class:`Deployment` class does the work; the end-to-end tests drive the same class. This module is a
-blocking process supervisor (subprocesses, sleeps), not a service: it never runs inside an event loop.
+``--regions 2`` (``make run REGIONS=2``) starts two such deployments side by side, regions ``local-1`` (in
+``COFFER_HOME``, ports 7443-7446) and ``local-2`` (in ``COFFER_HOME/regions/local-2``, ports 7453-7456), each
+with its own PKI, root key, PostgreSQL and Redis, configured as each other's replication peers
+(``COFFER_PEERS``: the other region's store endpoint and CA). The profile then lists both regions.
+
+The :class:`Deployment` class does the work (:class:`MultiRegion` for several regions); the end-to-end tests
+drive the same classes. This module is a blocking process supervisor (subprocesses, sleeps), not a service:
+it never runs inside an event loop.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -43,7 +49,7 @@ from coffer.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from coffer.pki import ensure_pki
 from coffer.rootkey_file import ensure_root_key
 from coffer.rpc.tls import TlsFiles, channel_credentials
-from coffer.settings import SERVICES, Settings
+from coffer.settings import SERVICES, Peer, Settings
 
 #: Start order: each wave waits for the previous one to be SERVING. Stopping walks the waves backwards.
 START_WAVES: tuple[tuple[str, ...], ...] = (("kms",), ("store",), ("gateway",), ("rotation",))
@@ -51,6 +57,7 @@ ADMIN_PRINCIPAL = "user/admin"
 #: The rotation service calls the public API (through the gateway) as this principal.
 ROTATION_PRINCIPAL = "service/rotation"
 DATABASE_NAME = "coffer"
+MAX_REGIONS = 9
 LOG_TAIL_LINES = 30
 
 
@@ -187,10 +194,88 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "COFFER_ROTATION_POLL_SECONDS": repr(settings.rotation_poll_seconds),
         "COFFER_ROTATION_WORKERS": str(settings.rotation_workers),
         "COFFER_ROTATION_STREAM_PREFIX": settings.rotation_stream_prefix,
+        "COFFER_REPLICATION_INTERVAL_SECONDS": repr(settings.replication_interval_seconds),
     }
+    if settings.peers:
+        env["COFFER_PEERS"] = peers_json(settings.peers)
     for service in SERVICES:
         env[f"COFFER_{service.upper()}_ADDR"] = settings.addr_of(service)
     return env
+
+
+def peers_json(peers: Iterable[Peer]) -> str:
+    """``COFFER_PEERS`` for a list of peers (the inverse of ``coffer.settings.parse_peers``)."""
+    return json.dumps(
+        [{"region": p.region, "endpoint": p.endpoint, "ca_file": str(p.ca_file)} for p in peers]
+    )
+
+
+def region_name(index: int) -> str:
+    """The name of the ``index``-th (0-based) region of a ``make run REGIONS=n`` deployment."""
+    return f"local-{index + 1}"
+
+
+def _shift_port(addr: str, offset: int) -> str:
+    host, _, port = addr.rpartition(":")
+    return f"{host}:{int(port) + offset}"
+
+
+def region_envs(base: Mapping[str, str], count: int) -> list[dict[str, str]]:
+    """COFFER_* settings of ``count`` regions on one machine (without their peers: see :func:`with_peers`).
+
+    The first region is ``base`` as it is, named ``local-1``. Region ``i`` (0-based) is ``local-<i+1>`` in
+    ``$COFFER_HOME/regions/local-<i+1>`` (its own PKI, root key, credentials, data and logs), on the first
+    region's ports plus ``10*i``; with an external PostgreSQL it uses the database ``<name>_local_<i+1>``
+    (created when missing), with an external Redis its own rotation stream prefix."""
+    first = {k: v for k, v in base.items() if k.startswith("COFFER_")}
+    first["COFFER_REGION"] = region_name(0)
+    settings = Settings.from_env(first)
+    envs = [first]
+    for index in range(1, count):
+        region = region_name(index)
+        env = {
+            k: v
+            for k, v in first.items()
+            if k
+            not in {
+                "COFFER_PKI_DIR",
+                "COFFER_ROOT_KEY_FILE",
+                "COFFER_CREDENTIALS_FILE",
+                "COFFER_LOG_FILE",
+                "COFFER_ROTATION_TOKEN",
+                "COFFER_PEERS",
+            }
+        }
+        env["COFFER_HOME"] = str(settings.home / "regions" / region)
+        env["COFFER_REGION"] = region
+        for service in SERVICES:
+            env[f"COFFER_{service.upper()}_ADDR"] = _shift_port(settings.addr_of(service), 10 * index)
+        if settings.database_url:
+            database = urlsplit(settings.database_url).path.lstrip("/") or DATABASE_NAME
+            env["COFFER_DATABASE_URL"] = with_database(
+                settings.database_url, f"{database}_{region.replace('-', '_')}"
+            )
+        env["COFFER_ROTATION_STREAM_PREFIX"] = f"{settings.rotation_stream_prefix}:{region}"
+        envs.append(env)
+    return envs
+
+
+def with_peers(envs: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """Each region's settings plus ``COFFER_PEERS``: every other region's store endpoint and CA file."""
+    settings = [Settings.from_env(env) for env in envs]
+    out = []
+    for env, own in zip(envs, settings, strict=True):
+        peers = [
+            {
+                "region": other.region,
+                "endpoint": connect_address(other.store_addr),
+                "ca_file": str(other.pki_dir / "ca.crt"),
+            }
+            for other in settings
+            if other.region != own.region
+        ]
+        out.append({**env, "COFFER_PEERS": json.dumps(peers)})
+    return out
 
 
 def with_database(url: str, database: str) -> str:
@@ -261,6 +346,8 @@ class Deployment:
     health_timeout: float = 60.0
     stop_timeout: float = 15.0
     echo: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+    #: With an external PostgreSQL (``settings.database_url``): create its database when it is missing.
+    create_database: bool = False
 
     admin_token: str = ""
     rotation_token: str = ""
@@ -358,7 +445,7 @@ class Deployment:
         _private_dir(self.log_dir)
         _private_dir(self.run_dir)
         stop_leftovers(self.home, echo=self.echo)
-        ensure_pki(self.settings.pki_dir)
+        ensure_pki(self.settings.pki_dir, region=self.settings.region)
         ensure_root_key(self.settings.root_key_file)
         self.admin_token = ensure_admin_credential(self.settings.credentials_file, self._known_token())
         self.rotation_token = ensure_service_credential(
@@ -368,6 +455,9 @@ class Deployment:
     def start_servers(self) -> None:
         self.database_url = self.settings.database_url
         self.redis_url = self.settings.redis_url
+        if self.database_url and self.create_database:
+            name = urlsplit(self.database_url).path.lstrip("/")
+            asyncio.run(_ensure_database(with_database(self.database_url, "postgres"), name))
         if not self.database_url:
             self._pg = EmbeddedPostgres(self.pg_data_dir)
             admin_url = self._pg.start()
@@ -401,9 +491,10 @@ class Deployment:
                 self._wait_serving(self.processes[name])
                 self.echo(f"{name:<9} SERVING on {self.settings.addr_of(name)}")
 
-    def write_profile(self) -> None:
+    def profile_entry(self) -> dict[str, Any]:
+        """This region's part of the CLI profile (endpoint, CA file, admin token, services, operator cert)."""
         pki = self.settings.pki_dir
-        profile = {
+        return {
             "endpoint": self.endpoint,
             "ca_file": str(self.ca_file),
             "token": self.admin_token,
@@ -412,6 +503,15 @@ class Deployment:
             "operator_cert": str(pki / "operator.crt"),
             "operator_key": str(pki / "operator.key"),
         }
+
+    def write_profile(self, regions: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Write the CLI profile (and the user's copy): this region's keys at the top level, plus
+        ``"regions"`` when there are several."""
+        profile = self.profile_entry()
+        if regions:
+            profile["regions"] = {
+                name: {k: v for k, v in entry.items() if k != "region"} for name, entry in regions.items()
+            }
         text = json.dumps(profile, indent=2) + "\n"
         _write_private(self.profile_path, text)
         if self.user_profile is not None:
@@ -478,6 +578,8 @@ class Deployment:
         env["COFFER_REDIS_URL"] = self.redis_url
         env["COFFER_LOG_FILE"] = str(self.log_dir / f"{name}.log")
         env["PYTHONUNBUFFERED"] = "1"
+        if not self.settings.peers:
+            env.pop("COFFER_PEERS", None)
         if name == "rotation":
             env["COFFER_ROTATION_TOKEN"] = self.rotation_token
         else:
@@ -572,6 +674,88 @@ class Deployment:
                 fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
             self._lock = None
+
+
+def _prefixed(echo: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    return lambda line: echo(prefix + line)
+
+
+@dataclass
+class MultiRegion:
+    """Several regions on one machine (``make run REGIONS=2``), each a whole :class:`Deployment`, peers of
+    each other. ``start()`` prepares every region first (so each region's CA exists before any store reads
+    its peers), then starts them one after the other and writes one profile listing all of them (in the
+    first region's home and, when given, ``user_profile``); ``stop()`` stops the last region first."""
+
+    deployments: list[Deployment]
+    user_profile: Path | None = None
+
+    @classmethod
+    def from_envs(
+        cls, envs: Sequence[Mapping[str, str]], *, user_profile: Path | None = None, **options: Any
+    ) -> MultiRegion:
+        """Regions from their COFFER_* settings (peers are added: see :func:`with_peers`); ``options`` go to
+        each :class:`Deployment` (``echo``: lines are prefixed with the region)."""
+        echo: Callable[[str], None] = options.pop("echo", lambda line: print(line, flush=True))
+        deployments = []
+        for env in with_peers(envs):
+            settings = Settings.from_env(env)
+            deployments.append(Deployment(settings, echo=_prefixed(echo, f"[{settings.region}] "), **options))
+        return cls(deployments, user_profile=user_profile)
+
+    @property
+    def primary(self) -> Deployment:
+        return self.deployments[0]
+
+    @property
+    def profile_path(self) -> Path:
+        return self.primary.profile_path
+
+    def region(self, name: str) -> Deployment:
+        for deployment in self.deployments:
+            if deployment.settings.region == name:
+                return deployment
+        raise KeyError(name)
+
+    def start(self, *, stop_on_failure: bool = True) -> None:
+        try:
+            for deployment in self.deployments:
+                deployment.prepare()
+            for deployment in self.deployments:
+                deployment.start_servers()
+                deployment.start_services()
+                deployment.write_profile()
+            self.write_profile()
+        except BaseException:
+            if stop_on_failure:
+                self.stop()
+            raise
+
+    def write_profile(self) -> None:
+        regions = {d.settings.region: d.profile_entry() for d in self.deployments}
+        primary = self.primary
+        saved, primary.user_profile = primary.user_profile, self.user_profile
+        try:
+            primary.write_profile(regions)
+        finally:
+            primary.user_profile = saved
+
+    def stop(self) -> dict[str, int]:
+        """Stop every region (last first). Returns ``{"<region>/<service>": exit code}``."""
+        codes: dict[str, int] = {}
+        errors_seen: list[BaseException] = []
+        for deployment in reversed(self.deployments):
+            try:
+                for name, code in deployment.stop().items():
+                    codes[f"{deployment.settings.region}/{name}"] = code
+            except Exception as exc:  # stop the other regions anyway, then report
+                errors_seen.append(exc)
+        if errors_seen:
+            raise errors_seen[0]
+        return codes
+
+    def dead_services(self) -> list[tuple[str, ServiceProcess]]:
+        return [(d.settings.region, sp) for d in self.deployments for sp in d.dead_services()]
 
 
 def _port_free(port: int) -> bool:
@@ -670,13 +854,15 @@ def stop_all(home: Path, *, echo: Callable[[str], None], timeout: float = 30.0) 
                     os.kill(pid, signal.SIGTERM)
                 fcntl.flock(lock, fcntl.LOCK_EX)  # released when the supervisor has stopped everything
                 fcntl.flock(lock, fcntl.LOCK_UN)
-    stop_leftovers(home, echo=echo, timeout=timeout)
-    pgdata = home / "pg"
-    if _postmaster_running(pgdata):
-        pg = EmbeddedPostgres(pgdata)
-        pg.start()  # attaches to the running postmaster
-        pg.stop()
-        echo("postgres  stopped")
+    homes = [home, *sorted(p for p in (home / "regions").glob("*") if p.is_dir())]
+    for region_home in homes:  # a `make run REGIONS=n` keeps the other regions under home/regions/
+        stop_leftovers(region_home, echo=echo, timeout=timeout)
+        pgdata = region_home / "pg"
+        if _postmaster_running(pgdata):
+            pg = EmbeddedPostgres(pgdata)
+            pg.start()  # attaches to the running postmaster
+            pg.stop()
+            echo(f"postgres  stopped ({region_home})")
     return 0
 
 
@@ -707,13 +893,49 @@ def _banner(deployment: Deployment, *, wrote_user_profile: bool) -> Iterator[str
     yield ""
 
 
+def _multi_banner(regions: MultiRegion, *, wrote_user_profile: bool) -> Iterator[str]:
+    primary = regions.primary
+    coffer_cmd = Path(primary.python).parent / "coffer"
+    cli = str(coffer_cmd) if coffer_cmd.exists() else f"{primary.python} -m coffer.cli.main"
+    names = [d.settings.region for d in regions.deployments]
+    yield ""
+    yield (
+        f"Coffer is running in {len(names)} regions ({', '.join(names)}; account "
+        f"{primary.settings.account_id}), peers of each other. Ctrl-C stops everything."
+    )
+    for deployment in regions.deployments:
+        s = deployment.settings
+        yield f"  {s.region}: home {deployment.home}"
+        for name in SERVICES:
+            kind = "public, TLS + bearer token" if name == "gateway" else "internal, mTLS"
+            yield f"    {name:<9} {connect_address(s.addr_of(name)):<22} {kind}"
+    where = f"{regions.profile_path}" + (f" and {regions.user_profile}" if wrote_user_profile else "")
+    yield ""
+    yield f"The profile lists every region ({where}); --region picks one (default {names[0]}):"
+    yield f"  {cli} status"
+    yield (
+        f"  {cli} secretsmanager create-secret --name demo/hello --secret-string 'hi there' "
+        f"--add-replica-regions Region={names[1]}"
+    )
+    yield f"  {cli} secretsmanager get-secret-value --secret-id demo/hello --region {names[1]}"
+    yield ""
+
+
 class _StopRequested(BaseException):
     """Raised by the signal handler while starting (so start-up is abandoned and cleaned up)."""
 
 
+def _dead(target: Deployment | MultiRegion) -> list[tuple[str, ServiceProcess]]:
+    if isinstance(target, MultiRegion):
+        return [(f"[{region}] ", sp) for region, sp in target.dead_services()]
+    return [("", sp) for sp in target.dead_services()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coffer.devrun", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--regions", type=int, default=1, help="number of regions (only 1 works today)")
+    parser.add_argument(
+        "--regions", type=int, default=1, help="number of regions local-1..local-N (default 1)"
+    )
     parser.add_argument("--stop", action="store_true", help="stop a running (or killed) `make run` and exit")
     parser.add_argument(
         "--no-user-profile", action="store_true", help="do not write ~/.config/coffer/profile.json"
@@ -728,16 +950,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.stop:
         return stop_all(settings.home, echo=echo)
-    if args.regions != 1:
-        print(
-            f"--regions {args.regions}: multi-region deployments are not implemented yet (a later issue); "
-            "only --regions 1 works today.",
-            file=sys.stderr,
-        )
+    if not 1 <= args.regions <= MAX_REGIONS:
+        print(f"--regions {args.regions}: give a number from 1 to {MAX_REGIONS}.", file=sys.stderr)
         return 2
 
     user_profile = None if args.no_user_profile else Path.home() / ".config" / "coffer" / "profile.json"
-    deployment = Deployment(settings, user_profile=user_profile, echo=echo)
+    target: Deployment | MultiRegion
+    if args.regions == 1:
+        target = Deployment(settings, user_profile=user_profile, echo=echo)
+    else:
+        target = MultiRegion.from_envs(
+            region_envs(os.environ, args.regions), user_profile=user_profile, echo=echo
+        )
+        for deployment in target.deployments[1:]:
+            deployment.create_database = bool(deployment.settings.database_url)
     state: dict[str, Any] = {"starting": True, "stopping": False, "signal": None}
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -750,15 +976,20 @@ def main(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     rc = 0
     try:
-        deployment.start(stop_on_failure=False)
+        target.start(stop_on_failure=False)
         state["starting"] = False
-        for line in _banner(deployment, wrote_user_profile=user_profile is not None):
+        if isinstance(target, MultiRegion):
+            banner = _multi_banner(target, wrote_user_profile=user_profile is not None)
+        else:
+            banner = _banner(target, wrote_user_profile=user_profile is not None)
+        for line in banner:
             echo(line)
         while state["signal"] is None:
-            dead = deployment.dead_services()
+            dead = _dead(target)
             if dead:
-                for sp in dead:
-                    echo(f"{sp.name} exited unexpectedly with code {sp.proc.returncode}.\n{sp.log_tail()}")
+                for where, sp in dead:
+                    code = sp.proc.returncode
+                    echo(f"{where}{sp.name} exited unexpectedly with code {code}.\n{sp.log_tail()}")
                 rc = 1
                 break
             time.sleep(0.5)
@@ -774,7 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
         state["stopping"] = True
         if state["signal"] is not None:
             echo(f"\n{signal.Signals(state['signal']).name} received: stopping")
-        codes = deployment.stop()
+        codes = target.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     failed = {name: code for name, code in codes.items() if code != 0}

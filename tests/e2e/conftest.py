@@ -1,7 +1,8 @@
 """End-to-end fixtures: whole deployments (kms, store, gateway, rotation as OS processes) built by the same
 ``coffer.devrun.Deployment`` that ``make run`` uses, on the harness's PostgreSQL (a fresh database each) and
 Redis, in a temporary COFFER_HOME with free ports. Tests talk to them only as a user would: the ``coffer``
-command and the health service."""
+command and the health service. ``e2e_regions_factory`` builds several such deployments as regions
+``local-1``, ``local-2``... peers of each other (``coffer.devrun.MultiRegion``, as ``make run REGIONS=2``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from coffer.devrun import Deployment
+from coffer.devrun import Deployment, MultiRegion, region_name
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from coffer.settings import SERVICES, Settings
 
@@ -163,6 +164,71 @@ def e2e_factory(
     yield build
     for e2e in started:
         e2e.deployment.stop()
+
+
+@dataclass
+class E2ERegions:
+    """Several running regions (``local-1`` first), and the profile that lists all of them."""
+
+    multi: MultiRegion
+    regions: dict[str, E2E]
+
+    @property
+    def profile_path(self) -> Path:
+        return self.multi.profile_path
+
+    def __getitem__(self, region: str) -> E2E:
+        return self.regions[region]
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """``coffer <args>`` with the multi-region profile (pass ``--region`` among ``args``)."""
+        return run_cli(self.profile_path, *args, timeout=timeout)
+
+    def cli_json(self, *args: str) -> Any:
+        result = self.cli(*args)
+        assert result.returncode == 0, (
+            f"coffer {' '.join(args)} failed ({result.returncode}): {result.stderr}"
+        )
+        return json.loads(result.stdout) if result.stdout.strip() else {}
+
+
+@pytest.fixture(scope="session")
+def e2e_regions_factory(
+    pg_server: EmbeddedPostgres, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[int], E2ERegions]]:
+    """Builds and starts ``count`` regions (each a deployment with its own home, PKI, database and ports,
+    all on the harness's servers), configured as each other's peers; stops all of them at the end."""
+    started: list[MultiRegion] = []
+
+    def build(count: int = 2) -> E2ERegions:
+        envs, databases = [], []
+        for index in range(count):
+            region = region_name(index)
+            home = tmp_path_factory.mktemp(f"coffer-{region}")
+            database_url = new_database(pg_server)
+            env = e2e_env(home, database_url=database_url, redis_url=redis_server.url())
+            env["COFFER_REGION"] = region
+            env["COFFER_REPLICATION_INTERVAL_SECONDS"] = "0.5"
+            envs.append(env)
+            databases.append(database_url)
+        lines: list[str] = []
+        multi = MultiRegion.from_envs(envs, echo=lines.append, health_timeout=60.0)
+        started.append(multi)
+        multi.start()
+        regions = {
+            deployment.settings.region: E2E(
+                deployment=deployment,
+                database_url=database_url,
+                pg_data_dir=pg_server.data_dir,
+                redis_data_dir=redis_server.data_dir,
+            )
+            for deployment, database_url in zip(multi.deployments, databases, strict=True)
+        }
+        return E2ERegions(multi=multi, regions=regions)
+
+    yield build
+    for multi in started:
+        multi.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,9 @@ the AWS CLI's JSON. Exit codes follow the AWS CLI: 0 ok, 252 bad command line, 2
 configuration, 254 the service returned an error (``An error occurred (<Code>) when calling the <Op>
 operation: <message>`` on stderr), 255 anything else (e.g. the gateway cannot be reached); ``coffer status``
 exits 1 when a service is not serving. Global options (``--endpoint``, ``--ca-file``, ``--token``,
-``--region``, ``--profile``) go before or after the command.
+``--region``, ``--profile``) go before or after the command. ``--region local-2`` selects that region's
+endpoint, CA file and token from the profile (``make run REGIONS=2`` writes both); ``coffer status`` checks
+every region of the profile unless ``--region`` names one.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import NoReturn, TextIO
 from google.protobuf.descriptor import ServiceDescriptor
 
 from coffer.cli import shapes
-from coffer.cli.status import check_all
+from coffer.cli.status import ServiceHealth, check_all
 from coffer.client import _ops
 from coffer.client.profile import ConfigurationError, Connection, Profile, load_profile, resolve_connection
 from coffer.client.sync import CofferClient
@@ -67,7 +69,12 @@ def _global_options(*, suppress: bool) -> _Parser:
     g.add_argument("--endpoint", "--endpoint-url", dest="endpoint", default=default, help="gateway host:port")
     g.add_argument("--ca-file", dest="ca_file", default=default, help="CA certificate to verify the gateway")
     g.add_argument("--token", dest="token", default=default, help="bearer token (cfr_...)")
-    g.add_argument("--region", dest="region", default=default, help="region name (informational)")
+    g.add_argument(
+        "--region",
+        dest="region",
+        default=default,
+        help="region whose endpoint/CA/token the profile gives (default: the profile's, local-1)",
+    )
     g.add_argument("--profile", dest="profile", default=default, help="path of a profile JSON")
     g.add_argument("--output", dest="output", choices=["json"], default=default, help="output format")
     return p
@@ -170,6 +177,40 @@ def _rotation_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
 
 def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     profile = _profile(args)
+    if profile.regions and not args.endpoint:
+        names = [args.region] if args.region else list(profile.regions)
+        checks = [(name, _region_services(args, profile.select_region(name))) for name in names]
+    else:
+        checks = [("", _region_services(args, profile))]
+    results: list[tuple[str, ServiceHealth]] = []
+    for region, (services, conn, region_profile) in checks:
+        for health in check_all(
+            services,
+            ca_file=conn.ca_file,
+            operator_cert=region_profile.operator_cert,
+            operator_key=region_profile.operator_key,
+            timeout=args.timeout,
+        ):
+            results.append((region, health))
+    width = max(len(r.name) for _, r in results)
+    region_width = max(len(region) for region, _ in results)
+    for region, r in results:
+        line = f"{r.name:<{width}}  {r.address:<21}  {r.status}"
+        if region:
+            line = f"{region:<{region_width}}  {line}"
+        print(f"{line}  ({r.detail})" if r.detail else line, file=out)
+    failed = [(region, r) for region, r in results if not r.ok]
+    if failed:
+        listed = ", ".join(f"{region + ' ' if region else ''}{r.name} ({r.status})" for region, r in failed)
+        print(f"Not serving: {listed}", file=err)
+        return EXIT_NOT_SERVING
+    return EXIT_OK
+
+
+def _region_services(
+    args: argparse.Namespace, profile: Profile
+) -> tuple[dict[str, str], Connection, Profile]:
+    """The services to check for one region of the profile (``profile`` already selected for it)."""
     services = dict(profile.services)
     if args.endpoint:
         services["gateway"] = args.endpoint
@@ -181,23 +222,7 @@ def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         profile=profile,
     )
     services.setdefault("gateway", conn.endpoint)
-    results = check_all(
-        services,
-        ca_file=conn.ca_file,
-        operator_cert=profile.operator_cert,
-        operator_key=profile.operator_key,
-        timeout=args.timeout,
-    )
-    width = max(len(r.name) for r in results)
-    for r in results:
-        line = f"{r.name:<{width}}  {r.address:<21}  {r.status}"
-        print(f"{line}  ({r.detail})" if r.detail else line, file=out)
-    failed = [r for r in results if not r.ok]
-    if failed:
-        names = ", ".join(f"{r.name} ({r.status})" for r in failed)
-        print(f"Not serving: {names}", file=err)
-        return EXIT_NOT_SERVING
-    return EXIT_OK
+    return services, conn, profile
 
 
 def _credentials_file(args: argparse.Namespace) -> Path:

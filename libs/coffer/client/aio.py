@@ -152,10 +152,13 @@ class AsyncCofferClient(_AsyncService):
         return cls(conn.endpoint, conn.ca_file, conn.token, region=conn.region, **options)
 
     @classmethod
-    def from_profile(cls, path: Path | None = None, **options: Any) -> AsyncCofferClient:
-        """The profile at ``path`` (default: $COFFER_PROFILE, ./.coffer/, ~/.config/coffer/profile.json)."""
+    def from_profile(
+        cls, path: Path | None = None, *, region: str | None = None, **options: Any
+    ) -> AsyncCofferClient:
+        """The profile at ``path`` (default: $COFFER_PROFILE, ./.coffer/, ~/.config/coffer/profile.json);
+        ``region`` picks one of its regions (default: the profile's own, e.g. ``local-1``)."""
         profile: Profile = load_profile(path)
-        conn = resolve_connection(profile=profile, env={})
+        conn = resolve_connection(profile=profile, region=region, env={})
         return cls(conn.endpoint, conn.ca_file, conn.token, region=conn.region, **options)
 
     async def close(self) -> None:

@@ -7,6 +7,13 @@ Precedence: explicit arguments (CLI flags) > ``COFFER_ENDPOINT`` / ``COFFER_CA_F
 Profile keys: ``endpoint``, ``ca_file``, ``token``, ``region``, ``services`` (``{"gateway": "host:port",
 "store": ..., "kms": ..., "rotation": ...}``), ``operator_cert``, ``operator_key``. Relative file paths are
 relative to the profile's directory.
+
+Regions: a profile written by ``make run REGIONS=2`` also has ``"regions": {"local-1": {...}, "local-2":
+{...}}``, each entry with the same keys as above (``region`` excepted); the top-level keys describe the
+default region (``region``). A region (``--region``, ``COFFER_REGION``, else the profile's ``region``, else
+``local-1``) selects its entry's endpoint, CA file, token and services; an explicit endpoint (argument or
+``COFFER_ENDPOINT``) bypasses the selection. Naming a region the profile does not have is a
+``ConfigurationError``.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ ENDPOINT_ENV = "COFFER_ENDPOINT"
 CA_FILE_ENV = "COFFER_CA_FILE"
 TOKEN_ENV = "COFFER_TOKEN"
 REGION_ENV = "COFFER_REGION"
+DEFAULT_REGION = "local-1"
 
 
 class ConfigurationError(ValueError):
@@ -38,6 +46,42 @@ class Profile:
     operator_cert: Path | None = None
     operator_key: Path | None = None
     path: Path | None = None
+    #: Region name -> that region's own profile (``regions`` in the JSON); empty for a one-region profile.
+    regions: Mapping[str, Profile] = field(default_factory=dict)
+
+    @property
+    def region_names(self) -> list[str]:
+        """The regions this profile can reach (its own region when it has no ``regions`` map)."""
+        if self.regions:
+            return list(self.regions)
+        return [self.region] if self.region else []
+
+    def select_region(self, region: str) -> Profile:
+        """This profile as seen from ``region``: that region's entry, falling back to the top-level keys for
+        what the entry leaves out. A one-region profile selects only its own region (or any, when it names
+        none)."""
+        if not self.regions:
+            if self.region is None or self.region == region:
+                return self
+            raise ConfigurationError(
+                f"Region {region} is not in the profile {self.path} (it has only {self.region}; "
+                "start more regions with `make run REGIONS=2`, or pass --endpoint)."
+            )
+        entry = self.regions.get(region)
+        if entry is None:
+            known = ", ".join(self.regions)
+            raise ConfigurationError(f"Region {region} is not in the profile {self.path} (it has: {known}).")
+        return Profile(
+            endpoint=entry.endpoint or (self.endpoint if region == self.region else None),
+            ca_file=entry.ca_file or (self.ca_file if region == self.region else None),
+            token=entry.token or (self.token if region == self.region else None),
+            region=region,
+            services=dict(entry.services) if entry.services else {},
+            operator_cert=entry.operator_cert or self.operator_cert,
+            operator_key=entry.operator_key or self.operator_key,
+            path=self.path,
+            regions=self.regions,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +120,36 @@ def _opt_path(doc: Mapping[str, object], key: str, path: Path) -> Path | None:
     return p if p.is_absolute() else path.parent / p
 
 
+def _services(doc: Mapping[str, object], path: Path) -> dict[str, str]:
+    services = doc.get("services") or {}
+    if not isinstance(services, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in services.items()
+    ):
+        raise ConfigurationError(f'{path}: "services" must map service names to "host:port" strings')
+    return dict(services)
+
+
+def _regions(doc: Mapping[str, object], path: Path) -> dict[str, Profile]:
+    regions = doc.get("regions") or {}
+    if not isinstance(regions, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in regions.items()
+    ):
+        raise ConfigurationError(f'{path}: "regions" must map region names to objects')
+    return {
+        name: Profile(
+            endpoint=_opt_str(entry, "endpoint", path),
+            ca_file=_opt_path(entry, "ca_file", path),
+            token=_opt_str(entry, "token", path),
+            region=name,
+            services=_services(entry, path),
+            operator_cert=_opt_path(entry, "operator_cert", path),
+            operator_key=_opt_path(entry, "operator_key", path),
+            path=path,
+        )
+        for name, entry in regions.items()
+    }
+
+
 def read_profile(path: Path) -> Profile:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -85,20 +159,16 @@ def read_profile(path: Path) -> Profile:
         raise ConfigurationError(f"Profile {path} is unreadable: {exc}") from None
     if not isinstance(doc, dict):
         raise ConfigurationError(f"Profile {path} must hold a JSON object.")
-    services = doc.get("services") or {}
-    if not isinstance(services, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in services.items()
-    ):
-        raise ConfigurationError(f'{path}: "services" must map service names to "host:port" strings')
     return Profile(
         endpoint=_opt_str(doc, "endpoint", path),
         ca_file=_opt_path(doc, "ca_file", path),
         token=_opt_str(doc, "token", path),
         region=_opt_str(doc, "region", path),
-        services=dict(services),
+        services=_services(doc, path),
         operator_cert=_opt_path(doc, "operator_cert", path),
         operator_key=_opt_path(doc, "operator_key", path),
         path=path,
+        regions=_regions(doc, path),
     )
 
 
@@ -126,13 +196,18 @@ def resolve_connection(
     profile: Profile | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Connection:
-    """Merge explicit values, environment variables and the profile (in that order of precedence)."""
+    """Merge explicit values, environment variables and the profile (in that order of precedence). The
+    region (argument, ``COFFER_REGION``, the profile's default, ``local-1``) selects the profile's entry for
+    that region unless the endpoint is given explicitly."""
     e = os.environ if env is None else env
     prof = profile if profile is not None else load_profile(env=e)
-    final_endpoint = endpoint or e.get(ENDPOINT_ENV) or prof.endpoint
+    explicit_endpoint = endpoint or e.get(ENDPOINT_ENV)
+    final_region = region or e.get(REGION_ENV) or prof.region or (DEFAULT_REGION if prof.regions else None)
+    if final_region and not explicit_endpoint:
+        prof = prof.select_region(final_region)
+    final_endpoint = explicit_endpoint or prof.endpoint
     final_ca = ca_file or e.get(CA_FILE_ENV) or prof.ca_file
     final_token = token or e.get(TOKEN_ENV) or prof.token
-    final_region = region or e.get(REGION_ENV) or prof.region
     if not final_endpoint:
         raise ConfigurationError(
             "No endpoint: pass --endpoint, set COFFER_ENDPOINT, or run `make run` (it writes a profile)."

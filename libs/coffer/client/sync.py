@@ -148,10 +148,13 @@ class CofferClient(_SyncService):
         return cls(conn.endpoint, conn.ca_file, conn.token, region=conn.region, **options)
 
     @classmethod
-    def from_profile(cls, path: Path | None = None, **options: Any) -> CofferClient:
-        """The profile at ``path`` (default: $COFFER_PROFILE, ./.coffer/, ~/.config/coffer/profile.json)."""
+    def from_profile(
+        cls, path: Path | None = None, *, region: str | None = None, **options: Any
+    ) -> CofferClient:
+        """The profile at ``path`` (default: $COFFER_PROFILE, ./.coffer/, ~/.config/coffer/profile.json);
+        ``region`` picks one of its regions (default: the profile's own, e.g. ``local-1``)."""
         profile: Profile = load_profile(path)
-        conn = resolve_connection(profile=profile, env={})
+        conn = resolve_connection(profile=profile, region=region, env={})
         return cls(conn.endpoint, conn.ca_file, conn.token, region=conn.region, **options)
 
     def close(self) -> None:

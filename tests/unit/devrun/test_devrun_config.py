@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from coffer.devrun import Deployment, connect_address, main, settings_env, tail, with_database
+from coffer.client.profile import load_profile
+from coffer.devrun import (
+    Deployment,
+    MultiRegion,
+    connect_address,
+    main,
+    region_envs,
+    settings_env,
+    tail,
+    with_database,
+    with_peers,
+)
 from coffer.settings import DEFAULT_PORTS, SERVICES, Settings
 
 
@@ -45,14 +57,58 @@ def test_tail_returns_last_lines(tmp_path: Path) -> None:
     assert tail(tmp_path / "missing.log") == []
 
 
-def test_more_than_one_region_is_refused_with_a_reason(
+def test_an_impossible_region_count_is_refused_with_a_reason(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COFFER_HOME", str(tmp_path / "home"))
-    assert main(["--regions", "3"]) == 2
-    err = capsys.readouterr().err
-    assert "multi-region" in err and "not implemented yet" in err
+    assert main(["--regions", "0"]) == 2
+    assert "--regions 0" in capsys.readouterr().err
     assert not (tmp_path / "home").exists()
+
+
+def test_region_envs_give_each_region_its_home_ports_database_and_stream(tmp_path: Path) -> None:
+    base = {
+        "COFFER_HOME": str(tmp_path / "c"),
+        "COFFER_DATABASE_URL": "postgresql://u:@/coffer?host=/x",
+        "COFFER_PKI_DIR": str(tmp_path / "c" / "pki"),
+        "PATH": "/bin",
+    }
+    first, second = (Settings.from_env(env) for env in region_envs(base, 2))
+    assert (first.region, second.region) == ("local-1", "local-2")
+    assert first.home == (tmp_path / "c").resolve()
+    assert second.home == first.home / "regions" / "local-2"
+    assert second.pki_dir == second.home / "pki" and second.root_key_file.is_relative_to(second.home)
+    assert second.credentials_file.is_relative_to(second.home)
+    assert {first.addr_of(n) for n in SERVICES} == {f"127.0.0.1:{p}" for p in DEFAULT_PORTS.values()}
+    assert {second.addr_of(n) for n in SERVICES} == {f"127.0.0.1:{p + 10}" for p in DEFAULT_PORTS.values()}
+    assert first.database_url == base["COFFER_DATABASE_URL"]
+    assert second.database_url == "postgresql://u:@/coffer_local_2?host=/x"
+    assert first.rotation_stream_prefix != second.rotation_stream_prefix
+
+
+def test_with_peers_points_each_region_at_the_others_store_and_ca(tmp_path: Path) -> None:
+    envs = with_peers(region_envs({"COFFER_HOME": str(tmp_path / "c")}, 3))
+    settings = [Settings.from_env(env) for env in envs]
+    for own in settings:
+        others = [s for s in settings if s is not own]
+        assert [p.region for p in own.peers] == [s.region for s in others]
+        assert [p.endpoint for p in own.peers] == [s.store_addr for s in others]
+        assert [p.ca_file for p in own.peers] == [s.pki_dir / "ca.crt" for s in others]
+        assert Settings.from_env(settings_env(own)) == own  # COFFER_PEERS round-trips to the services
+
+
+def test_multi_region_profile_keeps_the_default_region_at_the_top(tmp_path: Path) -> None:
+    multi = MultiRegion.from_envs(region_envs({"COFFER_HOME": str(tmp_path / "c")}, 2), echo=lambda _: None)
+    for deployment, token in zip(multi.deployments, ("cfr_one", "cfr_two"), strict=True):
+        deployment.admin_token = token
+    multi.write_profile()
+    doc = json.loads(multi.profile_path.read_text())
+    assert doc["region"] == "local-1" and doc["token"] == "cfr_one"
+    assert doc["endpoint"] == doc["regions"]["local-1"]["endpoint"] == "127.0.0.1:7443"
+    assert doc["regions"]["local-2"]["endpoint"] == "127.0.0.1:7453"
+    assert doc["regions"]["local-2"]["token"] == "cfr_two"
+    local2 = load_profile(multi.profile_path).select_region("local-2")
+    assert local2.ca_file == multi.deployments[1].ca_file and local2.services["store"] == "127.0.0.1:7454"
 
 
 def test_in_home_uses_free_ports_and_the_given_home(tmp_path: Path) -> None:
