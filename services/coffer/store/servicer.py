@@ -321,6 +321,9 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
         resp = pb.CreateSecretResponse(arn=result.arn, name=result.name)
         if result.version_id is not None:
             resp.version_id = result.version_id
+        if request.add_replica_regions:  # AWS answers with each replica's status (InProgress at first)
+            secret = await self._app.describe_secret(secret_id=result.arn)
+            _statuses(resp.replication_status, secret.replication_status)
         return resp
 
     async def DescribeSecret(

@@ -102,6 +102,10 @@ async def test_replica_has_same_values_versions_labels_under_its_own_key(regions
         )
     )
     assert created.arn.startswith("arn:aws:secretsmanager:local-1:")
+    assert [(s.region, s.status) for s in created.replication_status] in (
+        [("local-2", "InProgress")],
+        [("local-2", "InSync")],
+    )
     replica_arn = created.arn.replace(":local-1:", ":local-2:")
     await in_sync(r1, created.arn)
 
