@@ -75,6 +75,8 @@ class Kms(Protocol):
 class Tx(Protocol):
     async def lock(self, ref: SecretRef) -> LockedSecret | None: ...
 
+    async def lock_existing(self, ref: SecretRef) -> LockedSecret: ...
+
     async def lock_by_name(self, name: str) -> LockedSecret | None: ...
 
     async def insert_secret(
@@ -816,9 +818,7 @@ class StoreApp:
         ref = self._ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            locked = await tx.lock(ref)
-            if locked is None:
-                raise errors.NotFound()
+            locked = await tx.lock_existing(ref)
             _check_writable(locked)
             outcome = await self._token_outcome(tx, locked, token, value)
             if outcome is v.TokenOutcome.REPLAY:
@@ -876,9 +876,7 @@ class StoreApp:
         key = await self._resolve_key(kms_key_id) if kms_key_id is not None else None
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            locked = await tx.lock(ref)
-            if locked is None:
-                raise errors.NotFound()
+            locked = await tx.lock_existing(ref)
             _check_writable(locked)
             changes: dict[str, Any] = {}
             if description is not None:
@@ -959,9 +957,7 @@ class StoreApp:
         ref = self._ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            locked = await tx.lock(ref)
-            if locked is None:
-                raise errors.NotFound()
+            locked = await tx.lock_existing(ref)
             _check_writable(locked)
             old = dict(locked.labels)
             new = v.update_version_stage(
@@ -1061,9 +1057,7 @@ class StoreApp:
         ref = self._ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            locked = await tx.lock(ref)
-            if locked is None:
-                raise errors.NotFound()
+            locked = await tx.lock_existing(ref)
             if locked.is_replica:
                 raise errors.InvalidParameter(REPLICA_MESSAGE)
             if locked.deleted:
@@ -1088,9 +1082,7 @@ class StoreApp:
         ref = self._ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            locked = await tx.lock(ref)
-            if locked is None:
-                raise errors.NotFound()
+            locked = await tx.lock_existing(ref)
             _check_writable(locked)
             merged = _merge_tags(locked.tags, tags)
             _check_tags(merged)
@@ -1107,9 +1099,7 @@ class StoreApp:
         ref = self._ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            locked = await tx.lock(ref)
-            if locked is None:
-                raise errors.NotFound()
+            locked = await tx.lock_existing(ref)
             _check_writable(locked)
             if locked.tags is None:
                 return

@@ -155,9 +155,7 @@ class ReplicationApp:
         ref = self._ref_of(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            locked = await tx.lock(ref)
-            if locked is None:
-                raise errors.NotFound()
+            locked = await tx.lock_existing(ref)
             _check_writable(locked)
             since = await tx.change_seq(locked.id) + 1
             await add_replica_regions(
@@ -185,9 +183,7 @@ class ReplicationApp:
         ref = self._ref_of(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            locked = await tx.lock(ref)
-            if locked is None:
-                raise errors.NotFound()
+            locked = await tx.lock_existing(ref)
             if locked.is_replica:
                 raise errors.InvalidParameter(REPLICA_MESSAGE)
             unknown = sorted(set(regions) - set(locked.replica_regions))
@@ -214,9 +210,7 @@ class ReplicationApp:
         ref = self._ref_of(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            locked = await tx.lock(ref)
-            if locked is None:
-                raise errors.NotFound()
+            locked = await tx.lock_existing(ref)
             if not locked.is_replica:
                 raise errors.InvalidRequest(
                     f"The secret {locked.arn} is not a replica: StopReplicationToReplica must be called in "

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from coffer import db
+from coffer.core import errors
 from coffer.core.arn import SecretRef
 from coffer.core.listing import Listable
 from coffer.core.model import ReplicationStatus, RotationRules, Secret, SecretVersion, Tag
@@ -389,6 +390,13 @@ class StoreTx:
 
     async def lock(self, ref: SecretRef) -> LockedSecret | None:
         return await self._lock(_LOOKUP, ref.arn, ref.name)
+
+    async def lock_existing(self, ref: SecretRef) -> LockedSecret:
+        """Lock the secret row ``FOR UPDATE``, or raise ResourceNotFoundException."""
+        locked = await self.lock(ref)
+        if locked is None:
+            raise errors.NotFound()
+        return locked
 
     async def lock_by_name(self, name: str) -> LockedSecret | None:
         return await self._lock("s.name = $1", name)

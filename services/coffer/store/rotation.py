@@ -311,9 +311,7 @@ class RotationApp:
         ref = self._store._ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            locked = await tx.lock(ref)
-            if locked is None:
-                raise errors.NotFound()
+            locked = await tx.lock_existing(ref)
             _check_writable(locked)
             config = await tx.rotation_config(locked.id)
             rotator = given or config.rotator
@@ -362,9 +360,7 @@ class RotationApp:
         ref = self._store._ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            locked = await tx.lock(ref)
-            if locked is None:
-                raise errors.NotFound()
+            locked = await tx.lock_existing(ref)
             _check_writable(locked)
             config = await tx.rotation_config(locked.id)
             if config.enabled is None:
