@@ -14,7 +14,6 @@ talk to.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import shutil
@@ -26,40 +25,18 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
-import asyncpg
 import pymysql
 import pytest
 
 from coffer.client.aio import AsyncCofferClient
 from coffer.credentials import create_credential
-from coffer.embedded import EmbeddedPostgres, free_port
+from coffer.embedded import free_port
 from coffer.rotation.api import GatewaySecretsApi
 from coffer.settings import Settings
+from coffer.testing.scram_postgres import ScramPostgres, scram_postgres
 
-HBA = """# written by the rotation test harness: passwords required everywhere
-local   all   all                 scram-sha-256
-host    all   all   127.0.0.1/32  scram-sha-256
-host    all   all   ::1/128       scram-sha-256
-"""
-
-
-@dataclass(frozen=True)
-class PgTarget:
-    host: str  # the Unix-socket directory
-    port: int
-    superuser: str
-    password: str
-
-    async def connect(self, user: str | None = None, password: str | None = None) -> asyncpg.Connection:
-        return await asyncpg.connect(
-            host=self.host,
-            port=self.port,
-            user=user or self.superuser,
-            password=self.password if password is None else password,
-            database="postgres",
-        )
+PgTarget = ScramPostgres
 
 
 @dataclass(frozen=True)
@@ -82,49 +59,10 @@ class MariaTarget:
         )
 
 
-async def _secure_postgres(url: str, password: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        sql = await conn.fetchval("SELECT format('ALTER ROLE postgres WITH PASSWORD %L', $1::text)", password)
-        await conn.execute(sql)
-        hba = await conn.fetchval("SHOW hba_file")
-        await asyncio.to_thread(Path(hba).write_text, HBA)
-        await conn.fetchval("SELECT pg_reload_conf()")
-    finally:
-        await conn.close()
-
-
-async def _password_refused(host: str, port: int) -> bool:
-    try:
-        conn = await asyncpg.connect(
-            host=host, port=port, user="postgres", password="wrong", database="postgres"
-        )
-    except asyncpg.InvalidPasswordError:
-        return True
-    await conn.close()
-    return False
-
-
 @pytest.fixture(scope="session")
 def pg_target() -> Iterator[PgTarget]:
-    root = Path(tempfile.mkdtemp(prefix="coffer-test-pgauth-"))
-    server = EmbeddedPostgres(root / "data")
-    uri = server.start()
-    try:
-        parsed = urlparse(uri)
-        host = parse_qs(parsed.query).get("host", [str(root / "data")])[0]
-        port = parsed.port or 5432
-        password = secrets.token_urlsafe(18)
-        asyncio.run(_secure_postgres(server.url(), password))
-        deadline = time.monotonic() + 10
-        while not asyncio.run(_password_refused(host, port)):  # the reload is asynchronous
-            if time.monotonic() > deadline:
-                raise RuntimeError("PostgreSQL still trusts connections after rewriting pg_hba.conf")
-            time.sleep(0.05)
-        yield PgTarget(host=host, port=port, superuser="postgres", password=password)
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with scram_postgres() as server:
+        yield server
 
 
 def _maria_ping(*, port: int, user: str, password: str, unix_socket: str | None = None) -> bool:
