@@ -8,6 +8,7 @@ constructor (``__main__`` builds them).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TypeVar
 
 import structlog
@@ -38,55 +39,26 @@ class GatewayApp:
         run: Callable[[], Awaitable[T]],
     ) -> T:
         """Authorize ``action`` on ``resource``, run it, and write one audit line with the outcome."""
+        audit = partial(
+            self._audit.record, principal=principal, action=action, resource=resource, request_id=request_id
+        )
         try:
             self._authorize(principal, action, resource)
         except errors.CofferError as exc:
-            self._audit.record(
-                principal=principal,
-                action=action,
-                resource=resource,
-                outcome="denied",
-                request_id=request_id,
-                error_code=exc.code,
-            )
+            audit(outcome="denied", error_code=exc.code)
             raise
         try:
             result = await run()
         except errors.Unavailable as exc:
-            self._audit.record(
-                principal=principal,
-                action=action,
-                resource=resource,
-                outcome="failed",
-                request_id=request_id,
-                error_code=exc.code,
-            )
+            audit(outcome="failed", error_code=exc.code)
             # The detail names internal addresses: log it here, give the public caller the generic text.
             log.warning("gateway.dependency_unavailable", action=action, error=exc.message)
             raise errors.Unavailable() from None
-        except errors.CofferError as exc:
-            self._audit.record(
-                principal=principal,
-                action=action,
-                resource=resource,
-                outcome="failed",
-                request_id=request_id,
-                error_code=exc.code,
-            )
+        except Exception as exc:
+            code = exc.code if isinstance(exc, errors.CofferError) else errors.Internal.default_code
+            audit(outcome="failed", error_code=code)
             raise
-        except Exception:
-            self._audit.record(
-                principal=principal,
-                action=action,
-                resource=resource,
-                outcome="failed",
-                request_id=request_id,
-                error_code=errors.Internal.default_code,
-            )
-            raise
-        self._audit.record(
-            principal=principal, action=action, resource=resource, outcome="allowed", request_id=request_id
-        )
+        audit(outcome="allowed")
         return result
 
     async def random_password(self, request: PasswordRequest) -> str:
