@@ -13,23 +13,19 @@ from dataclasses import dataclass
 import grpc
 
 from coffer import logs
-from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
-from coffer.api.secrets.v1 import secrets_pb2, secrets_pb2_grpc
+from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.store.v1 import store_pb2_grpc
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.audit import StructlogAudit
 from coffer.gateway.auth import BearerAuthenticator, CredentialStore
 from coffer.gateway.authz import authorize
-from coffer.gateway.servicer import KeyManagementServicer, SecretsManagerServicer
+from coffer.gateway.servicer import add_gateway_services
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import RunningServer, service_main, start_server
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Settings
 
 log = logs.get_logger("coffer.gateway")
-
-SECRETS_SERVICE = secrets_pb2.DESCRIPTOR.services_by_name["SecretsManagerService"].full_name
-KMS_SERVICE = kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"].full_name
 
 
 @dataclass
@@ -60,13 +56,11 @@ async def serve(settings: Settings) -> GatewayRuntime:
     store_channel = secure_channel(settings.store_addr, internal_tls, server_name="store")
     kms_channel = secure_channel(settings.kms_addr, internal_tls, server_name="kms")
     app = GatewayApp(authorize=authorize, audit=StructlogAudit(), random=secrets.SystemRandom())
-    secrets_servicer = SecretsManagerServicer(app, store_pb2_grpc.SecretStoreServiceStub(store_channel))
-    kms_servicer = KeyManagementServicer(app, kms_pb2_grpc.KeyManagementServiceStub(kms_channel))
+    store = store_pb2_grpc.SecretStoreServiceStub(store_channel)
+    kms = kms_pb2_grpc.KeyManagementServiceStub(kms_channel)
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
-        secrets_pb2_grpc.add_SecretsManagerServiceServicer_to_server(secrets_servicer, server)
-        kms_pb2_grpc.add_KeyManagementServiceServicer_to_server(kms_servicer, server)
-        return (SECRETS_SERVICE, KMS_SERVICE)
+        return add_gateway_services(server, app, store=store, kms=kms)
 
     try:
         server = await start_server(

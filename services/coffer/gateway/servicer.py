@@ -1,59 +1,78 @@
 """The public gRPC API of Coffer: ``coffer.api.secrets.v1.SecretsManagerService`` and
-``coffer.api.kms.v1.KeyManagementService``.
+``coffer.api.kms.v1.KeyManagementService``, driven by ONE table.
 
-Proto ⇄ use case only. Each method names its IAM-style action and the resource it touches, and hands the
-forwarding call to ``GatewayApp.call`` (authorize → run → audit). Requests travel to the store / kms
-unchanged; the caller's principal and the request id go along as metadata (``coffer.rpc.channel``).
+``ROUTES`` maps every public method to its IAM-style action, the request field that names the resource it
+touches, and what runs it: a downstream stub method (the store or the kms) that receives the request
+unchanged, or a handler answered here. Each call goes through ``GatewayApp.call`` (authorize → run → audit);
+the caller's principal and the request id go along as metadata (``coffer.rpc.channel``). The servicers are
+built from the table and the proto descriptors; a method of a public service without a route is never
+served (``gateway_handlers`` refuses to start), and a unit test checks the table against the descriptors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias, TypeVar
+import enum
+import operator
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
 
 import grpc
+from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as sm
-from coffer.api.secrets.v1 import secrets_pb2_grpc
-from coffer.api.store.v1 import store_pb2_grpc
+from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.core.password import DEFAULT_LENGTH, PasswordRequest
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.authz import ANY_RESOURCE
 from coffer.rpc.context import current_principal, current_request_id
 
-T = TypeVar("T")
-
 #: Upper bound on one forwarded call (the store's own KMS calls and SQL happen inside it).
 FORWARD_TIMEOUT_SECONDS = 30.0
 
 Context: TypeAlias = grpc.aio.ServicerContext
+Run: TypeAlias = Callable[[], Awaitable[Any]]
+
+#: The public services the gateway serves, in registration order.
+PUBLIC_SERVICES: Final[tuple[ServiceDescriptor, ...]] = (
+    sm.DESCRIPTOR.services_by_name["SecretsManagerService"],
+    kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"],
+)
 
 
-class _Forwarder:
-    def __init__(self, app: GatewayApp, service: str) -> None:
-        self._app = app
-        self._service = service
+class Downstream(enum.Enum):
+    """The internal services the gateway forwards to (value: the full service name)."""
 
-    async def _run(self, operation: str, resource: str, run: Callable[[], Awaitable[T]]) -> T:
-        return await self._app.call(
-            principal=current_principal(),
-            request_id=current_request_id(),
-            action=f"{self._service}:{operation}",
-            resource=resource or ANY_RESOURCE,
-            run=run,
-        )
+    STORE = store_pb2.DESCRIPTOR.services_by_name["SecretStoreService"].full_name
+    KMS = kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"].full_name
 
 
-def _call(method: Any, request: Any, context: Context) -> Callable[[], Awaitable[Any]]:
-    """Forward ``request`` unchanged, within the caller's deadline (at most FORWARD_TIMEOUT_SECONDS)."""
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Send the request unchanged to ``downstream``'s ``method``, within the caller's deadline (at most
+    FORWARD_TIMEOUT_SECONDS)."""
 
-    async def run() -> Any:
-        remaining = context.time_remaining()
-        timeout = FORWARD_TIMEOUT_SECONDS if remaining is None else min(remaining, FORWARD_TIMEOUT_SECONDS)
-        return await method(request, timeout=max(timeout, 0.001))
+    downstream: Downstream
+    method: str
 
-    return run
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    """Answered by the gateway itself: ``prepare(app, request)`` reads the request and returns the run."""
+
+    prepare: Callable[[GatewayApp, Any], Run]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    #: The IAM action checked and audited, ``service:Operation``.
+    action: str
+    #: The request field naming the resource (a repeated field is joined with ","), or None: ``*``.
+    resource: str | None
+    target: Forward | Local
 
 
 def password_request(request: sm.GetRandomPasswordRequest) -> PasswordRequest:
@@ -74,288 +93,203 @@ def password_request(request: sm.GetRandomPasswordRequest) -> PasswordRequest:
     )
 
 
-class SecretsManagerServicer(_Forwarder, secrets_pb2_grpc.SecretsManagerServiceServicer):
-    def __init__(self, app: GatewayApp, store: store_pb2_grpc.SecretStoreServiceStub) -> None:
-        super().__init__(app, "secretsmanager")
-        self._store = store
+def _random_password(app: GatewayApp, request: sm.GetRandomPasswordRequest) -> Run:
+    """GetRandomPassword: generated here, never forwarded, stored or logged."""
+    policy = password_request(request)
 
-    async def CreateSecret(
-        self, request: sm.CreateSecretRequest, context: Context
-    ) -> sm.CreateSecretResponse:
-        return await self._run(
-            "CreateSecret", request.name, _call(self._store.CreateSecret, request, context)
+    async def run() -> sm.GetRandomPasswordResponse:
+        return sm.GetRandomPasswordResponse(random_password=await app.random_password(policy))
+
+    return run
+
+
+def _store(method: str) -> Forward:
+    return Forward(Downstream.STORE, method)
+
+
+def _kms(method: str) -> Forward:
+    return Forward(Downstream.KMS, method)
+
+
+_SM = "/coffer.api.secrets.v1.SecretsManagerService/"
+_KMS = "/coffer.api.kms.v1.KeyManagementService/"
+
+#: Full method → (IAM action, resource field, target). The kms refuses the gateway's crypto and
+#: configuration calls on the AWS-managed default key itself.
+ROUTES: Final[Mapping[str, Route]] = {
+    # SecretsManagerService
+    _SM + "CreateSecret": Route("secretsmanager:CreateSecret", "name", _store("CreateSecret")),
+    _SM + "DescribeSecret": Route("secretsmanager:DescribeSecret", "secret_id", _store("DescribeSecret")),
+    _SM + "GetSecretValue": Route("secretsmanager:GetSecretValue", "secret_id", _store("GetSecretValue")),
+    _SM + "BatchGetSecretValue": Route(
+        "secretsmanager:BatchGetSecretValue", "secret_id_list", _store("BatchGetSecretValue")
+    ),
+    _SM + "PutSecretValue": Route("secretsmanager:PutSecretValue", "secret_id", _store("PutSecretValue")),
+    _SM + "UpdateSecret": Route("secretsmanager:UpdateSecret", "secret_id", _store("UpdateSecret")),
+    _SM + "UpdateSecretVersionStage": Route(
+        "secretsmanager:UpdateSecretVersionStage", "secret_id", _store("UpdateSecretVersionStage")
+    ),
+    _SM + "ListSecrets": Route("secretsmanager:ListSecrets", None, _store("ListSecrets")),
+    _SM + "ListSecretVersionIds": Route(
+        "secretsmanager:ListSecretVersionIds", "secret_id", _store("ListSecretVersionIds")
+    ),
+    _SM + "DeleteSecret": Route("secretsmanager:DeleteSecret", "secret_id", _store("DeleteSecret")),
+    _SM + "RestoreSecret": Route("secretsmanager:RestoreSecret", "secret_id", _store("RestoreSecret")),
+    _SM + "TagResource": Route("secretsmanager:TagResource", "secret_id", _store("TagResource")),
+    _SM + "UntagResource": Route("secretsmanager:UntagResource", "secret_id", _store("UntagResource")),
+    _SM + "GetRandomPassword": Route("secretsmanager:GetRandomPassword", None, Local(_random_password)),
+    _SM + "RotateSecret": Route("secretsmanager:RotateSecret", "secret_id", _store("RotateSecret")),
+    _SM + "CancelRotateSecret": Route(
+        "secretsmanager:CancelRotateSecret", "secret_id", _store("CancelRotateSecret")
+    ),
+    _SM + "ListRotationAttempts": Route(
+        "secretsmanager:ListRotationAttempts", "secret_id", _store("ListRotationAttempts")
+    ),
+    _SM + "RegisterRotationFunction": Route(
+        "secretsmanager:RegisterRotationFunction", "name", _store("RegisterRotationFunction")
+    ),
+    _SM + "ListRotationFunctions": Route(
+        "secretsmanager:ListRotationFunctions", None, _store("ListRotationFunctions")
+    ),
+    _SM + "DeleteRotationFunction": Route(
+        "secretsmanager:DeleteRotationFunction", "function_id", _store("DeleteRotationFunction")
+    ),
+    _SM + "ReplicateSecretToRegions": Route(
+        "secretsmanager:ReplicateSecretToRegions", "secret_id", _store("ReplicateSecretToRegions")
+    ),
+    _SM + "RemoveRegionsFromReplication": Route(
+        "secretsmanager:RemoveRegionsFromReplication", "secret_id", _store("RemoveRegionsFromReplication")
+    ),
+    _SM + "StopReplicationToReplica": Route(
+        "secretsmanager:StopReplicationToReplica", "secret_id", _store("StopReplicationToReplica")
+    ),
+    # KeyManagementService
+    _KMS + "CreateKey": Route("kms:CreateKey", None, _kms("CreateKey")),
+    _KMS + "DescribeKey": Route("kms:DescribeKey", "key_id", _kms("DescribeKey")),
+    _KMS + "ListKeys": Route("kms:ListKeys", None, _kms("ListKeys")),
+    _KMS + "EnableKey": Route("kms:EnableKey", "key_id", _kms("EnableKey")),
+    _KMS + "DisableKey": Route("kms:DisableKey", "key_id", _kms("DisableKey")),
+    _KMS + "ScheduleKeyDeletion": Route("kms:ScheduleKeyDeletion", "key_id", _kms("ScheduleKeyDeletion")),
+    _KMS + "CancelKeyDeletion": Route("kms:CancelKeyDeletion", "key_id", _kms("CancelKeyDeletion")),
+    _KMS + "CreateAlias": Route("kms:CreateAlias", "alias_name", _kms("CreateAlias")),
+    _KMS + "ListAliases": Route("kms:ListAliases", "key_id", _kms("ListAliases")),
+    _KMS + "DeleteAlias": Route("kms:DeleteAlias", "alias_name", _kms("DeleteAlias")),
+    _KMS + "EnableKeyRotation": Route("kms:EnableKeyRotation", "key_id", _kms("EnableKeyRotation")),
+    _KMS + "DisableKeyRotation": Route("kms:DisableKeyRotation", "key_id", _kms("DisableKeyRotation")),
+    _KMS + "GetKeyRotationStatus": Route("kms:GetKeyRotationStatus", "key_id", _kms("GetKeyRotationStatus")),
+    _KMS + "RotateKeyOnDemand": Route("kms:RotateKeyOnDemand", "key_id", _kms("RotateKeyOnDemand")),
+    _KMS + "GenerateDataKey": Route("kms:GenerateDataKey", "key_id", _kms("GenerateDataKey")),
+    _KMS + "Encrypt": Route("kms:Encrypt", "key_id", _kms("Encrypt")),
+    _KMS + "Decrypt": Route("kms:Decrypt", "key_id", _kms("Decrypt")),
+}
+
+
+def full_method(method: MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+def resource_getter(field_name: str | None, message: Descriptor) -> Callable[[Any], str]:
+    """The function reading the resource from a request, resolved once from the descriptor."""
+    if field_name is None:
+        return lambda _request: ANY_RESOURCE
+    field = message.fields_by_name[field_name]
+    if field.is_repeated:
+        get_list = operator.attrgetter(field_name)
+        return lambda request: ",".join(get_list(request)) or ANY_RESOURCE
+    get = operator.attrgetter(field_name)
+    return lambda request: get(request) or ANY_RESOURCE
+
+
+def _forwarder(call: Callable[..., Awaitable[Any]]) -> Callable[[Any, Context], Run]:
+    def prepare(request: Any, context: Context) -> Run:
+        async def run() -> Any:
+            remaining = context.time_remaining()
+            timeout = (
+                FORWARD_TIMEOUT_SECONDS if remaining is None else min(remaining, FORWARD_TIMEOUT_SECONDS)
+            )
+            return await call(request, timeout=max(timeout, 0.001))
+
+        return run
+
+    return prepare
+
+
+def _answerer(app: GatewayApp, local: Local) -> Callable[[Any, Context], Run]:
+    answer = local.prepare
+
+    def prepare(request: Any, _context: Context) -> Run:
+        return answer(app, request)
+
+    return prepare
+
+
+def _method_handler(
+    app: GatewayApp, method: MethodDescriptor, route: Route, stubs: Mapping[Downstream, Any]
+) -> grpc.RpcMethodHandler:
+    if method.client_streaming or method.server_streaming:
+        raise TypeError(f"{full_method(method)}: the gateway serves unary methods only")
+    action = route.action
+    resource_of = resource_getter(route.resource, method.input_type)
+    target = route.target
+    prepare = (
+        _forwarder(getattr(stubs[target.downstream], target.method))
+        if isinstance(target, Forward)
+        else _answerer(app, target)
+    )
+
+    async def behavior(request: Any, context: Context) -> Any:
+        resource = resource_of(request)
+        run = prepare(request, context)
+        return await app.call(
+            principal=current_principal(),
+            request_id=current_request_id(),
+            action=action,
+            resource=resource,
+            run=run,
         )
 
-    async def DescribeSecret(
-        self, request: sm.DescribeSecretRequest, context: Context
-    ) -> sm.DescribeSecretResponse:
-        return await self._run(
-            "DescribeSecret", request.secret_id, _call(self._store.DescribeSecret, request, context)
-        )
-
-    async def GetSecretValue(
-        self, request: sm.GetSecretValueRequest, context: Context
-    ) -> sm.GetSecretValueResponse:
-        return await self._run(
-            "GetSecretValue", request.secret_id, _call(self._store.GetSecretValue, request, context)
-        )
-
-    async def BatchGetSecretValue(
-        self, request: sm.BatchGetSecretValueRequest, context: Context
-    ) -> sm.BatchGetSecretValueResponse:
-        resource = ",".join(request.secret_id_list) or ANY_RESOURCE
-        return await self._run(
-            "BatchGetSecretValue", resource, _call(self._store.BatchGetSecretValue, request, context)
-        )
-
-    async def PutSecretValue(
-        self, request: sm.PutSecretValueRequest, context: Context
-    ) -> sm.PutSecretValueResponse:
-        return await self._run(
-            "PutSecretValue", request.secret_id, _call(self._store.PutSecretValue, request, context)
-        )
-
-    async def UpdateSecret(
-        self, request: sm.UpdateSecretRequest, context: Context
-    ) -> sm.UpdateSecretResponse:
-        return await self._run(
-            "UpdateSecret", request.secret_id, _call(self._store.UpdateSecret, request, context)
-        )
-
-    async def UpdateSecretVersionStage(
-        self, request: sm.UpdateSecretVersionStageRequest, context: Context
-    ) -> sm.UpdateSecretVersionStageResponse:
-        return await self._run(
-            "UpdateSecretVersionStage",
-            request.secret_id,
-            _call(self._store.UpdateSecretVersionStage, request, context),
-        )
-
-    async def ListSecrets(self, request: sm.ListSecretsRequest, context: Context) -> sm.ListSecretsResponse:
-        return await self._run("ListSecrets", ANY_RESOURCE, _call(self._store.ListSecrets, request, context))
-
-    async def ListSecretVersionIds(
-        self, request: sm.ListSecretVersionIdsRequest, context: Context
-    ) -> sm.ListSecretVersionIdsResponse:
-        return await self._run(
-            "ListSecretVersionIds",
-            request.secret_id,
-            _call(self._store.ListSecretVersionIds, request, context),
-        )
-
-    async def DeleteSecret(
-        self, request: sm.DeleteSecretRequest, context: Context
-    ) -> sm.DeleteSecretResponse:
-        return await self._run(
-            "DeleteSecret", request.secret_id, _call(self._store.DeleteSecret, request, context)
-        )
-
-    async def RestoreSecret(
-        self, request: sm.RestoreSecretRequest, context: Context
-    ) -> sm.RestoreSecretResponse:
-        return await self._run(
-            "RestoreSecret", request.secret_id, _call(self._store.RestoreSecret, request, context)
-        )
-
-    async def TagResource(self, request: sm.TagResourceRequest, context: Context) -> sm.TagResourceResponse:
-        return await self._run(
-            "TagResource", request.secret_id, _call(self._store.TagResource, request, context)
-        )
-
-    async def UntagResource(
-        self, request: sm.UntagResourceRequest, context: Context
-    ) -> sm.UntagResourceResponse:
-        return await self._run(
-            "UntagResource", request.secret_id, _call(self._store.UntagResource, request, context)
-        )
-
-    async def GetRandomPassword(
-        self, request: sm.GetRandomPasswordRequest, context: Context
-    ) -> sm.GetRandomPasswordResponse:
-        policy = password_request(request)
-
-        async def run() -> sm.GetRandomPasswordResponse:
-            return sm.GetRandomPasswordResponse(random_password=await self._app.random_password(policy))
-
-        return await self._run("GetRandomPassword", ANY_RESOURCE, run)
-
-    async def RotateSecret(
-        self, request: sm.RotateSecretRequest, context: Context
-    ) -> sm.RotateSecretResponse:
-        return await self._run(
-            "RotateSecret", request.secret_id, _call(self._store.RotateSecret, request, context)
-        )
-
-    async def CancelRotateSecret(
-        self, request: sm.CancelRotateSecretRequest, context: Context
-    ) -> sm.CancelRotateSecretResponse:
-        return await self._run(
-            "CancelRotateSecret", request.secret_id, _call(self._store.CancelRotateSecret, request, context)
-        )
-
-    async def ListRotationAttempts(
-        self, request: sm.ListRotationAttemptsRequest, context: Context
-    ) -> sm.ListRotationAttemptsResponse:
-        return await self._run(
-            "ListRotationAttempts",
-            request.secret_id,
-            _call(self._store.ListRotationAttempts, request, context),
-        )
-
-    async def RegisterRotationFunction(
-        self, request: sm.RegisterRotationFunctionRequest, context: Context
-    ) -> sm.RegisterRotationFunctionResponse:
-        return await self._run(
-            "RegisterRotationFunction",
-            request.name,
-            _call(self._store.RegisterRotationFunction, request, context),
-        )
-
-    async def ListRotationFunctions(
-        self, request: sm.ListRotationFunctionsRequest, context: Context
-    ) -> sm.ListRotationFunctionsResponse:
-        return await self._run(
-            "ListRotationFunctions", ANY_RESOURCE, _call(self._store.ListRotationFunctions, request, context)
-        )
-
-    async def DeleteRotationFunction(
-        self, request: sm.DeleteRotationFunctionRequest, context: Context
-    ) -> sm.DeleteRotationFunctionResponse:
-        return await self._run(
-            "DeleteRotationFunction",
-            request.function_id,
-            _call(self._store.DeleteRotationFunction, request, context),
-        )
-
-    async def ReplicateSecretToRegions(
-        self, request: sm.ReplicateSecretToRegionsRequest, context: Context
-    ) -> sm.ReplicateSecretToRegionsResponse:
-        return await self._run(
-            "ReplicateSecretToRegions",
-            request.secret_id,
-            _call(self._store.ReplicateSecretToRegions, request, context),
-        )
-
-    async def RemoveRegionsFromReplication(
-        self, request: sm.RemoveRegionsFromReplicationRequest, context: Context
-    ) -> sm.RemoveRegionsFromReplicationResponse:
-        return await self._run(
-            "RemoveRegionsFromReplication",
-            request.secret_id,
-            _call(self._store.RemoveRegionsFromReplication, request, context),
-        )
-
-    async def StopReplicationToReplica(
-        self, request: sm.StopReplicationToReplicaRequest, context: Context
-    ) -> sm.StopReplicationToReplicaResponse:
-        return await self._run(
-            "StopReplicationToReplica",
-            request.secret_id,
-            _call(self._store.StopReplicationToReplica, request, context),
-        )
+    request_class: type[Message] = GetMessageClass(method.input_type)
+    response_class: type[Message] = GetMessageClass(method.output_type)
+    return grpc.unary_unary_rpc_method_handler(
+        behavior,
+        request_deserializer=request_class.FromString,
+        response_serializer=response_class.SerializeToString,
+    )
 
 
-class KeyManagementServicer(_Forwarder, kms_pb2_grpc.KeyManagementServiceServicer):
-    """The public KMS API: every RPC forwarded to the kms service (which refuses the gateway crypto and
-    configuration calls on the AWS-managed default key)."""
+def gateway_handlers(
+    app: GatewayApp,
+    *,
+    store: store_pb2_grpc.SecretStoreServiceStub,
+    kms: kms_pb2_grpc.KeyManagementServiceStub,
+    services: Iterable[ServiceDescriptor] = PUBLIC_SERVICES,
+    routes: Mapping[str, Route] = ROUTES,
+) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+    """Service full name → method name → handler, for every method of ``services``. Raises LookupError
+    when a method has no route: a public RPC is never exposed without an action."""
+    stubs: dict[Downstream, Any] = {Downstream.STORE: store, Downstream.KMS: kms}
+    out: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+    for service in services:
+        handlers: dict[str, grpc.RpcMethodHandler] = {}
+        for method in service.methods:
+            route = routes.get(full_method(method))
+            if route is None:
+                raise LookupError(f"{full_method(method)} has no gateway route (IAM action and resource)")
+            handlers[method.name] = _method_handler(app, method, route, stubs)
+        out[service.full_name] = handlers
+    return out
 
-    def __init__(self, app: GatewayApp, kms: kms_pb2_grpc.KeyManagementServiceStub) -> None:
-        super().__init__(app, "kms")
-        self._kms = kms
 
-    async def CreateKey(
-        self, request: kms_pb2.CreateKeyRequest, context: Context
-    ) -> kms_pb2.CreateKeyResponse:
-        return await self._run("CreateKey", ANY_RESOURCE, _call(self._kms.CreateKey, request, context))
-
-    async def DescribeKey(
-        self, request: kms_pb2.DescribeKeyRequest, context: Context
-    ) -> kms_pb2.DescribeKeyResponse:
-        return await self._run("DescribeKey", request.key_id, _call(self._kms.DescribeKey, request, context))
-
-    async def ListKeys(self, request: kms_pb2.ListKeysRequest, context: Context) -> kms_pb2.ListKeysResponse:
-        return await self._run("ListKeys", ANY_RESOURCE, _call(self._kms.ListKeys, request, context))
-
-    async def EnableKey(
-        self, request: kms_pb2.EnableKeyRequest, context: Context
-    ) -> kms_pb2.EnableKeyResponse:
-        return await self._run("EnableKey", request.key_id, _call(self._kms.EnableKey, request, context))
-
-    async def DisableKey(
-        self, request: kms_pb2.DisableKeyRequest, context: Context
-    ) -> kms_pb2.DisableKeyResponse:
-        return await self._run("DisableKey", request.key_id, _call(self._kms.DisableKey, request, context))
-
-    async def ScheduleKeyDeletion(
-        self, request: kms_pb2.ScheduleKeyDeletionRequest, context: Context
-    ) -> kms_pb2.ScheduleKeyDeletionResponse:
-        return await self._run(
-            "ScheduleKeyDeletion", request.key_id, _call(self._kms.ScheduleKeyDeletion, request, context)
-        )
-
-    async def CancelKeyDeletion(
-        self, request: kms_pb2.CancelKeyDeletionRequest, context: Context
-    ) -> kms_pb2.CancelKeyDeletionResponse:
-        return await self._run(
-            "CancelKeyDeletion", request.key_id, _call(self._kms.CancelKeyDeletion, request, context)
-        )
-
-    async def CreateAlias(
-        self, request: kms_pb2.CreateAliasRequest, context: Context
-    ) -> kms_pb2.CreateAliasResponse:
-        return await self._run(
-            "CreateAlias", request.alias_name, _call(self._kms.CreateAlias, request, context)
-        )
-
-    async def ListAliases(
-        self, request: kms_pb2.ListAliasesRequest, context: Context
-    ) -> kms_pb2.ListAliasesResponse:
-        return await self._run("ListAliases", request.key_id, _call(self._kms.ListAliases, request, context))
-
-    async def DeleteAlias(
-        self, request: kms_pb2.DeleteAliasRequest, context: Context
-    ) -> kms_pb2.DeleteAliasResponse:
-        return await self._run(
-            "DeleteAlias", request.alias_name, _call(self._kms.DeleteAlias, request, context)
-        )
-
-    async def EnableKeyRotation(
-        self, request: kms_pb2.EnableKeyRotationRequest, context: Context
-    ) -> kms_pb2.EnableKeyRotationResponse:
-        return await self._run(
-            "EnableKeyRotation", request.key_id, _call(self._kms.EnableKeyRotation, request, context)
-        )
-
-    async def DisableKeyRotation(
-        self, request: kms_pb2.DisableKeyRotationRequest, context: Context
-    ) -> kms_pb2.DisableKeyRotationResponse:
-        return await self._run(
-            "DisableKeyRotation", request.key_id, _call(self._kms.DisableKeyRotation, request, context)
-        )
-
-    async def GetKeyRotationStatus(
-        self, request: kms_pb2.GetKeyRotationStatusRequest, context: Context
-    ) -> kms_pb2.GetKeyRotationStatusResponse:
-        return await self._run(
-            "GetKeyRotationStatus", request.key_id, _call(self._kms.GetKeyRotationStatus, request, context)
-        )
-
-    async def RotateKeyOnDemand(
-        self, request: kms_pb2.RotateKeyOnDemandRequest, context: Context
-    ) -> kms_pb2.RotateKeyOnDemandResponse:
-        return await self._run(
-            "RotateKeyOnDemand", request.key_id, _call(self._kms.RotateKeyOnDemand, request, context)
-        )
-
-    async def GenerateDataKey(
-        self, request: kms_pb2.GenerateDataKeyRequest, context: Context
-    ) -> kms_pb2.GenerateDataKeyResponse:
-        return await self._run(
-            "GenerateDataKey", request.key_id, _call(self._kms.GenerateDataKey, request, context)
-        )
-
-    async def Encrypt(self, request: kms_pb2.EncryptRequest, context: Context) -> kms_pb2.EncryptResponse:
-        return await self._run("Encrypt", request.key_id, _call(self._kms.Encrypt, request, context))
-
-    async def Decrypt(self, request: kms_pb2.DecryptRequest, context: Context) -> kms_pb2.DecryptResponse:
-        return await self._run("Decrypt", request.key_id, _call(self._kms.Decrypt, request, context))
+def add_gateway_services(
+    server: grpc.aio.Server,
+    app: GatewayApp,
+    *,
+    store: store_pb2_grpc.SecretStoreServiceStub,
+    kms: kms_pb2_grpc.KeyManagementServiceStub,
+) -> tuple[str, ...]:
+    """Register the public services on ``server``; returns their full names (for the health service)."""
+    services = gateway_handlers(app, store=store, kms=kms)
+    for name, handlers in services.items():
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+        server.add_registered_method_handlers(name, handlers)
+    return tuple(services)
