@@ -41,6 +41,7 @@ lint: install
 	$(BIN)/ruff check libs services tests bench scripts examples
 	$(BIN)/ruff format --check libs services tests bench scripts examples
 	$(BIN)/buf lint protos
+	BUF=$(BIN)/buf scripts/buf_breaking.sh
 
 typecheck: install
 	$(BIN)/mypy
