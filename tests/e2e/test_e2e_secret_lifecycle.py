@@ -1,5 +1,6 @@
 """A secret's whole life through the real ``coffer`` command against a running deployment: every answer is
-checked in AWS's shape (field names, labels per spec §2.3, VersionIdsToStages, deletion dates, error text)."""
+checked in AWS's shape (field names, labels as AWS moves them, VersionIdsToStages, deletion dates, error
+text)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def test_secret_life_through_the_cli(e2e: Any) -> None:
     put3 = e2e.cli_json(SM, "put-secret-value", "--secret-id", arn, "--secret-string", "value-three")
     v3 = put3["VersionId"]
     assert len({v1, v2, v3}) == 3
-    # v1 lost AWSPREVIOUS, so it is deprecated: not listed by Describe (spec §2.3).
+    # v1 lost AWSPREVIOUS, so it is deprecated: a version without labels is not listed by Describe.
     assert stages(e2e.cli_json(SM, "describe-secret", "--secret-id", name)) == {
         v2: ["AWSPREVIOUS"],
         v3: ["AWSCURRENT"],

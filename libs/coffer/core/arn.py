@@ -1,4 +1,4 @@
-"""Secret ARNs and SecretId resolution (spec §3). Pure: randomness comes in as an argument.
+"""Secret ARNs and SecretId resolution. Pure: randomness comes in as an argument.
 
 ARN: ``arn:<partition>:secretsmanager:<region>:<account>:secret:<name>-<6 random alphanumerics>``.
 A fresh suffix is minted on every creation, so a re-created name gets a new ARN.

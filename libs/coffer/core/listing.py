@@ -1,4 +1,4 @@
-"""ListSecrets filtering, sorting and pagination (spec §9). Pure: works on plain summaries of secrets.
+"""ListSecrets filtering, sorting and pagination. Pure: works on plain summaries of secrets.
 
 Matching per filter key:
 

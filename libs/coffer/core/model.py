@@ -15,7 +15,7 @@ AWSCURRENT = "AWSCURRENT"
 AWSPREVIOUS = "AWSPREVIOUS"
 AWSPENDING = "AWSPENDING"
 
-#: ``label -> version id``: a label is attached to at most one version at a time (spec §2.1).
+#: ``label -> version id``: a label is attached to at most one version at a time.
 StagingLabels = Mapping[str, str]
 
 ValueKind = Literal["string", "binary"]
@@ -83,7 +83,7 @@ class SecretVersion:
     version_id: str
     created_date: datetime
     stages: tuple[str, ...]
-    #: False for the valueless rotation placeholder (spec §6.2).
+    #: False for the placeholder a rotation starts with: AWSPENDING, no value until createSecret puts one.
     has_value: bool
     #: ARN of the KMS key that wrapped the data key (None for a placeholder).
     kms_key_arn: str | None = None

@@ -1,4 +1,4 @@
-"""GetRandomPassword (spec §10), pure: the random source comes in as an argument.
+"""GetRandomPassword, pure: the random source comes in as an argument.
 
 The password is drawn **uniformly from the set of all strings that satisfy the request**: every position
 chooses from the whole pool, and when ``require_each_included_type`` is on, the choice is weighted by the

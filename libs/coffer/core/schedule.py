@@ -1,4 +1,4 @@
-"""Rotation schedules (spec §6.1): ``AutomaticallyAfterDays``, ``rate(...)`` and ``cron(...)`` expressions
+"""Rotation schedules: ``AutomaticallyAfterDays``, ``rate(...)`` and ``cron(...)`` expressions
 with AWS's restrictions, the ``Duration`` window, and the next rotation date. Pure: no I/O; all times are UTC.
 
 * ``AutomaticallyAfterDays`` N (1-1000) / ``rate(N days)``: the window opens at midnight UTC, N days after the

@@ -1,4 +1,4 @@
-"""Every bound and pattern of the Secrets Manager model (spec §0/§1/§11), with AWS's messages.
+"""Every bound and pattern of the Secrets Manager API model, with AWS's messages.
 
 botocore checks only ``required`` and ``min`` client-side, and gRPC clients check nothing, so the store
 enforces all of it. Constraint failures are ``ValidationException`` in AWS's wording::
@@ -23,9 +23,9 @@ INVALID_NAME_MESSAGE = (
     "Invalid name. Must be a valid name containing alphanumeric characters, or any of the following: -/_+=.@!"
 )
 
-#: Characters of a secret name a caller may choose (model pattern, spec §3).
+#: Characters of a secret name a caller may choose (the API model's pattern).
 NAME_RE = re.compile(r"^[A-Za-z0-9/_+=.@-]+$")
-#: Names as they may appear in a SecretId: also ``!`` (service-owned ``<service>!...`` names, spec §3).
+#: Names as they may appear in a SecretId: also ``!`` (service-owned ``<service>!...`` names).
 SECRET_ID_NAME_RE = re.compile(r"^[A-Za-z0-9/_+=.@!-]+$")
 
 FILTER_KEYS = ("description", "name", "tag-key", "tag-value", "primary-region", "owning-service", "all")
@@ -296,7 +296,8 @@ def check_token_present(*, has_value: bool, token: str | None) -> None:
 
 
 def check_recovery(window_days: int | None, force: bool | None) -> None:
-    """Spec §5: the 7-30 range is checked first, then the conflict of both parameters."""
+    """DeleteSecret's RecoveryWindowInDays must lie in 7-30 days and cannot be combined with
+    ForceDeleteWithoutRecovery; AWS checks the range first, then the conflict of both parameters."""
     if window_days is not None and not MIN_RECOVERY_DAYS <= window_days <= MAX_RECOVERY_DAYS:
         raise errors.InvalidParameter(RECOVERY_WINDOW_MESSAGE)
     if window_days is not None and force:

@@ -1,9 +1,9 @@
-"""Staging labels, idempotency tokens and version retention (spec §2) as pure functions over plain data.
+"""Staging labels, idempotency tokens and version retention as pure functions over plain data.
 
 Labels are a mapping ``label -> version id`` (a label sits on at most one version). Every function returns a
 new mapping; nothing here touches storage.
 
-The one rule every label-attaching path uses (§2.2): attaching L to V removes L from its previous holder P; if
+The one rule every label-attaching path uses: attaching L to V removes L from its previous holder P; if
 L is ``AWSCURRENT`` and P != V, ``AWSPREVIOUS`` moves to P (so a rollback target that held ``AWSPREVIOUS``
 loses it). Custom labels on P and V are untouched. When a *value write* (PutSecretValue, UpdateSecret,
 CreateSecret) moves ``AWSCURRENT`` off a version that also carried ``AWSPENDING`` (the "rotation finished"
@@ -22,9 +22,9 @@ from enum import Enum
 from coffer.core import errors
 from coffer.core.model import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretValue, StagingLabels
 
-#: Staging labels across all versions of one secret (quota, spec §2.1 / §12).
+#: Staging labels across all versions of one secret (an AWS quota).
 MAX_LABELS = 20
-#: Unlabelled versions are purged once a secret has more than this many versions (§2.5) ...
+#: Unlabelled versions are purged once a secret has more than this many versions ...
 MAX_VERSIONS = 100
 #: ... but never those younger than this.
 MIN_PRUNE_AGE = timedelta(hours=24)
@@ -46,7 +46,7 @@ def versions_to_stages(labels: StagingLabels) -> dict[str, tuple[str, ...]]:
 def attach(
     labels: StagingLabels, label: str, version_id: str, *, value_write: bool = False
 ) -> dict[str, str]:
-    """Attach ``label`` to ``version_id`` following §2.2 (see the module docstring)."""
+    """Attach ``label`` to ``version_id`` following the one label rule of the module docstring."""
     new = dict(labels)
     previous_holder = new.get(label)
     if previous_holder == version_id:
@@ -109,7 +109,7 @@ def update_version_stage(
     remove_from: str | None,
     known_versions: Collection[str],
 ) -> dict[str, str]:
-    """UpdateSecretVersionStage (§2.4). Raises InvalidParameterException for the request errors."""
+    """UpdateSecretVersionStage. Raises InvalidParameterException for the request errors."""
     if move_to is None and remove_from is None:
         raise errors.InvalidParameter(
             "You must specify MoveToVersionId, RemoveFromVersionId, or both to change a staging label."
@@ -150,7 +150,7 @@ def check_label_cap(labels: StagingLabels) -> None:
         )
 
 
-# --- idempotency tokens (§2.6) ---------------------------------------------------------------------------
+# --- idempotency tokens -------------------------------------------------------------------------------------
 
 
 class TokenOutcome(Enum):
@@ -189,7 +189,7 @@ def already_exists_message(name: str) -> str:
     return f"The operation failed because the secret {name} already exists."
 
 
-# --- retention (§2.5) -------------------------------------------------------------------------------------
+# --- retention ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The KMS ciphertext blob (what Encrypt and GenerateDataKey return, and Decrypt takes). Pure.
 
-Layout (aws-kms.md §7)::
+Layout::
 
     0x01 | len(key_id) (1) | key_id (ASCII) | material_id (32 bytes) | nonce (32) | iv (12) | ct | tag (16)
     '----------------------------------- header -----------------------------------'

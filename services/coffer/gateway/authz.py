@@ -1,8 +1,8 @@
 """The ONE place where the gateway decides whether a caller may make a call.
 
 Every public RPC goes through ``authorize(principal, action, resource)`` before anything is forwarded.
-Today every authenticated principal is allowed; IAM-style identity and resource policies (see
-``docs/iam-policies.md``) arrive in a later issue and replace the body of this function, not its callers.
+Today every authenticated principal is allowed; IAM-style identity and resource policies arrive in a later
+issue and replace the body of this function, not its callers.
 """
 
 from __future__ import annotations

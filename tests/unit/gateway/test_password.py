@@ -1,4 +1,4 @@
-"""GetRandomPassword rules (spec §10): defaults, lengths, exclusions, required classes, impossible requests,
+"""GetRandomPassword rules: defaults, lengths, exclusions, required classes, impossible requests,
 and that the draw is uniform over the valid passwords (seeded source, so the statistics are reproducible)."""
 
 from __future__ import annotations

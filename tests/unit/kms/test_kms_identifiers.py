@@ -1,4 +1,5 @@
-"""Key identifier forms (aws-kms.md §1) and the server-side shape checks with AWS's wording (§0, §2)."""
+"""Key identifier forms (key id, key ARN, alias name, alias ARN) and the server-side shape checks with AWS's
+wording."""
 
 from __future__ import annotations
 

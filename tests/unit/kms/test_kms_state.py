@@ -1,4 +1,5 @@
-"""The key-state gate against the whole matrix of aws-kms.md §3, written out here as an independent table."""
+"""The key-state gate against AWS's whole matrix (which operations each key state allows, and the exact
+refusal otherwise), written out here as an independent table."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ STATES = (
     KeyState.PENDING_REPLICA_DELETION,
 )
 
-# Columns: Enabled, Disabled, PendingDeletion, PendingImport (the §3 table), then the other states:
+# Columns: Enabled, Disabled, PendingDeletion, PendingImport (AWS's documented table), then the other states:
 # Unavailable, Creating, Updating, PendingReplicaDeletion
 Op = Operation
 MATRIX: dict[Operation, tuple[str, ...]] = {
@@ -63,7 +64,7 @@ MATRIX: dict[Operation, tuple[str, ...]] = {
     Op.RE_ENCRYPT: ("ok", "DIS", "PD", "PI", "UNAV", "CRE", "ok", "PRD"),
 }
 
-# AWS-managed keys cannot be configured by callers (aws-kms.md §2.4-§2.13, §6).
+# AWS-managed keys cannot be configured by callers: each of these operations on one is AccessDeniedException.
 AWS_MANAGED_DENIED = {
     Op.ENABLE_KEY,
     Op.DISABLE_KEY,

@@ -1,4 +1,4 @@
-"""Secret ARNs and SecretId resolution (spec §3)."""
+"""Secret ARNs and SecretId resolution."""
 
 from __future__ import annotations
 

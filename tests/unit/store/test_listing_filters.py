@@ -1,4 +1,4 @@
-"""ListSecrets word splitting, filters, sorting and pagination (spec §9), with the AWS-recorded examples."""
+"""ListSecrets word splitting, filters, sorting and pagination, with the AWS-recorded examples."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rotation schedules (spec §6.1): rules validation with AWS's messages, rate/cron parsing, next dates and
+"""Rotation schedules: rules validation with AWS's messages, rate/cron parsing, next dates and
 windows. Pure."""
 
 from __future__ import annotations

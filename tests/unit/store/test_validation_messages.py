@@ -1,4 +1,4 @@
-"""Bounds and patterns of the model with AWS's ValidationException wording (spec §0, §1, §11)."""
+"""Bounds and patterns of the API model with AWS's ValidationException wording."""
 
 from __future__ import annotations
 

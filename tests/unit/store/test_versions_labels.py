@@ -1,4 +1,4 @@
-"""Staging-label moves (spec §2.2-2.4), the label cap, idempotency outcomes (§2.6) and retention (§2.5).
+"""Staging-label moves, the label cap, idempotency outcomes and retention of unlabelled versions.
 
 The sequences below are the ones recorded against real AWS (LocalStack snapshot tests of label cycles)."""
 
@@ -143,7 +143,7 @@ def test_attaching_a_label_already_on_the_version_changes_nothing() -> None:
     assert s.labels == before
 
 
-# --- §2.4 errors -------------------------------------------------------------------------------------------
+# --- UpdateSecretVersionStage errors ------------------------------------------------------------------------
 
 
 def test_moving_an_attached_label_needs_remove_from_version_id() -> None:
@@ -225,7 +225,7 @@ def test_twenty_labels_fit_and_the_twenty_first_does_not() -> None:
     assert info.value.code == "LimitExceededException"
 
 
-# --- idempotency (§2.6) -------------------------------------------------------------------------------------
+# --- idempotency --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -258,7 +258,7 @@ def test_token_messages() -> None:
     )
 
 
-# --- retention (§2.5) ---------------------------------------------------------------------------------------
+# --- retention ----------------------------------------------------------------------------------------------
 
 NOW = datetime(2026, 1, 10, tzinfo=UTC)
 
