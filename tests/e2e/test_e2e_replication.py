@@ -18,6 +18,7 @@ import pytest
 
 from coffer.client.sync import CofferClient
 from coffer.core.errors import CofferError
+from coffer.testing.wait import eventually_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -58,18 +59,13 @@ def sm_fails(regions: Any, region: str, *args: str) -> tuple[str, str]:
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_SECONDS) -> Any:
     """Poll ``check`` until it returns something truthy (then return it); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (AssertionError, CofferError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+    return eventually_sync(
+        check,
+        timeout=timeout,
+        interval=0.2,
+        message=f"waiting for {what}",
+        retry_on=(AssertionError, CofferError),
+    )
 
 
 def stages(describe: dict[str, Any]) -> dict[str, list[str]]:
