@@ -5,6 +5,7 @@ user would: the real ``coffer`` command with ``--region`` (before or after the c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import threading
@@ -315,15 +316,16 @@ def test_replication_lag_for_a_burst_of_writes(regions: Any, clients: dict[str, 
 
     def poll() -> None:
         client = clients[REPLICA]
-        deadline = time.monotonic() + WAIT_SECONDS
-        while time.monotonic() < deadline:
+
+        def all_seen() -> bool:
             now = time.monotonic()
             page = client.list_secret_version_ids(secret_id=name, include_deprecated=True, max_results=100)
             for version in page.versions:
                 seen_at.setdefault(version.version_id, now)
-            if done.is_set() and all(v in seen_at for v in written_at):
-                return
-            time.sleep(0.01)
+            return done.is_set() and all(v in seen_at for v in written_at)
+
+        with contextlib.suppress(AssertionError):  # what never arrived is asserted below
+            eventually_sync(all_seen, timeout=WAIT_SECONDS, interval=0.01)
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
