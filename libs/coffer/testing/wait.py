@@ -19,14 +19,16 @@ T = TypeVar("T")
 
 
 class _Poll:
-    """The deadline, the last outcome, and the verdict shared by both flavours."""
+    """The deadline, the last outcome and the verdict shared by both flavours. Used as ``with poll:`` around
+    one try, it swallows (and remembers) the exceptions that mean "not yet"."""
 
     def __init__(
         self,
-        until: Callable[[Any], object] | None,
+        *,
         timeout: float,
-        message: str,
-        retry_on: tuple[type[BaseException], ...],
+        until: Callable[[Any], object] | None = None,
+        message: str = "",
+        retry_on: tuple[type[BaseException], ...] = (AssertionError,),
     ) -> None:
         self.until = until if until is not None else bool
         self.timeout = timeout
@@ -36,12 +38,18 @@ class _Poll:
         self.last: object = None
         self.error: BaseException | None = None
 
+    def __enter__(self) -> _Poll:
+        return self
+
+    def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> bool:
+        if isinstance(exc, self.retry_on):
+            self.last, self.error = exc, exc
+            return True
+        return False
+
     def reached(self, value: object) -> bool:
         self.last, self.error = value, None
         return bool(self.until(value))
-
-    def failed(self, exc: BaseException) -> None:
-        self.last, self.error = exc, exc
 
     def give_up_if_late(self) -> None:
         if time.monotonic() < self.deadline:
@@ -76,25 +84,14 @@ async def eventually(
 ) -> T: ...
 
 
-async def eventually(
-    probe: Callable[[], Any],
-    *,
-    timeout: float,  # noqa: ASYNC109
-    interval: float = 0.05,
-    until: Callable[[Any], object] | None = None,
-    message: str = "",
-    retry_on: tuple[type[BaseException], ...] = (AssertionError,),
-) -> Any:
+async def eventually(probe: Callable[[], Any], *, interval: float = 0.05, **options: Any) -> Any:
     """Poll ``probe`` (a function or a coroutine function) until ``until(value)`` holds; return the value."""
-    poll = _Poll(until, timeout, message, retry_on)
+    poll = _Poll(**options)
     while True:
-        try:
+        with poll:
             value = probe()
             if inspect.isawaitable(value):
                 value = await value
-        except poll.retry_on as exc:
-            poll.failed(exc)
-        else:
             if poll.reached(value):
                 return value
         poll.give_up_if_late()
@@ -111,13 +108,10 @@ def eventually_sync(
     retry_on: tuple[type[BaseException], ...] = (AssertionError,),
 ) -> T:
     """:func:`eventually` for blocking code: ``probe`` is a plain function, the wait is ``time.sleep``."""
-    poll = _Poll(until, timeout, message, retry_on)
+    poll = _Poll(timeout=timeout, until=until, message=message, retry_on=retry_on)
     while True:
-        try:
+        with poll:
             value = probe()
-        except poll.retry_on as exc:
-            poll.failed(exc)
-        else:
             if poll.reached(value):
                 return value
         poll.give_up_if_late()
