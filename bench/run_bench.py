@@ -18,6 +18,7 @@ import grpc
 
 from bench.load import Result, drive
 from coffer.rpc.tls import TlsFiles, channel_credentials
+from coffer.testing.wait import eventually
 
 CONCURRENCY = (1, 16, 64)
 
@@ -28,11 +29,14 @@ async def _echo_results(pki_dir: Path, duration: float, payload: int) -> dict[in
         [sys.executable, "-m", "bench.echo_server", "--port-file", str(port_file), "--pki-dir", str(pki_dir)]
     )
     try:
-        for _ in range(200):
-            if port_file.exists() and port_file.read_text():
-                break
-            await asyncio.sleep(0.05)
-        port = int(port_file.read_text())
+        port = int(
+            await eventually(
+                lambda: port_file.read_text() if port_file.exists() else "",
+                timeout=10,
+                interval=0.05,
+                message="the echo server's port file",
+            )
+        )
         channel = grpc.aio.secure_channel(
             f"127.0.0.1:{port}",
             channel_credentials(TlsFiles(ca=pki_dir / "ca.crt")),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from coffer.settings import SERVICES
+from coffer.testing.wait import eventually_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -31,9 +31,12 @@ def test_status_names_a_killed_service(e2e_factory: Callable[[], Any]) -> None:
     store = broken.deployment.processes["store"].proc
     store.send_signal(signal.SIGKILL)
     store.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while broken.deployment.health()["store"] == "SERVING" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    eventually_sync(
+        lambda: broken.deployment.health()["store"] != "SERVING",
+        timeout=10,
+        interval=0.1,
+        message="the killed store to stop answering SERVING",
+    )
 
     result = broken.cli("status")
 

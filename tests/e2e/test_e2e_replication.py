@@ -5,6 +5,7 @@ user would: the real ``coffer`` command with ``--region`` (before or after the c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import threading
@@ -18,6 +19,7 @@ import pytest
 
 from coffer.client.sync import CofferClient
 from coffer.core.errors import CofferError
+from coffer.testing.wait import eventually_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -58,18 +60,13 @@ def sm_fails(regions: Any, region: str, *args: str) -> tuple[str, str]:
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_SECONDS) -> Any:
     """Poll ``check`` until it returns something truthy (then return it); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (AssertionError, CofferError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+    return eventually_sync(
+        check,
+        timeout=timeout,
+        interval=0.2,
+        message=f"waiting for {what}",
+        retry_on=(AssertionError, CofferError),
+    )
 
 
 def stages(describe: dict[str, Any]) -> dict[str, list[str]]:
@@ -319,15 +316,16 @@ def test_replication_lag_for_a_burst_of_writes(regions: Any, clients: dict[str, 
 
     def poll() -> None:
         client = clients[REPLICA]
-        deadline = time.monotonic() + WAIT_SECONDS
-        while time.monotonic() < deadline:
+
+        def all_seen() -> bool:
             now = time.monotonic()
             page = client.list_secret_version_ids(secret_id=name, include_deprecated=True, max_results=100)
             for version in page.versions:
                 seen_at.setdefault(version.version_id, now)
-            if done.is_set() and all(v in seen_at for v in written_at):
-                return
-            time.sleep(0.01)
+            return done.is_set() and all(v in seen_at for v in written_at)
+
+        with contextlib.suppress(AssertionError):  # what never arrived is asserted below
+            eventually_sync(all_seen, timeout=WAIT_SECONDS, interval=0.01)
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()

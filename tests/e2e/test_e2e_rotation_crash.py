@@ -9,7 +9,6 @@ import asyncio
 import importlib.util
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from coffer.client.sync import CofferClient
 from coffer.devrun import Deployment
 from coffer.pki import ensure_pki
 from coffer.settings import Settings
+from coffer.testing.wait import eventually_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -127,18 +127,21 @@ def deployment(e2e_tools: Any, tmp_path: Path) -> Iterator[Deployment]:
 def wait_attempt(
     client: CofferClient, secret_id: str, token: str, within: float = 40.0
 ) -> sm.RotationAttempt:
-    deadline = time.monotonic() + within
-    last = None
-    while time.monotonic() < deadline:
+
+    def this_attempt() -> sm.RotationAttempt | None:
         reply = client.call("ListRotationAttempts", secret_id=secret_id)
         assert isinstance(reply, sm.ListRotationAttemptsResponse)
-        for attempt in reply.attempts:
-            if attempt.version_id == token:
-                last = attempt
-                if attempt.status in ("Succeeded", "Failed"):
-                    return attempt
-        time.sleep(0.1)
-    raise AssertionError(f"rotation {token} did not finish: {last}")
+        return next((a for a in reply.attempts if a.version_id == token), None)
+
+    attempt = eventually_sync(
+        this_attempt,
+        until=lambda a: a is not None and a.status in ("Succeeded", "Failed"),
+        timeout=within,
+        interval=0.1,
+        message=f"rotation {token} to finish",
+    )
+    assert attempt is not None
+    return attempt
 
 
 def test_sigkill_during_each_step_then_restart_completes_the_rotation(

@@ -27,7 +27,6 @@ import asyncio
 import json
 import secrets
 import signal
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from coffer.client.aio import AsyncCofferClient
 from coffer.devrun import Deployment
 from coffer.settings import Settings
 from coffer.testing.scram_postgres import ScramPostgres, scram_postgres
+from coffer.testing.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -87,16 +87,13 @@ def crashable(e2e_tools: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         deployment.stop()
 
 
-async def eventually(what: str, probe: Callable[[], Awaitable[T | None]], within: float = WAIT) -> T:
+async def until_found(what: str, probe: Callable[[], Awaitable[T | None]], within: float = WAIT) -> T:
     """``probe()`` until it returns something other than None; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        found = await probe()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
-        await asyncio.sleep(POLL)
+    found: T | None = await eventually(
+        probe, until=lambda v: v is not None, timeout=within, interval=POLL, message=f"waiting for {what}"
+    )
+    assert found is not None
+    return found
 
 
 class Hold:
@@ -143,7 +140,7 @@ class Hold:
                     return row
             return None
 
-        return await eventually(f"a backend waiting on {self.what} ({needle!r})", probe)
+        return await until_found(f"a backend waiting on {self.what} ({needle!r})", probe)
 
     async def release(self) -> None:
         if self.released:
@@ -162,7 +159,7 @@ async def pid_settled(observer: asyncpg.Connection, pid: int) -> None:
         state = await observer.fetchval("SELECT state FROM pg_stat_activity WHERE pid = $1", pid)
         return True if state in (None, "idle") else None
 
-    await eventually(f"backend {pid} to finish its transaction", probe)
+    await until_found(f"backend {pid} to finish its transaction", probe)
 
 
 async def terminate(observer: asyncpg.Connection, pid: int) -> None:
@@ -173,7 +170,7 @@ async def terminate(observer: asyncpg.Connection, pid: int) -> None:
         alive = await observer.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
         return True if alive == 0 else None
 
-    await eventually(f"backend {pid} to exit", probe)
+    await until_found(f"backend {pid} to exit", probe)
 
 
 async def rotate(admin: AsyncCofferClient, secret_id: str) -> str:
@@ -200,7 +197,7 @@ async def step_started(admin: AsyncCofferClient, secret_id: str, token: str, ste
                 return attempt
         return None
 
-    return await eventually(f"{step} to be started", probe)
+    return await until_found(f"{step} to be started", probe)
 
 
 async def finished(admin: AsyncCofferClient, secret_id: str, token: str) -> sm.RotationAttempt:
@@ -208,7 +205,7 @@ async def finished(admin: AsyncCofferClient, secret_id: str, token: str) -> sm.R
         attempt = await attempt_of(admin, secret_id, token)
         return attempt if attempt is not None and attempt.status in ("Succeeded", "Failed") else None
 
-    return await eventually(f"rotation {token} to finish", probe, within=WAIT * 2)
+    return await until_found(f"rotation {token} to finish", probe, within=WAIT * 2)
 
 
 async def logs_in(target: ScramPostgres, user: str, password: str, database: str) -> bool:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from coffer.testing.wait import eventually_sync
+
 pytestmark = pytest.mark.e2e
 
 SM = "secretsmanager"
@@ -186,12 +188,13 @@ def test_secret_life_through_the_cli(e2e: Any) -> None:
     # Force delete: gone without a window (the purge runs in the background, every second here).
     forced = e2e.cli_json(SM, "delete-secret", "--secret-id", name, "--force-delete-without-recovery")
     assert forced["ARN"] == arn and forced["DeletionDate"] <= time.time() + 5
-    deadline = time.monotonic() + 20
-    while True:
-        gone = e2e.cli(SM, "describe-secret", "--secret-id", name)
-        if gone.returncode != 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    gone = eventually_sync(
+        lambda: e2e.cli(SM, "describe-secret", "--secret-id", name),
+        until=lambda result: result.returncode != 0,
+        timeout=20,
+        interval=0.5,
+        message="the forced delete to be purged",
+    )
     assert aws_error(gone, "ResourceNotFoundException", "DescribeSecret") == (
         "Secrets Manager can't find the specified secret."
     )

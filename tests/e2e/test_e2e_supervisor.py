@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from coffer.settings import SERVICES
+from coffer.testing.wait import eventually_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -53,14 +53,19 @@ class Supervisor:
         return self.out.read_text(errors="replace")
 
     def wait_running(self, timeout: float = 100.0) -> None:
-        deadline = time.monotonic() + timeout
-        while "Coffer is running" not in self.output():
+
+        def running() -> bool:
+            if "Coffer is running" in self.output():
+                return True
             if self.proc.poll() is not None:
                 pytest.fail(f"supervisor exited with {self.proc.returncode}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                pytest.fail(f"supervisor not running after {timeout}s:\n{self.output()}")
-            time.sleep(0.2)
+            return False
+
+        try:
+            eventually_sync(running, timeout=timeout, interval=0.2)
+        except AssertionError:
+            self.proc.kill()
+            pytest.fail(f"supervisor not running after {timeout}s:\n{self.output()}")
 
     def terminate(self, timeout: float = 60.0) -> int:
         self.proc.send_signal(signal.SIGTERM)

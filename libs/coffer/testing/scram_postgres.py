@@ -12,7 +12,6 @@ import asyncio
 import secrets
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from urllib.parse import parse_qs, urlparse
 import asyncpg
 
 from coffer.embedded import EmbeddedPostgres
+from coffer.testing.wait import eventually_sync
 
 HBA = """# written by the test harness: passwords required everywhere
 local   all   all                 scram-sha-256
@@ -89,11 +89,11 @@ def scram_postgres(*, ready_timeout: float = 10.0) -> Iterator[ScramPostgres]:
         port = parsed.port or 5432
         password = secrets.token_urlsafe(18)
         asyncio.run(_require_passwords(server.url(), password))
-        deadline = time.monotonic() + ready_timeout
-        while not asyncio.run(_refuses_wrong_password(host, port)):  # the reload is asynchronous
-            if time.monotonic() > deadline:
-                raise RuntimeError("PostgreSQL still trusts connections after rewriting pg_hba.conf")
-            time.sleep(0.05)
+        eventually_sync(  # the reload is asynchronous
+            lambda: asyncio.run(_refuses_wrong_password(host, port)),
+            timeout=ready_timeout,
+            message="PostgreSQL to stop trusting connections after rewriting pg_hba.conf",
+        )
         yield ScramPostgres(host=host, port=port, superuser="postgres", password=password)
     finally:
         server.stop()

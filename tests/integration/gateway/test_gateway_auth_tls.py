@@ -22,6 +22,7 @@ from coffer.cli.main import main
 from coffer.client import AsyncCofferClient, CofferClient, EndpointUnreachable
 from coffer.core import errors
 from coffer.credentials import create_credential
+from coffer.testing.wait import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -118,16 +119,15 @@ async def test_right_credential_works_and_errors_carry_aws_names(lone_gateway: A
 
 async def test_a_credential_added_while_running_is_picked_up(lone_gateway: Any) -> None:
     new_token = create_credential(lone_gateway.settings.credentials_file, principal="user/late")
-    deadline = asyncio.get_running_loop().time() + 5
     async with AsyncCofferClient(lone_gateway.endpoint, lone_gateway.ca_file, new_token) as client:
-        while True:
-            try:
-                await client.get_random_password()
-                break
-            except errors.Unauthenticated:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
+        await eventually(
+            client.get_random_password,
+            until=lambda _reply: True,
+            timeout=5,
+            interval=0.2,
+            retry_on=(errors.Unauthenticated,),
+            message="the new credential to be accepted",
+        )
 
 
 async def test_sync_client_and_cli_reach_the_gateway(lone_gateway: Any) -> None:

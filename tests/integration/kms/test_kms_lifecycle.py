@@ -14,6 +14,7 @@ import pytest
 
 from coffer.api.kms.v1 import kms_pb2
 from coffer.core import errors
+from coffer.testing.wait import eventually
 
 if TYPE_CHECKING:
     from tests.integration.kms.conftest import KmsHarness
@@ -165,13 +166,15 @@ async def test_background_loop_purges_without_being_asked(kms: KmsHarness) -> No
     await asyncio.sleep(0.2)
     assert (await _describe(kms, meta.key_id)).key_state == "PendingDeletion"
     kms.clock.advance(timedelta(days=7, seconds=1))
-    for _ in range(100):
+
+    async def purged() -> bool:
         try:
             await _describe(kms, meta.key_id)
         except errors.KmsNotFound:
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail("the background loop did not purge the key")
+            return True
+        return False
+
+    await eventually(purged, timeout=5, interval=0.05, message="the background loop to purge the key")
 
 
 async def test_rotate_on_demand_keeps_old_material_for_decrypt(kms: KmsHarness) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -17,28 +16,16 @@ from coffer.api.replication.v1 import replication_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as pb
 from coffer.api.store.v1 import store_pb2_grpc
 from coffer.core import errors
+from coffer.testing.wait import eventually
 
 if TYPE_CHECKING:
     from tests.integration.replication.conftest import Region, TwoRegions
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-T = TypeVar("T")
+#: How long replication may take to reach a state.
+WAIT = 30.0
 REPLICA_ERROR = "Operation not permitted on a replica secret. Call must be made in primary secret's region."
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], *, within: float = 30.0, every: float = 0.05
-) -> T:
-    """Poll ``probe`` until ``ok`` holds (or fail with the last value)."""
-    deadline = time.monotonic() + within
-    while True:
-        got = await probe()
-        if ok(got):
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {within}s; last value: {got!r}")
-        await asyncio.sleep(every)
 
 
 def token() -> str:
@@ -60,11 +47,11 @@ async def describe(region: Region, secret_id: str) -> pb.DescribeSecretResponse:
     return resp
 
 
-async def in_sync(r1: Region, secret_id: str, region: str = "local-2", within: float = 30.0) -> None:
+async def in_sync(r1: Region, secret_id: str, region: str = "local-2", within: float = WAIT) -> None:
     async def probe() -> dict[str, tuple[str, str]]:
         return status_of(await describe(r1, secret_id))
 
-    await eventually(probe, lambda st: st.get(region, ("",))[0] == "InSync", within=within)
+    await eventually(probe, until=lambda st: st.get(region, ("",))[0] == "InSync", timeout=within)
 
 
 async def version_ids(region: Region, secret_id: str) -> list[tuple[str, list[str]]]:
@@ -258,7 +245,7 @@ async def test_peer_down_backlog_drains_in_order_none_twice(regions: TwoRegions)
     async def probe() -> dict[str, tuple[str, str]]:
         return status_of(await describe(r1, "busy"))
 
-    failed = await eventually(probe, lambda st: st["local-2"][0] == "Failed", within=30)
+    failed = await eventually(probe, until=lambda st: st["local-2"][0] == "Failed", timeout=30)
     assert "local-2" in failed["local-2"][1] and "unreachable" in failed["local-2"][1]
 
     await r2.start_store()
@@ -293,7 +280,7 @@ async def test_name_clash_without_and_with_force(regions: TwoRegions) -> None:
     async def probe() -> dict[str, tuple[str, str]]:
         return status_of(await describe(r1, "shared"))
 
-    st = await eventually(probe, lambda s: s["local-2"][0] == "Failed")
+    st = await eventually(probe, until=lambda s: s["local-2"][0] == "Failed", timeout=WAIT)
     assert st["local-2"] == ("Failed", "Secret with this name already exists in this region")
     assert await value(r2, "shared") == "region-2 own"
     own = await describe(r2, "shared")
@@ -355,7 +342,7 @@ async def test_remove_regions_and_stop_replication(regions: TwoRegions) -> None:
             return False
         return True
 
-    await eventually(exists_in_r2, lambda present: not present)
+    await eventually(exists_in_r2, until=lambda present: not present, timeout=WAIT)
     # Now the primary can be deleted.
     await r1.store.DeleteSecret(pb.DeleteSecretRequest(secret_id="gone", force_delete_without_recovery=True))
 
@@ -512,7 +499,7 @@ async def test_replica_kms_key_per_region(regions: TwoRegions) -> None:
     async def probe() -> dict[str, tuple[str, str]]:
         return status_of(await describe(r1, "badkey"))
 
-    st = await eventually(probe, lambda s: s["local-2"][0] == "Failed")
+    st = await eventually(probe, until=lambda s: s["local-2"][0] == "Failed", timeout=WAIT)
     assert "alias/nope" in st["local-2"][1] or "not found" in st["local-2"][1].lower()
     assert created.arn != ""
 
@@ -548,6 +535,8 @@ async def test_unreadable_secret_fails_alone(regions: TwoRegions) -> None:
     async def probe() -> dict[str, tuple[str, str]]:
         return status_of(await describe(r1, "locked"))
 
-    st = await eventually(probe, lambda s: s["local-2"][0] == "Failed" and "can't read" in s["local-2"][1])
+    st = await eventually(
+        probe, until=lambda s: s["local-2"][0] == "Failed" and "can't read" in s["local-2"][1], timeout=WAIT
+    )
     assert "disabled" in st["local-2"][1]
     assert await value(r2, "locked") == "locked 1"

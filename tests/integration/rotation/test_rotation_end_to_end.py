@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import sys
-import time
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +19,7 @@ import redis.asyncio as aioredis
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.pki import ensure_pki
 from coffer.rotation.queue import JobQueue
+from coffer.testing.wait import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -45,16 +45,19 @@ async def attempts(stack: Any, secret_id: str) -> list[sm.RotationAttempt]:
 async def wait_attempt(
     stack: Any, secret_id: str, token: str, statuses: set[str], within: float = 20.0
 ) -> sm.RotationAttempt:
-    deadline = time.monotonic() + within
-    last: sm.RotationAttempt | None = None
-    while time.monotonic() < deadline:
-        for attempt in await attempts(stack, secret_id):
-            if attempt.version_id == token:
-                last = attempt
-                if attempt.status in statuses:
-                    return attempt
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"attempt {token} did not reach {statuses}; last seen: {last}")
+
+    async def this_attempt() -> sm.RotationAttempt | None:
+        return next((a for a in await attempts(stack, secret_id) if a.version_id == token), None)
+
+    attempt = await eventually(
+        this_attempt,
+        until=lambda a: a is not None and a.status in statuses,
+        timeout=within,
+        interval=0.1,
+        message=f"attempt {token} to reach {statuses}",
+    )
+    assert attempt is not None
+    return attempt
 
 
 def stages_of(describe: sm.DescribeSecretResponse) -> dict[str, list[str]]:
@@ -150,12 +153,13 @@ async def test_a_rate_schedule_rotates_by_itself_when_due(stack: Any) -> None:
         rotate_immediately=False,
     )
     # The configuration test (testSecret on a temporary copy) runs first; AWSCURRENT stays.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        found = await attempts(stack, "app/scheduled")
-        if found and all(a.status in ("Succeeded", "Failed") for a in found):
-            break
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: attempts(stack, "app/scheduled"),
+        until=lambda found: bool(found) and all(a.status in ("Succeeded", "Failed") for a in found),
+        timeout=20,
+        interval=0.1,
+        message="the configuration test to finish",
+    )
     assert (await stack.client.get_secret_value(secret_id="app/scheduled")).secret_string == "v0"
     before = len(await attempts(stack, "app/scheduled"))
     # Move the clock: the next rotation is due now (four hours pass in one UPDATE).
@@ -167,12 +171,13 @@ async def test_a_rate_schedule_rotates_by_itself_when_due(stack: Any) -> None:
         )
     finally:
         await conn.close()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        found = await attempts(stack, "app/scheduled")
-        if len(found) > before and found[0].status in ("Succeeded", "Failed"):
-            break
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: attempts(stack, "app/scheduled"),
+        until=lambda found: len(found) > before and found[0].status in ("Succeeded", "Failed"),
+        timeout=20,
+        interval=0.1,
+        message="the due rotation to finish",
+    )
     newest = (await attempts(stack, "app/scheduled"))[0]
     assert len(await attempts(stack, "app/scheduled")) > before
     assert newest.status == "Succeeded" and newest.rotate_immediately, newest

@@ -26,6 +26,7 @@ from coffer.rotation.rotators import RotatorRegistry
 from coffer.rotation.rotators.base import STEPS, RotationStepError, Rotator, SecretValue, StepContext
 from coffer.rotation.rotators.random_value import RandomValueRotator
 from coffer.rotation.worker import Worker
+from coffer.testing.wait import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -359,9 +360,12 @@ async def test_a_crashed_worker_s_job_is_reclaimed_and_completes(queue: JobQueue
     rescuer = worker("rescuer", queue, book, api, gate, lease=1)
     runner = asyncio.create_task(rescuer.run())
     try:
-        deadline = time.monotonic() + 10
-        while book.attempts["tok-crash"].status != "Succeeded" and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: book.attempts["tok-crash"].status == "Succeeded",
+            timeout=10,
+            interval=0.05,
+            message="the rescuer to finish the crashed rotation",
+        )
     finally:
         runner.cancel()
     attempt = book.attempts["tok-crash"]

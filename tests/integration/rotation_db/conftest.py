@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from coffer.embedded import free_port
 from coffer.rotation.api import GatewaySecretsApi
 from coffer.settings import Settings
 from coffer.testing.scram_postgres import ScramPostgres, scram_postgres
+from coffer.testing.wait import eventually_sync
 
 PgTarget = ScramPostgres
 
@@ -124,18 +124,21 @@ def _start_private_mariadb(root: Path) -> tuple[subprocess.Popen[bytes], MariaTa
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 30
-    while not _maria_ping(port=port, user="root", password="", unix_socket=str(sock)):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            log = (
-                (root / "error.log").read_text(errors="replace")[-800:]
-                if (root / "error.log").exists()
-                else ""
-            )
-            return f"mariadbd did not start: {log}"
-        time.sleep(0.1)
+
+    def started() -> str:
+        if _maria_ping(port=port, user="root", password="", unix_socket=str(sock)):
+            return "up"
+        return "exited" if proc.poll() is not None else ""
+
+    try:
+        state = eventually_sync(started, timeout=30, interval=0.1)
+    except AssertionError:
+        state = "late"
+    if state != "up":
+        proc.kill()
+        proc.wait()
+        log = (root / "error.log").read_text(errors="replace")[-800:] if (root / "error.log").exists() else ""
+        return f"mariadbd did not start: {log}"
     password = secrets.token_urlsafe(18)
     conn = pymysql.connect(unix_socket=str(sock), user="root", password="")
     try:

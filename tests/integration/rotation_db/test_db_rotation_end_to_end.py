@@ -4,9 +4,7 @@ MariaDB servers, watched through ListRotationAttempts / DescribeSecret / GetSecr
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +13,7 @@ import pymysql
 import pytest
 
 from coffer.api.secrets.v1 import secrets_pb2 as sm
+from coffer.testing.wait import eventually
 
 if TYPE_CHECKING:
     from tests.integration.rotation_db.conftest import Coffer, MariaTarget, PgTarget
@@ -29,18 +28,21 @@ def name() -> str:
 async def wait_attempt(
     coffer: Coffer, secret_id: str, token: str, within: float = 30.0
 ) -> sm.RotationAttempt:
-    deadline = time.monotonic() + within
-    last: sm.RotationAttempt | None = None
-    while time.monotonic() < deadline:
+
+    async def this_attempt() -> sm.RotationAttempt | None:
         reply = await coffer.admin.call("ListRotationAttempts", secret_id=secret_id)
         assert isinstance(reply, sm.ListRotationAttemptsResponse)
-        for attempt in reply.attempts:
-            if attempt.version_id == token:
-                last = attempt
-                if attempt.status in ("Succeeded", "Failed"):
-                    return attempt
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"attempt {token} did not finish; last seen: {last}")
+        return next((a for a in reply.attempts if a.version_id == token), None)
+
+    attempt = await eventually(
+        this_attempt,
+        until=lambda a: a is not None and a.status in ("Succeeded", "Failed"),
+        timeout=within,
+        interval=0.1,
+        message=f"attempt {token} to finish",
+    )
+    assert attempt is not None
+    return attempt
 
 
 async def rotate(coffer: Coffer, secret_id: str, rotator: str | None = None) -> str:

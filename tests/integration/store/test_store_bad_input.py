@@ -6,7 +6,6 @@ versions, labels and outbox are counted before and after)."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
 import uuid
@@ -21,6 +20,7 @@ from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2 as pb
 from coffer.core import errors
 from coffer.rpc.status import from_rpc_error
+from coffer.testing.wait import eventually
 
 if TYPE_CHECKING:
     from tests.integration.store.conftest import StoreStack
@@ -546,11 +546,12 @@ CASES = [
 
 async def wait_evicted(stack: StoreStack, key_arn: str) -> None:
     """The kms NOTIFYs coffer_kms_key_changed; the store's listener evicts that key's cached data keys."""
-    for _ in range(200):
-        if not stack.store_runtime.kms.cache.holds(key_arn):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"data keys of {key_arn} were not evicted")
+    await eventually(
+        lambda: not stack.store_runtime.kms.cache.holds(key_arn),
+        timeout=2,
+        interval=0.01,
+        message=f"data keys of {key_arn} to be evicted",
+    )
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ ListSecretVersionIds show, re-encryption on a key change, and the data-key cache
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import TYPE_CHECKING
 
@@ -12,6 +11,7 @@ import pytest
 from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2 as pb
 from coffer.core import errors
+from coffer.testing.wait import eventually
 
 if TYPE_CHECKING:
     from tests.integration.store.conftest import StoreStack
@@ -121,10 +121,8 @@ async def test_disabling_a_key_evicts_its_cached_data_keys_at_once(stack: StoreS
     await s.GetSecretValue(pb.GetSecretValueRequest(secret_id="other"))
     assert cache.holds(key_arn) and cache.holds(other_arn)
     await stack.kms.DisableKey(kms_pb2.DisableKeyRequest(key_id=key_arn))
-    for _ in range(200):  # the NOTIFY arrives asynchronously, within milliseconds
-        if not cache.holds(key_arn):
-            break
-        await asyncio.sleep(0.01)
+    # the NOTIFY arrives asynchronously, within milliseconds
+    await eventually(lambda: not cache.holds(key_arn), timeout=2, interval=0.01, message="eviction")
     assert not cache.holds(key_arn) and cache.holds(other_arn)
     with pytest.raises(errors.DecryptionFailure, match=f"{key_arn} is disabled"):
         await s.GetSecretValue(pb.GetSecretValueRequest(secret_id="hot"))
@@ -162,24 +160,23 @@ async def test_losing_the_listen_connection_drops_the_cache_and_reconnects(stack
     (old_pid,) = [r["pid"] for r in await stack.db.fetch(LISTENERS)]
     await stack.db.execute("SELECT pg_terminate_backend($1)", old_pid)
     # notifications may have been missed while deaf: everything cached is dropped
-    for _ in range(200):
-        if not cache.holds(key_arn):
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: not cache.holds(key_arn), timeout=2, interval=0.01, message="eviction")
     assert not cache.holds(key_arn)
     # ... and the listener comes back on a new connection
-    new_pids: list[int] = []
-    for _ in range(100):
-        new_pids = [r["pid"] for r in await stack.db.fetch(LISTENERS)]
-        if new_pids and new_pids != [old_pid]:
-            break
-        await asyncio.sleep(0.05)
+
+    async def listener_pids() -> list[int]:
+        return [r["pid"] for r in await stack.db.fetch(LISTENERS)]
+
+    new_pids = await eventually(
+        listener_pids,
+        until=lambda pids: bool(pids) and pids != [old_pid],
+        timeout=5,
+        interval=0.05,
+        message="a new listener connection",
+    )
     assert new_pids and old_pid not in new_pids
     await s.GetSecretValue(pb.GetSecretValueRequest(secret_id="l"))
     assert cache.holds(key_arn)
     await stack.kms.DisableKey(kms_pb2.DisableKeyRequest(key_id=key_arn))
-    for _ in range(200):
-        if not cache.holds(key_arn):
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: not cache.holds(key_arn), timeout=2, interval=0.01, message="eviction")
     assert not cache.holds(key_arn)

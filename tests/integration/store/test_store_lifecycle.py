@@ -14,6 +14,7 @@ import pytest
 
 from coffer.api.secrets.v1 import secrets_pb2 as pb
 from coffer.core import errors
+from coffer.testing.wait import eventually
 
 if TYPE_CHECKING:
     from tests.integration.store.conftest import StoreStack
@@ -175,10 +176,13 @@ async def test_background_purge_loop_runs_on_its_interval(stack: StoreStack) -> 
     stack.clock.advance(timedelta(days=8))
     fast = await serve(replace(stack.settings, purge_interval_seconds=0.05), clock=stack.clock)
     try:
-        for _ in range(100):
-            if await stack.db.fetchval("SELECT count(*) FROM store.secrets") == 0:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: stack.db.fetchval("SELECT count(*) FROM store.secrets"),
+            until=lambda count: count == 0,
+            timeout=5,
+            interval=0.05,
+            message="the background purge",
+        )
         assert await stack.db.fetchval("SELECT count(*) FROM store.secrets") == 0
         assert await stack.db.fetchval("SELECT count(*) FROM store.outbox WHERE event = 'PurgeSecret'") == 1
     finally:
@@ -417,10 +421,7 @@ async def test_every_write_leaves_one_outbox_row_and_a_notification(stack: Store
     ]
     assert {r["secret_arn"] for r in rows} == {created.arn}
     assert all("VALUE-0x" not in r["payload"] for r in rows)
-    for _ in range(50):
-        if len(got) == 3:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: len(got) == 3, timeout=1, interval=0.02, message="three events")
     assert got == [created.arn] * 3
 
 

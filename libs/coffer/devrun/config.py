@@ -1,0 +1,162 @@
+"""What the ``make run`` supervisor hands to each service: COFFER_* settings, addresses, regions and peers.
+
+Pure functions of :class:`~coffer.settings.Settings` and environment mappings: no files, no processes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from coffer.settings import SERVICES, Peer, Settings
+
+#: Start order: each wave waits for the previous one to be SERVING. Stopping walks the waves backwards.
+START_WAVES: tuple[tuple[str, ...], ...] = (("kms",), ("store",), ("gateway",), ("rotation",))
+DATABASE_NAME = "coffer"
+MAX_REGIONS = 9
+#: Settings that belong to one region's home and are never copied to another region.
+_REGION_OWN = frozenset(
+    {
+        "COFFER_PKI_DIR",
+        "COFFER_ROOT_KEY_FILE",
+        "COFFER_CREDENTIALS_FILE",
+        "COFFER_LOG_FILE",
+        "COFFER_ROTATION_TOKEN",
+        "COFFER_PEERS",
+    }
+)
+
+
+def connect_address(addr: str) -> str:
+    """Where a client reaches a server bound to ``addr`` (a wildcard host becomes loopback)."""
+    host, _, port = addr.rpartition(":")
+    if host in ("", "0.0.0.0", "*"):
+        host = "127.0.0.1"
+    elif host in ("[::]", "::"):
+        host = "[::1]"
+    return f"{host}:{port}"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every COFFER_* variable a service needs to rebuild ``settings`` with ``Settings.from_env``."""
+    env = {
+        "COFFER_HOME": str(settings.home),
+        "COFFER_REGION": settings.region,
+        "COFFER_ACCOUNT_ID": settings.account_id,
+        "COFFER_PARTITION": settings.partition,
+        "COFFER_DATABASE_URL": settings.database_url,
+        "COFFER_REDIS_URL": settings.redis_url,
+        "COFFER_PKI_DIR": str(settings.pki_dir),
+        "COFFER_ROOT_KEY_FILE": str(settings.root_key_file),
+        "COFFER_CREDENTIALS_FILE": str(settings.credentials_file),
+        "COFFER_LOG_LEVEL": settings.log_level,
+        "COFFER_DATA_KEY_CACHE_SECONDS": repr(settings.data_key_cache_seconds),
+        "COFFER_PURGE_INTERVAL_SECONDS": repr(settings.purge_interval_seconds),
+        "COFFER_ROTATION_MAX_TRIES": str(settings.rotation_max_tries),
+        "COFFER_ROTATION_BACKOFF_BASE_SECONDS": repr(settings.rotation_backoff_base_seconds),
+        "COFFER_ROTATION_LEASE_SECONDS": repr(settings.rotation_lease_seconds),
+        "COFFER_ROTATION_POLL_SECONDS": repr(settings.rotation_poll_seconds),
+        "COFFER_ROTATION_WORKERS": str(settings.rotation_workers),
+        "COFFER_ROTATION_STREAM_PREFIX": settings.rotation_stream_prefix,
+        "COFFER_REPLICATION_INTERVAL_SECONDS": repr(settings.replication_interval_seconds),
+    }
+    if settings.peers:
+        env["COFFER_PEERS"] = peers_json(settings.peers)
+    for service in SERVICES:
+        env[f"COFFER_{service.upper()}_ADDR"] = settings.addr_of(service)
+    return env
+
+
+def service_env(
+    name: str,
+    settings: Settings,
+    *,
+    base_env: Mapping[str, str],
+    database_url: str,
+    redis_url: str,
+    log_dir: Path,
+    rotation_token: str,
+) -> dict[str, str]:
+    """The whole environment of the service process ``name`` (``python -m coffer.<name>``): ``base_env``
+    plus the deployment's COFFER_* settings, the database and Redis it actually runs on, the service's own
+    log file, and the rotation service's bearer token (for the rotation service only)."""
+    env = dict(base_env)
+    env.update(settings_env(settings))
+    env["COFFER_DATABASE_URL"] = database_url
+    env["COFFER_REDIS_URL"] = redis_url
+    env["COFFER_LOG_FILE"] = str(log_dir / f"{name}.log")
+    env["PYTHONUNBUFFERED"] = "1"
+    if not settings.peers:
+        env.pop("COFFER_PEERS", None)
+    if name == "rotation":
+        env["COFFER_ROTATION_TOKEN"] = rotation_token
+    else:
+        env.pop("COFFER_ROTATION_TOKEN", None)
+    return env
+
+
+def peers_json(peers: Iterable[Peer]) -> str:
+    """``COFFER_PEERS`` for a list of peers (the inverse of ``coffer.settings.parse_peers``)."""
+    return json.dumps(
+        [{"region": p.region, "endpoint": p.endpoint, "ca_file": str(p.ca_file)} for p in peers]
+    )
+
+
+def region_name(index: int) -> str:
+    """The name of the ``index``-th (0-based) region of a ``make run REGIONS=n`` deployment."""
+    return f"local-{index + 1}"
+
+
+def _shift_port(addr: str, offset: int) -> str:
+    host, _, port = addr.rpartition(":")
+    return f"{host}:{int(port) + offset}"
+
+
+def region_envs(base: Mapping[str, str], count: int) -> list[dict[str, str]]:
+    """COFFER_* settings of ``count`` regions on one machine (without their peers: see :func:`with_peers`).
+
+    The first region is ``base`` as it is, named ``local-1``. Region ``i`` (0-based) is ``local-<i+1>`` in
+    ``$COFFER_HOME/regions/local-<i+1>`` (its own PKI, root key, credentials, data and logs), on the first
+    region's ports plus ``10*i``; with an external PostgreSQL it uses the database ``<name>_local_<i+1>``
+    (created when missing), with an external Redis its own rotation stream prefix."""
+    first = {k: v for k, v in base.items() if k.startswith("COFFER_")}
+    first["COFFER_REGION"] = region_name(0)
+    settings = Settings.from_env(first)
+    envs = [first]
+    for index in range(1, count):
+        region = region_name(index)
+        env = {k: v for k, v in first.items() if k not in _REGION_OWN}
+        env["COFFER_HOME"] = str(settings.home / "regions" / region)
+        env["COFFER_REGION"] = region
+        for service in SERVICES:
+            env[f"COFFER_{service.upper()}_ADDR"] = _shift_port(settings.addr_of(service), 10 * index)
+        if settings.database_url:
+            database = urlsplit(settings.database_url).path.lstrip("/") or DATABASE_NAME
+            env["COFFER_DATABASE_URL"] = with_database(
+                settings.database_url, f"{database}_{region.replace('-', '_')}"
+            )
+        env["COFFER_ROTATION_STREAM_PREFIX"] = f"{settings.rotation_stream_prefix}:{region}"
+        envs.append(env)
+    return envs
+
+
+def with_peers(envs: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """Each region's settings plus ``COFFER_PEERS``: every other region's store endpoint and CA file."""
+    settings = [Settings.from_env(env) for env in envs]
+    out = []
+    for env, own in zip(envs, settings, strict=True):
+        peers = [
+            Peer(other.region, connect_address(other.store_addr), other.pki_dir / "ca.crt")
+            for other in settings
+            if other.region != own.region
+        ]
+        out.append({**env, "COFFER_PEERS": peers_json(peers)})
+    return out
+
+
+def with_database(url: str, database: str) -> str:
+    """``url`` (a PostgreSQL URL) pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))

@@ -1,0 +1,510 @@
+"""One region of a ``make run`` deployment (:class:`Deployment`) and several side by side
+(:class:`MultiRegion`): the home directory, dev PKI, KMS root key, credentials, PostgreSQL and Redis (embedded
+unless given as URLs), the four service processes and the CLI profile.
+
+Blocking code (subprocesses, sleeps): it never runs inside an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from coffer import credentials
+from coffer.core import errors
+from coffer.devrun.config import (
+    DATABASE_NAME,
+    START_WAVES,
+    connect_address,
+    service_env,
+    with_database,
+    with_peers,
+)
+from coffer.devrun.processes import (
+    LOCK_FILE_NAME,
+    DeploymentError,
+    ServiceProcess,
+    check_health,
+    health_tls,
+    port_free,
+    private_dir,
+    stop_leftovers,
+    write_private,
+)
+from coffer.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from coffer.pki import ensure_pki
+from coffer.rootkey_file import ensure_root_key
+from coffer.settings import SERVICES, Settings
+
+ADMIN_PRINCIPAL = "user/admin"
+#: The rotation service calls the public API (through the gateway) as this principal.
+ROTATION_PRINCIPAL = "service/rotation"
+
+
+def print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+# ------------------------------------------------------------------------------------------- collaborators
+
+
+def _still_valid(credentials_file: Path, token: str, principal: str | None = None) -> bool:
+    """``token`` verifies against the credentials file (as ``principal``, when given)."""
+    if not token:
+        return False
+    try:
+        found = credentials.verify_token(credentials.read_credentials(credentials_file), token)
+    except errors.Unauthenticated:
+        return False
+    return principal is None or found == principal
+
+
+def ensure_admin_credential(credentials_file: Path, known_token: str | None) -> str:
+    """An admin bearer token for the profile. A credential is created only when the credentials file has none
+    that the profile knows: on a restart the token in the profile still verifies and is reused; when the file
+    is new (or the profile lost its token) a ``user/admin`` credential is added and its token returned."""
+    if known_token and _still_valid(credentials_file, known_token):
+        return known_token
+    return credentials.create_credential(credentials_file, principal=ADMIN_PRINCIPAL)
+
+
+def ensure_service_credential(credentials_file: Path, token_file: Path, principal: str) -> str:
+    """A bearer token for a service principal (``service/rotation``), kept in ``token_file`` (0600): reused
+    while it still verifies, otherwise a new credential is added and its token written there."""
+    try:
+        known = token_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        known = ""
+    if _still_valid(credentials_file, known, principal):
+        return known
+    token = credentials.create_credential(credentials_file, principal=principal)
+    write_private(token_file, token + "\n")
+    return token
+
+
+async def _ensure_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------------------------------------- deployment
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    """How to reach a running deployment (what the profile says, plus where its files are)."""
+
+    endpoint: str
+    ca_file: Path
+    token: str
+    region: str
+    services: dict[str, str]
+    home: Path
+    pki_dir: Path
+    log_dir: Path
+    profile_path: Path
+    database_url: str
+    redis_url: str
+
+
+@dataclass
+class Deployment:
+    """One region: PostgreSQL + Redis (embedded, or given as URLs in ``settings``) and the four services.
+
+    ``start()`` = ``prepare()`` (home, PKI, root key, admin credential) → ``start_servers()`` →
+    ``start_services()`` (waves, each waiting for SERVING) → ``write_profile()``; ``stop()`` undoes it in
+    reverse and is safe to call at any point, more than once. ``settings`` may not use port 0 (the services
+    must know each other's addresses before they start)."""
+
+    settings: Settings
+    python: str = sys.executable
+    user_profile: Path | None = None
+    base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    health_timeout: float = 60.0
+    stop_timeout: float = 15.0
+    echo: Callable[[str], None] = print_line
+    #: With an external PostgreSQL (``settings.database_url``): create its database when it is missing.
+    create_database: bool = False
+
+    admin_token: str = ""
+    rotation_token: str = ""
+    database_url: str = ""
+    redis_url: str = ""
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    exit_codes: dict[str, int] = field(default_factory=dict)
+    _pg: EmbeddedPostgres | None = None
+    _redis: EmbeddedRedis | None = None
+    _lock: IO[str] | None = None
+
+    # ---- paths
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.home / "pg"
+
+    @property
+    def redis_data_dir(self) -> Path:
+        return self.home / "redis"
+
+    @property
+    def profile_path(self) -> Path:
+        return self.home / "profile.json"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.settings.pki_dir / "ca.crt"
+
+    @property
+    def endpoint(self) -> str:
+        return connect_address(self.settings.gateway_addr)
+
+    @classmethod
+    def in_home(
+        cls, home: Path, *, free_ports: bool = True, env: Mapping[str, str] | None = None, **options: Any
+    ) -> Deployment:
+        """A deployment under ``home`` configured like ``make run`` (``env`` adds COFFER_* settings), on free
+        ports unless ``free_ports=False`` (then the defaults 7443-7446). ``options`` go to the constructor."""
+        values = {"COFFER_HOME": str(home), **(env or {})}
+        if free_ports:
+            for service in SERVICES:
+                values.setdefault(f"COFFER_{service.upper()}_ADDR", f"127.0.0.1:{free_port()}")
+        return cls(Settings.from_env(values), **options)
+
+    def info(self) -> DeploymentInfo:
+        return DeploymentInfo(
+            endpoint=self.endpoint,
+            ca_file=self.ca_file,
+            token=self.admin_token,
+            region=self.settings.region,
+            services={name: connect_address(self.settings.addr_of(name)) for name in SERVICES},
+            home=self.home,
+            pki_dir=self.settings.pki_dir,
+            log_dir=self.log_dir,
+            profile_path=self.profile_path,
+            database_url=self.database_url,
+            redis_url=self.redis_url,
+        )
+
+    # ---- lifecycle
+    def start(self, *, stop_on_failure: bool = True) -> None:
+        """Bring the whole deployment up; on failure everything started so far is stopped again (unless the
+        caller wants to report the failure first and call ``stop()`` itself)."""
+        try:
+            self.prepare()
+            self.start_servers()
+            self.start_services()
+            self.write_profile()
+        except Exception:
+            if stop_on_failure:
+                self.stop()
+            raise
+
+    def prepare(self) -> None:
+        for service in SERVICES:
+            port = self.settings.addr_of(service).rpartition(":")[2]
+            if port in ("", "0"):
+                raise DeploymentError(
+                    f"{service}: a fixed port is needed, got {self.settings.addr_of(service)!r}"
+                )
+        private_dir(self.home)
+        self._take_lock()
+        private_dir(self.log_dir)
+        private_dir(self.run_dir)
+        stop_leftovers(self.home, echo=self.echo)
+        ensure_pki(self.settings.pki_dir, region=self.settings.region)
+        ensure_root_key(self.settings.root_key_file)
+        self.admin_token = ensure_admin_credential(self.settings.credentials_file, self._known_token())
+        self.rotation_token = ensure_service_credential(
+            self.settings.credentials_file, self.home / "rotation.token", ROTATION_PRINCIPAL
+        )
+
+    def start_servers(self) -> None:
+        self.database_url = self.settings.database_url
+        self.redis_url = self.settings.redis_url
+        if self.database_url and self.create_database:
+            name = urlsplit(self.database_url).path.lstrip("/")
+            asyncio.run(_ensure_database(with_database(self.database_url, "postgres"), name))
+        if not self.database_url:
+            self._pg = EmbeddedPostgres(self.pg_data_dir)
+            admin_url = self._pg.start()
+            asyncio.run(_ensure_database(admin_url, DATABASE_NAME))
+            self.database_url = with_database(admin_url, DATABASE_NAME)
+            if os.geteuid() == 0:
+                # As root the server runs as the 'pgserver' user, which pgserver lets traverse every parent of
+                # the data dir (it adds o+rx). Traversal is all it needs: take the read bit back.
+                os.chmod(self.home, 0o711)
+            self.echo(f"postgres  running, data in {self.pg_data_dir}")
+        if not self.redis_url:
+            port_file = self.redis_data_dir / "port"
+            port = int(port_file.read_text()) if port_file.exists() else 0
+            if port and not port_free(port):
+                self.echo(f"redis: port {port} is taken by another program; choosing a new one")
+                port = 0
+            self._redis = EmbeddedRedis(self.redis_data_dir, port=port or free_port())
+            old_umask = os.umask(0o077)  # valkey-server inherits it: its RDB/AOF files become 0600
+            try:
+                self.redis_url = self._redis.start()
+            finally:
+                os.umask(old_umask)
+            write_private(port_file, str(self._redis.port))
+            self.echo(f"redis     running on 127.0.0.1:{self._redis.port}, data in {self.redis_data_dir}")
+
+    def start_services(self) -> None:
+        for wave in START_WAVES:
+            for name in wave:
+                self._spawn(name)
+            for name in wave:
+                self.processes[name].wait_serving(self.settings.pki_dir, self.health_timeout)
+                self.echo(f"{name:<9} SERVING on {self.settings.addr_of(name)}")
+
+    def profile_entry(self) -> dict[str, Any]:
+        """This region's part of the CLI profile (endpoint, CA file, admin token, services, operator cert)."""
+        pki = self.settings.pki_dir
+        return {
+            "endpoint": self.endpoint,
+            "ca_file": str(self.ca_file),
+            "token": self.admin_token,
+            "region": self.settings.region,
+            "services": self.info().services,
+            "operator_cert": str(pki / "operator.crt"),
+            "operator_key": str(pki / "operator.key"),
+        }
+
+    def write_profile(self, regions: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Write the CLI profile (and the user's copy): this region's keys at the top level, plus
+        ``"regions"`` when there are several."""
+        profile = self.profile_entry()
+        if regions:
+            profile["regions"] = {
+                name: {k: v for k, v in entry.items() if k != "region"} for name, entry in regions.items()
+            }
+        text = json.dumps(profile, indent=2) + "\n"
+        write_private(self.profile_path, text)
+        if self.user_profile is not None:
+            private_dir(self.user_profile.parent)
+            write_private(self.user_profile, text)
+
+    def stop(self) -> dict[str, int]:
+        """Stop services (last wave first), then Redis, then PostgreSQL. Returns each service's exit code."""
+        try:
+            self.stop_services()
+        finally:
+            try:
+                if self._redis is not None:
+                    self._redis.stop()
+                    self._redis = None
+                    self.echo("redis     stopped")
+            finally:
+                if self._pg is not None:
+                    self._pg.stop()
+                    self._pg = None
+                    self.echo("postgres  stopped")
+                self._release_lock()
+        return dict(self.exit_codes)
+
+    def stop_services(self) -> None:
+        for wave in reversed(START_WAVES):
+            running = [self.processes[name] for name in wave if name in self.processes]
+            for sp in running:
+                sp.signal(signal.SIGTERM)
+            for sp in running:
+                code = sp.reap(self.stop_timeout)
+                killed = code == -signal.SIGKILL
+                self.exit_codes[sp.name] = code
+                self.processes.pop(sp.name, None)
+                note = " after SIGKILL (did not stop within the timeout)" if killed else ""
+                self.echo(f"{sp.name:<9} stopped (exit {code}){note}")
+
+    def dead_services(self) -> list[ServiceProcess]:
+        return [sp for sp in self.processes.values() if sp.proc.poll() is not None]
+
+    def health(self) -> dict[str, str]:
+        """Each service's health status as the operator sees it."""
+        return {
+            name: check_health(
+                self.settings.addr_of(name), tls=health_tls(self.settings.pki_dir, name), server_name=name
+            )
+            for name in SERVICES
+        }
+
+    def __enter__(self) -> Deployment:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # ---- internals
+    def service_env(self, name: str) -> dict[str, str]:
+        return service_env(
+            name,
+            self.settings,
+            base_env=self.base_env,
+            database_url=self.database_url,
+            redis_url=self.redis_url,
+            log_dir=self.log_dir,
+            rotation_token=self.rotation_token,
+        )
+
+    def kill_service(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` to one service process and wait for it to exit (tests: crash a worker mid-step)."""
+        sp = self.processes.pop(name)
+        sp.signal(sig)
+        return sp.reap(self.stop_timeout)
+
+    def start_service(self, name: str) -> None:
+        """(Re)start one service process and wait until it is SERVING."""
+        self._spawn(name)
+        self.processes[name].wait_serving(self.settings.pki_dir, self.health_timeout)
+
+    def _spawn(self, name: str) -> None:
+        self.processes[name] = ServiceProcess.spawn(
+            name,
+            python=self.python,
+            env=self.service_env(name),
+            address=self.settings.addr_of(name),
+            log_dir=self.log_dir,
+            run_dir=self.run_dir,
+        )
+
+    def _known_token(self) -> str | None:
+        try:
+            token = json.loads(self.profile_path.read_text()).get("token")
+        except (FileNotFoundError, ValueError, AttributeError):
+            return None
+        return token if isinstance(token, str) and token else None
+
+    def _take_lock(self) -> None:
+        if self._lock is not None:
+            return
+        fd = os.open(self.home / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        lock = os.fdopen(fd, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise DeploymentError(
+                f"Another Coffer supervisor is using {self.home}: "
+                "stop it first (Ctrl-C there, or `make stop`)."
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+
+def _prefixed(echo: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    return lambda line: echo(prefix + line)
+
+
+@dataclass
+class MultiRegion:
+    """Several regions on one machine (``make run REGIONS=2``), each a whole :class:`Deployment`, peers of
+    each other. ``start()`` prepares every region first (so each region's CA exists before any store reads
+    its peers), then starts them one after the other and writes one profile listing all of them (in the
+    first region's home and, when given, ``user_profile``); ``stop()`` stops the last region first."""
+
+    deployments: list[Deployment]
+    user_profile: Path | None = None
+
+    @classmethod
+    def from_envs(
+        cls, envs: Sequence[Mapping[str, str]], *, user_profile: Path | None = None, **options: Any
+    ) -> MultiRegion:
+        """Regions from their COFFER_* settings (peers are added: see :func:`with_peers`); ``options`` go to
+        each :class:`Deployment` (``echo``: lines are prefixed with the region)."""
+        echo: Callable[[str], None] = options.pop("echo", print_line)
+        deployments = []
+        for env in with_peers(envs):
+            settings = Settings.from_env(env)
+            deployments.append(Deployment(settings, echo=_prefixed(echo, f"[{settings.region}] "), **options))
+        return cls(deployments, user_profile=user_profile)
+
+    @property
+    def primary(self) -> Deployment:
+        return self.deployments[0]
+
+    @property
+    def profile_path(self) -> Path:
+        return self.primary.profile_path
+
+    def region(self, name: str) -> Deployment:
+        for deployment in self.deployments:
+            if deployment.settings.region == name:
+                return deployment
+        raise KeyError(name)
+
+    def start(self, *, stop_on_failure: bool = True) -> None:
+        try:
+            for deployment in self.deployments:
+                deployment.prepare()
+            for deployment in self.deployments:
+                deployment.start_servers()
+                deployment.start_services()
+                deployment.write_profile()
+            self.write_profile()
+        except BaseException:
+            if stop_on_failure:
+                self.stop()
+            raise
+
+    def write_profile(self) -> None:
+        regions = {d.settings.region: d.profile_entry() for d in self.deployments}
+        primary = self.primary
+        saved, primary.user_profile = primary.user_profile, self.user_profile
+        try:
+            primary.write_profile(regions)
+        finally:
+            primary.user_profile = saved
+
+    def stop(self) -> dict[str, int]:
+        """Stop every region (last first). Returns ``{"<region>/<service>": exit code}``."""
+        codes: dict[str, int] = {}
+        errors_seen: list[BaseException] = []
+        for deployment in reversed(self.deployments):
+            try:
+                for name, code in deployment.stop().items():
+                    codes[f"{deployment.settings.region}/{name}"] = code
+            except Exception as exc:  # stop the other regions anyway, then report
+                errors_seen.append(exc)
+        if errors_seen:
+            raise errors_seen[0]
+        return codes
+
+    def dead_services(self) -> list[tuple[str, ServiceProcess]]:
+        return [(d.settings.region, sp) for d in self.deployments for sp in d.dead_services()]
