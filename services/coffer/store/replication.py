@@ -33,7 +33,7 @@ from coffer.core.validation import Checker
 from coffer.store.app import (
     REPLICA_MESSAGE,
     StoreApp,
-    _check_writable,
+    check_writable,
     add_replica_regions,
     check_replica_regions,
 )
@@ -123,6 +123,7 @@ class ReplicationApp:
     ) -> None:
         self._repo = repo
         self._store = store
+        self._sealer = store.sealer
         self._config = store.config
         self._clock = clock
         self._notify_detach = notify_detach
@@ -156,7 +157,7 @@ class ReplicationApp:
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             locked = await tx.lock_existing(ref)
-            _check_writable(locked)
+            check_writable(locked)
             since = await tx.change_seq(locked.id) + 1
             await add_replica_regions(
                 tx, self._config, locked.id, regions, since_seq=since, force=force_overwrite, now=now
@@ -322,7 +323,7 @@ class ReplicationApp:
             (arn, vid), key_id, value = job
             async with gate:
                 try:
-                    return await self._store.seal_value(arn=arn, version_id=vid, key_id=key_id, value=value)
+                    return await self._sealer.seal(arn=arn, version_id=vid, key_id=key_id, value=value)
                 except errors.CofferError:
                     return None
 
@@ -396,10 +397,7 @@ class ReplicationApp:
         labels = await tx.labels(secret_id)
         targets = sorted({labels[lb] for lb in _REENCRYPTED_LABELS if lb in labels} - fresh)
         for stored in await tx.stored_values(secret_id, targets):
-            plain = await self._store.open_value(arn=replica_arn, stored=stored)
-            sealed = await self._store.seal_value(
-                arn=replica_arn, version_id=stored.version_id, key_id=key_id, value=plain
-            )
+            sealed = await self._sealer.reseal(arn=replica_arn, stored=stored, key_id=key_id)
             await tx.store_value(secret_id, stored.version_id, sealed)
         log.info("replication.replica_reencrypted", arn=replica_arn, versions=len(targets))
 
@@ -427,7 +425,7 @@ class ReplicationApp:
                 await tx.insert_placeholder(secret_id, nv.version_id, now=created)
                 states[nv.version_id] = False
                 continue
-            sealed = presealed.get((replica_arn, nv.version_id)) or await self._store.seal_value(
+            sealed = presealed.get((replica_arn, nv.version_id)) or await self._sealer.seal(
                 arn=replica_arn, version_id=nv.version_id, key_id=key_id, value=nv.value
             )
             if have is False:

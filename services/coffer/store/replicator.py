@@ -147,7 +147,7 @@ class Replicator:
     ) -> None:
         self._dsn = dsn
         self._repo = repo
-        self._store = store
+        self._sealer = store.sealer
         self._clock = clock
         self._region = region
         self._peers = list(peers)
@@ -228,7 +228,7 @@ class Replicator:
             out.created_date.FromDatetime(ver.created_at.astimezone(UTC))
             if ver.stored is None:
                 continue
-            value = await self._store.open_value(arn=row.secret_arn, stored=ver.stored)
+            value = await self._sealer.open(arn=row.secret_arn, stored=ver.stored)
             if value.kind == "string":
                 out.secret_string = value.text
             else:

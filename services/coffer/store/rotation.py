@@ -25,7 +25,7 @@ from coffer.core import errors, listing, schedule
 from coffer.core import versions as v
 from coffer.core.model import AWSCURRENT, AWSPENDING, RotationRules
 from coffer.core.validation import MAX_LIST_RESULTS, Checker
-from coffer.store.app import StoreApp, StoreConfig, Tx, _check_writable
+from coffer.store.app import StoreApp, StoreConfig, Tx, check_writable
 from coffer.store.records import AttemptRow, DueSecret, FunctionRow, LockedSecret, RotationConfig
 
 log = structlog.get_logger("coffer.store.rotation")
@@ -211,6 +211,7 @@ class RotationApp:
     ) -> None:
         self._repo = repo
         self._store = store
+        self._sealer = store.sealer
         self._config = config
         self._clock = clock
         self._policy = policy or RotationPolicy()
@@ -260,8 +261,8 @@ class RotationApp:
                     "RotateImmediately=false tests the rotation with a copy of the AWSCURRENT value, and "
                     "this secret has none: put a value first."
                 )
-            value = await self._store._open(arn=locked.arn, stored=stored[0])
-            sealed = await self._store._seal(
+            value = await self._sealer.open(arn=locked.arn, stored=stored[0])
+            sealed = await self._sealer.seal(
                 arn=locked.arn, version_id=token, key_id=locked.kms_key_id, value=value
             )
             await tx.insert_version(locked.id, token, sealed, now=now)
@@ -308,11 +309,11 @@ class RotationApp:
             await self._resolve_rotator(given)
         immediately = True if rotate_immediately is None else rotate_immediately
         token = token or str(uuid.uuid4())
-        ref = self._store._ref(secret_id)
+        ref = self._store.ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             locked = await tx.lock_existing(ref)
-            _check_writable(locked)
+            check_writable(locked)
             config = await tx.rotation_config(locked.id)
             rotator = given or config.rotator
             if rotator is None:
@@ -357,11 +358,11 @@ class RotationApp:
         c = Checker()
         c.secret_id(secret_id)
         c.done()
-        ref = self._store._ref(secret_id)
+        ref = self._store.ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             locked = await tx.lock_existing(ref)
-            _check_writable(locked)
+            check_writable(locked)
             config = await tx.rotation_config(locked.id)
             if config.enabled is None:
                 raise errors.InvalidRequest(NEVER_CONFIGURED_MESSAGE)
@@ -399,7 +400,7 @@ class RotationApp:
         c.number("maxResults", max_results, min_value=1, max_value=MAX_LIST_RESULTS)
         c.next_token(next_token)
         c.done()
-        head = await self._repo.secret_head(self._store._ref(secret_id))
+        head = await self._repo.secret_head(self._store.ref(secret_id))
         if head is None:
             raise errors.NotFound()
         sid, arn, name = head
