@@ -33,9 +33,9 @@ from coffer.core.validation import Checker
 from coffer.store.app import (
     REPLICA_MESSAGE,
     StoreApp,
-    check_writable,
     add_replica_regions,
     check_replica_regions,
+    check_writable,
 )
 from coffer.store.records import SealedValue
 from coffer.store.replication_repo import ReplicationRepository, ReplicationTx
