@@ -9,6 +9,7 @@ from datetime import datetime
 
 from coffer.core import errors
 from coffer.core.model import RotationRules, Tag, ValueKind
+from coffer.core.rotation import OPEN_STATUSES, Attempt, AttemptStatus
 
 
 class NameTaken(errors.AlreadyExists):
@@ -134,7 +135,22 @@ class AttemptRow:
 
     @property
     def open(self) -> bool:
-        return self.status in ("Pending", "InProgress")
+        return self.status in OPEN_STATUSES
+
+    @property
+    def state(self) -> Attempt:
+        """The attempt as the rotation state machine sees it."""
+        return Attempt(
+            status=AttemptStatus(self.status),
+            tries=self.tries,
+            started=self.started,
+            finished=self.finished,
+            next_try=self.next_try,
+            lease_owner=self.lease_owner,
+            lease_expires=self.lease_expires,
+            lease_seconds=self.lease_seconds,
+            error=self.error,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from coffer.store.app import (
     check_writable,
 )
 from coffer.store.records import SealedValue
-from coffer.store.replication_repo import ReplicationRepository, ReplicationTx
+from coffer.store.repository import ReplicationRepository, StoreTx
 
 log = structlog.get_logger("coffer.store.replication")
 
@@ -385,7 +385,7 @@ class ReplicationApp:
 
     async def _reencrypt(
         self,
-        tx: ReplicationTx,
+        tx: StoreTx,
         secret_id: int,
         replica_arn: str,
         *,
@@ -403,7 +403,7 @@ class ReplicationApp:
 
     async def _apply_state(
         self,
-        tx: ReplicationTx,
+        tx: StoreTx,
         secret_id: int,
         replica_arn: str,
         ch: IncomingChange,

@@ -30,8 +30,8 @@ from coffer.api.replication.v1 import replication_pb2_grpc
 from coffer.clock import Clock
 from coffer.core import errors
 from coffer.store.app import StoreApp
-from coffer.store.replication_repo import Ack, OutboxRow, ReplicationRepository
-from coffer.store.repository import CHANGED_CHANNEL
+from coffer.store.repository import CHANGED_CHANNEL, ReplicationRepository
+from coffer.store.sql.replication import Ack, OutboxRow
 
 log = structlog.get_logger("coffer.store.replicator")
 

@@ -134,7 +134,7 @@ def _attempt(out: pb.RotationAttempt, attempt: AttemptRow) -> None:
     _set_ts(out.requested_date, attempt.requested)
     _set_ts(out.started_date, attempt.started)
     _set_ts(out.finished_date, attempt.finished)
-    if attempt.status in ("Pending", "InProgress"):
+    if attempt.open:
         _set_ts(out.next_try_date, attempt.next_try)
     if attempt.error is not None:
         out.error = attempt.error

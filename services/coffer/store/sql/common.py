@@ -1,0 +1,98 @@
+"""What every area of the store's SQL shares: the pool, the JSON codecs, the SecretId lookup, the channel
+and lock names, and the base classes of the statement groups (one connection inside one transaction) and of
+the reads (the pool)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+import asyncpg
+
+from coffer import db
+from coffer.core.model import RotationRules, Tag
+
+CHANGED_CHANNEL = "coffer_store_changed"
+ROTATION_CHANNEL = "coffer_rotation_requested"
+#: Replicated changes take this transaction lock before their outbox row gets its id, so those rows commit
+#: in id order and the replicator's per-peer cursor (an outbox id) never passes a row still in flight.
+REPLICATION_OUTBOX_LOCK = 0x636F6666_6572_04
+
+# The SecretId lookup every statement shares: exact ARN first, else the name ($1 = ARN or NULL, $2 = name).
+LOOKUP = "(s.arn = $1 OR s.name = $2) ORDER BY (s.arn = $1) DESC NULLS LAST LIMIT 1"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    return await db.create_pool(
+        dsn, service="store", min_size=min_size, max_size=max_size, init=_init_connection
+    )
+
+
+def tags_of(raw: Any) -> tuple[Tag, ...] | None:
+    if raw is None:
+        return None
+    return tuple(Tag(key=t["Key"], value=t["Value"]) for t in raw)
+
+
+def tags_json(tags: Sequence[Tag] | None) -> list[dict[str, str]] | None:
+    if tags is None:
+        return None
+    return [{"Key": t.key, "Value": t.value} for t in tags]
+
+
+def rules_of(raw: Any) -> RotationRules | None:
+    if raw is None:
+        return None
+    return RotationRules(
+        automatically_after_days=raw.get("AutomaticallyAfterDays"),
+        duration=raw.get("Duration"),
+        schedule_expression=raw.get("ScheduleExpression"),
+    )
+
+
+def rules_json(rules: RotationRules | None) -> dict[str, Any] | None:
+    if rules is None:
+        return None
+    out: dict[str, Any] = {}
+    if rules.automatically_after_days is not None:
+        out["AutomaticallyAfterDays"] = rules.automatically_after_days
+    if rules.duration is not None:
+        out["Duration"] = rules.duration
+    if rules.schedule_expression is not None:
+        out["ScheduleExpression"] = rules.schedule_expression
+    return out
+
+
+def date_of(raw: Any) -> date | None:
+    return raw if isinstance(raw, date) else None
+
+
+class Statements:
+    """A group of statements run on the connection of the current write transaction."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        #: Secrets locked in this transaction that have replica regions (their changes carry snapshots).
+        self._replicated: set[int] = set()
+
+    @property
+    def conn(self) -> asyncpg.Connection:
+        return self._conn
+
+    def mark_replicated(self, secret_id: int) -> None:
+        """This transaction's change of ``secret_id`` must ship to replica regions (see record_change)."""
+        self._replicated.add(secret_id)
+
+
+class Reads:
+    """Single-statement reads on the pool (no transaction of their own unless they say so)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
