@@ -3,13 +3,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from coffer.core import errors
 from coffer.core.model import RotationRules, Tag, ValueKind
 from coffer.core.rotation import OPEN_STATUSES, Attempt, AttemptStatus
+
+# --- JSON forms of tags and rotation rules (as the secrets table and the outbox snapshots keep them) -----
+
+
+def tags_of(raw: Any) -> tuple[Tag, ...] | None:
+    if raw is None:
+        return None
+    return tuple(Tag(key=t["Key"], value=t["Value"]) for t in raw)
+
+
+def tags_json(tags: Sequence[Tag] | None) -> list[dict[str, str]] | None:
+    if tags is None:
+        return None
+    return [{"Key": t.key, "Value": t.value} for t in tags]
+
+
+def rules_of(raw: Any) -> RotationRules | None:
+    if raw is None:
+        return None
+    return RotationRules(
+        automatically_after_days=raw.get("AutomaticallyAfterDays"),
+        duration=raw.get("Duration"),
+        schedule_expression=raw.get("ScheduleExpression"),
+    )
+
+
+def rules_json(rules: RotationRules | None) -> dict[str, Any] | None:
+    if rules is None:
+        return None
+    out: dict[str, Any] = {}
+    if rules.automatically_after_days is not None:
+        out["AutomaticallyAfterDays"] = rules.automatically_after_days
+    if rules.duration is not None:
+        out["Duration"] = rules.duration
+    if rules.schedule_expression is not None:
+        out["ScheduleExpression"] = rules.schedule_expression
+    return out
 
 
 class NameTaken(errors.AlreadyExists):

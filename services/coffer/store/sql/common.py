@@ -5,14 +5,15 @@ the reads (the pool)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
 import asyncpg
 
 from coffer import db
-from coffer.core.model import RotationRules, Tag
+from coffer.store.records import rules_json, rules_of, tags_json, tags_of
+
+__all__ = ["rules_json", "rules_of", "tags_json", "tags_of"]
 
 CHANGED_CHANNEL = "coffer_store_changed"
 ROTATION_CHANNEL = "coffer_rotation_requested"
@@ -33,41 +34,6 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     return await db.create_pool(
         dsn, service="store", min_size=min_size, max_size=max_size, init=_init_connection
     )
-
-
-def tags_of(raw: Any) -> tuple[Tag, ...] | None:
-    if raw is None:
-        return None
-    return tuple(Tag(key=t["Key"], value=t["Value"]) for t in raw)
-
-
-def tags_json(tags: Sequence[Tag] | None) -> list[dict[str, str]] | None:
-    if tags is None:
-        return None
-    return [{"Key": t.key, "Value": t.value} for t in tags]
-
-
-def rules_of(raw: Any) -> RotationRules | None:
-    if raw is None:
-        return None
-    return RotationRules(
-        automatically_after_days=raw.get("AutomaticallyAfterDays"),
-        duration=raw.get("Duration"),
-        schedule_expression=raw.get("ScheduleExpression"),
-    )
-
-
-def rules_json(rules: RotationRules | None) -> dict[str, Any] | None:
-    if rules is None:
-        return None
-    out: dict[str, Any] = {}
-    if rules.automatically_after_days is not None:
-        out["AutomaticallyAfterDays"] = rules.automatically_after_days
-    if rules.duration is not None:
-        out["Duration"] = rules.duration
-    if rules.schedule_expression is not None:
-        out["ScheduleExpression"] = rules.schedule_expression
-    return out
 
 
 def date_of(raw: Any) -> date | None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import asyncpg
 
-from coffer.core.model import Tag
 from coffer.store.records import StoredValue
+from coffer.store.snapshot import SecretSnapshot
 from coffer.store.sql.common import REPLICATION_OUTBOX_LOCK, Reads, Statements, rules_json, tags_json
 
 
@@ -202,16 +202,11 @@ class ReplicationStatements(Statements):
         secret_id: int,
         *,
         seq: int,
-        description: str | None,
-        tags: Sequence[Tag] | None,
+        snapshot: SecretSnapshot,
         kms_key_id: str | None,
         kms_key_arn: str | None,
-        rotation: Mapping[str, Any],
-        created_at: datetime | None,
-        last_changed_at: datetime | None,
-        deleted_at: datetime | None,
-        deletion_date: datetime | None,
     ) -> None:
+        """Set a replica's metadata to the snapshot of change ``seq``."""
         await self._conn.execute(
             "UPDATE store.secrets SET change_seq = $2, description = $3, tags = $4::jsonb, kms_key_id = $5,"
             " kms_key_arn = $6, rotation_enabled = $7, rotation_lambda_arn = $8, rotation_rules = $9::jsonb,"
@@ -220,19 +215,19 @@ class ReplicationStatements(Statements):
             " WHERE id = $1",
             secret_id,
             seq,
-            description,
-            tags_json(tags),
+            snapshot.description,
+            tags_json(snapshot.tags),
             kms_key_id,
             kms_key_arn,
-            rotation.get("enabled"),
-            rotation.get("lambda_arn"),
-            rules_json(rotation.get("rules")),
-            rotation.get("last_rotated"),
-            rotation.get("next_rotation"),
-            created_at,
-            last_changed_at,
-            deleted_at,
-            deletion_date,
+            snapshot.rotation_enabled,
+            snapshot.rotation_lambda_arn,
+            rules_json(snapshot.rotation_rules),
+            snapshot.last_rotated,
+            snapshot.next_rotation,
+            snapshot.created,
+            snapshot.last_changed,
+            snapshot.deleted,
+            snapshot.deletion_date,
         )
 
     async def promote(self, secret_id: int) -> None:
