@@ -326,7 +326,7 @@ class ReplicationApp:
                     name=ch.name,
                     region=region,
                     primary_region=ch.primary_region,
-                    created_at=ch.snapshot.created or self._clock.now(),
+                    created_at=ch.snapshot.created_at or self._clock.now(),
                 )
             else:
                 if not head.is_replica:

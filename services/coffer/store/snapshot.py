@@ -5,13 +5,14 @@ upsert or remove), the secret's metadata after it (:class:`SecretSnapshot`, neve
 keeps it as JSON) and the versions the change created, with their plaintext values (these cross the mTLS
 link between regions only; the receiver re-encrypts them at once). The sending side builds it from an
 outbox row and encodes it with :func:`to_proto`; the receiving side decodes it with :func:`from_proto` and
-applies it. Adding a replicated field means adding it here (dataclass, JSON, proto) and where it is stored.
+applies it. A new replicated column of store.secrets is one field of SecretSnapshot (the outbox JSON and
+the replica update follow from it) plus its proto field and two lines of the codec.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,7 @@ from google.protobuf import timestamp_pb2
 
 from coffer.api.replication.v1 import replication_pb2 as rpb
 from coffer.core.model import RotationRules, SecretValue, Tag
-from coffer.store.records import rules_of, tags_of
+from coffer.store.records import rules_json, rules_of, tags_json, tags_of
 
 UPSERT = "upsert"
 REMOVE = "remove"
@@ -28,7 +29,9 @@ REMOVE = "remove"
 
 @dataclass(frozen=True, slots=True)
 class SecretSnapshot:
-    """A secret's replicated metadata after one change."""
+    """A secret's replicated metadata after one change. Every field between ``name`` and ``labels`` is a
+    column of ``store.secrets`` of the same name, copied as it is: the outbox snapshot (JSON, keyed by
+    column) and the replica's update are both built from :data:`COLUMNS`."""
 
     name: str
     description: str | None = None
@@ -36,12 +39,13 @@ class SecretSnapshot:
     rotation_enabled: bool | None = None
     rotation_lambda_arn: str | None = None
     rotation_rules: RotationRules | None = None
-    last_rotated: datetime | None = None
-    next_rotation: datetime | None = None
-    created: datetime | None = None
-    last_changed: datetime | None = None
+    last_rotated_at: datetime | None = None
+    next_rotation_at: datetime | None = None
+    #: Kept at the replica when absent (COALESCE), as are last_changed_at.
+    created_at: datetime | None = None
+    last_changed_at: datetime | None = None
     #: Set while the primary is scheduled for deletion.
-    deleted: datetime | None = None
+    deleted_at: datetime | None = None
     deletion_date: datetime | None = None
     #: label -> version id (labelled versions only).
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -50,28 +54,45 @@ class SecretSnapshot:
 
     @classmethod
     def from_outbox(cls, raw: Mapping[str, Any]) -> SecretSnapshot:
-        """The JSON snapshot a replicated change's outbox row carries (written by the change's SQL)."""
-
-        def ts(key: str) -> datetime | None:
-            value = raw.get(key)
-            return datetime.fromisoformat(value).astimezone(UTC) if value else None
-
+        """The JSON snapshot a replicated change's outbox row carries (built by the change's SQL)."""
+        values: dict[str, Any] = {}
+        for column in COLUMNS:
+            value = raw.get(column)
+            if column in JSON_COLUMNS:
+                value = JSON_COLUMNS[column][0](value)
+            elif column in TIMESTAMP_COLUMNS and value:
+                value = datetime.fromisoformat(value).astimezone(UTC)
+            values[column] = value
         return cls(
             name=raw["name"],
-            description=raw.get("description"),
-            tags=tags_of(raw.get("tags")),
-            rotation_enabled=raw.get("rotation_enabled"),
-            rotation_lambda_arn=raw.get("rotation_lambda_arn"),
-            rotation_rules=rules_of(raw.get("rotation_rules")),
-            last_rotated=ts("last_rotated_at"),
-            next_rotation=ts("next_rotation_at"),
-            created=ts("created_at"),
-            last_changed=ts("last_changed_at"),
-            deleted=ts("deleted_at"),
-            deletion_date=ts("deletion_date"),
             labels=dict(raw.get("labels") or {}),
             version_ids=tuple(raw.get("versions") or ()),
+            **values,
         )
+
+    def column_values(self) -> list[Any]:
+        """The values of :data:`COLUMNS`, in that order, as the secrets table stores them."""
+        out: list[Any] = []
+        for column in COLUMNS:
+            value = getattr(self, column)
+            out.append(JSON_COLUMNS[column][1](value) if column in JSON_COLUMNS else value)
+        return out
+
+
+#: The store.secrets columns a snapshot copies (the snapshot's fields between name and labels).
+COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(SecretSnapshot) if f.name not in ("name", "labels", "version_ids")
+)
+#: Columns kept as JSON: (from JSON, to JSON).
+JSON_COLUMNS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "tags": (tags_of, tags_json),
+    "rotation_rules": (rules_of, rules_json),
+}
+TIMESTAMP_COLUMNS = frozenset(
+    {"last_rotated_at", "next_rotation_at", "created_at", "last_changed_at", "deleted_at", "deletion_date"}
+)
+#: Columns a replica keeps when the snapshot has none.
+KEPT_WHEN_ABSENT = frozenset({"created_at", "last_changed_at"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +179,11 @@ def to_proto(change: SecretChange) -> rpb.SecretChange:
             out.rotation_rules.duration = rules.duration
         if rules.schedule_expression is not None:
             out.rotation_rules.schedule_expression = rules.schedule_expression
-    _set_ts(out.last_rotated_date, snap.last_rotated)
-    _set_ts(out.next_rotation_date, snap.next_rotation)
-    _set_ts(out.created_date, snap.created)
-    _set_ts(out.last_changed_date, snap.last_changed)
-    _set_ts(out.deleted_date, snap.deleted)
+    _set_ts(out.last_rotated_date, snap.last_rotated_at)
+    _set_ts(out.next_rotation_date, snap.next_rotation_at)
+    _set_ts(out.created_date, snap.created_at)
+    _set_ts(out.last_changed_date, snap.last_changed_at)
+    _set_ts(out.deleted_date, snap.deleted_at)
     _set_ts(out.deletion_date, snap.deletion_date)
     for label, vid in sorted(snap.labels.items()):
         out.version_ids_to_stages[vid].stages.append(label)
@@ -205,11 +226,11 @@ def from_proto(msg: rpb.SecretChange) -> SecretChange:
         rotation_enabled=_opt(msg, "rotation_enabled"),
         rotation_lambda_arn=_opt(msg, "rotation_lambda_arn"),
         rotation_rules=rules,
-        last_rotated=_ts(msg, "last_rotated_date"),
-        next_rotation=_ts(msg, "next_rotation_date"),
-        created=_ts(msg, "created_date"),
-        last_changed=_ts(msg, "last_changed_date"),
-        deleted=_ts(msg, "deleted_date"),
+        last_rotated_at=_ts(msg, "last_rotated_date"),
+        next_rotation_at=_ts(msg, "next_rotation_date"),
+        created_at=_ts(msg, "created_date"),
+        last_changed_at=_ts(msg, "last_changed_date"),
+        deleted_at=_ts(msg, "deleted_date"),
         deletion_date=_ts(msg, "deletion_date"),
         labels={label: vid for vid, st in msg.version_ids_to_stages.items() for label in st.stages},
         version_ids=tuple(msg.version_ids),

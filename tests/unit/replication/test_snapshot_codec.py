@@ -27,11 +27,11 @@ def full_change() -> SecretChange:
             rotation_enabled=True,
             rotation_lambda_arn="random-value",
             rotation_rules=RotationRules(automatically_after_days=7, duration="2h", schedule_expression=None),
-            last_rotated=T,
-            next_rotation=T,
-            created=T,
-            last_changed=T,
-            deleted=T,
+            last_rotated_at=T,
+            next_rotation_at=T,
+            created_at=T,
+            last_changed_at=T,
+            deleted_at=T,
             deletion_date=T,
             labels={"AWSCURRENT": "v2", "AWSPREVIOUS": "v1", "stable": "v1"},
             version_ids=("v1", "v2", "v3"),
@@ -101,8 +101,8 @@ def test_outbox_json_reads_into_the_snapshot() -> None:
         rotation_rules=RotationRules(
             automatically_after_days=None, duration=None, schedule_expression="rate(4 hours)"
         ),
-        next_rotation=datetime(2026, 1, 2, 23, 0, tzinfo=UTC),
-        created=T,
+        next_rotation_at=datetime(2026, 1, 2, 23, 0, tzinfo=UTC),
+        created_at=T,
         labels={"AWSCURRENT": "v1"},
         version_ids=("v1",),
     )

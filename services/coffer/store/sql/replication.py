@@ -11,9 +11,10 @@ from typing import Any
 
 import asyncpg
 
+from coffer.store import snapshot as snapshot_columns
 from coffer.store.records import StoredValue
 from coffer.store.snapshot import SecretSnapshot
-from coffer.store.sql.common import REPLICATION_OUTBOX_LOCK, Reads, Statements, rules_json, tags_json
+from coffer.store.sql.common import REPLICATION_OUTBOX_LOCK, Reads, Statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,20 +71,34 @@ class ReplicaHead:
 
 # A replicated secret's change: the same, plus a metadata snapshot after the change (never a value) in the
 # payload, so the replicator can ship each change as it was even when later changes followed.
-RECORD_REPLICATED_SQL = """
+_SNAPSHOT_COLUMNS = ", ".join(f"'{c}', b.{c}" for c in snapshot_columns.COLUMNS)
+
+
+def _assign(column: str, param: int) -> str:
+    if column in snapshot_columns.KEPT_WHEN_ABSENT:
+        return f"{column} = COALESCE(${param}, {column})"
+    if column in snapshot_columns.JSON_COLUMNS:
+        return f"{column} = ${param}::jsonb"
+    return f"{column} = ${param}"
+
+
+# A replica takes the primary's metadata as the snapshot has it ($1 = id, $2 = seq, $3/$4 = its own key).
+_UPDATE_REPLICA_SQL = (
+    "UPDATE store.secrets SET change_seq = $2, kms_key_id = $3, kms_key_arn = $4, "
+    + ", ".join(_assign(c, i) for i, c in enumerate(snapshot_columns.COLUMNS, start=5))
+    + " WHERE id = $1"
+)
+
+RECORD_REPLICATED_SQL = f"""
 WITH bumped AS (
     UPDATE store.secrets SET change_seq = change_seq + 1, last_changed_at = $5
     WHERE id = $1 RETURNING *
 ),
 snap AS (
     SELECT b.id, b.arn, b.change_seq, jsonb_build_object(
-        'name', b.name, 'description', b.description, 'tags', b.tags,
-        'rotation_enabled', b.rotation_enabled, 'rotation_lambda_arn', b.rotation_lambda_arn,
-        'rotation_rules', b.rotation_rules, 'last_rotated_at', b.last_rotated_at,
-        'next_rotation_at', b.next_rotation_at, 'created_at', b.created_at,
-        'last_changed_at', b.last_changed_at, 'deleted_at', b.deleted_at, 'deletion_date', b.deletion_date,
+        'name', b.name, {_SNAPSHOT_COLUMNS},
         'labels', COALESCE((SELECT jsonb_object_agg(l.label, l.version_id) FROM store.labels l
-                            WHERE l.secret_id = b.id), '{}'::jsonb),
+                            WHERE l.secret_id = b.id), '{{}}'::jsonb),
         'versions', COALESCE((SELECT jsonb_agg(v.version_id ORDER BY v.created_at, v.ordinal)
                               FROM store.versions v WHERE v.secret_id = b.id), '[]'::jsonb)
     ) AS snapshot
@@ -208,26 +223,7 @@ class ReplicationStatements(Statements):
     ) -> None:
         """Set a replica's metadata to the snapshot of change ``seq``."""
         await self._conn.execute(
-            "UPDATE store.secrets SET change_seq = $2, description = $3, tags = $4::jsonb, kms_key_id = $5,"
-            " kms_key_arn = $6, rotation_enabled = $7, rotation_lambda_arn = $8, rotation_rules = $9::jsonb,"
-            " last_rotated_at = $10, next_rotation_at = $11, created_at = COALESCE($12, created_at),"
-            " last_changed_at = COALESCE($13, last_changed_at), deleted_at = $14, deletion_date = $15"
-            " WHERE id = $1",
-            secret_id,
-            seq,
-            snapshot.description,
-            tags_json(snapshot.tags),
-            kms_key_id,
-            kms_key_arn,
-            snapshot.rotation_enabled,
-            snapshot.rotation_lambda_arn,
-            rules_json(snapshot.rotation_rules),
-            snapshot.last_rotated,
-            snapshot.next_rotation,
-            snapshot.created,
-            snapshot.last_changed,
-            snapshot.deleted,
-            snapshot.deletion_date,
+            _UPDATE_REPLICA_SQL, secret_id, seq, kms_key_id, kms_key_arn, *snapshot.column_values()
         )
 
     async def promote(self, secret_id: int) -> None:
