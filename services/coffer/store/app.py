@@ -421,8 +421,8 @@ class StoreApp:
         return new_labels
 
     async def _note_value_change(self, tx: Tx, secret_id: int, *, now: datetime) -> None:
-        """A manual value that became AWSCURRENT counts as a rotation for AutomaticallyAfterDays scheduling
-        (spec §6.1): the next rotation is counted from now."""
+        """A manual value that became AWSCURRENT counts as a rotation for AutomaticallyAfterDays scheduling:
+        the next rotation is counted from now."""
         config = await tx.rotation_config(secret_id)
         rules = config.rules
         if not config.enabled or rules is None or rules.automatically_after_days is None:

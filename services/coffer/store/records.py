@@ -1,4 +1,4 @@
-"""Plain records passed between the store's use cases (``app.py``) and its adapters (``repository.py``,
+"""Plain records passed between the store's use cases (``app.py``) and its adapters (the SQL in ``sql/``,
 ``kms_client.py``). Pure: no I/O imports."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Cross-region replication use cases (issue 4; spec §7).
+"""Cross-region replication use cases.
 
 Primary side (public API): ReplicateSecretToRegions and RemoveRegionsFromReplication record the replica
 regions (``store.replication_status``) and an outbox change in the same transaction; the replicator

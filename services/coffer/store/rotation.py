@@ -1,4 +1,4 @@
-"""The store's rotation use cases (spec §6): RotateSecret, CancelRotateSecret, ListRotationAttempts, the
+"""The store's rotation use cases: RotateSecret, CancelRotateSecret, ListRotationAttempts, the
 registry of custom rotation functions, and the bookkeeping the rotation service does through the internal
 ``RotationControlService`` (due rotations, leases, steps, outcomes).
 

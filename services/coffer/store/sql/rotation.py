@@ -104,7 +104,7 @@ class RotationStatements(Statements):
         await self._conn.execute(f"UPDATE store.secrets SET {assignments} WHERE id = $1", secret_id, *values)
 
     async def insert_placeholder(self, secret_id: int, version_id: str, *, now: datetime) -> None:
-        """The valueless AWSPENDING version a rotation starts with (spec §6.2)."""
+        """The valueless AWSPENDING version a rotation starts with (its value is set by createSecret)."""
         await self._conn.execute(
             "INSERT INTO store.versions (secret_id, version_id, created_at) VALUES ($1, $2, $3)",
             secret_id,
