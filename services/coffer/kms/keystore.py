@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from coffer import migrations
 from coffer.core import errors
 from coffer.kms.model import (
     Alias,
@@ -25,9 +26,14 @@ from coffer.kms.model import (
     Tag,
 )
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 KEY_CHANGED_CHANNEL = "coffer_kms_key_changed"
-_MIGRATION_LOCK = 0x6B6D735F6D696772  # "kms_migr"
+MIGRATIONS = migrations.MigrationSet(
+    schema="kms",
+    directory=Path(__file__).with_name("migrations"),
+    lock_id=0x6B6D735F6D696772,  # "kms_migr"
+    column="version",
+    with_suffix=False,
+)
 
 _KEY_COLUMNS = """
     k.key_id, k.account_id, k.region, k.description, k.key_manager, k.managed_service, k.key_state,
@@ -49,26 +55,8 @@ def _material_columns(t: str) -> str:
 
 
 async def migrate(pool: asyncpg.Pool) -> list[str]:
-    """Apply the migrations not applied yet, in order, in one transaction under an advisory lock (several
-    instances may start at once). Returns the versions applied now."""
-    files = sorted(MIGRATIONS_DIR.glob("*.sql"))
-    applied_now: list[str] = []
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-        await conn.execute("CREATE SCHEMA IF NOT EXISTS kms")
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS kms.schema_migrations ("
-            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM kms.schema_migrations")}
-        for path in files:
-            version = path.stem
-            if version in done:
-                continue
-            await conn.execute(path.read_text(encoding="utf-8"))
-            await conn.execute("INSERT INTO kms.schema_migrations (version) VALUES ($1)", version)
-            applied_now.append(version)
-    return applied_now
+    """Apply the kms schema's pending migrations; returns the versions (file stems) applied now."""
+    return await migrations.apply_migrations(pool, MIGRATIONS)
 
 
 def _key(row: asyncpg.Record, scope: Scope) -> Key:

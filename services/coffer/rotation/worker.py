@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from coffer import logs
 from coffer.api.store.v1 import store_pb2
 from coffer.core import errors
+from coffer.core.rotation import STEP_STATUSES
 from coffer.rotation.control import RotationControl
 from coffer.rotation.queue import Delivery, JobQueue
 from coffer.rotation.rotators import RotatorRegistry
@@ -35,7 +36,7 @@ from coffer.rotation.rotators.base import (
 
 log = logs.get_logger("coffer.rotation.worker")
 
-STARTED, SUCCEEDED, FAILED = "started", "succeeded", "failed"
+STARTED, SUCCEEDED, FAILED = STEP_STATUSES
 MAX_ERROR_LENGTH = 1000
 
 

@@ -23,6 +23,7 @@ from coffer.api.replication.v1 import replication_pb2, replication_pb2_grpc
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.clock import Clock
 from coffer.core import errors
+from coffer.core.rotation import RotationPolicy
 from coffer.pki import replicator_identity
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import (
@@ -36,10 +37,9 @@ from coffer.settings import Peer, Settings
 from coffer.store.app import StoreApp, StoreConfig
 from coffer.store.kms_client import DataKeyCache, KeyChangeListener, KmsClient
 from coffer.store.replication import ReplicationApp
-from coffer.store.replication_repo import ReplicationRepository
 from coffer.store.replicator import PeerLink, Replicator
-from coffer.store.repository import StoreRepository, apply_migrations, create_pool
-from coffer.store.rotation import RotationApp, RotationPolicy
+from coffer.store.repository import ReplicationRepository, StoreRepository, apply_migrations, create_pool
+from coffer.store.rotation import RotationApp
 from coffer.store.servicer import ReplicationServicer, RotationControlServicer, SecretStoreServicer
 
 log = logs.get_logger("coffer.store")

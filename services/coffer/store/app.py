@@ -40,10 +40,8 @@ from coffer.core.validation import (
     check_token_present,
     require_filter_parts,
 )
-from coffer.crypto import envelope
-from coffer.store.kms_client import DEFAULT_KEY_ALIAS, key_state_failure
+from coffer.store.kms_client import key_state_failure
 from coffer.store.records import (
-    DataKey,
     KeyInfo,
     LockedSecret,
     NameTaken,
@@ -52,6 +50,7 @@ from coffer.store.records import (
     StoredValue,
     ValueRow,
 )
+from coffer.store.sealer import DataKeys, ValueSealer
 
 log = structlog.get_logger("coffer.store")
 
@@ -64,12 +63,8 @@ _REENCRYPTED_LABELS = (AWSCURRENT, AWSPENDING, AWSPREVIOUS)
 # --- collaborators ------------------------------------------------------------------------------------------
 
 
-class Kms(Protocol):
+class Kms(DataKeys, Protocol):
     async def describe_key(self, key_id: str) -> KeyInfo: ...
-
-    async def generate_data_key(self, *, key_id: str, secret_arn: str, version_id: str) -> DataKey: ...
-
-    async def decrypt_data_key(self, *, wrapped: bytes, secret_arn: str, version_id: str) -> DataKey: ...
 
 
 class Tx(Protocol):
@@ -257,7 +252,7 @@ def _value_of(secret_string: str | None, secret_binary: bytes | None) -> SecretV
     return None
 
 
-def _check_writable(locked: LockedSecret) -> None:
+def check_writable(locked: LockedSecret) -> None:
     if locked.deleted:
         raise errors.InvalidRequest(MARKED_FOR_DELETION_MESSAGE)
     if locked.is_replica:
@@ -333,15 +328,15 @@ class StoreApp:
         kms: Kms,
         config: StoreConfig,
         clock: Clock | None = None,
+        sealer: ValueSealer | None = None,
         randbelow: Callable[[int], int] = random_source.randbelow,
-        token_bytes: Callable[[int], bytes] = random_source.token_bytes,
     ) -> None:
         self._repo = repo
         self._kms = kms
+        self._sealer = sealer or ValueSealer(kms)
         self._config = config
         self._clock = clock or SystemClock()
         self._randbelow = randbelow
-        self._token_bytes = token_bytes
 
     @property
     def clock(self) -> Clock:
@@ -351,9 +346,13 @@ class StoreApp:
     def config(self) -> StoreConfig:
         return self._config
 
+    @property
+    def sealer(self) -> ValueSealer:
+        return self._sealer
+
     # --- helpers -------------------------------------------------------------------------------------------
 
-    def _ref(self, secret_id: str) -> SecretRef:
+    def ref(self, secret_id: str) -> SecretRef:
         cfg = self._config
         ref = resolve_secret_id(secret_id, partition=cfg.partition, region=cfg.region, account=cfg.account)
         if ref is None:
@@ -372,55 +371,10 @@ class StoreApp:
             return _ResolvedKey(key_id=None)
         return _ResolvedKey(key_id=kms_key_id, key_arn=info.arn)
 
-    async def _seal(
-        self, *, arn: str, version_id: str, key_id: str | None, value: SecretValue
-    ) -> SealedValue:
-        data_key = await self._kms.generate_data_key(
-            key_id=key_id or DEFAULT_KEY_ALIAS, secret_arn=arn, version_id=version_id
-        )
-        ciphertext = envelope.seal(
-            data_key.plaintext,
-            value.data,
-            secret_arn=arn,
-            version_id=version_id,
-            kind=value.kind,
-            nonce=self._token_bytes(envelope.NONCE_SIZE),
-        )
-        return SealedValue(
-            kind=value.kind,
-            ciphertext=ciphertext,
-            wrapped_key=data_key.wrapped,
-            kms_key_arn=data_key.key_arn,
-            default_key=key_id is None,
-        )
-
-    async def seal_value(
-        self, *, arn: str, version_id: str, key_id: str | None, value: SecretValue
-    ) -> SealedValue:
-        """Encrypt a value under this region's KMS (a fresh data key; ``key_id`` None = default key)."""
-        return await self._seal(arn=arn, version_id=version_id, key_id=key_id, value=value)
-
-    async def open_value(self, *, arn: str, stored: StoredValue) -> SecretValue:
-        """Decrypt a stored version through this region's KMS."""
-        return await self._open(arn=arn, stored=stored)
-
     async def resolve_key(self, kms_key_id: str) -> tuple[str | None, str | None]:
         """(key id to store, key ARN) for a caller's KmsKeyId; (None, None) = the default key."""
         key = await self._resolve_key(kms_key_id)
         return key.key_id, key.key_arn
-
-    async def _open(self, *, arn: str, stored: StoredValue) -> SecretValue:
-        data_key = await self._kms.decrypt_data_key(
-            wrapped=stored.wrapped_key, secret_arn=arn, version_id=stored.version_id
-        )
-        data = envelope.open_sealed(
-            data_key.plaintext,
-            stored.ciphertext,
-            secret_arn=arn,
-            version_id=stored.version_id,
-            kind=stored.kind,
-        )
-        return SecretValue(stored.kind, data)
 
     async def _token_outcome(
         self, tx: Tx, locked: LockedSecret, token: str, value: SecretValue
@@ -431,7 +385,7 @@ class StoreApp:
         if not meta.has_value:
             return v.token_outcome(existing_has_value=False, same=None)
         (stored,) = await tx.stored_values(locked.id, [token])
-        existing = await self._open(arn=locked.arn, stored=stored)
+        existing = await self._sealer.open(arn=locked.arn, stored=stored)
         return v.token_outcome(existing_has_value=True, same=v.same_value(existing, value))
 
     async def _write_value(
@@ -457,7 +411,7 @@ class StoreApp:
             for vid, meta in locked.versions.items()
         ]
         doomed = v.plan_prune(facts, now=now, incoming=0 if fill else 1)
-        sealed = await self._seal(arn=locked.arn, version_id=token, key_id=key_id, value=value)
+        sealed = await self._sealer.seal(arn=locked.arn, version_id=token, key_id=key_id, value=value)
         if fill:
             await tx.store_value(locked.id, token, sealed)
         else:
@@ -467,8 +421,8 @@ class StoreApp:
         return new_labels
 
     async def _note_value_change(self, tx: Tx, secret_id: int, *, now: datetime) -> None:
-        """A manual value that became AWSCURRENT counts as a rotation for AutomaticallyAfterDays scheduling
-        (spec §6.1): the next rotation is counted from now."""
+        """A manual value that became AWSCURRENT counts as a rotation for AutomaticallyAfterDays scheduling:
+        the next rotation is counted from now."""
         config = await tx.rotation_config(secret_id)
         rules = config.rules
         if not config.enabled or rules is None or rules.automatically_after_days is None:
@@ -584,7 +538,7 @@ class StoreApp:
             )
             version_id: str | None = None
             if value is not None and token is not None:
-                sealed = await self._seal(arn=arn, version_id=token, key_id=key.key_id, value=value)
+                sealed = await self._sealer.seal(arn=arn, version_id=token, key_id=key.key_id, value=value)
                 await tx.insert_version(secret_id, token, sealed, now=now)
                 await tx.replace_labels(secret_id, {}, {AWSCURRENT: token})
                 version_id = token
@@ -605,7 +559,7 @@ class StoreApp:
         c = Checker()
         c.secret_id(secret_id)
         c.done()
-        secret = await self._repo.describe(self._ref(secret_id))
+        secret = await self._repo.describe(self.ref(secret_id))
         if secret is None:
             raise errors.NotFound()
         return secret
@@ -618,7 +572,7 @@ class StoreApp:
         c.version_id(version_id)
         c.version_stage(version_stage)
         c.done()
-        return await self._get_value(self._ref(secret_id), version_id=version_id, version_stage=version_stage)
+        return await self._get_value(self.ref(secret_id), version_id=version_id, version_stage=version_stage)
 
     async def _get_value(
         self, ref: SecretRef, *, version_id: str | None, version_stage: str | None
@@ -654,7 +608,7 @@ class StoreApp:
             ciphertext=row.ciphertext,
             wrapped_key=row.wrapped_key,
         )
-        value = await self._open(arn=row.arn, stored=stored)
+        value = await self._sealer.open(arn=row.arn, stored=stored)
         return ValueResult(
             arn=row.arn,
             name=row.name,
@@ -767,7 +721,7 @@ class StoreApp:
         c.number("maxResults", max_results, min_value=1, max_value=MAX_LIST_RESULTS)
         c.next_token(next_token)
         c.done()
-        found = await self._repo.versions(self._ref(secret_id))
+        found = await self._repo.versions(self.ref(secret_id))
         if found is None:
             raise errors.NotFound()
         arn, name, all_versions = found
@@ -815,11 +769,11 @@ class StoreApp:
             raise errors.InvalidRequest(NEED_VALUE_MESSAGE)
         check_token_present(has_value=True, token=token)
         assert token is not None
-        ref = self._ref(secret_id)
+        ref = self.ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             locked = await tx.lock_existing(ref)
-            _check_writable(locked)
+            check_writable(locked)
             outcome = await self._token_outcome(tx, locked, token, value)
             if outcome is v.TokenOutcome.REPLAY:
                 return PutResult(
@@ -872,12 +826,12 @@ class StoreApp:
         check_one_value(secret_string, secret_binary)
         value = _value_of(secret_string, secret_binary)
         check_token_present(has_value=value is not None, token=token)
-        ref = self._ref(secret_id)
+        ref = self.ref(secret_id)
         key = await self._resolve_key(kms_key_id) if kms_key_id is not None else None
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             locked = await tx.lock_existing(ref)
-            _check_writable(locked)
+            check_writable(locked)
             changes: dict[str, Any] = {}
             if description is not None:
                 changes["description"] = description
@@ -932,10 +886,7 @@ class StoreApp:
         new key (older versions stay under the old one, as in AWS)."""
         targets = sorted({labels[label] for label in _REENCRYPTED_LABELS if label in labels} - {skip})
         for stored in await tx.stored_values(locked.id, targets):
-            plain = await self._open(arn=locked.arn, stored=stored)
-            sealed = await self._seal(
-                arn=locked.arn, version_id=stored.version_id, key_id=key_id, value=plain
-            )
+            sealed = await self._sealer.reseal(arn=locked.arn, stored=stored, key_id=key_id)
             await tx.store_value(locked.id, stored.version_id, sealed)
 
     # --- labels ---------------------------------------------------------------------------------------------
@@ -954,11 +905,11 @@ class StoreApp:
         c.version_id(remove_from_version_id, "removeFromVersionId")
         c.version_id(move_to_version_id, "moveToVersionId")
         c.done()
-        ref = self._ref(secret_id)
+        ref = self.ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             locked = await tx.lock_existing(ref)
-            _check_writable(locked)
+            check_writable(locked)
             old = dict(locked.labels)
             new = v.update_version_stage(
                 old,
@@ -1054,7 +1005,7 @@ class StoreApp:
         c = Checker()
         c.secret_id(secret_id)
         c.done()
-        ref = self._ref(secret_id)
+        ref = self.ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             locked = await tx.lock_existing(ref)
@@ -1079,11 +1030,11 @@ class StoreApp:
         c.secret_id(secret_id)
         c.tags([(t.key, t.value) for t in tags])
         c.done()
-        ref = self._ref(secret_id)
+        ref = self.ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             locked = await tx.lock_existing(ref)
-            _check_writable(locked)
+            check_writable(locked)
             merged = _merge_tags(locked.tags, tags)
             _check_tags(merged)
             await tx.update_secret(locked.id, {"tags": merged})
@@ -1096,11 +1047,11 @@ class StoreApp:
         c.secret_id(secret_id)
         c.tag_keys(tag_keys)
         c.done()
-        ref = self._ref(secret_id)
+        ref = self.ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             locked = await tx.lock_existing(ref)
-            _check_writable(locked)
+            check_writable(locked)
             if locked.tags is None:
                 return
             drop = set(tag_keys)

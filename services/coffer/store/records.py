@@ -1,14 +1,53 @@
-"""Plain records passed between the store's use cases (``app.py``) and its adapters (``repository.py``,
+"""Plain records passed between the store's use cases (``app.py``) and its adapters (the SQL in ``sql/``,
 ``kms_client.py``). Pure: no I/O imports."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from coffer.core import errors
 from coffer.core.model import RotationRules, Tag, ValueKind
+from coffer.core.rotation import OPEN_STATUSES, Attempt, AttemptStatus
+
+# --- JSON forms of tags and rotation rules (as the secrets table and the outbox snapshots keep them) -----
+
+
+def tags_of(raw: Any) -> tuple[Tag, ...] | None:
+    if raw is None:
+        return None
+    return tuple(Tag(key=t["Key"], value=t["Value"]) for t in raw)
+
+
+def tags_json(tags: Sequence[Tag] | None) -> list[dict[str, str]] | None:
+    if tags is None:
+        return None
+    return [{"Key": t.key, "Value": t.value} for t in tags]
+
+
+def rules_of(raw: Any) -> RotationRules | None:
+    if raw is None:
+        return None
+    return RotationRules(
+        automatically_after_days=raw.get("AutomaticallyAfterDays"),
+        duration=raw.get("Duration"),
+        schedule_expression=raw.get("ScheduleExpression"),
+    )
+
+
+def rules_json(rules: RotationRules | None) -> dict[str, Any] | None:
+    if rules is None:
+        return None
+    out: dict[str, Any] = {}
+    if rules.automatically_after_days is not None:
+        out["AutomaticallyAfterDays"] = rules.automatically_after_days
+    if rules.duration is not None:
+        out["Duration"] = rules.duration
+    if rules.schedule_expression is not None:
+        out["ScheduleExpression"] = rules.schedule_expression
+    return out
 
 
 class NameTaken(errors.AlreadyExists):
@@ -134,7 +173,22 @@ class AttemptRow:
 
     @property
     def open(self) -> bool:
-        return self.status in ("Pending", "InProgress")
+        return self.status in OPEN_STATUSES
+
+    @property
+    def state(self) -> Attempt:
+        """The attempt as the rotation state machine sees it."""
+        return Attempt(
+            status=AttemptStatus(self.status),
+            tries=self.tries,
+            started=self.started,
+            finished=self.finished,
+            next_try=self.next_try,
+            lease_owner=self.lease_owner,
+            lease_expires=self.lease_expires,
+            lease_seconds=self.lease_seconds,
+            error=self.error,
+        )
 
 
 @dataclass(frozen=True, slots=True)

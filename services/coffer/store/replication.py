@@ -1,4 +1,4 @@
-"""Cross-region replication use cases (issue 4; spec §7).
+"""Cross-region replication use cases.
 
 Primary side (public API): ReplicateSecretToRegions and RemoveRegionsFromReplication record the replica
 regions (``store.replication_status``) and an outbox change in the same transaction; the replicator
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 
 import structlog
 
@@ -25,20 +24,19 @@ from coffer.core.model import (
     AWSPENDING,
     AWSPREVIOUS,
     ReplicationStatus,
-    RotationRules,
     SecretValue,
-    Tag,
 )
 from coffer.core.validation import Checker
 from coffer.store.app import (
     REPLICA_MESSAGE,
     StoreApp,
-    _check_writable,
     add_replica_regions,
     check_replica_regions,
+    check_writable,
 )
 from coffer.store.records import SealedValue
-from coffer.store.replication_repo import ReplicationRepository, ReplicationTx
+from coffer.store.repository import ReplicationRepository, StoreTx
+from coffer.store.snapshot import REMOVE, UPSERT, SecretChange
 
 log = structlog.get_logger("coffer.store.replication")
 
@@ -59,42 +57,6 @@ def replica_arn_of(arn: str, region: str) -> str:
         raise errors.InvalidParameter(f"{arn} is not a secret ARN.")
     parts[3] = region
     return ":".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingVersion:
-    version_id: str
-    created_date: datetime | None
-    #: None: a valueless placeholder (a rotation's AWSPENDING before its value is set).
-    value: SecretValue | None = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingChange:
-    """One change of one secret, as a peer region's replicator sent it (the secret's state after it)."""
-
-    outbox_id: int
-    seq: int
-    kind: str
-    primary_arn: str
-    name: str
-    primary_region: str
-    replica_kms_key_id: str | None
-    force_overwrite: bool
-    description: str | None
-    tags: tuple[Tag, ...] | None
-    rotation_enabled: bool | None
-    rotation_lambda_arn: str | None
-    rotation_rules: RotationRules | None
-    last_rotated: datetime | None
-    next_rotation: datetime | None
-    created: datetime | None
-    last_changed: datetime | None
-    deleted: datetime | None
-    deletion_date: datetime | None
-    labels: dict[str, str]
-    new_versions: tuple[IncomingVersion, ...]
-    version_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +85,7 @@ class ReplicationApp:
     ) -> None:
         self._repo = repo
         self._store = store
+        self._sealer = store.sealer
         self._config = store.config
         self._clock = clock
         self._notify_detach = notify_detach
@@ -156,7 +119,7 @@ class ReplicationApp:
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             locked = await tx.lock_existing(ref)
-            _check_writable(locked)
+            check_writable(locked)
             since = await tx.change_seq(locked.id) + 1
             await add_replica_regions(
                 tx, self._config, locked.id, regions, since_seq=since, force=force_overwrite, now=now
@@ -249,7 +212,7 @@ class ReplicationApp:
         log.info("replication.replica_detached", arn=primary_arn, region=replica_region, known=found)
 
     async def apply_changes(
-        self, *, source_region: str, caller_region: str, changes: Sequence[IncomingChange]
+        self, *, source_region: str, caller_region: str, changes: Sequence[SecretChange]
     ) -> list[ApplyOutcome]:
         if source_region != caller_region:
             raise errors.AccessDenied(
@@ -258,7 +221,7 @@ class ReplicationApp:
         sealed = await self._preseal(changes)
         out: list[ApplyOutcome | None] = [None] * len(changes)
 
-        async def one(change: IncomingChange) -> ApplyOutcome:
+        async def one(change: SecretChange) -> ApplyOutcome:
             if change.primary_region != source_region:
                 return ApplyOutcome(
                     primary_arn=change.primary_arn,
@@ -296,7 +259,7 @@ class ReplicationApp:
     async def _resolved(self, kms_key_id: str | None) -> tuple[str | None, str | None]:
         return (None, None) if not kms_key_id else await self._store.resolve_key(kms_key_id)
 
-    async def _preseal(self, changes: Sequence[IncomingChange]) -> dict[tuple[str, str], SealedValue]:
+    async def _preseal(self, changes: Sequence[SecretChange]) -> dict[tuple[str, str], SealedValue]:
         """Encrypt the batch's new values under this region's key concurrently, before the per-change
         transactions; a version the replica already has just wastes its data key. Failures are
         left to the per-change path (which reports them per change)."""
@@ -304,7 +267,7 @@ class ReplicationApp:
         keys: dict[str | None, tuple[str | None, str | None]] = {}
         jobs: list[tuple[tuple[str, str], str | None, SecretValue]] = []
         for ch in changes:
-            if ch.kind != "upsert" or ch.primary_region == region:
+            if ch.kind != UPSERT or ch.primary_region == region:
                 continue
             kms_key = ch.replica_kms_key_id or None
             if kms_key not in keys:
@@ -322,7 +285,7 @@ class ReplicationApp:
             (arn, vid), key_id, value = job
             async with gate:
                 try:
-                    return await self._store.seal_value(arn=arn, version_id=vid, key_id=key_id, value=value)
+                    return await self._sealer.seal(arn=arn, version_id=vid, key_id=key_id, value=value)
                 except errors.CofferError:
                     return None
 
@@ -330,7 +293,7 @@ class ReplicationApp:
         return {job[0]: res for job, res in zip(jobs, results, strict=True) if res is not None}
 
     async def _apply_one(
-        self, ch: IncomingChange, presealed: dict[tuple[str, str], SealedValue]
+        self, ch: SecretChange, presealed: dict[tuple[str, str], SealedValue]
     ) -> ApplyOutcome:
         region = self._config.region
         replica_arn = replica_arn_of(ch.primary_arn, region)
@@ -340,16 +303,16 @@ class ReplicationApp:
 
         key_id: str | None = None
         key_arn: str | None = None
-        if ch.kind == "upsert":
+        if ch.kind == UPSERT:
             key_id, key_arn = await self._resolved(ch.replica_kms_key_id)
         async with self._repo.transaction() as tx:
             head = await tx.head_by_arn(replica_arn)
-            if ch.kind == "remove":
+            if ch.kind == REMOVE:
                 if head is not None and head.is_replica:
                     await tx.delete_secret(head.id)
                     log.info("replication.replica_removed", arn=replica_arn)
                 return outcome("applied")
-            if ch.kind != "upsert":
+            if ch.kind != UPSERT:
                 return outcome("failed", f"Unknown change kind {ch.kind!r}.")
             if head is None:
                 clash = await tx.head_by_name(ch.name)
@@ -363,7 +326,7 @@ class ReplicationApp:
                     name=ch.name,
                     region=region,
                     primary_region=ch.primary_region,
-                    created_at=ch.created or self._clock.now(),
+                    created_at=ch.snapshot.created_at or self._clock.now(),
                 )
             else:
                 if not head.is_replica:
@@ -384,7 +347,7 @@ class ReplicationApp:
 
     async def _reencrypt(
         self,
-        tx: ReplicationTx,
+        tx: StoreTx,
         secret_id: int,
         replica_arn: str,
         *,
@@ -396,19 +359,16 @@ class ReplicationApp:
         labels = await tx.labels(secret_id)
         targets = sorted({labels[lb] for lb in _REENCRYPTED_LABELS if lb in labels} - fresh)
         for stored in await tx.stored_values(secret_id, targets):
-            plain = await self._store.open_value(arn=replica_arn, stored=stored)
-            sealed = await self._store.seal_value(
-                arn=replica_arn, version_id=stored.version_id, key_id=key_id, value=plain
-            )
+            sealed = await self._sealer.reseal(arn=replica_arn, stored=stored, key_id=key_id)
             await tx.store_value(secret_id, stored.version_id, sealed)
         log.info("replication.replica_reencrypted", arn=replica_arn, versions=len(targets))
 
     async def _apply_state(
         self,
-        tx: ReplicationTx,
+        tx: StoreTx,
         secret_id: int,
         replica_arn: str,
-        ch: IncomingChange,
+        ch: SecretChange,
         *,
         key_id: str | None,
         key_arn: str | None,
@@ -427,7 +387,7 @@ class ReplicationApp:
                 await tx.insert_placeholder(secret_id, nv.version_id, now=created)
                 states[nv.version_id] = False
                 continue
-            sealed = presealed.get((replica_arn, nv.version_id)) or await self._store.seal_value(
+            sealed = presealed.get((replica_arn, nv.version_id)) or await self._sealer.seal(
                 arn=replica_arn, version_id=nv.version_id, key_id=key_id, value=nv.value
             )
             if have is False:
@@ -436,29 +396,15 @@ class ReplicationApp:
                 await tx.insert_version(secret_id, nv.version_id, sealed, now=created)
             states[nv.version_id] = True
             sealed_now.add(nv.version_id)
-        keep = set(ch.version_ids)
+        keep = set(ch.snapshot.version_ids)
         doomed = [vid for vid in states if vid not in keep]
         old_labels = await tx.labels(secret_id)
-        new_labels = {label: vid for label, vid in ch.labels.items() if vid in states and vid not in doomed}
+        new_labels = {
+            label: vid for label, vid in ch.snapshot.labels.items() if vid in states and vid not in doomed
+        }
         await tx.replace_labels(secret_id, old_labels, new_labels)
         await tx.delete_versions(secret_id, doomed)
         await tx.update_replica(
-            secret_id,
-            seq=ch.seq,
-            description=ch.description,
-            tags=ch.tags,
-            kms_key_id=key_id,
-            kms_key_arn=key_arn,
-            rotation={
-                "enabled": ch.rotation_enabled,
-                "lambda_arn": ch.rotation_lambda_arn,
-                "rules": ch.rotation_rules,
-                "last_rotated": ch.last_rotated,
-                "next_rotation": ch.next_rotation,
-            },
-            created_at=ch.created,
-            last_changed_at=ch.last_changed,
-            deleted_at=ch.deleted,
-            deletion_date=ch.deletion_date,
+            secret_id, seq=ch.seq, snapshot=ch.snapshot, kms_key_id=key_id, kms_key_arn=key_arn
         )
         return sealed_now

@@ -30,8 +30,16 @@ from coffer.api.replication.v1 import replication_pb2_grpc
 from coffer.clock import Clock
 from coffer.core import errors
 from coffer.store.app import StoreApp
-from coffer.store.replication_repo import Ack, OutboxRow, ReplicationRepository
-from coffer.store.repository import CHANGED_CHANNEL
+from coffer.store.repository import CHANGED_CHANNEL, ReplicationRepository
+from coffer.store.snapshot import (
+    REMOVE,
+    UPSERT,
+    ReplicatedVersion,
+    SecretChange,
+    SecretSnapshot,
+    to_proto,
+)
+from coffer.store.sql.replication import Ack, OutboxRow
 
 log = structlog.get_logger("coffer.store.replicator")
 
@@ -78,55 +86,23 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-def _ts(out: Any, raw: Any) -> None:
-    if raw:
-        out.FromDatetime(datetime.fromisoformat(raw).astimezone(UTC))
+def outbox_change(row: OutboxRow, *, region: str) -> SecretChange:
+    """The change one outbox row records (values are added by the replicator)."""
+    return SecretChange(
+        outbox_id=row.id,
+        seq=row.change_seq,
+        kind=REMOVE if row.removed else UPSERT,
+        primary_arn=row.secret_arn,
+        primary_region=region,
+        snapshot=SecretSnapshot.from_outbox(row.payload["snapshot"]),
+        replica_kms_key_id=None if row.removed else row.kms_key_id,
+        force_overwrite=False if row.removed else row.force_overwrite,
+    )
 
 
 def build_change(row: OutboxRow, *, region: str) -> rpb.SecretChange:
-    """The metadata of one outbox row as a SecretChange (values are added by the caller)."""
-    snap = row.payload["snapshot"]
-    change = rpb.SecretChange(
-        outbox_id=row.id,
-        seq=row.change_seq,
-        kind="remove" if row.removed else "upsert",
-        primary_arn=row.secret_arn,
-        name=snap["name"],
-        primary_region=region,
-    )
-    if row.removed:
-        return change
-    change.replica_kms_key_id = row.kms_key_id or ""
-    change.force_overwrite_replica_secret = row.force_overwrite
-    if snap.get("description") is not None:
-        change.description = snap["description"]
-    if snap.get("tags") is not None:
-        change.tags.SetInParent()
-        for tag in snap["tags"]:
-            change.tags.tags.add(key=tag["Key"], value=tag["Value"])
-    if snap.get("rotation_enabled") is not None:
-        change.rotation_enabled = snap["rotation_enabled"]
-    if snap.get("rotation_lambda_arn") is not None:
-        change.rotation_lambda_arn = snap["rotation_lambda_arn"]
-    rules = snap.get("rotation_rules")
-    if rules is not None:
-        change.rotation_rules.SetInParent()
-        if rules.get("AutomaticallyAfterDays") is not None:
-            change.rotation_rules.automatically_after_days = rules["AutomaticallyAfterDays"]
-        if rules.get("Duration") is not None:
-            change.rotation_rules.duration = rules["Duration"]
-        if rules.get("ScheduleExpression") is not None:
-            change.rotation_rules.schedule_expression = rules["ScheduleExpression"]
-    _ts(change.last_rotated_date, snap.get("last_rotated_at"))
-    _ts(change.next_rotation_date, snap.get("next_rotation_at"))
-    _ts(change.created_date, snap.get("created_at"))
-    _ts(change.last_changed_date, snap.get("last_changed_at"))
-    _ts(change.deleted_date, snap.get("deleted_at"))
-    _ts(change.deletion_date, snap.get("deletion_date"))
-    for label, vid in sorted((snap.get("labels") or {}).items()):
-        change.version_ids_to_stages[vid].stages.append(label)
-    change.version_ids.extend(snap.get("versions") or [])
-    return change
+    """The metadata of one outbox row as a SecretChange message (values are added by the caller)."""
+    return to_proto(outbox_change(row, region=region))
 
 
 class Replicator:
@@ -147,7 +123,7 @@ class Replicator:
     ) -> None:
         self._dsn = dsn
         self._repo = repo
-        self._store = store
+        self._sealer = store.sealer
         self._clock = clock
         self._region = region
         self._peers = list(peers)
@@ -209,7 +185,8 @@ class Replicator:
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
 
-    async def _values(self, row: OutboxRow, change: rpb.SecretChange) -> None:
+    async def _values(self, row: OutboxRow) -> tuple[ReplicatedVersion, ...]:
+        """The versions ``row``'s change created (every version for a seed), with their values."""
         snap_versions: list[str] = list(row.payload["snapshot"].get("versions") or [])
         if row.seed:
             wanted = snap_versions
@@ -218,21 +195,18 @@ class Replicator:
         else:
             wanted = []
         if not wanted:
-            return
+            return ()
         found = await self._repo.versions(row.secret_id, wanted)
+        out: list[ReplicatedVersion] = []
         for vid in wanted:
             ver = found.get(vid)
             if ver is None:
                 continue  # pruned since: the snapshot of a later change drops it at the replica too
-            out = change.new_versions.add(version_id=vid)
-            out.created_date.FromDatetime(ver.created_at.astimezone(UTC))
-            if ver.stored is None:
-                continue
-            value = await self._store.open_value(arn=row.secret_arn, stored=ver.stored)
-            if value.kind == "string":
-                out.secret_string = value.text
-            else:
-                out.secret_binary = value.data
+            value = None
+            if ver.stored is not None:
+                value = await self._sealer.open(arn=row.secret_arn, stored=ver.stored)
+            out.append(ReplicatedVersion(version_id=vid, created_date=ver.created_at, value=value))
+        return tuple(out)
 
     async def ship_once(self, peer: PeerLink) -> bool:
         """Ship one batch to ``peer``; True when more is waiting."""
@@ -245,12 +219,13 @@ class Replicator:
                 await self._repo.advance(peer.region, scanned, now=self._clock.now())
             return False
         t0 = time.perf_counter()
-        changes = [build_change(row, region=self._region) for row in rows]
+        changes = [outbox_change(row, region=self._region) for row in rows]
         unreadable: dict[int, str] = {}
+        new_versions: dict[int, tuple[ReplicatedVersion, ...]] = {}
 
-        async def values(row: OutboxRow, change: rpb.SecretChange) -> None:
+        async def values(row: OutboxRow) -> None:
             try:
-                await self._values(row, change)
+                new_versions[row.id] = await self._values(row)
             except (errors.Unavailable, errors.Internal):
                 raise
             except errors.CofferError as exc:  # e.g. its KMS key is disabled: only this secret stops
@@ -261,11 +236,11 @@ class Replicator:
 
         try:
             # Decrypt the batch's new values concurrently (each is its own KMS call).
-            await asyncio.gather(
-                *(values(row, ch) for row, ch in zip(rows, changes, strict=True) if not row.removed)
-            )
+            await asyncio.gather(*(values(row) for row in rows if not row.removed))
             sent = [
-                (row, ch) for row, ch in zip(rows, changes, strict=True) if row.secret_id not in unreadable
+                (row, to_proto(ch.with_versions(new_versions.get(row.id, ()))))
+                for row, ch in zip(rows, changes, strict=True)
+                if row.secret_id not in unreadable
             ]
             t1 = time.perf_counter()
             results: list[rpb.ApplyResult] = []

@@ -1,4 +1,4 @@
-"""The store's rotation use cases (spec §6): RotateSecret, CancelRotateSecret, ListRotationAttempts, the
+"""The store's rotation use cases: RotateSecret, CancelRotateSecret, ListRotationAttempts, the
 registry of custom rotation functions, and the bookkeeping the rotation service does through the internal
 ``RotationControlService`` (due rotations, leases, steps, outcomes).
 
@@ -15,33 +15,22 @@ import re
 import uuid
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
 
 from coffer.clock import Clock
 from coffer.core import errors, listing, schedule
+from coffer.core import rotation as machine
 from coffer.core import versions as v
 from coffer.core.model import AWSCURRENT, AWSPENDING, RotationRules
+from coffer.core.rotation import BUILTIN_ROTATORS, MAX_ERROR, STEP_STATUSES, STEPS, RotationPolicy, Trigger
 from coffer.core.validation import MAX_LIST_RESULTS, Checker
-from coffer.store.app import StoreApp, StoreConfig, Tx, _check_writable
+from coffer.store.app import StoreApp, StoreConfig, Tx, check_writable
 from coffer.store.records import AttemptRow, DueSecret, FunctionRow, LockedSecret, RotationConfig
 
 log = structlog.get_logger("coffer.store.rotation")
-
-BUILTIN_ROTATORS = frozenset(
-    {
-        "postgresql-single-user",
-        "postgresql-alternating-users",
-        "mysql-single-user",
-        "mysql-alternating-users",
-        "random-value",
-    }
-)
-STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
-STEP_STATUSES = ("started", "succeeded", "failed")
-OPEN = ("Pending", "InProgress")
 
 NO_ROTATOR_MESSAGE = "No Lambda rotation function ARN is associated with this secret."
 IN_PROGRESS_MESSAGE = "A previous rotation isn't complete. That rotation will be reattempted."
@@ -53,9 +42,6 @@ NEVER_CONFIGURED_MESSAGE = (
     "The secret has never been configured for rotation, so there is no rotation to cancel. Call RotateSecret "
     "with a RotationLambdaARN to configure it."
 )
-CANCELLED_ERROR = "Cancelled by CancelRotateSecret."
-MAX_ERROR = 4096
-MAX_LEASE_SECONDS = 3600
 FUNCTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ENDPOINT_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
 
@@ -84,10 +70,11 @@ class RotationTx(Tx, Protocol):
         rotator: str,
         rotate_immediately: bool,
         trigger: str,
+        state: machine.Attempt,
         now: datetime,
     ) -> None: ...
 
-    async def update_attempt(self, attempt_id: int, changes: dict[str, Any]) -> None: ...
+    async def save_attempt(self, attempt_id: int, state: machine.Attempt) -> None: ...
 
     async def record_step(
         self,
@@ -129,13 +116,6 @@ class RotationRepository(Protocol):
 
 
 # --- results ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RotationPolicy:
-    max_tries: int = 5
-    backoff_base_seconds: float = 2.0
-    default_lease_seconds: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +191,7 @@ class RotationApp:
     ) -> None:
         self._repo = repo
         self._store = store
+        self._sealer = store.sealer
         self._config = config
         self._clock = clock
         self._policy = policy or RotationPolicy()
@@ -236,7 +217,7 @@ class RotationApp:
         token: str,
         rotator: str,
         rotate_immediately: bool,
-        trigger: str,
+        trigger: Trigger,
         now: datetime,
     ) -> None:
         """Create the AWSPENDING version (valueless placeholder, or for a configuration test a copy of
@@ -260,8 +241,8 @@ class RotationApp:
                     "RotateImmediately=false tests the rotation with a copy of the AWSCURRENT value, and "
                     "this secret has none: put a value first."
                 )
-            value = await self._store._open(arn=locked.arn, stored=stored[0])
-            sealed = await self._store._seal(
+            value = await self._sealer.open(arn=locked.arn, stored=stored[0])
+            sealed = await self._sealer.seal(
                 arn=locked.arn, version_id=token, key_id=locked.kms_key_id, value=value
             )
             await tx.insert_version(locked.id, token, sealed, now=now)
@@ -273,6 +254,7 @@ class RotationApp:
             rotator=rotator,
             rotate_immediately=rotate_immediately,
             trigger=trigger,
+            state=machine.start(now),
             now=now,
         )
         await tx.notify_rotation()
@@ -308,11 +290,11 @@ class RotationApp:
             await self._resolve_rotator(given)
         immediately = True if rotate_immediately is None else rotate_immediately
         token = token or str(uuid.uuid4())
-        ref = self._store._ref(secret_id)
+        ref = self._store.ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             locked = await tx.lock_existing(ref)
-            _check_writable(locked)
+            check_writable(locked)
             config = await tx.rotation_config(locked.id)
             rotator = given or config.rotator
             if rotator is None:
@@ -340,7 +322,7 @@ class RotationApp:
                 token=token,
                 rotator=rotator,
                 rotate_immediately=immediately,
-                trigger="api",
+                trigger=Trigger.API,
                 now=now,
             )
             await tx.record_change(
@@ -357,28 +339,18 @@ class RotationApp:
         c = Checker()
         c.secret_id(secret_id)
         c.done()
-        ref = self._store._ref(secret_id)
+        ref = self._store.ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             locked = await tx.lock_existing(ref)
-            _check_writable(locked)
+            check_writable(locked)
             config = await tx.rotation_config(locked.id)
             if config.enabled is None:
                 raise errors.InvalidRequest(NEVER_CONFIGURED_MESSAGE)
             version_id = _pending_elsewhere(locked)
             attempt = await tx.open_attempt(locked.id)
             if attempt is not None:
-                await tx.update_attempt(
-                    attempt.id,
-                    {
-                        "status": "Cancelled",
-                        "finished_at": now,
-                        "lease_owner": None,
-                        "lease_expires_at": None,
-                        "next_try_at": None,
-                        "error": CANCELLED_ERROR,
-                    },
-                )
+                await tx.save_attempt(attempt.id, machine.cancel(attempt.state, token=attempt.token, now=now))
                 if not attempt.rotate_immediately:
                     await self._drop_test_copy(tx, locked, attempt.token)
                     version_id = None
@@ -399,7 +371,7 @@ class RotationApp:
         c.number("maxResults", max_results, min_value=1, max_value=MAX_LIST_RESULTS)
         c.next_token(next_token)
         c.done()
-        head = await self._repo.secret_head(self._store._ref(secret_id))
+        head = await self._repo.secret_head(self._store.ref(secret_id))
         if head is None:
             raise errors.NotFound()
         sid, arn, name = head
@@ -521,7 +493,7 @@ class RotationApp:
                 token=token,
                 rotator=config.rotator,
                 rotate_immediately=True,
-                trigger="schedule",
+                trigger=Trigger.SCHEDULE,
                 now=now,
             )
             await tx.record_change(
@@ -546,53 +518,15 @@ class RotationApp:
 
     async def acquire_lease(self, *, arn: str, token: str, worker_id: str, lease_seconds: int) -> Lease:
         self._check_worker(worker_id)
-        seconds = lease_seconds if lease_seconds > 0 else self._policy.default_lease_seconds
-        seconds = min(seconds, MAX_LEASE_SECONDS)
+        seconds = machine.lease_seconds_for(lease_seconds, self._policy)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             attempt = await self._attempt_for(tx, arn, token)
-            if not attempt.open:
-                return Lease(acquired=False, reason=f"the attempt is {attempt.status}", job=None)
-            mine = attempt.lease_owner == worker_id
-            live = attempt.lease_expires is not None and attempt.lease_expires > now
-            if attempt.lease_owner is not None and not mine and live:
-                return Lease(
-                    acquired=False,
-                    reason=f"worker {attempt.lease_owner} holds the lease until "
-                    f"{attempt.lease_expires.isoformat() if attempt.lease_expires else '?'}",
-                    job=None,
-                )
-            if not mine and attempt.next_try is not None and attempt.next_try > now:
-                return Lease(
-                    acquired=False,
-                    reason=f"the next try is due at {attempt.next_try.isoformat()}",
-                    job=None,
-                )
-            changes: dict[str, Any] = {
-                "lease_owner": worker_id,
-                "lease_expires_at": now + timedelta(seconds=seconds),
-                "lease_seconds": seconds,
-            }
-            tries = attempt.tries
-            if not mine:
-                tries += 1
-                changes.update(tries=tries, status="InProgress", next_try_at=None)
-                if attempt.started is None:
-                    changes["started_at"] = now
-            await tx.update_attempt(attempt.id, changes)
-        return Lease(acquired=True, reason="", job=_job(attempt, try_number=tries))
-
-    def _check_lease(self, attempt: AttemptRow, worker_id: str) -> None:
-        if not attempt.open:
-            raise errors.InvalidRequest(
-                f"The rotation attempt {attempt.token} is {attempt.status}; stop working on it."
-            )
-        if attempt.lease_owner != worker_id:
-            holder = attempt.lease_owner or "nobody"
-            raise errors.InvalidRequest(
-                f"Worker {worker_id} does not hold the lease on rotation attempt {attempt.token} ({holder} "
-                "does); stop working on it."
-            )
+            decision = machine.acquire(attempt.state, worker_id=worker_id, now=now, lease_seconds=seconds)
+            if decision.state is None:
+                return Lease(acquired=False, reason=decision.reason, job=None)
+            await tx.save_attempt(attempt.id, decision.state)
+        return Lease(acquired=True, reason="", job=_job(attempt, try_number=decision.state.tries))
 
     async def record_step(
         self, *, arn: str, token: str, worker_id: str, step: str, status: str, error: str | None
@@ -605,7 +539,7 @@ class RotationApp:
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             attempt = await self._attempt_for(tx, arn, token)
-            self._check_lease(attempt, worker_id)
+            state = machine.step_recorded(attempt.state, token=token, worker_id=worker_id, now=now)
             await tx.record_step(
                 attempt.id,
                 try_number=attempt.tries,
@@ -615,10 +549,7 @@ class RotationApp:
                 error=error[:MAX_ERROR] if error else None,
                 now=now,
             )
-            await tx.update_attempt(
-                attempt.id,
-                {"lease_expires_at": now + timedelta(seconds=attempt.lease_seconds or 60)},
-            )
+            await tx.save_attempt(attempt.id, state)
 
     async def complete(self, *, arn: str, token: str, worker_id: str) -> None:
         self._check_worker(worker_id)
@@ -628,20 +559,12 @@ class RotationApp:
             if locked is None:
                 raise errors.NotFound()
             attempt = await self._attempt_for(tx, arn, token)
-            if attempt.status == "Succeeded":
+            if attempt.status == machine.AttemptStatus.SUCCEEDED:
                 return
-            self._check_lease(attempt, worker_id)
-            done: dict[str, Any] = {
-                "status": "Succeeded",
-                "finished_at": now,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "next_try_at": None,
-                "error": None,
-            }
+            done = machine.succeed(attempt.state, token=token, worker_id=worker_id, now=now)
             if not attempt.rotate_immediately:
                 await self._drop_test_copy(tx, locked, token)
-                await tx.update_attempt(attempt.id, done)
+                await tx.save_attempt(attempt.id, done)
                 await tx.record_change(
                     locked.id, event="RotationTested", now=now, version_id=token, payload={}
                 )
@@ -661,7 +584,7 @@ class RotationApp:
             if config.enabled:
                 changes["next_rotation_at"] = sched.next_window_start(now) if sched is not None else None
             await tx.update_rotation(locked.id, changes)
-            await tx.update_attempt(attempt.id, done)
+            await tx.save_attempt(attempt.id, done)
             await tx.record_change(
                 locked.id,
                 event="RotationSucceeded",
@@ -673,20 +596,17 @@ class RotationApp:
 
     async def fail_try(self, *, arn: str, token: str, worker_id: str, error: str) -> FailOutcome:
         self._check_worker(worker_id)
-        reason = (error or "The rotation step failed without a message.")[:MAX_ERROR]
         now = self._clock.now()
-        policy = self._policy
         async with self._repo.transaction() as tx:
             locked = await tx.lock_by_arn(arn)
             if locked is None:
                 raise errors.NotFound()
             attempt = await self._attempt_for(tx, arn, token)
-            self._check_lease(attempt, worker_id)
-            released: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "error": reason}
-            if attempt.tries >= policy.max_tries:
-                await tx.update_attempt(
-                    attempt.id, {**released, "status": "Failed", "finished_at": now, "next_try_at": None}
-                )
+            decision = machine.fail_try(
+                attempt.state, token=token, worker_id=worker_id, error=error, now=now, policy=self._policy
+            )
+            await tx.save_attempt(attempt.id, decision.state)
+            if decision.final:
                 if not attempt.rotate_immediately:
                     await self._drop_test_copy(tx, locked, token)
                 await tx.record_change(
@@ -696,9 +616,11 @@ class RotationApp:
                     version_id=token,
                     payload={"tries": attempt.tries},
                 )
-                log.warning("rotation.failed", arn=arn, token=token, tries=attempt.tries, error=reason)
-                return FailOutcome(final=True, next_try_seconds=0)
-            delay = policy.backoff_base_seconds * (2 ** max(attempt.tries - 1, 0))
-            await tx.update_attempt(attempt.id, {**released, "next_try_at": now + timedelta(seconds=delay)})
+        if decision.final:
+            log.warning(
+                "rotation.failed", arn=arn, token=token, tries=attempt.tries, error=decision.state.error
+            )
+            return FailOutcome(final=True, next_try_seconds=0)
+        delay = decision.delay_seconds
         log.info("rotation.try_failed", arn=arn, token=token, tries=attempt.tries, retry_in=delay)
         return FailOutcome(final=False, next_try_seconds=math.ceil(delay))

@@ -17,11 +17,12 @@ from coffer.api.secrets.v1 import secrets_pb2 as pb
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.core import errors
 from coffer.core.listing import ListFilter
-from coffer.core.model import ReplicationStatus, RotationRules, Secret, SecretValue, SecretVersion, Tag
+from coffer.core.model import ReplicationStatus, RotationRules, Secret, SecretVersion, Tag
 from coffer.rpc.context import current_peer
+from coffer.store import snapshot
 from coffer.store.app import StoreApp, ValueResult
 from coffer.store.records import AttemptRow, FunctionRow
-from coffer.store.replication import IncomingChange, IncomingVersion, ReplicationApp
+from coffer.store.replication import ReplicationApp
 from coffer.store.rotation import Job, RotationApp
 
 REPLICATOR_PREFIX = "replicator."
@@ -134,7 +135,7 @@ def _attempt(out: pb.RotationAttempt, attempt: AttemptRow) -> None:
     _set_ts(out.requested_date, attempt.requested)
     _set_ts(out.started_date, attempt.started)
     _set_ts(out.finished_date, attempt.finished)
-    if attempt.status in ("Pending", "InProgress"):
+    if attempt.open:
         _set_ts(out.next_try_date, attempt.next_try)
     if attempt.error is not None:
         out.error = attempt.error
@@ -176,59 +177,6 @@ def _statuses(out: Any, statuses: Sequence[ReplicationStatus]) -> None:
         _set_ts(entry.last_accessed_date, status.last_accessed_date)
 
 
-def _dt(msg: Any, name: str) -> datetime | None:
-    if not msg.HasField(name):
-        return None
-    value: datetime = getattr(msg, name).ToDatetime(tzinfo=UTC)
-    return value
-
-
-def _incoming(ch: rpb.SecretChange) -> IncomingChange:
-    rules = None
-    if ch.HasField("rotation_rules"):
-        r = ch.rotation_rules
-        rules = RotationRules(
-            automatically_after_days=_opt(r, "automatically_after_days"),
-            duration=_opt(r, "duration"),
-            schedule_expression=_opt(r, "schedule_expression"),
-        )
-    versions = []
-    for nv in ch.new_versions:
-        value: SecretValue | None = None
-        if nv.HasField("secret_string"):
-            value = SecretValue.of_string(nv.secret_string)
-        elif nv.HasField("secret_binary"):
-            value = SecretValue.of_binary(nv.secret_binary)
-        versions.append(
-            IncomingVersion(version_id=nv.version_id, created_date=_dt(nv, "created_date"), value=value)
-        )
-    labels = {label: vid for vid, st in ch.version_ids_to_stages.items() for label in st.stages}
-    return IncomingChange(
-        outbox_id=ch.outbox_id,
-        seq=ch.seq,
-        kind=ch.kind,
-        primary_arn=ch.primary_arn,
-        name=ch.name,
-        primary_region=ch.primary_region,
-        replica_kms_key_id=ch.replica_kms_key_id or None,
-        force_overwrite=ch.force_overwrite_replica_secret,
-        description=_opt(ch, "description"),
-        tags=tuple(_tags(ch.tags.tags)) if ch.HasField("tags") else None,
-        rotation_enabled=_opt(ch, "rotation_enabled"),
-        rotation_lambda_arn=_opt(ch, "rotation_lambda_arn"),
-        rotation_rules=rules,
-        last_rotated=_dt(ch, "last_rotated_date"),
-        next_rotation=_dt(ch, "next_rotation_date"),
-        created=_dt(ch, "created_date"),
-        last_changed=_dt(ch, "last_changed_date"),
-        deleted=_dt(ch, "deleted_date"),
-        deletion_date=_dt(ch, "deletion_date"),
-        labels=labels,
-        new_versions=tuple(versions),
-        version_ids=tuple(ch.version_ids),
-    )
-
-
 def _caller_region() -> str:
     """The region of the calling replicator (its identity is ``replicator.<region>``; the interceptor
     already allowed only peer replicators here)."""
@@ -250,7 +198,7 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
         outcomes = await self._replication.apply_changes(
             source_region=request.source_region,
             caller_region=_caller_region(),
-            changes=[_incoming(ch) for ch in request.changes],
+            changes=[snapshot.from_proto(ch) for ch in request.changes],
         )
         resp = rpb.ApplyChangesResponse()
         for o in outcomes:

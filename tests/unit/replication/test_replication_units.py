@@ -10,8 +10,8 @@ import pytest
 
 from coffer.settings import Peer, Settings, parse_peers
 from coffer.store.replication import replica_arn_of
-from coffer.store.replication_repo import OutboxRow
 from coffer.store.replicator import LagStats, build_change
+from coffer.store.sql.replication import OutboxRow
 
 ARN = "arn:aws:secretsmanager:local-1:000000000000:secret:app/db-AbC123"
 

@@ -10,20 +10,30 @@ from typing import Any, Protocol
 
 from coffer import logs
 from coffer.api.secrets.v1 import secrets_pb2 as sm
+from coffer.core.rotation import (
+    BUILTIN_ROTATORS,
+    DATABASE_ROTATORS,
+    MYSQL_ALTERNATING_USERS,
+    MYSQL_SINGLE_USER,
+    POSTGRESQL_ALTERNATING_USERS,
+    POSTGRESQL_SINGLE_USER,
+    RANDOM_VALUE,
+)
 from coffer.rotation.rotators.base import RotationStepError, Rotator
 from coffer.rotation.rotators.function import FunctionRotator
 from coffer.rotation.rotators.random_value import RandomValueRotator
 
 log = logs.get_logger("coffer.rotation.rotators")
 
-#: Built-in names served by the database modules (helper rot-db): name → (module, class).
+#: Built-in names served by the database modules: name → (module, class).
 _DATABASE_ROTATORS: dict[str, tuple[str, str]] = {
-    "postgresql-single-user": ("coffer.rotation.rotators.postgres", "PostgresSingleUserRotator"),
-    "postgresql-alternating-users": ("coffer.rotation.rotators.postgres", "PostgresAlternatingUsersRotator"),
-    "mysql-single-user": ("coffer.rotation.rotators.mysql", "MySqlSingleUserRotator"),
-    "mysql-alternating-users": ("coffer.rotation.rotators.mysql", "MySqlAlternatingUsersRotator"),
+    POSTGRESQL_SINGLE_USER: ("coffer.rotation.rotators.postgres", "PostgresSingleUserRotator"),
+    POSTGRESQL_ALTERNATING_USERS: ("coffer.rotation.rotators.postgres", "PostgresAlternatingUsersRotator"),
+    MYSQL_SINGLE_USER: ("coffer.rotation.rotators.mysql", "MySqlSingleUserRotator"),
+    MYSQL_ALTERNATING_USERS: ("coffer.rotation.rotators.mysql", "MySqlAlternatingUsersRotator"),
 }
-BUILTIN_NAMES = ("random-value", *_DATABASE_ROTATORS)
+assert set(_DATABASE_ROTATORS) == set(DATABASE_ROTATORS)
+BUILTIN_NAMES = BUILTIN_ROTATORS
 
 
 class FunctionDirectory(Protocol):
@@ -54,7 +64,7 @@ class RotatorRegistry:
     ) -> None:
         self._functions = functions
         self._default_ca_pem = default_ca_pem
-        self._builtins: dict[str, Callable[[], Rotator]] = {"random-value": RandomValueRotator}
+        self._builtins: dict[str, Callable[[], Rotator]] = {RANDOM_VALUE: RandomValueRotator}
         self._builtins.update(extra or {})
 
     async def resolve(self, name: str) -> Rotator:

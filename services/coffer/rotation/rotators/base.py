@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-CREATE_SECRET = "createSecret"
-SET_SECRET = "setSecret"
-TEST_SECRET = "testSecret"
-FINISH_SECRET = "finishSecret"
-STEPS = (CREATE_SECRET, SET_SECRET, TEST_SECRET, FINISH_SECRET)
+from coffer.core.rotation import STEPS, Step
+
+CREATE_SECRET: str = Step.CREATE_SECRET.value
+SET_SECRET: str = Step.SET_SECRET.value
+TEST_SECRET: str = Step.TEST_SECRET.value
+FINISH_SECRET: str = Step.FINISH_SECRET.value
+__all__ = ["CREATE_SECRET", "FINISH_SECRET", "SET_SECRET", "STEPS", "TEST_SECRET"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from typing import Any
 import aiomysql
 import pymysql
 
+from coffer.core.rotation import MYSQL_ALTERNATING_USERS, MYSQL_SINGLE_USER
 from coffer.rotation.rotators.base import RotationStepError
 from coffer.rotation.rotators.database import (
     AlternatingUsersRotator,
@@ -123,14 +124,14 @@ class MySqlDriver(DatabaseDriver[Any]):
 
 
 class MySqlSingleUserRotator(SingleUserRotator):
-    name = "mysql-single-user"
+    name = MYSQL_SINGLE_USER
 
     def __init__(self) -> None:
         super().__init__(name=self.name, driver=MySqlDriver())
 
 
 class MySqlAlternatingUsersRotator(AlternatingUsersRotator):
-    name = "mysql-alternating-users"
+    name = MYSQL_ALTERNATING_USERS
 
     def __init__(self) -> None:
         super().__init__(name=self.name, driver=MySqlDriver())

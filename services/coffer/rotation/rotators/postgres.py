@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from coffer.core.rotation import POSTGRESQL_ALTERNATING_USERS, POSTGRESQL_SINGLE_USER
 from coffer.rotation.rotators.base import RotationStepError
 from coffer.rotation.rotators.database import (
     AlternatingUsersRotator,
@@ -126,14 +127,14 @@ class PostgresDriver(DatabaseDriver[Any]):
 
 
 class PostgresSingleUserRotator(SingleUserRotator):
-    name = "postgresql-single-user"
+    name = POSTGRESQL_SINGLE_USER
 
     def __init__(self) -> None:
         super().__init__(name=self.name, driver=PostgresDriver())
 
 
 class PostgresAlternatingUsersRotator(AlternatingUsersRotator):
-    name = "postgresql-alternating-users"
+    name = POSTGRESQL_ALTERNATING_USERS
 
     def __init__(self) -> None:
         super().__init__(name=self.name, driver=PostgresDriver())

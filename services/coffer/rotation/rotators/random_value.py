@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from coffer.core.rotation import RANDOM_VALUE
 from coffer.rotation.rotators.base import RotationStepError, StepContext
 from coffer.rotation.rotators.common import CURRENT, check_token_is_pending, finish_secret, pending_value
 
-NAME = "random-value"
+NAME = RANDOM_VALUE
 PASSWORD_LENGTH = 32
 #: AWS's rotation templates exclude these by default: they break URLs, shells and SQL quoting.
 EXCLUDE_CHARACTERS = "/@\"'\\"

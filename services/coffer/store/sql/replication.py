@@ -1,19 +1,20 @@
-"""The replication SQL (asyncpg, schema ``store``): the replicator's outbox reads and acknowledgements
-(primary side) and the statements that apply a received change to a replica (replica side)."""
+"""SQL of replication. Primary side: replica regions of a secret, the metadata snapshot a replicated
+change carries in its outbox row, and the replicator's outbox reads, cursors and acknowledgements. Replica
+side: the statements that apply a received change."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from coffer.core.model import Tag
+from coffer.store import snapshot as snapshot_columns
 from coffer.store.records import StoredValue
-from coffer.store.repository import REPLICATION_OUTBOX_LOCK, StoreTx, rules_json, tags_json
+from coffer.store.snapshot import SecretSnapshot
+from coffer.store.sql.common import REPLICATION_OUTBOX_LOCK, Reads, Statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,50 @@ class ReplicaHead:
     kms_key_id: str | None
 
 
+# A replicated secret's change: the same, plus a metadata snapshot after the change (never a value) in the
+# payload, so the replicator can ship each change as it was even when later changes followed.
+_SNAPSHOT_COLUMNS = ", ".join(f"'{c}', b.{c}" for c in snapshot_columns.COLUMNS)
+
+
+def _assign(column: str, param: int) -> str:
+    if column in snapshot_columns.KEPT_WHEN_ABSENT:
+        return f"{column} = COALESCE(${param}, {column})"
+    if column in snapshot_columns.JSON_COLUMNS:
+        return f"{column} = ${param}::jsonb"
+    return f"{column} = ${param}"
+
+
+# A replica takes the primary's metadata as the snapshot has it ($1 = id, $2 = seq, $3/$4 = its own key).
+_UPDATE_REPLICA_SQL = (
+    "UPDATE store.secrets SET change_seq = $2, kms_key_id = $3, kms_key_arn = $4, "
+    + ", ".join(_assign(c, i) for i, c in enumerate(snapshot_columns.COLUMNS, start=5))
+    + " WHERE id = $1"
+)
+
+RECORD_REPLICATED_SQL = f"""
+WITH bumped AS (
+    UPDATE store.secrets SET change_seq = change_seq + 1, last_changed_at = $5
+    WHERE id = $1 RETURNING *
+),
+snap AS (
+    SELECT b.id, b.arn, b.change_seq, jsonb_build_object(
+        'name', b.name, {_SNAPSHOT_COLUMNS},
+        'labels', COALESCE((SELECT jsonb_object_agg(l.label, l.version_id) FROM store.labels l
+                            WHERE l.secret_id = b.id), '{{}}'::jsonb),
+        'versions', COALESCE((SELECT jsonb_agg(v.version_id ORDER BY v.created_at, v.ordinal)
+                              FROM store.versions v WHERE v.secret_id = b.id), '[]'::jsonb)
+    ) AS snapshot
+    FROM bumped b
+),
+ob AS (
+    INSERT INTO store.outbox (secret_id, secret_arn, change_seq, event, version_id, payload, created_at)
+    SELECT id, arn, change_seq, $2, $3, $4::jsonb || jsonb_build_object('snapshot', snapshot), $5 FROM snap
+    RETURNING secret_arn
+)
+SELECT pg_notify('coffer_store_changed', secret_arn) FROM ob
+"""
+
+
 _PENDING_SQL = """
 SELECT o.id, o.secret_id, o.secret_arn, o.change_seq, o.event, o.version_id, o.payload, o.committed_at,
        r.since_seq, r.kms_key_id, COALESCE(r.force_overwrite, false) AS force_overwrite
@@ -81,12 +126,63 @@ LIMIT $3
 """
 
 
-class ReplicationTx(StoreTx):
-    """Replica-side statements, on top of the store's own transaction statements."""
+class ReplicationStatements(Statements):
+    """Replication statements inside one write transaction (primary and replica side)."""
+
+    async def put_replica_status(
+        self,
+        secret_id: int,
+        *,
+        region: str,
+        kms_key_id: str | None,
+        since_seq: int,
+        force: bool,
+        status: str,
+        message: str | None,
+        blocked: bool,
+        now: datetime,
+    ) -> None:
+        """(Re)start replication to ``region``; the secret becomes a primary (PrimaryRegion = its region)."""
+        await self._conn.execute(
+            "INSERT INTO store.replication_status (secret_id, region, kms_key_id, status, status_message,"
+            " updated_at, since_seq, synced_seq, force_overwrite, blocked)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9)"
+            " ON CONFLICT (secret_id, region) DO UPDATE SET kms_key_id = EXCLUDED.kms_key_id,"
+            " status = EXCLUDED.status, status_message = EXCLUDED.status_message,"
+            " updated_at = EXCLUDED.updated_at, since_seq = EXCLUDED.since_seq, synced_seq = 0,"
+            " force_overwrite = EXCLUDED.force_overwrite, blocked = EXCLUDED.blocked",
+            secret_id,
+            region,
+            kms_key_id,
+            status,
+            message,
+            now,
+            since_seq,
+            force,
+            blocked,
+        )
+        await self._conn.execute(
+            "UPDATE store.secrets SET primary_region = region WHERE id = $1 AND primary_region IS NULL",
+            secret_id,
+        )
+        self._replicated.add(secret_id)
+
+    async def change_seq(self, secret_id: int) -> int:
+        value: int = await self._conn.fetchval(
+            "SELECT change_seq FROM store.secrets WHERE id = $1", secret_id
+        )
+        return value
+
+    async def drop_replica_status(self, secret_id: int, regions: Sequence[str]) -> None:
+        await self._conn.execute(
+            "DELETE FROM store.replication_status WHERE secret_id = $1 AND region = ANY($2::text[])",
+            secret_id,
+            list(regions),
+        )
 
     async def head_by_arn(self, arn: str) -> ReplicaHead | None:
         return _head(
-            await self.conn.fetchrow(
+            await self._conn.fetchrow(
                 "SELECT id, arn, name, is_replica, primary_region, change_seq, kms_key_id"
                 " FROM store.secrets WHERE arn = $1 FOR UPDATE",
                 arn,
@@ -95,7 +191,7 @@ class ReplicationTx(StoreTx):
 
     async def head_by_name(self, name: str) -> ReplicaHead | None:
         return _head(
-            await self.conn.fetchrow(
+            await self._conn.fetchrow(
                 "SELECT id, arn, name, is_replica, primary_region, change_seq, kms_key_id"
                 " FROM store.secrets WHERE name = $1 FOR UPDATE",
                 name,
@@ -105,7 +201,7 @@ class ReplicationTx(StoreTx):
     async def insert_replica(
         self, *, arn: str, name: str, region: str, primary_region: str, created_at: datetime
     ) -> int:
-        value: int = await self.conn.fetchval(
+        value: int = await self._conn.fetchval(
             "INSERT INTO store.secrets (arn, name, region, primary_region, is_replica, created_at,"
             " last_changed_at) VALUES ($1, $2, $3, $4, true, $5, $5) RETURNING id",
             arn,
@@ -121,55 +217,31 @@ class ReplicationTx(StoreTx):
         secret_id: int,
         *,
         seq: int,
-        description: str | None,
-        tags: Sequence[Tag] | None,
+        snapshot: SecretSnapshot,
         kms_key_id: str | None,
         kms_key_arn: str | None,
-        rotation: Mapping[str, Any],
-        created_at: datetime | None,
-        last_changed_at: datetime | None,
-        deleted_at: datetime | None,
-        deletion_date: datetime | None,
     ) -> None:
-        await self.conn.execute(
-            "UPDATE store.secrets SET change_seq = $2, description = $3, tags = $4::jsonb, kms_key_id = $5,"
-            " kms_key_arn = $6, rotation_enabled = $7, rotation_lambda_arn = $8, rotation_rules = $9::jsonb,"
-            " last_rotated_at = $10, next_rotation_at = $11, created_at = COALESCE($12, created_at),"
-            " last_changed_at = COALESCE($13, last_changed_at), deleted_at = $14, deletion_date = $15"
-            " WHERE id = $1",
-            secret_id,
-            seq,
-            description,
-            tags_json(tags),
-            kms_key_id,
-            kms_key_arn,
-            rotation.get("enabled"),
-            rotation.get("lambda_arn"),
-            rules_json(rotation.get("rules")),
-            rotation.get("last_rotated"),
-            rotation.get("next_rotation"),
-            created_at,
-            last_changed_at,
-            deleted_at,
-            deletion_date,
+        """Set a replica's metadata to the snapshot of change ``seq``."""
+        await self._conn.execute(
+            _UPDATE_REPLICA_SQL, secret_id, seq, kms_key_id, kms_key_arn, *snapshot.column_values()
         )
 
     async def promote(self, secret_id: int) -> None:
         """StopReplicationToReplica: a standalone secret from now on."""
-        await self.conn.execute(
+        await self._conn.execute(
             "UPDATE store.secrets SET is_replica = false, primary_region = NULL WHERE id = $1", secret_id
         )
 
     async def version_states(self, secret_id: int) -> dict[str, bool]:
         """version id -> has a value."""
-        rows = await self.conn.fetch(
+        rows = await self._conn.fetch(
             "SELECT version_id, value_kind IS NOT NULL AS has_value FROM store.versions WHERE secret_id = $1",
             secret_id,
         )
         return {r["version_id"]: r["has_value"] for r in rows}
 
     async def labels(self, secret_id: int) -> dict[str, str]:
-        rows = await self.conn.fetch(
+        rows = await self._conn.fetch(
             "SELECT label, version_id FROM store.labels WHERE secret_id = $1", secret_id
         )
         return {r["label"]: r["version_id"] for r in rows}
@@ -189,16 +261,8 @@ def _head(row: asyncpg.Record | None) -> ReplicaHead | None:
     )
 
 
-class ReplicationRepository:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[ReplicationTx]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield ReplicationTx(conn)
-
-    # --- primary side: the replicator ------------------------------------------------------------------
+class ReplicationReads(Reads):
+    """The replicator's reads and bookkeeping (primary side)."""
 
     async def cursor(self, region: str) -> int:
         await self._pool.execute(

@@ -1,0 +1,1 @@
+"""The store's SQL (asyncpg, PostgreSQL schema ``store``), one module per area."""
