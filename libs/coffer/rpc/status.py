@@ -73,7 +73,8 @@ _REDIS_UNAVAILABLE = frozenset(
         "TryAgainError",
     }
 )
-# asyncpg raises a bare InterfaceError with these messages once its connection or pool went away.
+# asyncpg raises a bare InterfaceError with one of these in its message once its connection or pool went away
+# (e.g. "cannot call Transaction.__aexit__(): the underlying connection is closed").
 _ASYNCPG_CLOSED = ("connection is closed", "pool is closing", "pool is closed")
 _NETWORK_ERRNOS = frozenset(
     {
@@ -111,7 +112,7 @@ def _dependency_of(exc: BaseException) -> tuple[str, str] | None:
                 if state in _PG_CONFLICT_STATES:
                     return "PostgreSQL", "conflict"
                 return None
-            if type(exc).__name__ == "InterfaceError" and str(exc).startswith(_ASYNCPG_CLOSED):
+            if type(exc).__name__ == "InterfaceError" and any(m in str(exc) for m in _ASYNCPG_CLOSED):
                 return "PostgreSQL", "unavailable"
             return None
         if package == "redis":
@@ -123,12 +124,26 @@ def _dependency_of(exc: BaseException) -> tuple[str, str] | None:
     return None
 
 
+def _dependency_in_chain(exc: BaseException) -> tuple[str, str] | None:
+    """``_dependency_of`` for ``exc`` or what it was raised from or while handling: a lost connection often
+    surfaces as a second error in the clean-up (a transaction cannot roll back on a closed connection)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 8:
+        seen.add(id(current))
+        found = _dependency_of(current)
+        if found is not None:
+            return found
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def classify(exc: BaseException) -> e.CofferError:
     """The CofferError an exception stands for: itself if it is one; ``Unavailable`` or ``Aborted`` for a
     failure of a dependency (see the module docstring); ``Internal`` for anything else (a bug)."""
     if isinstance(exc, e.CofferError):
         return exc
-    found = _dependency_of(exc)
+    found = _dependency_in_chain(exc)
     if found is None:
         return e.Internal()
     dependency, kind = found

@@ -24,7 +24,7 @@ SERVICE = "coffer.test.v1.Echo"
 ALLOWED = "gateway"
 
 
-def _boom(kind: str) -> Exception:
+def _boom(kind: bytes) -> Exception:
     if kind == b"not-found":
         return errors.NotFound("No such echo.")
     if kind == b"reset":

@@ -42,6 +42,18 @@ CASES: list[tuple[str, BaseException, tuple[grpc.StatusCode, str]]] = [
     ("pg serialization failure", pg.SerializationError("could not serialize"), ABORTED),
     ("pg deadlock", pg.DeadlockDetectedError("deadlock detected"), ABORTED),
     ("pg lock not available", pg.LockNotAvailableError("lock timeout"), ABORTED),
+    (
+        "pg transaction on a closed connection",
+        asyncpg.InterfaceError("cannot call Transaction.__aexit__(): the underlying connection is closed"),
+        UNAVAILABLE,
+    ),
+    (
+        "pg connection used after release (a bug)",
+        asyncpg.InterfaceError(
+            "cannot call Connection.fetch(): connection has been released back to the pool"
+        ),
+        INTERNAL,
+    ),
     ("pg misuse of a connection", asyncpg.InterfaceError("another operation is in progress"), INTERNAL),
     ("pg unique violation", pg.UniqueViolationError("duplicate key"), INTERNAL),
     ("pg syntax error", pg.PostgresSyntaxError("syntax"), INTERNAL),
@@ -75,6 +87,26 @@ CASES: list[tuple[str, BaseException, tuple[grpc.StatusCode, str]]] = [
     ("coffer not found", errors.NotFound(), (grpc.StatusCode.NOT_FOUND, "ResourceNotFoundException")),
     ("a bug", KeyError("x"), INTERNAL),
     ("another bug", RuntimeError("x"), INTERNAL),
+]
+
+
+def _raised_while_handling(first: BaseException, second: BaseException) -> BaseException:
+    try:
+        try:
+            raise first
+        except BaseException:
+            raise second  # noqa: B904 - the implicit __context__ is what is tested
+    except BaseException as exc:
+        return exc
+
+
+CASES += [
+    (
+        "clean-up error after a lost connection",
+        _raised_while_handling(pg.AdminShutdownError("terminating"), RuntimeError("cannot roll back")),
+        UNAVAILABLE,
+    ),
+    ("bug after a bug", _raised_while_handling(KeyError("a"), RuntimeError("b")), INTERNAL),
 ]
 
 
