@@ -47,9 +47,12 @@ async def test_the_traceback_reaches_the_rendered_log_line() -> None:
     async def job() -> None:
         raise ValueError("kaputt")
 
+    def keep(_logger: Any, _method: str, event: Any) -> str:
+        lines.append(str(event))
+        return ""
+
     logger = structlog.wrap_logger(
-        structlog.PrintLogger(),
-        processors=[structlog.processors.format_exc_info, lambda _l, _m, ev: lines.append(str(ev)) or ""],
+        structlog.PrintLogger(), processors=[structlog.processors.format_exc_info, keep]
     )
     task = asyncio.create_task(run_forever(job, name="test.job", interval=1, logger=logger))
     await _until(lambda: bool(lines))
