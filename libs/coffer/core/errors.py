@@ -97,6 +97,14 @@ class Unavailable(CofferError):
     default_message = "The service is unavailable. Try again later."
 
 
+class Aborted(CofferError):
+    """The request lost a race with a concurrent one (a serialization failure or deadlock in the database);
+    nothing was changed, and retrying the same request may succeed."""
+
+    default_code = "TransactionConflict"
+    default_message = "The request conflicted with a concurrent change and was not applied. Try again."
+
+
 class Internal(CofferError):
     default_code = "InternalServiceError"
 
@@ -165,6 +173,7 @@ _KINDS: tuple[type[CofferError], ...] = (
     Unauthenticated,
     Throttling,
     Unavailable,
+    Aborted,
     Internal,
     KmsNotFound,
     KmsAlreadyExists,

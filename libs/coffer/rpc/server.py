@@ -5,14 +5,16 @@ logs each call; graceful stop on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import inspect
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import grpc
 import structlog
@@ -23,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from coffer import logs
 from coffer.core import errors
 from coffer.rpc import context as ctx
-from coffer.rpc.status import to_status
+from coffer.rpc.status import classify, to_status
 from coffer.rpc.tls import TlsFiles, server_credentials
 from coffer.settings import Settings
 
@@ -107,7 +109,39 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return out
 
 
+class _Call:
+    """One call's state between admission and the end of the call (what to unbind, when it started)."""
+
+    __slots__ = ("metadata", "method", "started", "tokens")
+
+    def __init__(
+        self, method: str, metadata: dict[str, str], started: float, tokens: list[contextvars.Token[Any]]
+    ) -> None:
+        self.method = method
+        self.metadata = metadata
+        self.started = started
+        self.tokens = tokens
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+#: The handler kinds of grpc and the factory that rebuilds each around a wrapped behaviour.
+_HANDLER_KINDS: tuple[tuple[str, Callable[..., grpc.RpcMethodHandler]], ...] = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler),
+)
+
+
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps EVERY handler (unary and streaming, both directions) so that each call is admitted the same
+    way: request id bound, peer identity checked against the policy (and its issuer), caller authenticated,
+    errors mapped through ``coffer.rpc.status`` and the outcome logged. A method whose handler kind is not
+    known is refused rather than served unchecked."""
+
     def __init__(
         self,
         *,
@@ -120,6 +154,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._peers = peers
         self._authenticator = authenticator
         self._issuers = issuers
+        # method -> (the registered handler, its wrapped form): registered handlers do not change, so each
+        # is wrapped once instead of on every call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -127,70 +164,136 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
+        if handler is None:
+            return None
         method: str = handler_call_details.method
-        behavior = handler.unary_unary
-        service = self._service
-        peers = self._peers
-        authenticator = self._authenticator
-        issuers = self._issuers
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            md = _metadata(context)
-            request_id = md.get(ctx.REQUEST_ID_HEADER) or uuid.uuid4().hex
-            started = time.perf_counter()
-            rid_token = ctx.request_id_var.set(request_id)
-            tokens: list[Any] = []
-            structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        for kind, factory in _HANDLER_KINDS:
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                # A coroutine handler returns its response (or writes with context.write); an async
+                # generator yields its responses. grpc tells them apart by the function's kind, so the
+                # wrapper must be of the same kind.
+                wrapped: Callable[..., Any] = (
+                    self._wrap_generator(method, behavior)
+                    if inspect.isasyncgenfunction(behavior)
+                    else self._wrap_coroutine(method, behavior)
+                )
+                return factory(
+                    wrapped,
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        raise errors.Internal(f"{method} on {self._service} has a handler of no known kind.")
+
+    def _wrap_coroutine(
+        self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = self._open(method, context)
             try:
                 try:
-                    if peers is not None:
-                        identity = _peer_identity(context)
-                        if not peers.allows(method, identity):
-                            raise errors.AccessDenied(
-                                f"Service identity {identity or '(none)'} may not call {method} on {service}."
-                            )
-                        if issuers is not None and identity is not None:
-                            issuers.check(context, identity)
-                        tokens.append(ctx.peer_var.set(identity))
-                        if identity in peers.forwarders and ctx.PRINCIPAL_HEADER in md:
-                            tokens.append(ctx.principal_var.set(md[ctx.PRINCIPAL_HEADER]))
-                        elif identity is not None:
-                            tokens.append(ctx.principal_var.set(f"service/{identity}"))
-                    if authenticator is not None and not method.startswith(HEALTH_PREFIX):
-                        principal = await authenticator(context, method)
-                        tokens.append(ctx.principal_var.set(principal))
-                    structlog.contextvars.bind_contextvars(principal=ctx.current_principal())
+                    await self._admit(call, context)
                     response = await behavior(request, context)
-                except errors.CofferError as exc:
-                    log.info(
-                        "rpc.error",
-                        code=exc.code,
-                        error=exc.message,
-                        ms=round((time.perf_counter() - started) * 1000, 3),
-                    )
-                    code, message, trailers = to_status(exc)
-                    await context.abort(code, message, trailing_metadata=trailers)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
+                except grpc.aio.AbortError:
                     raise
-                except Exception as exc:
-                    log.exception("rpc.internal_error", error_type=type(exc).__name__)
-                    code, message, trailers = to_status(exc)
-                    await context.abort(code, message, trailing_metadata=trailers)
-                log.debug("rpc.ok", ms=round((time.perf_counter() - started) * 1000, 3))
+                except Exception as exc:  # every failure is mapped, logged and answered by _fail
+                    await self._fail(call, context, exc)
+                log.debug("rpc.ok", ms=_ms_since(call.started))
                 return response
             finally:
-                structlog.contextvars.unbind_contextvars("request_id", "method", "principal")
-                for token in reversed(tokens):
-                    token.var.reset(token)
-                ctx.request_id_var.reset(rid_token)
+                _close(call)
 
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return handle
+
+    def _wrap_generator(
+        self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            call = self._open(method, context)
+            try:
+                try:
+                    await self._admit(call, context)
+                    async for response in behavior(request, context):
+                        yield response
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:  # every failure is mapped, logged and answered by _fail
+                    await self._fail(call, context, exc)
+                log.debug("rpc.ok", ms=_ms_since(call.started))
+            finally:
+                _close(call)
+
+        return handle
+
+    def _open(self, method: str, context: grpc.aio.ServicerContext) -> _Call:
+        """Bind the request id (the caller's, or a new one) and the method to this call's logs."""
+        metadata = _metadata(context)
+        request_id = metadata.get(ctx.REQUEST_ID_HEADER) or uuid.uuid4().hex
+        call = _Call(method, metadata, time.perf_counter(), [ctx.request_id_var.set(request_id)])
+        structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+        return call
+
+    async def _admit(self, call: _Call, context: grpc.aio.ServicerContext) -> None:
+        """Check the peer and authenticate the caller; raise a CofferError to refuse the call."""
+        method = call.method
+        peers = self._peers
+        if peers is not None:
+            identity = _peer_identity(context)
+            if not peers.allows(method, identity):
+                raise errors.AccessDenied(
+                    f"Service identity {identity or '(none)'} may not call {method} on {self._service}."
+                )
+            if self._issuers is not None and identity is not None:
+                self._issuers.check(context, identity)
+            call.tokens.append(ctx.peer_var.set(identity))
+            principal_header = call.metadata.get(ctx.PRINCIPAL_HEADER)
+            if identity in peers.forwarders and principal_header is not None:
+                call.tokens.append(ctx.principal_var.set(principal_header))
+            elif identity is not None:
+                call.tokens.append(ctx.principal_var.set(f"service/{identity}"))
+        if self._authenticator is not None and not method.startswith(HEALTH_PREFIX):
+            principal = await self._authenticator(context, method)
+            call.tokens.append(ctx.principal_var.set(principal))
+        structlog.contextvars.bind_contextvars(principal=ctx.current_principal())
+
+    async def _fail(self, call: _Call, context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
+        """Log the failure (with its traceback unless it is a CofferError raised on purpose) and abort the
+        call with the status ``coffer.rpc.status`` maps it to."""
+        err = classify(exc)
+        if err is exc:
+            log.info("rpc.error", code=err.code, error=err.message, ms=_ms_since(call.started))
+        elif isinstance(err, errors.Internal):
+            log.exception("rpc.internal_error", error_type=type(exc).__name__)
+        else:
+            log.warning(
+                "rpc.dependency_error",
+                code=err.code,
+                error_type=type(exc).__name__,
+                ms=_ms_since(call.started),
+                exc_info=exc,
+            )
+        code, message, trailers = to_status(err)
+        await context.abort(code, message, trailing_metadata=trailers)
+        raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
+
+
+def _close(call: _Call) -> None:
+    structlog.contextvars.unbind_contextvars("request_id", "method", "principal")
+    try:
+        for token in reversed(call.tokens):
+            token.var.reset(token)
+    except ValueError:
+        # A streaming call abandoned by its client is finalized outside the call's own context, where its
+        # tokens cannot be reset (nor need to be: that context ends with the call).
+        pass
 
 
 @dataclass

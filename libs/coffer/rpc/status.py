@@ -3,9 +3,17 @@
 Server side: ``to_status`` turns any exception into (code, message, trailing metadata carrying a
 google.rpc.Status with an ErrorInfo whose ``reason`` is the AWS error name). Client side: ``from_rpc_error``
 rebuilds the CofferError from that trailer.
+
+Failures that are the world's fault (a lost or refused connection to PostgreSQL, Redis or another service, a
+failover, a timeout, a serialization failure or deadlock) are retryable: ``classify`` makes them
+``Unavailable`` (UNAVAILABLE) or ``Aborted`` (ABORTED), never INTERNAL. Driver exceptions are recognised by
+their module and class names (and PostgreSQL's SQLSTATE), so this module imports no database driver.
 """
 
 from __future__ import annotations
+
+import errno
+import socket
 
 import grpc
 from google.protobuf import any_pb2
@@ -32,6 +40,7 @@ _STATUS_BY_KIND: dict[type[e.CofferError], grpc.StatusCode] = {
     e.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     e.Throttling: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    e.Aborted: grpc.StatusCode.ABORTED,
     e.Internal: grpc.StatusCode.INTERNAL,
 }
 
@@ -45,7 +54,104 @@ _KIND_BY_STATUS: dict[grpc.StatusCode, type[e.CofferError]] = {
     grpc.StatusCode.UNAUTHENTICATED: e.Unauthenticated,
     grpc.StatusCode.UNAVAILABLE: e.Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: e.Unavailable,
+    grpc.StatusCode.ABORTED: e.Aborted,
 }
+
+# PostgreSQL SQLSTATEs (asyncpg errors carry ``sqlstate``). Class 08 (connection exception) is unavailable
+# as a whole; so are an administrator's or a crash's shutdown, a server still starting, too many connections
+# and a statement cancelled by its timeout. Serialization failures, deadlocks and lock timeouts are conflicts.
+_PG_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "57014", "53300"})
+_PG_CONFLICT_STATES = frozenset({"40001", "40P01", "55P03"})
+# redis-py errors that mean "not reachable / not ready / failing over": retry later.
+_REDIS_UNAVAILABLE = frozenset(
+    {
+        "ConnectionError",
+        "TimeoutError",
+        "BusyLoadingError",
+        "ReadOnlyError",
+        "MasterDownError",
+        "TryAgainError",
+    }
+)
+# asyncpg raises a bare InterfaceError with one of these in its message once its connection or pool went away
+# (e.g. "cannot call Transaction.__aexit__(): the underlying connection is closed").
+_ASYNCPG_CLOSED = ("connection is closed", "pool is closing", "pool is closed")
+_NETWORK_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.ENETRESET,
+    }
+)
+_GRPC_UNAVAILABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def _dependency_of(exc: BaseException) -> tuple[str, str] | None:
+    """(dependency, "unavailable" | "conflict") when ``exc`` is a retryable failure of the world."""
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        code = exc.code()
+        if code in _GRPC_UNAVAILABLE:
+            return "another Coffer service", "unavailable"
+        if code is grpc.StatusCode.ABORTED:
+            return "another Coffer service", "conflict"
+        return None
+    for cls in type(exc).__mro__:
+        package = cls.__module__.partition(".")[0]
+        if package == "asyncpg":
+            state = getattr(exc, "sqlstate", None)
+            if isinstance(state, str):
+                if state.startswith("08") or state in _PG_UNAVAILABLE_STATES:
+                    return "PostgreSQL", "unavailable"
+                if state in _PG_CONFLICT_STATES:
+                    return "PostgreSQL", "conflict"
+                return None
+            if type(exc).__name__ == "InterfaceError" and any(m in str(exc) for m in _ASYNCPG_CLOSED):
+                return "PostgreSQL", "unavailable"
+            return None
+        if package == "redis":
+            return ("Redis", "unavailable") if cls.__name__ in _REDIS_UNAVAILABLE else None
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
+        return "the network", "unavailable"
+    if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
+        return "the network", "unavailable"
+    return None
+
+
+def _dependency_in_chain(exc: BaseException) -> tuple[str, str] | None:
+    """``_dependency_of`` for ``exc`` or what it was raised from or while handling: a lost connection often
+    surfaces as a second error in the clean-up (a transaction cannot roll back on a closed connection)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 8:
+        seen.add(id(current))
+        found = _dependency_of(current)
+        if found is not None:
+            return found
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def classify(exc: BaseException) -> e.CofferError:
+    """The CofferError an exception stands for: itself if it is one; ``Unavailable`` or ``Aborted`` for a
+    failure of a dependency (see the module docstring); ``Internal`` for anything else (a bug)."""
+    if isinstance(exc, e.CofferError):
+        return exc
+    found = _dependency_in_chain(exc)
+    if found is None:
+        return e.Internal()
+    dependency, kind = found
+    if kind == "conflict":
+        return e.Aborted(
+            f"The request conflicted with a concurrent change in {dependency} and was not applied. Try again."
+        )
+    return e.Unavailable(f"A dependency ({dependency}) is unavailable or timed out. Try again later.")
 
 
 def status_code_of(err: e.CofferError) -> grpc.StatusCode:
@@ -57,8 +163,9 @@ def status_code_of(err: e.CofferError) -> grpc.StatusCode:
 
 
 def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
-    """Map an exception to (gRPC code, message, trailing metadata). Unknown exceptions become INTERNAL."""
-    err = exc if isinstance(exc, e.CofferError) else e.Internal()
+    """Map an exception to (gRPC code, message, trailing metadata) through ``classify``: a dependency's
+    failure becomes UNAVAILABLE or ABORTED, any other unknown exception INTERNAL."""
+    err = classify(exc)
     code = status_code_of(err)
     info = error_details_pb2.ErrorInfo(reason=err.code, domain=ERROR_DOMAIN)
     detail = any_pb2.Any()

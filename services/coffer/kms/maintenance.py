@@ -4,12 +4,12 @@ passed and perform due automatic rotations (``KmsApp.run_maintenance``)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 from coffer.kms.model import MaintenanceReport
+from coffer.loops import cancel_and_wait, run_forever
 
 log = structlog.get_logger("coffer.kms")
 
@@ -26,21 +26,14 @@ class MaintenanceLoop:
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="kms-maintenance")
 
+    async def _round(self) -> None:
+        report = await self._run()
+        if report.purged or report.rotated:
+            log.info("kms.maintenance", purged=len(report.purged), rotated=len(report.rotated))
+
     async def _loop(self) -> None:
-        while True:
-            try:
-                report = await self._run()
-                if report.purged or report.rotated:
-                    log.info("kms.maintenance", purged=len(report.purged), rotated=len(report.rotated))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep the loop alive; the next round retries
-                log.exception("kms.maintenance_failed", error_type=type(exc).__name__)
-            await asyncio.sleep(self._interval)
+        await run_forever(self._round, name="kms.maintenance", interval=self._interval, logger=log)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task, logger=log)

@@ -10,7 +10,6 @@ service over mTLS, and stops gracefully on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +20,7 @@ from redis.exceptions import RedisError
 
 from coffer import logs
 from coffer.core import errors
+from coffer.loops import cancel_and_wait
 from coffer.rotation.api import GatewaySecretsApi
 from coffer.rotation.control import StoreRotationControl
 from coffer.rotation.queue import JobQueue
@@ -74,10 +74,7 @@ class RotationRuntime:
         """Stop the scheduler and the workers, stop serving (health goes NOT_SERVING first), then close the
         gateway client, the store channel and the Redis pool."""
         try:
-            if self._scheduler_task is not None:
-                self._scheduler_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._scheduler_task
+            await cancel_and_wait(self._scheduler_task, logger=log)
             if self.pool is not None:
                 await self.pool.stop()
             await self.server.stop(grace)

@@ -9,7 +9,6 @@ lease (not Redis) is what keeps two workers off the same attempt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import uuid
@@ -19,6 +18,7 @@ from coffer import logs
 from coffer.api.store.v1 import store_pb2
 from coffer.core import errors
 from coffer.core.rotation import STEP_STATUSES
+from coffer.loops import cancel_and_wait, run_forever
 from coffer.rotation.control import RotationControl
 from coffer.rotation.queue import Delivery, JobQueue
 from coffer.rotation.rotators import RotatorRegistry
@@ -90,28 +90,36 @@ class Worker:
         self._api = api
         self._lease_seconds = max(1, round(lease_seconds))
         self._step_timeout = step_timeout
+        self._next_reclaim = 0.0
 
     async def run(self) -> None:
-        """Read and handle jobs forever (reclaiming crashed workers' entries about once per lease)."""
-        loop = asyncio.get_running_loop()
-        next_reclaim = 0.0
-        while True:
-            try:
-                deliveries: list[Delivery] = []
-                if loop.time() >= next_reclaim:
-                    next_reclaim = loop.time() + max(1.0, self._lease_seconds / 2)
-                    deliveries = await self._queue.reclaim(
-                        self.worker_id, min_idle_ms=int(self._lease_seconds * 1000)
-                    )
-                if not deliveries:
-                    deliveries = await self._queue.read(self.worker_id, count=1, block_ms=1000)
-                for delivery in deliveries:
-                    await self.handle(delivery)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis or the store unreachable: back off a little, then go on
-                log.warning("rotation.worker_error", worker=self.worker_id, error=describe_error(exc))
-                await asyncio.sleep(1.0)
+        """Read and handle jobs forever (reclaiming crashed workers' entries about once per lease). A round
+        that fails (Redis or the store unreachable) is logged with its traceback and retried after a second,
+        backing off to five while failures repeat."""
+        self._next_reclaim = 0.0
+        await run_forever(
+            self._round,
+            name="rotation.worker",
+            interval=0,
+            retry_after=1.0,
+            retry_max=5.0,
+            logger=log.bind(worker=self.worker_id),
+        )
+
+    async def _round(self) -> float:
+        """Handle what one read returns (the read itself waits up to a second for work)."""
+        now = asyncio.get_running_loop().time()
+        deliveries: list[Delivery] = []
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + max(1.0, self._lease_seconds / 2)
+            deliveries = await self._queue.reclaim(
+                self.worker_id, min_idle_ms=int(self._lease_seconds * 1000)
+            )
+        if not deliveries:
+            deliveries = await self._queue.read(self.worker_id, count=1, block_ms=1000)
+        for delivery in deliveries:
+            await self.handle(delivery)
+        return 0.0
 
     async def handle(self, delivery: Delivery) -> None:
         job = delivery.job
@@ -170,9 +178,7 @@ class Worker:
             )
             return "retry"
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await renewer
+            await cancel_and_wait(renewer, logger=log)
         await self._control.complete(job, worker_id=self.worker_id)
         log.info("rotation.succeeded", secret=job.secret_arn, token=job.token)
         return "succeeded"
@@ -225,9 +231,5 @@ class WorkerPool:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_and_wait(*tasks, logger=log)

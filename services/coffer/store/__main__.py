@@ -24,6 +24,7 @@ from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.clock import Clock
 from coffer.core import errors
 from coffer.core.rotation import RotationPolicy
+from coffer.loops import cancel_and_wait, run_forever
 from coffer.pki import replicator_identity
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import (
@@ -75,15 +76,13 @@ def store_peers(peers: Sequence[Peer]) -> PeerPolicy:
 
 
 async def purge_loop(app: StoreApp, interval: float) -> None:
-    """Purge secrets whose recovery window ended, now and then every ``interval`` seconds."""
-    while True:
-        try:
-            await app.purge_due()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # keep looping: the next round may succeed
-            log.error("store.purge_failed", error_type=type(exc).__name__, error=str(exc))
-        await asyncio.sleep(interval)
+    """Purge secrets whose recovery window ended, now and then every ``interval`` seconds (a failed round is
+    logged with its traceback and retried)."""
+
+    async def purge() -> None:
+        await app.purge_due()
+
+    await run_forever(purge, name="store.purge", interval=interval, logger=log)
 
 
 @dataclass
@@ -117,11 +116,7 @@ class StoreRuntime:
         try:
             await self.server.stop(grace)
         finally:
-            for task in (self.purge_task, self.replicator_task):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            await cancel_and_wait(self.purge_task, self.replicator_task, logger=log)
             await self.replicator.aclose()
             await self.listener.aclose()
             await self.kms_channel.close()

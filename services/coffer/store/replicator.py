@@ -12,7 +12,6 @@ backlog drains in order. Replication lag (outbox commit -> acknowledged by the p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from coffer.api.replication.v1 import replication_pb2 as rpb
 from coffer.api.replication.v1 import replication_pb2_grpc
 from coffer.clock import Clock
 from coffer.core import errors
+from coffer.loops import run_forever, sleep_or_wake
 from coffer.store.app import StoreApp
 from coffer.store.repository import CHANGED_CHANNEL, ReplicationRepository
 from coffer.store.snapshot import (
@@ -105,6 +105,17 @@ def build_change(row: OutboxRow, *, region: str) -> rpb.SecretChange:
     return to_proto(outbox_change(row, region=region))
 
 
+async def _close_connection(conn: asyncpg.Connection) -> None:
+    """Close the leader connection (releasing the lock); one that cannot close cleanly is terminated."""
+    if conn.is_closed():
+        return
+    try:
+        await asyncio.shield(conn.close(timeout=2))
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("replication.leader_close_failed", error_type=type(exc).__name__, exc_info=exc)
+        conn.terminate()
+
+
 class Replicator:
     def __init__(
         self,
@@ -144,21 +155,20 @@ class Replicator:
         self._wake.set()
 
     async def run(self) -> None:
-        """Run forever: become the region's leader, then ship; on a lost connection start over."""
-        while True:
-            try:
-                conn = await asyncpg.connect(self._dsn)
-                try:
-                    await self._lead(conn)
-                finally:
-                    self.is_leader = False
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(conn.close(timeout=2))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.error("replication.replicator_error", error_type=type(exc).__name__, error=str(exc))
-                await asyncio.sleep(self._interval)
+        """Run forever: become the region's leader, then ship; on a lost connection (logged with its
+        traceback) start over after ``interval``."""
+        await run_forever(
+            self._lead_session, name="replication.replicator", interval=self._interval, logger=log
+        )
+
+    async def _lead_session(self) -> None:
+        """One leader session on a dedicated connection; ends only by raising (the connection was lost)."""
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            await self._lead(conn)
+        finally:
+            self.is_leader = False
+            await _close_connection(conn)
 
     async def _lead(self, conn: asyncpg.Connection) -> None:
         # Another store process may hold the lock: poll for it (no event can tell us it was released).
@@ -178,8 +188,7 @@ class Replicator:
             waiting = [p.retry_at - time.monotonic() for p in self._peers if p.retry_at]
             if waiting:
                 timeout = max(0.01, min(timeout, *waiting))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await sleep_or_wake(timeout, self._wake)
             await conn.fetchval("SELECT 1")  # the leader connection (and so the lock) is still there
 
     def _on_notify(self, *_: Any) -> None:

@@ -85,7 +85,7 @@ class MySqlDriver(DatabaseDriver[Any]):
     async def close(self, conn: Any) -> None:
         try:
             await asyncio.wait_for(conn.ensure_closed(), timeout=5.0)
-        except Exception:
+        except (TimeoutError, OSError, pymysql.err.Error):  # no clean goodbye: drop the socket instead
             conn.close()
 
     async def probe(self, conn: Any) -> None:

@@ -87,7 +87,7 @@ class PostgresDriver(DatabaseDriver[Any]):
     async def close(self, conn: Any) -> None:
         try:
             await asyncio.wait_for(conn.close(), timeout=5.0)
-        except Exception:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):  # no clean goodbye
             conn.terminate()
 
     async def probe(self, conn: Any) -> None:
