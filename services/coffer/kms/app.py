@@ -1,8 +1,9 @@
 """Use cases of the kms service, over Protocol-typed collaborators (a key store, a root key, a clock).
 
-Check order for every keyed operation (aws-kms.md §3): validate the shape → resolve the identifier (NotFound)
-→ caller policy for AWS-managed keys → the state gate (``coffer.kms.state``) → usage → act. Every write runs
-in one transaction; changes that make a key usable or unusable notify ``coffer_kms_key_changed`` inside it.
+Check order for every keyed operation, as AWS KMS applies it: validate the shape → resolve the identifier
+(NotFound) → caller policy for AWS-managed keys → the state gate (``coffer.kms.state``) → usage → act. Every
+write runs in one transaction; changes that make a key usable or unusable notify ``coffer_kms_key_changed``
+inside it.
 """
 
 from __future__ import annotations
@@ -449,7 +450,7 @@ class KmsApp:
         after = v.decode_marker(marker, "aliases")
         rows = await self._store.list_aliases(key_id=kid, after=after, limit=n + 1)
         if kid is None:
-            # Predefined AWS aliases are listed, without a target, until their key exists (aws-kms.md §2.8).
+            # Predefined AWS aliases are listed, without a target, until their key exists, as AWS lists them.
             names = {a.alias_name for a in rows}
             for name in PREDEFINED_ALIASES:
                 if (

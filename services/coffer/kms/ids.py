@@ -1,5 +1,5 @@
-"""Key identifiers (aws-kms.md §1): parse the four accepted forms into a canonical reference, with the exact
-NotFoundException messages for malformed input. Pure."""
+"""Key identifiers (key id, key ARN, alias name, alias ARN): parse the four accepted forms into a canonical
+reference, with the exact NotFoundException messages for malformed input. Pure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""THE key-state gate (aws-kms.md §3): one pure function from (operation, key state, key manager) to "allowed"
+"""THE key-state gate: one pure function from (operation, key state, key manager) to "allowed"
 or the exact error and message AWS KMS answers. Every use case calls it after resolving the key identifier and
 before acting; a unit test walks the whole matrix."""
 
@@ -34,7 +34,8 @@ class Operation(StrEnum):
     RE_ENCRYPT = "ReEncrypt"
 
 
-#: Operations callers may not perform on AWS-managed keys (aws-kms.md §2.4-§2.13, §6): AccessDeniedException.
+#: Operations callers may not perform on AWS-managed keys (enable, disable, schedule or cancel deletion,
+#: rotation settings, on-demand rotation, aliases): AccessDeniedException.
 AWS_MANAGED_FORBIDDEN: frozenset[Operation] = frozenset(
     {
         Operation.ENABLE_KEY,
@@ -62,7 +63,7 @@ CRYPTO_OPERATIONS: frozenset[Operation] = frozenset(
 
 _Rule = tuple[type[errors.CofferError], str]
 
-# The message catalogue of §3 (``{arn}`` is the full key ARN; every message ends with a period).
+# AWS's message for each refusal (``{arn}`` is the full key ARN; every message ends with a period).
 _DISABLED: _Rule = (errors.KmsDisabled, "{arn} is disabled.")  # [1]
 _PENDING_DELETION: _Rule = (errors.KmsInvalidState, "{arn} is pending deletion.")  # [3]
 _NOT_PENDING_DELETION: _Rule = (errors.KmsInvalidState, "{arn} is not pending deletion.")  # [4]

@@ -1,4 +1,4 @@
-"""Server-side shape checks with AWS's exact ValidationException wording (aws-kms.md §0), and opaque list
+"""Server-side shape checks with AWS's exact ValidationException wording, and opaque list
 markers. Pure."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ MAX_NUMBER_OF_BYTES = 1024
 MAX_TAGS = 50
 MAX_TAG_KEY = 128
 MAX_TAG_VALUE = 256
-#: Our cap on one encryption context: UTF-8 bytes of all keys and values together (aws-kms.md §4).
+#: Our cap on one encryption context: UTF-8 bytes of all keys and values together.
 MAX_ENCRYPTION_CONTEXT_BYTES = 8192
 MIN_PENDING_WINDOW, MAX_PENDING_WINDOW, DEFAULT_PENDING_WINDOW = 7, 30, 30
 MIN_ROTATION_PERIOD, MAX_ROTATION_PERIOD, DEFAULT_ROTATION_PERIOD = 90, 2560, 365
@@ -154,7 +154,7 @@ def limit(value: int | None, *, default: int) -> int:
 
 
 def data_key_length(*, key_spec: str | None, number_of_bytes: int | None) -> int:
-    """Exactly one of KeySpec and NumberOfBytes (aws-kms.md §2.15)."""
+    """Exactly one of KeySpec and NumberOfBytes; neither or both is a ValidationException."""
     if (key_spec is None) == (number_of_bytes is None):
         raise errors.Validation("Please specify either number of bytes or key spec.")
     if key_spec is not None:
@@ -183,7 +183,8 @@ def tags(values: Iterable[Tag]) -> tuple[Tag, ...]:
 
 
 def alias_name(value: str) -> str:
-    """AliasName checks in AWS's order (aws-kms.md §2.7); the caller checks the reserved ``alias/aws/``."""
+    """AliasName checks in the order AWS applies them (the ``alias/`` prefix, then pattern and length); the
+    caller checks the reserved ``alias/aws/``."""
     string_length(required(value, "aliasName"), "aliasName", low=1, high=MAX_ALIAS_NAME_LENGTH)
     if not value.startswith("alias/"):
         raise errors.Validation(ALIAS_PREFIX_MESSAGE)

@@ -1,5 +1,5 @@
-"""The two database rotation strategies of AWS's templates (§6.5), written once over a small driver interface
-that ``postgres.py`` and ``mysql.py`` implement.
+"""The two database rotation strategies of AWS's rotation templates (single user, alternating users),
+written once over a small driver interface that ``postgres.py`` and ``mysql.py`` implement.
 
 The secret value is AWS's JSON document for database secrets: ``engine, host, port, username, password,
 dbname`` (+ ``masterarn`` for alternating users); extra keys are kept as they are.
