@@ -132,7 +132,7 @@ class NotifyHub:
         self._conn = conn
 
     async def start(self) -> None:
-        """Connect and LISTEN (``errors.Unavailable`` if PostgreSQL cannot be reached), then keep listening."""
+        """Connect and LISTEN (``errors.Unavailable`` if PostgreSQL is unreachable), then keep listening."""
         try:
             await self._connect()
         except (OSError, asyncpg.PostgresError) as exc:

@@ -19,8 +19,8 @@ from coffer.kms.key_events import WATCHERS, KeyEventsServicer, key_change_hub
 from coffer.kms.keystore import PgKeyStore, migrate
 from coffer.kms.maintenance import MaintenanceLoop
 from coffer.kms.model import MaintenanceReport, Scope
-from coffer.pgnotify import NotifyHub
 from coffer.kms.servicer import SERVICE_NAME, KmsServicer
+from coffer.pgnotify import NotifyHub
 from coffer.rootkey_file import RootKeyFileError, load_root_key
 from coffer.rpc.server import (
     PeerPolicy,
@@ -106,9 +106,7 @@ async def serve(
         await pool.close()
         raise
     loop.start()
-    return KmsRuntime(
-        port=server.port, app=app, server=server, pool=pool, maintenance=loop, key_changes=hub
-    )
+    return KmsRuntime(port=server.port, app=app, server=server, pool=pool, maintenance=loop, key_changes=hub)
 
 
 def main() -> None:

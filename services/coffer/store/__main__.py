@@ -1,5 +1,6 @@
 """The store service process (composition root): settings -> PostgreSQL pool (migrations applied) -> KMS
-channel + data-key cache following the kms's key-change stream -> use cases -> gRPC server (mTLS) -> purge loop.
+channel + data-key cache following the kms's key-change stream -> use cases -> gRPC server (mTLS) -> purge
+loop.
 
 ``serve(settings)`` starts everything and returns a :class:`StoreRuntime`; ``python -m coffer.store`` runs it
 until SIGTERM/SIGINT. Tests pass ``clock=`` to move time (e.g. to see a recovery window end) and may call
@@ -23,6 +24,7 @@ from coffer.api.replication.v1 import replication_pb2, replication_pb2_grpc
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.clock import Clock
 from coffer.core import errors
+from coffer.pgnotify import NotifyHub
 from coffer.pki import replicator_identity
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import (
@@ -34,7 +36,6 @@ from coffer.rpc.server import (
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Peer, Settings
 from coffer.store.app import StoreApp, StoreConfig
-from coffer.pgnotify import NotifyHub
 from coffer.store.due_rotations import rotation_request_hub
 from coffer.store.key_events import KeyEventsFollower
 from coffer.store.kms_client import DataKeyCache, KmsClient
@@ -118,7 +119,7 @@ class StoreRuntime:
         return await self.app.purge_due(now)
 
     async def aclose(self, *, grace: float = 5.0) -> None:
-        """Stop serving gracefully, then stop the purge loop, the key-change follower, the channel and pool."""
+        """Stop serving gracefully, then the purge loop, the key-change follower, the channel and the pool."""
         if self._closed:
             return
         self._closed = True
@@ -158,7 +159,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         key_events = KeyEventsFollower(kms_pb2_grpc.KeyEventsServiceStub(kms_channel), kms.cache)
         key_events.start()
         undo.push_async_callback(key_events.aclose)
-        if not await key_events.wait_following(KEY_EVENTS_WAIT_SECONDS):
+        if not await key_events.wait_following(within=KEY_EVENTS_WAIT_SECONDS):
             log.warning("store.kms_key_events_not_following", kms=settings.kms_addr)
         rotation_requests = rotation_request_hub(settings.database_url)
         await rotation_requests.start()

@@ -44,10 +44,10 @@ class KeyEventsFollower:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="store-kms-key-events")
 
-    async def wait_following(self, timeout: float) -> bool:
-        """Wait until the first stream is open; ``False`` if it did not open within ``timeout`` seconds."""
+    async def wait_following(self, *, within: float) -> bool:
+        """Wait until the first stream is open; ``False`` if it did not open ``within`` seconds."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._following.wait(), timeout)
+            await asyncio.wait_for(self._following.wait(), within)
         return self._following.is_set()
 
     def _apply(self, event: kms_pb2.WatchKeyChangesResponse) -> None:
