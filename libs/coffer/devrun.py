@@ -43,13 +43,13 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from coffer import credentials
+from coffer import credentials, dbroles
 from coffer.core import errors
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from coffer.pki import ensure_pki
 from coffer.rootkey_file import ensure_root_key
 from coffer.rpc.tls import TlsFiles, channel_credentials
-from coffer.settings import SERVICES, Peer, Settings
+from coffer.settings import SERVICES, Peer, Settings, service_env
 
 #: Start order: each wave waits for the previous one to be SERVING. Stopping walks the waves backwards.
 START_WAVES: tuple[tuple[str, ...], ...] = (("kms",), ("store",), ("gateway",), ("rotation",))
@@ -57,6 +57,8 @@ ADMIN_PRINCIPAL = "user/admin"
 #: The rotation service calls the public API (through the gateway) as this principal.
 ROTATION_PRINCIPAL = "service/rotation"
 DATABASE_NAME = "coffer"
+#: The database roles' passwords, under COFFER_HOME (``coffer.dbroles``).
+DB_ROLES_FILE = "db-roles.json"
 MAX_REGIONS = 9
 LOG_TAIL_LINES = 30
 
@@ -353,6 +355,7 @@ class Deployment:
     rotation_token: str = ""
     database_url: str = ""
     redis_url: str = ""
+    service_dsns: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     exit_codes: dict[str, int] = field(default_factory=dict)
     _pg: EmbeddedPostgres | None = None
@@ -468,6 +471,8 @@ class Deployment:
                 # the data dir (it adds o+rx). Traversal is all it needs: take the read bit back.
                 os.chmod(self.home, 0o711)
             self.echo(f"postgres  running, data in {self.pg_data_dir}")
+        # Each data service logs in with its own role (passwords kept 0600 in COFFER_HOME for the next run).
+        self.service_dsns = asyncio.run(dbroles.ensure_roles(self.database_url, self.home / DB_ROLES_FILE))
         if not self.redis_url:
             port_file = self.redis_data_dir / "port"
             port = int(port_file.read_text()) if port_file.exists() else 0
@@ -582,9 +587,9 @@ class Deployment:
             env.pop("COFFER_PEERS", None)
         if name == "rotation":
             env["COFFER_ROTATION_TOKEN"] = self.rotation_token
-        else:
-            env.pop("COFFER_ROTATION_TOKEN", None)
-        return env
+        if name in self.service_dsns:
+            env["COFFER_DATABASE_URL"] = self.service_dsns[name]
+        return service_env(name, env)
 
     def kill_service(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Send ``sig`` to one service process and wait for it to exit (tests: crash a worker mid-step)."""
