@@ -20,8 +20,9 @@ from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as pb
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.client.aio import AsyncCofferClient
+from coffer.crypto.rootkey import RootKey
 from coffer.devrun import Deployment
-from coffer.embedded import EmbeddedPostgres
+from coffer.embedded import EmbeddedPostgres, free_port
 from coffer.pgnotify import RESET, Notice, Subscription
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.tls import TlsFiles, channel_credentials
@@ -271,3 +272,41 @@ def test_a_subscriber_that_falls_behind_gets_one_reset() -> None:
     assert sub.pending() == [RESET]
     sub.push(Notice("e"))
     assert sub.pending() == [Notice("e")]
+
+
+async def test_the_store_drops_its_cache_when_the_key_stream_comes_back(
+    tmp_path: Path, pki_dir: Path, database_url: str
+) -> None:
+    """While the kms is away the cached data keys still serve reads; when the stream reopens (changes may
+    have been missed meanwhile) every one of them is dropped."""
+    stack = await provisioned_stack(
+        home=tmp_path, pki_dir=pki_dir, database_url=database_url, COFFER_KMS_ADDR=f"127.0.0.1:{free_port()}"
+    )
+    root_key = RootKey.generate()
+    try:
+        kms_runtime = await stack.start_kms(root_key=root_key)
+        store = await stack.start_store()
+        channel, secrets = _store_as_gateway(store.port, pki_dir)
+        async with channel:
+            await secrets.CreateSecret(
+                pb.CreateSecretRequest(name="kept", client_request_token=str(uuid.uuid4()), secret_string="v")
+            )
+            assert len(store.kms.cache) == 1
+            await kms_runtime.aclose()
+            for _ in range(200):
+                if not store.key_events.following:
+                    break
+                await asyncio.sleep(0.01)
+            assert not store.key_events.following
+            assert (
+                await secrets.GetSecretValue(pb.GetSecretValueRequest(secret_id="kept"))
+            ).secret_string == "v"
+            assert len(store.kms.cache) == 1
+            await stack.start_kms(root_key=root_key)  # the same address
+            assert await store.key_events.wait_following(within=15.0)
+            assert len(store.kms.cache) == 0
+            assert (
+                await secrets.GetSecretValue(pb.GetSecretValueRequest(secret_id="kept"))
+            ).secret_string == "v"
+    finally:
+        await stack.aclose()
