@@ -1,12 +1,12 @@
 """``make run``: one whole Coffer deployment on this machine, supervised from the terminal.
 
-``python -m coffer.devrun`` prepares ``COFFER_HOME`` (default ``./.coffer``: dev PKI, KMS root key, an admin
-credential), starts embedded PostgreSQL and Redis unless ``COFFER_DATABASE_URL`` / ``COFFER_REDIS_URL`` are
-set, runs kms → store → gateway → rotation as four OS processes (``python -m coffer.<svc>``, each given only
-the COFFER_* variables it uses; kms and store log in with their own database roles, ``coffer.dbroles``), waits
-until each answers SERVING on the standard gRPC health service, writes the CLI profile and waits. Ctrl-C or
-SIGTERM stops the services (SIGTERM, then SIGKILL after a timeout), then Redis and PostgreSQL. ``--stop``
-(``make stop``) stops a running supervisor and anything a killed one left behind.
+``python -m coffer.devrun`` prepares ``COFFER_HOME`` (default ``./.coffer``: dev PKI, KMS root key, an
+admin credential), starts embedded PostgreSQL and Redis unless ``COFFER_DATABASE_URL`` / ``COFFER_REDIS_URL``
+are set, runs kms → store → gateway → rotation as four OS processes (``python -m coffer.<svc>``, configured
+only through COFFER_* environment variables), waits until each answers SERVING on the standard gRPC health
+service, writes the CLI profile and waits. Ctrl-C or SIGTERM stops the services (SIGTERM, then SIGKILL after a
+timeout), then Redis and PostgreSQL. ``--stop`` (``make stop``) stops a running supervisor and anything a
+killed one left behind.
 
 ``--regions 2`` (``make run REGIONS=2``) starts two such deployments side by side, regions ``local-1`` (in
 ``COFFER_HOME``, ports 7443-7446) and ``local-2`` (in ``COFFER_HOME/regions/local-2``, ports 7453-7456), each
