@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from coffer import dbroles
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis
 from coffer.pki import ensure_pki
 
@@ -40,7 +41,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 @pytest.fixture
 async def database_url(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
-    """A fresh, empty database for one test, dropped afterwards."""
+    """A fresh, empty database for one test (the administrator's URL), dropped afterwards with the services'
+    roles made in it (``coffer.dbroles``)."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     admin = await asyncpg.connect(pg_server.url())
     try:
@@ -53,6 +55,7 @@ async def database_url(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+    await dbroles.drop_roles(pg_server.url(), name)  # the services' roles, if the test made them
 
 
 @pytest.fixture

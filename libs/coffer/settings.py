@@ -13,6 +13,56 @@ SERVICES = ("gateway", "kms", "store", "rotation")
 DEFAULT_PORTS = {"gateway": 7443, "store": 7444, "kms": 7445, "rotation": 7446}
 
 
+#: The COFFER_* variables every service reads (where it is, who it is, where the others are, how to log).
+COMMON_KEYS = frozenset(
+    {
+        "COFFER_HOME",
+        "COFFER_REGION",
+        "COFFER_ACCOUNT_ID",
+        "COFFER_PARTITION",
+        "COFFER_PKI_DIR",
+        "COFFER_LOG_LEVEL",
+        "COFFER_LOG_FILE",
+        *(f"COFFER_{service.upper()}_ADDR" for service in SERVICES),
+    }
+)
+#: The other COFFER_* variables each service reads. A process is given these and COMMON_KEYS only: the gateway
+#: no database URL and no Redis URL, the rotation service no database URL, the kms no Redis URL.
+SERVICE_KEYS: Mapping[str, frozenset[str]] = {
+    "gateway": frozenset({"COFFER_CREDENTIALS_FILE"}),
+    "kms": frozenset({"COFFER_DATABASE_URL", "COFFER_ROOT_KEY_FILE", "COFFER_PURGE_INTERVAL_SECONDS"}),
+    "store": frozenset(
+        {
+            "COFFER_DATABASE_URL",
+            "COFFER_DATA_KEY_CACHE_SECONDS",
+            "COFFER_PURGE_INTERVAL_SECONDS",
+            "COFFER_ROTATION_MAX_TRIES",
+            "COFFER_ROTATION_BACKOFF_BASE_SECONDS",
+            "COFFER_ROTATION_LEASE_SECONDS",
+            "COFFER_PEERS",
+            "COFFER_REPLICATION_INTERVAL_SECONDS",
+        }
+    ),
+    "rotation": frozenset(
+        {
+            "COFFER_REDIS_URL",
+            "COFFER_ROTATION_TOKEN",
+            "COFFER_ROTATION_POLL_SECONDS",
+            "COFFER_ROTATION_LEASE_SECONDS",
+            "COFFER_ROTATION_WORKERS",
+            "COFFER_ROTATION_STREAM_PREFIX",
+        }
+    ),
+}
+
+
+def service_env(service: str, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` as one service's process may see it: every variable that is not COFFER_*, and of the COFFER_*
+    ones only those the service reads (COMMON_KEYS and ``SERVICE_KEYS[service]``)."""
+    allowed = COMMON_KEYS | SERVICE_KEYS[service]
+    return {k: v for k, v in env.items() if not k.startswith("COFFER_") or k in allowed}
+
+
 @dataclass(frozen=True, slots=True)
 class Peer:
     """Another region's deployment this one replicates with: its store endpoint and its CA certificate."""

@@ -11,10 +11,13 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from coffer.settings import SERVICES, Peer, Settings
+from coffer.settings import service_env as only_its_settings
 
 #: Start order: each wave waits for the previous one to be SERVING. Stopping walks the waves backwards.
 START_WAVES: tuple[tuple[str, ...], ...] = (("kms",), ("store",), ("gateway",), ("rotation",))
 DATABASE_NAME = "coffer"
+#: The database roles' passwords, under COFFER_HOME (``coffer.dbroles``).
+DB_ROLES_FILE = "db-roles.json"
 MAX_REGIONS = 9
 #: Settings that belong to one region's home and are never copied to another region.
 _REGION_OWN = frozenset(
@@ -78,10 +81,13 @@ def service_env(
     redis_url: str,
     log_dir: Path,
     rotation_token: str,
+    service_dsns: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The whole environment of the service process ``name`` (``python -m coffer.<name>``): ``base_env``
-    plus the deployment's COFFER_* settings, the database and Redis it actually runs on, the service's own
-    log file, and the rotation service's bearer token (for the rotation service only)."""
+    plus the deployment's COFFER_* settings, the database (logged in as the service's own role, from
+    ``service_dsns``) and Redis it actually runs on, the service's own log file, and the rotation service's
+    bearer token (for the rotation service only); then filtered to the settings that service uses
+    (``coffer.settings.service_env``)."""
     env = dict(base_env)
     env.update(settings_env(settings))
     env["COFFER_DATABASE_URL"] = database_url
@@ -92,9 +98,9 @@ def service_env(
         env.pop("COFFER_PEERS", None)
     if name == "rotation":
         env["COFFER_ROTATION_TOKEN"] = rotation_token
-    else:
-        env.pop("COFFER_ROTATION_TOKEN", None)
-    return env
+    if service_dsns and name in service_dsns:
+        env["COFFER_DATABASE_URL"] = service_dsns[name]
+    return only_its_settings(name, env)
 
 
 def peers_json(peers: Iterable[Peer]) -> str:

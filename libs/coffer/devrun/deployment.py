@@ -22,10 +22,11 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from coffer import credentials
+from coffer import credentials, dbroles
 from coffer.core import errors
 from coffer.devrun.config import (
     DATABASE_NAME,
+    DB_ROLES_FILE,
     START_WAVES,
     connect_address,
     service_env,
@@ -146,6 +147,8 @@ class Deployment:
     rotation_token: str = ""
     database_url: str = ""
     redis_url: str = ""
+    #: Each data service's own database login (``coffer.dbroles``), set by ``start_servers``.
+    service_dsns: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     exit_codes: dict[str, int] = field(default_factory=dict)
     _pg: EmbeddedPostgres | None = None
@@ -261,6 +264,8 @@ class Deployment:
                 # the data dir (it adds o+rx). Traversal is all it needs: take the read bit back.
                 os.chmod(self.home, 0o711)
             self.echo(f"postgres  running, data in {self.pg_data_dir}")
+        # Each data service logs in with its own role (passwords kept 0600 in COFFER_HOME for the next run).
+        self.service_dsns = asyncio.run(dbroles.ensure_roles(self.database_url, self.home / DB_ROLES_FILE))
         if not self.redis_url:
             port_file = self.redis_data_dir / "port"
             port = int(port_file.read_text()) if port_file.exists() else 0
@@ -371,6 +376,7 @@ class Deployment:
             redis_url=self.redis_url,
             log_dir=self.log_dir,
             rotation_token=self.rotation_token,
+            service_dsns=self.service_dsns,
         )
 
     def kill_service(self, name: str, sig: int = signal.SIGKILL) -> int:

@@ -14,10 +14,13 @@ from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.clock import Clock, SystemClock
 from coffer.crypto.rootkey import RootKey
 from coffer.kms.app import KmsApp
+from coffer.kms.key_events import SERVICE_NAME as EVENTS_SERVICE_NAME
+from coffer.kms.key_events import WATCHERS, KeyEventsServicer, key_change_hub
 from coffer.kms.keystore import PgKeyStore, migrate
 from coffer.kms.maintenance import MaintenanceLoop
 from coffer.kms.model import MaintenanceReport, Scope
 from coffer.kms.servicer import SERVICE_NAME, KmsServicer
+from coffer.pgnotify import NotifyHub
 from coffer.rootkey_file import RootKeyFileError, load_root_key
 from coffer.rpc.server import (
     PeerPolicy,
@@ -31,8 +34,13 @@ from coffer.settings import Settings
 log = structlog.get_logger("coffer.kms")
 
 #: The store calls every RPC; the gateway forwards key management and crypto calls for the CLI (crypto on the
-#: AWS-managed default key is refused to it by the app). Both may forward the end caller's principal.
-PEERS = PeerPolicy(default=frozenset({"store", "gateway"}), forwarders=frozenset({"store", "gateway"}))
+#: AWS-managed default key is refused to it by the app). Both may forward the end caller's principal. Only the
+#: store follows key changes (KeyEventsService).
+PEERS = PeerPolicy(
+    default=frozenset({"store", "gateway"}),
+    per_method={f"/{EVENTS_SERVICE_NAME}/WatchKeyChanges": WATCHERS},
+    forwarders=frozenset({"store", "gateway"}),
+)
 
 
 @dataclass
@@ -42,6 +50,7 @@ class KmsRuntime:
     server: RunningServer
     pool: asyncpg.Pool
     maintenance: MaintenanceLoop
+    key_changes: NotifyHub
 
     async def run_maintenance(self) -> MaintenanceReport:
         """One purge/rotation round now (tests move the clock and call this instead of waiting)."""
@@ -49,6 +58,7 @@ class KmsRuntime:
 
     async def aclose(self) -> None:
         await self.maintenance.stop()
+        await self.key_changes.aclose()  # ends the watch streams, so the server stops without waiting on them
         await self.server.stop(grace=2.0)
         await self.pool.close()
 
@@ -63,6 +73,7 @@ async def serve(
         raise RuntimeError("kms: COFFER_PURGE_INTERVAL_SECONDS must be positive")
     scope = Scope(partition=settings.partition, region=settings.region, account_id=settings.account_id)
     pool = await db.create_pool(settings.database_url, service="kms")
+    hub = key_change_hub(settings.database_url)
     try:
         applied = await migrate(pool)
         if applied:
@@ -76,10 +87,12 @@ async def serve(
             )
         app = KmsApp(store=store, root_key=root, scope=scope, clock=clock or SystemClock())
         loop = MaintenanceLoop(run=app.run_maintenance, interval=settings.purge_interval_seconds)
+        await hub.start()
 
         def register(server: grpc.aio.Server) -> list[str]:
             kms_pb2_grpc.add_KeyManagementServiceServicer_to_server(KmsServicer(app), server)
-            return [SERVICE_NAME]
+            kms_pb2_grpc.add_KeyEventsServiceServicer_to_server(KeyEventsServicer(hub), server)
+            return [SERVICE_NAME, EVENTS_SERVICE_NAME]
 
         server = await start_server(
             service="kms",
@@ -89,10 +102,11 @@ async def serve(
             peers=PEERS,
         )
     except BaseException:
+        await hub.aclose()
         await pool.close()
         raise
     loop.start()
-    return KmsRuntime(port=server.port, app=app, server=server, pool=pool, maintenance=loop)
+    return KmsRuntime(port=server.port, app=app, server=server, pool=pool, maintenance=loop, key_changes=hub)
 
 
 def main() -> None:

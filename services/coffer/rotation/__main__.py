@@ -155,7 +155,6 @@ def start_rotation_work(runtime: RotationRuntime, settings: Settings) -> None:
         control=control,
         queue=queue,
         poll_seconds=settings.rotation_poll_seconds,
-        database_url=settings.database_url,
     )
     runtime.pool = WorkerPool(
         [

@@ -4,6 +4,7 @@ CofferErrors."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 import grpc
@@ -11,6 +12,17 @@ import grpc
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 
 CALL_TIMEOUT_SECONDS = 15.0
+
+
+class DueRotations(Protocol):
+    """What the scheduler needs from the store."""
+
+    async def claim_due(self, *, limit: int) -> list[store_pb2.RotationJob]: ...
+
+    def watch_requests(self) -> AsyncIterator[None]:
+        """Yield once when the watch opens, then whenever a rotation is requested; ends (or raises) when the
+        stream breaks."""
+        ...
 
 
 class RotationControl(Protocol):
@@ -43,6 +55,14 @@ class StoreRotationControl:
             store_pb2.ClaimDueRotationsRequest(limit=limit), timeout=self._timeout
         )
         return list(reply.jobs)
+
+    async def watch_requests(self) -> AsyncIterator[None]:
+        call = self._stub.WatchRotationRequests(store_pb2.WatchRotationRequestsRequest())
+        try:
+            async for _wake in call:
+                yield None
+        finally:
+            call.cancel()
 
     async def acquire_lease(
         self, job: store_pb2.RotationJob, *, worker_id: str, lease_seconds: int

@@ -1,43 +1,42 @@
 """The scheduler: asks the store which rotations need a job (``ClaimDueRotations`` — new attempts, scheduled
 ones that came due, unfinished ones whose lease expired) and puts one job per attempt on the Redis stream.
 
-It wakes every ``poll_seconds``, and at once when PostgreSQL sends ``NOTIFY coffer_rotation_requested``
-(RotateSecret does) if a database URL is configured. Duplicate jobs are harmless — a worker must take the
-attempt's lease in PostgreSQL before it runs anything — so several schedulers may run side by side.
+It wakes every ``poll_seconds``, and at once when the store says a rotation was requested (RotateSecret):
+the store's ``WatchRotationRequests`` stream, followed with back-off reconnects (polling covers the gaps). The
+scheduler has no database access. Duplicate jobs are harmless — a worker must take the attempt's lease in
+the store before it runs anything — so several schedulers may run side by side.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
-import asyncpg
+import grpc
 
 from coffer import logs
 from coffer.core import errors
-from coffer.rotation.control import RotationControl
+from coffer.rotation.control import DueRotations
 from coffer.rotation.queue import JobQueue
 
 log = logs.get_logger("coffer.rotation.scheduler")
 
-CHANNEL = "coffer_rotation_requested"
 CLAIM_LIMIT = 100
+WATCH_RETRY_SECONDS = 0.5
+WATCH_MAX_RETRY_SECONDS = 30.0
 
 
 class Scheduler:
     def __init__(
         self,
         *,
-        control: RotationControl,
+        control: DueRotations,
         queue: JobQueue,
         poll_seconds: float,
-        database_url: str = "",
     ) -> None:
         self._control = control
         self._queue = queue
         self._poll_seconds = poll_seconds
-        self._database_url = database_url
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -55,7 +54,7 @@ class Scheduler:
         return len(jobs)
 
     async def run(self) -> None:
-        listener = asyncio.create_task(self._listen()) if self._database_url else None
+        listener = asyncio.create_task(self._watch(), name="rotation-scheduler-watch")
         try:
             while True:
                 self._wake.clear()
@@ -68,35 +67,22 @@ class Scheduler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
         finally:
-            if listener is not None:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
 
-    async def _listen(self) -> None:
-        """LISTEN for RotateSecret's NOTIFY; reconnect after a lost connection (polling covers the gap)."""
-
-        def on_notify(*_args: Any) -> None:
-            self._wake.set()
-
-        def on_lost(*_args: Any) -> None:
-            lost.set()
-
+    async def _watch(self) -> None:
+        """Follow the store's rotation requests; each message (the first one included: requests may have been
+        missed while not watching) wakes the loop. Reconnect with back-off when the stream breaks."""
+        delay = WATCH_RETRY_SECONDS
         while True:
-            conn: asyncpg.Connection | None = None
-            lost = asyncio.Event()
             try:
-                conn = await asyncpg.connect(self._database_url, timeout=10)
-                conn.add_termination_listener(on_lost)
-                await conn.add_listener(CHANNEL, on_notify)
-                self._wake.set()  # anything requested while we were not listening
-                await lost.wait()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("rotation.listen_failed", error=type(exc).__name__)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await conn.close(timeout=2)
-            await asyncio.sleep(max(1.0, self._poll_seconds))
+                async for _ in self._control.watch_requests():
+                    delay = WATCH_RETRY_SECONDS
+                    self._wake.set()
+            except (grpc.aio.AioRpcError, errors.CofferError):
+                log.warning("rotation.watch_failed", retry_seconds=delay, exc_info=True)
+            else:
+                log.info("rotation.watch_ended", retry_seconds=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WATCH_MAX_RETRY_SECONDS)

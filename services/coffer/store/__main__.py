@@ -1,5 +1,6 @@
 """The store service process (composition root): settings -> PostgreSQL pool (migrations applied) -> KMS
-channel + data-key cache + key-change listener -> use cases -> gRPC server (mTLS) -> purge loop.
+channel + data-key cache following the kms's key-change stream -> use cases -> gRPC server (mTLS) -> purge
+loop.
 
 ``serve(settings)`` starts everything and returns a :class:`StoreRuntime`; ``python -m coffer.store`` runs it
 until SIGTERM/SIGINT. Tests pass ``clock=`` to move time (e.g. to see a recovery window end) and may call
@@ -25,6 +26,7 @@ from coffer.clock import Clock
 from coffer.core import errors
 from coffer.core.rotation import RotationPolicy
 from coffer.loops import cancel_and_wait, run_forever
+from coffer.pgnotify import NotifyHub
 from coffer.pki import replicator_identity
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import (
@@ -36,7 +38,9 @@ from coffer.rpc.server import (
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Peer, Settings
 from coffer.store.app import StoreApp, StoreConfig
-from coffer.store.kms_client import DataKeyCache, KeyChangeListener, KmsClient
+from coffer.store.due_rotations import rotation_request_hub
+from coffer.store.key_events import KeyEventsFollower
+from coffer.store.kms_client import DataKeyCache, KmsClient
 from coffer.store.replication import ReplicationApp
 from coffer.store.replicator import PeerLink, Replicator
 from coffer.store.repository import ReplicationRepository, StoreRepository, apply_migrations, create_pool
@@ -61,6 +65,10 @@ STORE_PEERS = PeerPolicy(
     },
     forwarders=frozenset({"gateway", "rotation"}),
 )
+
+
+#: How long start-up waits for the kms's key-change stream to open (it keeps trying afterwards).
+KEY_EVENTS_WAIT_SECONDS = 5.0
 
 
 def store_peers(peers: Sequence[Peer]) -> PeerPolicy:
@@ -93,7 +101,8 @@ class StoreRuntime:
     kms: KmsClient
     pool: asyncpg.Pool
     kms_channel: grpc.aio.Channel
-    listener: KeyChangeListener
+    key_events: KeyEventsFollower
+    rotation_requests: NotifyHub
     replication: ReplicationApp
     replicator: Replicator
     purge_task: asyncio.Task[None] | None = None
@@ -109,16 +118,17 @@ class StoreRuntime:
         return await self.app.purge_due(now)
 
     async def aclose(self, *, grace: float = 5.0) -> None:
-        """Stop serving gracefully, then stop the purge loop and close the listener, channel and pool."""
+        """Stop serving gracefully, then the purge loop, the key-change follower, the channel and the pool."""
         if self._closed:
             return
         self._closed = True
         try:
+            await self.rotation_requests.aclose()  # ends the watch streams first
             await self.server.stop(grace)
         finally:
             await cancel_and_wait(self.purge_task, self.replicator_task, logger=log)
             await self.replicator.aclose()
-            await self.listener.aclose()
+            await self.key_events.aclose()
             await self.kms_channel.close()
             self.kms.cache.clear()
             await self.pool.close()
@@ -141,11 +151,14 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             kms_pb2_grpc.KeyManagementServiceStub(kms_channel),
             cache=DataKeyCache(ttl=settings.data_key_cache_seconds),
         )
-        listener = KeyChangeListener(
-            settings.database_url, on_change=kms.cache.evict_key, on_reset=kms.cache.clear
-        )
-        await listener.start()
-        undo.push_async_callback(listener.aclose)
+        key_events = KeyEventsFollower(kms_pb2_grpc.KeyEventsServiceStub(kms_channel), kms.cache)
+        key_events.start()
+        undo.push_async_callback(key_events.aclose)
+        if not await key_events.wait_following(within=KEY_EVENTS_WAIT_SECONDS):
+            log.warning("store.kms_key_events_not_following", kms=settings.kms_addr)
+        rotation_requests = rotation_request_hub(settings.database_url)
+        await rotation_requests.start()
+        undo.push_async_callback(rotation_requests.aclose)
         app = StoreApp(
             repo=StoreRepository(pool),
             kms=kms,
@@ -201,7 +214,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             repo=replication_repo, store=app, clock=app.clock, notify_detach=replicator.detach
         )
         servicer = SecretStoreServicer(app, rotation, replication)
-        control = RotationControlServicer(rotation)
+        control = RotationControlServicer(rotation, rotation_requests)
         receiver = ReplicationServicer(replication)
 
         def register(server: grpc.aio.Server) -> list[str]:
@@ -226,7 +239,8 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         kms=kms,
         pool=pool,
         kms_channel=kms_channel,
-        listener=listener,
+        key_events=key_events,
+        rotation_requests=rotation_requests,
         replication=replication,
         replicator=replicator,
     )

@@ -6,20 +6,16 @@
   ``Secrets Manager can't decrypt the secret value: <KMS message> (Service: AWSKMS; Status Code: 400; Error
   Code: <KMS error>; Request ID: <id>; Proxy: null)``.
 * Plaintext data keys are cached in memory only, keyed by (sha256 of the wrapped blob, ARN, version id), for
-  ``ttl`` seconds. :class:`KeyChangeListener` LISTENs on ``coffer_kms_key_changed`` (payload: key ARN; the KMS
-  notifies on disable/enable/schedule/cancel/purge) and evicts every entry of that key at once; if its
-  connection drops, the whole cache is dropped (notifications may have been missed) and it reconnects.
+  ``ttl`` seconds. ``coffer.store.key_events`` follows the kms's stream of key-state changes and evicts every
+  entry of a changed key at once (and everything when the stream (re)opens: changes may have been missed).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import time
 from collections.abc import Callable
 
-import asyncpg
 import structlog
 
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
@@ -30,7 +26,6 @@ from coffer.store.records import DataKey, KeyInfo
 log = structlog.get_logger("coffer.store.kms")
 
 DEFAULT_KEY_ALIAS = "alias/aws/secretsmanager"
-KEY_CHANGED_CHANNEL = "coffer_kms_key_changed"
 #: KMS errors that are about the caller's key or ciphertext (wrapped into Encryption/DecryptionFailure).
 #: Anything else (KMS unreachable, internal errors) passes through so clients can retry.
 _PASS_THROUGH = (errors.Unavailable, errors.Throttling, errors.Internal)
@@ -196,80 +191,3 @@ class KmsClient:
         data_key = DataKey(plaintext=resp.plaintext, wrapped=wrapped, key_arn=resp.key_id)
         self.cache.put(secret_arn, version_id, data_key)
         return data_key
-
-
-class KeyChangeListener:
-    """A dedicated asyncpg connection LISTENing on ``coffer_kms_key_changed``."""
-
-    def __init__(
-        self,
-        dsn: str,
-        *,
-        on_change: Callable[[str], object],
-        on_reset: Callable[[], object],
-        channel: str = KEY_CHANGED_CHANNEL,
-        retry_seconds: float = 1.0,
-    ) -> None:
-        self._dsn = dsn
-        self._on_change = on_change
-        self._on_reset = on_reset
-        self._channel = channel
-        self._retry = retry_seconds
-        self._conn: asyncpg.Connection | None = None
-        self._reconnect: asyncio.Task[None] | None = None
-        self._closed = False
-
-    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        evicted = self._on_change(payload)
-        log.debug("kms.key_changed", key_arn=payload, evicted=evicted)
-
-    def _terminated(self, _conn: object) -> None:
-        self._conn = None
-        if self._closed:
-            return
-        self._on_reset()
-        log.warning("kms.listener_lost", channel=self._channel)
-        if self._reconnect is None or self._reconnect.done():
-            self._reconnect = asyncio.get_running_loop().create_task(self._reconnect_loop())
-
-    async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._dsn)
-        try:
-            await conn.add_listener(self._channel, self._notified)
-            conn.add_termination_listener(self._terminated)
-        except BaseException:
-            await conn.close()
-            raise
-        self._conn = conn
-
-    async def _reconnect_loop(self) -> None:
-        delay = self._retry
-        while not self._closed:
-            await asyncio.sleep(delay)
-            try:
-                await self._connect()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("kms.listener_reconnect_failed", error=type(exc).__name__)
-                delay = min(delay * 2, 30.0)
-                continue
-            self._on_reset()  # anything cached while we were deaf may be stale
-            log.info("kms.listener_reconnected", channel=self._channel)
-            return
-
-    async def start(self) -> None:
-        try:
-            await self._connect()
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise errors.Unavailable(
-                f"store: cannot LISTEN on PostgreSQL: {type(exc).__name__}: {exc}"
-            ) from exc
-
-    async def aclose(self) -> None:
-        self._closed = True
-        if self._reconnect is not None:
-            self._reconnect.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnect
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await conn.close()

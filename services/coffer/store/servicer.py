@@ -4,7 +4,7 @@ CofferErrors, mapped by the server interceptor). Omitted fields stay unset (prot
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -18,9 +18,11 @@ from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.core import errors
 from coffer.core.listing import ListFilter
 from coffer.core.model import ReplicationStatus, RotationRules, Secret, SecretVersion, Tag
+from coffer.pgnotify import NotifyHub
 from coffer.rpc.context import current_peer
 from coffer.store import snapshot
 from coffer.store.app import StoreApp, ValueResult
+from coffer.store.due_rotations import watch_rotation_requests
 from coffer.store.records import AttemptRow, FunctionRow
 from coffer.store.replication import ReplicationApp
 from coffer.store.rotation import Job, RotationApp
@@ -492,8 +494,15 @@ class RotationControlServicer(store_pb2_grpc.RotationControlServiceServicer):
     """``coffer.api.store.v1.RotationControlService``: the rotation service's bookkeeping (peer ``rotation``
     only)."""
 
-    def __init__(self, rotation: RotationApp) -> None:
+    def __init__(self, rotation: RotationApp, requests: NotifyHub) -> None:
         self._rotation = rotation
+        self._requests = requests
+
+    async def WatchRotationRequests(
+        self, request: store_pb2.WatchRotationRequestsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[store_pb2.WatchRotationRequestsResponse]:
+        async for wake in watch_rotation_requests(self._requests, context):
+            yield wake
 
     async def ClaimDueRotations(
         self, request: store_pb2.ClaimDueRotationsRequest, context: grpc.aio.ServicerContext

@@ -1,5 +1,6 @@
-"""Fixtures for the kms integration tests: the real service (``serve``) on port 0 against a fresh PostgreSQL
-database, with a movable clock, and mTLS client stubs under the "store" and "gateway" identities."""
+"""Fixtures for the kms integration tests: the real service on port 0 (``coffer.testing.stack``) against a
+fresh PostgreSQL database under its own role, with a movable clock, and mTLS client stubs under the "store"
+and "gateway" identities."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import pytest
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.core import errors
 from coffer.crypto.rootkey import RootKey
-from coffer.kms.__main__ import KmsRuntime, serve
+from coffer.kms.__main__ import KmsRuntime
 from coffer.rootkey_file import ensure_root_key
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Settings
 from coffer.testing.clock import ManualClock
+from coffer.testing.stack import provisioned_stack
 
 REGION = "local-1"
 ACCOUNT = "000000000000"
@@ -51,21 +53,6 @@ class KmsHarness:
         return f"arn:aws:kms:{REGION}:{ACCOUNT}:{name}"
 
 
-def kms_settings(*, database_url: str, pki_dir: Path, root_key_file: Path, purge_interval: float) -> Settings:
-    return Settings.from_env(
-        {
-            "COFFER_HOME": str(root_key_file.parent.parent),
-            "COFFER_DATABASE_URL": database_url,
-            "COFFER_PKI_DIR": str(pki_dir),
-            "COFFER_ROOT_KEY_FILE": str(root_key_file),
-            "COFFER_KMS_ADDR": "127.0.0.1:0",
-            "COFFER_REGION": REGION,
-            "COFFER_ACCOUNT_ID": ACCOUNT,
-            "COFFER_PURGE_INTERVAL_SECONDS": str(purge_interval),
-        }
-    )
-
-
 @pytest.fixture
 def purge_interval() -> float:
     """Long by default so the background loop stays out of the way; tests call run_maintenance themselves."""
@@ -76,13 +63,18 @@ def purge_interval() -> float:
 async def kms(
     database_url: str, pki_dir: Path, tmp_path: Path, purge_interval: float
 ) -> AsyncIterator[KmsHarness]:
-    root_file = tmp_path / "keys" / "root.key"
-    root_key = ensure_root_key(root_file)
-    settings = kms_settings(
-        database_url=database_url, pki_dir=pki_dir, root_key_file=root_file, purge_interval=purge_interval
+    services = await provisioned_stack(
+        home=tmp_path,
+        pki_dir=pki_dir,
+        database_url=database_url,
+        COFFER_REGION=REGION,
+        COFFER_ACCOUNT_ID=ACCOUNT,
+        COFFER_PURGE_INTERVAL_SECONDS=str(purge_interval),
     )
+    settings = services.settings("kms")
+    root_key = ensure_root_key(settings.root_key_file)
     clock = ManualClock()
-    runtime = await serve(settings, clock=clock)
+    runtime = await services.start_kms(clock=clock)
     channels = []
 
     def stub_for(identity: str) -> kms_pb2_grpc.KeyManagementServiceStub:
@@ -105,4 +97,4 @@ async def kms(
     finally:
         for channel in channels:
             await channel.close()
-        await runtime.aclose()
+        await services.aclose()

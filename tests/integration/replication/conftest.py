@@ -1,7 +1,7 @@
-"""Two regions in one test: for each, its own PostgreSQL database, PKI (CA), KMS (own root key) and store,
-in-process, configured as each other's peers. The store ports are picked first (``free_port``) so each
-region's settings can name the other's endpoint; a region's store can be stopped and started again on the same
-port (the peer-down tests).
+"""Two regions in one test: for each, its own PostgreSQL database (kms and store each under its own role), PKI
+(CA), KMS (own root key) and store, in-process (``coffer.testing.stack``), configured as each other's peers.
+The store ports are picked first (``free_port``) so each region's settings can name the other's endpoint; a
+region's store can be stopped and started again on the same port (the peer-down tests).
 
 * ``Region.store`` - SecretStoreService stub under that region's own "gateway" identity;
 * ``Region.kms`` - KeyManagementService stub under that region's "store" identity;
@@ -12,25 +12,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 import grpc
 import pytest
 
+from coffer import dbroles
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.store.v1 import store_pb2_grpc
 from coffer.crypto.rootkey import RootKey
 from coffer.embedded import EmbeddedPostgres, free_port
 from coffer.kms.__main__ import KmsRuntime
-from coffer.kms.__main__ import serve as serve_kms
 from coffer.pki import ensure_pki
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Settings
 from coffer.store.__main__ import StoreRuntime
 from coffer.store.__main__ import serve as serve_store
+from coffer.testing.stack import ServiceStack, provisioned_stack
 
 ACCOUNT = "000000000000"
 
@@ -45,6 +46,7 @@ class Region:
     store_runtime: StoreRuntime | None = None
     store: store_pb2_grpc.SecretStoreServiceStub = field(init=False)
     kms: kms_pb2_grpc.KeyManagementServiceStub = field(init=False)
+    services: ServiceStack | None = None
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     @property
@@ -74,7 +76,8 @@ class Region:
         for ch in self._channels:
             await ch.close()
         await self.stop_store()
-        await self.kms_runtime.aclose()
+        if self.services is not None:
+            await self.services.aclose()
         await self.db.close()
 
 
@@ -126,25 +129,26 @@ async def regions(
                 f'[{{"region": "{other}", "endpoint": "127.0.0.1:{ports[other]}",'
                 f' "ca_file": "{region_pkis[other] / "ca.crt"}"}}]'
             )
-            settings = Settings.from_env(
-                {
-                    "COFFER_HOME": str(tmp_path / name),
-                    "COFFER_PKI_DIR": str(region_pkis[name]),
-                    "COFFER_DATABASE_URL": urls[name],
-                    "COFFER_STORE_ADDR": f"127.0.0.1:{ports[name]}",
-                    "COFFER_KMS_ADDR": "127.0.0.1:0",
-                    "COFFER_REGION": name,
-                    "COFFER_ACCOUNT_ID": ACCOUNT,
-                    "COFFER_PURGE_INTERVAL_SECONDS": "3600",
-                    "COFFER_PEERS": peers,
-                    "COFFER_REPLICATION_INTERVAL_SECONDS": "0.2",
-                }
+            services = await provisioned_stack(
+                home=tmp_path / name,
+                pki_dir=region_pkis[name],
+                database_url=urls[name],
+                COFFER_STORE_ADDR=f"127.0.0.1:{ports[name]}",
+                COFFER_REGION=name,
+                COFFER_ACCOUNT_ID=ACCOUNT,
+                COFFER_PURGE_INTERVAL_SECONDS="3600",
+                COFFER_PEERS=peers,
+                COFFER_REPLICATION_INTERVAL_SECONDS="0.2",
             )
-            kms_runtime = await serve_kms(settings, root_key=RootKey.generate())
-            settings = replace(settings, kms_addr=f"127.0.0.1:{kms_runtime.port}")
+            kms_runtime = await services.start_kms(root_key=RootKey.generate())
             db = await asyncpg.connect(urls[name])
             region = Region(
-                name=name, pki=region_pkis[name], settings=settings, kms_runtime=kms_runtime, db=db
+                name=name,
+                pki=region_pkis[name],
+                settings=services.settings("store"),
+                kms_runtime=kms_runtime,
+                db=db,
+                services=services,
             )
             made.append(region)
             await region.start_store()
@@ -161,3 +165,4 @@ async def regions(
         for region in reversed(made):
             await region.aclose()
         await _drop_database(pg_server, second_db)
+        await dbroles.drop_roles(pg_server.url(), second_db)

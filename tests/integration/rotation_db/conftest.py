@@ -7,9 +7,10 @@ talk to.
 - ``maria_target``: a private ``mariadbd`` (the Debian package on this machine) in a temp dir on a free port,
   root with a password; the one on 127.0.0.1:3306 only as a fallback (root without a password); skipped with
   the reason only if neither can be had.
-- ``coffer``: kms → store → gateway, real and in-process on a fresh database, and a ``GatewaySecretsApi`` (the
-  rotation service's adapter) under the ``service/rotation`` principal; ``rotating_coffer`` adds the rotation
-  service (scheduler, Redis stream, workers) with tiny poll, lease and back-off settings.
+- ``coffer``: kms → store → gateway, real and in-process on a fresh database (``coffer.testing.stack``), and
+  a ``GatewaySecretsApi`` (the rotation service's adapter) under the ``service/rotation`` principal;
+  ``rotating_coffer`` adds the rotation service (scheduler, Redis stream, workers) with tiny poll, lease and
+  back-off settings.
 """
 
 from __future__ import annotations
@@ -23,17 +24,15 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pymysql
 import pytest
 
 from coffer.client.aio import AsyncCofferClient
-from coffer.credentials import create_credential
 from coffer.embedded import free_port
 from coffer.rotation.api import GatewaySecretsApi
-from coffer.settings import Settings
 from coffer.testing.scram_postgres import ScramPostgres, scram_postgres
+from coffer.testing.stack import provisioned_stack
 from coffer.testing.wait import eventually_sync
 
 PgTarget = ScramPostgres
@@ -200,62 +199,39 @@ async def rotating_coffer(
 async def _coffer(
     tmp_path: Path, pki_dir: Path, database_url: str, *, redis_url: str | None
 ) -> AsyncIterator[Coffer]:
-    from coffer.gateway.__main__ import serve as serve_gateway
-    from coffer.kms.__main__ import serve as serve_kms
-    from coffer.rootkey_file import ensure_root_key
-    from coffer.store.__main__ import serve as serve_store
-
-    env = {
-        "COFFER_HOME": str(tmp_path),
-        "COFFER_PKI_DIR": str(pki_dir),
-        "COFFER_DATABASE_URL": database_url,
-        "COFFER_ROOT_KEY_FILE": str(tmp_path / "keys" / "root.key"),
-        "COFFER_CREDENTIALS_FILE": str(tmp_path / "credentials.json"),
-        "COFFER_GATEWAY_ADDR": "127.0.0.1:0",
-        "COFFER_STORE_ADDR": "127.0.0.1:0",
-        "COFFER_KMS_ADDR": "127.0.0.1:0",
-    }
+    rotation_env = {}
     if redis_url is not None:
-        env.update(
-            {
-                "COFFER_REDIS_URL": redis_url,
-                "COFFER_ROTATION_ADDR": "127.0.0.1:0",
-                "COFFER_ROTATION_POLL_SECONDS": "0.2",
-                "COFFER_ROTATION_LEASE_SECONDS": "5",
-                "COFFER_ROTATION_BACKOFF_BASE_SECONDS": "0.05",
-                "COFFER_ROTATION_MAX_TRIES": "2",
-                "COFFER_ROTATION_WORKERS": "2",
-                "COFFER_ROTATION_STREAM_PREFIX": f"test:{secrets.token_hex(4)}",
-            }
-        )
-    ensure_root_key(Path(env["COFFER_ROOT_KEY_FILE"]))
-    kms = await serve_kms(Settings.from_env(env))
-    env["COFFER_KMS_ADDR"] = f"127.0.0.1:{kms.port}"
-    store = await serve_store(Settings.from_env(env))
-    env["COFFER_STORE_ADDR"] = f"127.0.0.1:{store.port}"
-    settings = Settings.from_env(env)
-    admin_token = create_credential(settings.credentials_file, principal="user/admin")
-    rotation_token = create_credential(settings.credentials_file, principal="service/rotation")
-    gateway = await serve_gateway(settings)
-    endpoint = f"127.0.0.1:{gateway.port}"
-    env["COFFER_GATEWAY_ADDR"] = endpoint
-    env["COFFER_ROTATION_TOKEN"] = rotation_token
-    admin = AsyncCofferClient(endpoint, pki_dir / "ca.crt", admin_token, server_name="gateway")
-    api = GatewaySecretsApi(
-        AsyncCofferClient(endpoint, pki_dir / "ca.crt", rotation_token, server_name="gateway")
+        rotation_env = {
+            "COFFER_REDIS_URL": redis_url,
+            "COFFER_ROTATION_POLL_SECONDS": "0.2",
+            "COFFER_ROTATION_LEASE_SECONDS": "5",
+            "COFFER_ROTATION_BACKOFF_BASE_SECONDS": "0.05",
+            "COFFER_ROTATION_MAX_TRIES": "2",
+            "COFFER_ROTATION_WORKERS": "2",
+            "COFFER_ROTATION_STREAM_PREFIX": f"test:{secrets.token_hex(4)}",
+        }
+    services = await provisioned_stack(
+        home=tmp_path, pki_dir=pki_dir, database_url=database_url, **rotation_env
     )
-    rotation: Any = None
     try:
-        if redis_url is not None:
-            from coffer.rotation.__main__ import serve as serve_rotation
-
-            rotation = await serve_rotation(Settings.from_env(env))
-        yield Coffer(admin=admin, api=api, env=env)
+        await services.start_kms()
+        await services.start_store()
+        admin_token = services.credential("user/admin")
+        rotation_token = services.credential("service/rotation")
+        gateway = await services.start_gateway()
+        endpoint = f"127.0.0.1:{gateway.port}"
+        services.env["COFFER_ROTATION_TOKEN"] = rotation_token
+        admin = AsyncCofferClient(endpoint, services.ca_file, admin_token, server_name="gateway")
+        api = GatewaySecretsApi(
+            AsyncCofferClient(endpoint, services.ca_file, rotation_token, server_name="gateway")
+        )
+        try:
+            if redis_url is not None:
+                await services.start_rotation()
+            yield Coffer(admin=admin, api=api, env=services.env)
+        finally:
+            await services.stop_rotation()
+            await api.aclose()
+            await admin.close()
     finally:
-        if rotation is not None:
-            await rotation.aclose(grace=0.5)
-        await api.aclose()
-        await admin.close()
-        await gateway.aclose(grace=1.0)
-        await store.aclose()
-        await kms.aclose()
+        await services.aclose()

@@ -1,17 +1,19 @@
 """Fixtures for the store integration tests: the real kms service and the real store service, in-process on
-port 0 against one fresh PostgreSQL database, with one movable clock; clients speak gRPC over mTLS.
+port 0 (``coffer.testing.stack``) against one fresh PostgreSQL database, each with its own database role, with
+one movable clock; clients speak gRPC over mTLS.
 
 * ``stack.store`` - SecretStoreService stub under the "gateway" identity (``coffer.rpc.channel``: errors come
   back as CofferError subclasses whose ``code`` is ErrorInfo.reason);
 * ``stack.raw`` - the same over a plain grpc.aio channel, to see the wire status code of a failure;
 * ``stack.kms`` - KeyManagementService stub under the "store" identity (to create, disable, schedule keys);
-* ``stack.db`` - an asyncpg connection to the same database (to count rows and tamper with ciphertexts).
+* ``stack.db`` - an administrator's asyncpg connection to the same database (to count rows and tamper with
+  ciphertexts).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,12 @@ from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.store.v1 import store_pb2_grpc
 from coffer.crypto.rootkey import RootKey
 from coffer.kms.__main__ import KmsRuntime
-from coffer.kms.__main__ import serve as serve_kms
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.tls import TlsFiles, channel_credentials
 from coffer.settings import Settings
 from coffer.store.__main__ import StoreRuntime
-from coffer.store.__main__ import serve as serve_store
 from coffer.testing.clock import ManualClock
+from coffer.testing.stack import provisioned_stack
 
 REGION = "local-1"
 ACCOUNT = "000000000000"
@@ -54,32 +55,23 @@ class StoreStack:
         return out
 
 
-def store_settings(tmp_path: Path, pki_dir: Path, database_url: str, **extra: str) -> Settings:
-    env = {
-        "COFFER_HOME": str(tmp_path),
-        "COFFER_PKI_DIR": str(pki_dir),
-        "COFFER_DATABASE_URL": database_url,
-        "COFFER_STORE_ADDR": "127.0.0.1:0",
-        "COFFER_KMS_ADDR": "127.0.0.1:0",
-        "COFFER_REGION": REGION,
-        "COFFER_ACCOUNT_ID": ACCOUNT,
-        # The tests run purges themselves (with a moved clock) rather than waiting for the loops.
-        "COFFER_PURGE_INTERVAL_SECONDS": "3600",
-        **extra,
-    }
-    return Settings.from_env(env)
-
-
 @pytest.fixture
 async def stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterator[StoreStack]:
     clock = ManualClock()
-    settings = store_settings(tmp_path, pki_dir, database_url)
-    kms_runtime = await serve_kms(settings, clock=clock, root_key=RootKey.generate())
-    closers: list[Any] = [kms_runtime.aclose]
+    services = await provisioned_stack(
+        home=tmp_path,
+        pki_dir=pki_dir,
+        database_url=database_url,
+        COFFER_REGION=REGION,
+        COFFER_ACCOUNT_ID=ACCOUNT,
+        # The tests run purges themselves (with a moved clock) rather than waiting for the loops.
+        COFFER_PURGE_INTERVAL_SECONDS="3600",
+    )
+    closers: list[Any] = [services.aclose]
     try:
-        settings = replace(settings, kms_addr=f"127.0.0.1:{kms_runtime.port}")
-        store_runtime = await serve_store(settings, clock=clock)
-        closers.append(store_runtime.aclose)
+        kms_runtime = await services.start_kms(clock=clock, root_key=RootKey.generate())
+        settings = services.settings("store")  # on port 0: a test may start a second store with it
+        store_runtime = await services.start_store(clock=clock)
         target = f"127.0.0.1:{store_runtime.port}"
         channel = secure_channel(target, TlsFiles.for_identity(pki_dir, "gateway"), server_name="store")
         closers.append(channel.close)

@@ -1,0 +1,136 @@
+"""The one way tests build Coffer's service stack: each service's database role provisioned in a fresh
+database (``coffer.dbroles``), then kms, store, gateway and rotation started in-process on port 0 as needed,
+each with only the settings its process would get (``coffer.settings.service_env``) and its own database URL.
+
+``env`` holds the settings common to the stack (``COFFER_DATABASE_URL`` there is the administrator's URL,
+for tests that look into the tables; no service is given it). Start services in dependency order (kms, store,
+gateway, rotation): each start records the bound address in ``env`` for the next ones. ``aclose`` stops
+everything that was started, in reverse order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coffer import dbroles
+from coffer.clock import Clock
+from coffer.credentials import create_credential
+from coffer.crypto.rootkey import RootKey
+from coffer.gateway.__main__ import GatewayRuntime
+from coffer.gateway.__main__ import serve as serve_gateway
+from coffer.kms.__main__ import KmsRuntime
+from coffer.kms.__main__ import serve as serve_kms
+from coffer.rootkey_file import ensure_root_key
+from coffer.rotation.__main__ import RotationRuntime
+from coffer.rotation.__main__ import serve as serve_rotation
+from coffer.settings import Settings, service_env
+from coffer.store.__main__ import StoreRuntime
+from coffer.store.__main__ import serve as serve_store
+
+
+def base_env(home: Path, pki_dir: Path) -> dict[str, str]:
+    """The settings every test stack starts from: files under ``home``, every service on port 0."""
+    return {
+        "COFFER_HOME": str(home),
+        "COFFER_PKI_DIR": str(pki_dir),
+        "COFFER_ROOT_KEY_FILE": str(home / "keys" / "root.key"),
+        "COFFER_CREDENTIALS_FILE": str(home / "credentials.json"),
+        "COFFER_GATEWAY_ADDR": "127.0.0.1:0",
+        "COFFER_STORE_ADDR": "127.0.0.1:0",
+        "COFFER_KMS_ADDR": "127.0.0.1:0",
+        "COFFER_ROTATION_ADDR": "127.0.0.1:0",
+    }
+
+
+@dataclass
+class ServiceStack:
+    env: dict[str, str]
+    #: Each data service's own database URL (its role), by service name.
+    dsns: dict[str, str] = field(default_factory=dict)
+    kms: KmsRuntime | None = None
+    store: StoreRuntime | None = None
+    gateway: GatewayRuntime | None = None
+    rotation: RotationRuntime | None = None
+    _closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    @property
+    def pki_dir(self) -> Path:
+        return Path(self.env["COFFER_PKI_DIR"])
+
+    @property
+    def ca_file(self) -> Path:
+        return self.pki_dir / "ca.crt"
+
+    def settings(self, service: str, **overrides: str) -> Settings:
+        """``service``'s settings: the stack's, with its own database URL, filtered as its process gets
+        them."""
+        values = {**self.env, **overrides}
+        values.pop("COFFER_DATABASE_URL", None)
+        if service in self.dsns:
+            values["COFFER_DATABASE_URL"] = self.dsns[service]
+        return Settings.from_env(service_env(service, values))
+
+    def _started(self, service: str, port: int) -> str:
+        addr = f"127.0.0.1:{port}"
+        self.env[f"COFFER_{service.upper()}_ADDR"] = addr
+        return addr
+
+    async def start_kms(self, *, clock: Clock | None = None, root_key: RootKey | None = None) -> KmsRuntime:
+        settings = self.settings("kms")
+        if root_key is None:
+            ensure_root_key(settings.root_key_file)
+        self.kms = await serve_kms(settings, clock=clock, root_key=root_key)
+        self._closers.append(self.kms.aclose)
+        self._started("kms", self.kms.port)
+        return self.kms
+
+    async def start_store(self, *, clock: Clock | None = None) -> StoreRuntime:
+        self.store = await serve_store(self.settings("store"), clock=clock)
+        self._closers.append(self.store.aclose)
+        self._started("store", self.store.port)
+        return self.store
+
+    def credential(self, principal: str) -> str:
+        """A new bearer token for ``principal`` in the stack's credentials file."""
+        return create_credential(Path(self.env["COFFER_CREDENTIALS_FILE"]), principal=principal)
+
+    async def start_gateway(self) -> GatewayRuntime:
+        gateway = await serve_gateway(self.settings("gateway"))
+        self.gateway = gateway
+        self._closers.append(lambda: gateway.aclose(grace=0.5))
+        self._started("gateway", gateway.port)
+        return gateway
+
+    async def start_rotation(self, **overrides: str) -> RotationRuntime:
+        """The rotation service (``overrides``: COFFER_* settings for this start only); give the stack a
+        ``COFFER_ROTATION_TOKEN`` first for it to run rotations."""
+        rotation = await serve_rotation(self.settings("rotation", **overrides))
+        self.rotation = rotation
+        return rotation
+
+    async def stop_rotation(self) -> None:
+        if self.rotation is not None:
+            rotation, self.rotation = self.rotation, None
+            await rotation.aclose(grace=0.5)
+
+    async def aclose(self) -> None:
+        try:
+            await self.stop_rotation()
+        finally:
+            while self._closers:
+                await self._closers.pop()()
+
+
+async def provisioned_stack(*, home: Path, pki_dir: Path, database_url: str = "", **env: str) -> ServiceStack:
+    """A stack whose kms and store will use their own roles in ``database_url``'s database (an
+    administrator's URL of a fresh database); without a database URL, a stack for the gateway alone.
+    ``env``: more settings."""
+    values = {**base_env(home, pki_dir), **env}
+    dsns: dict[str, str] = {}
+    if database_url:
+        values["COFFER_DATABASE_URL"] = database_url
+        dsns = dict((await dbroles.provision(database_url)).dsns)
+    return ServiceStack(env=values, dsns=dsns)

@@ -1,0 +1,91 @@
+"""The store follows the kms's key-state changes over ``KeyEventsService/WatchKeyChanges`` and keeps its
+data-key cache in step: a reset event (sent first on every new stream, and whenever the kms may have missed
+changes) drops every cached data key; a key event drops those wrapped under that key. When the stream breaks
+it reconnects with back-off; the reset that opens the new stream drops whatever was cached meanwhile.
+
+Works whatever databases the kms and the store use: the two meet only through this stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+
+from coffer import logs
+from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
+from coffer.core import errors
+from coffer.store.kms_client import DataKeyCache
+
+log = logs.get_logger("coffer.store.key_events")
+
+
+class KeyEventsFollower:
+    def __init__(
+        self,
+        stub: kms_pb2_grpc.KeyEventsServiceStub,
+        cache: DataKeyCache,
+        *,
+        retry_seconds: float = 0.2,
+        max_retry_seconds: float = 10.0,
+    ) -> None:
+        self._stub = stub
+        self._cache = cache
+        self._retry = retry_seconds
+        self._max_retry = max_retry_seconds
+        self._following = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def following(self) -> bool:
+        """Whether a stream is open (its opening reset was applied)."""
+        return self._following.is_set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="store-kms-key-events")
+
+    async def wait_following(self, *, within: float) -> bool:
+        """Wait until the first stream is open; ``False`` if it did not open ``within`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._following.wait(), within)
+        return self._following.is_set()
+
+    def _apply(self, event: kms_pb2.WatchKeyChangesResponse) -> None:
+        if event.reset:
+            dropped = len(self._cache)
+            self._cache.clear()
+            if not self._following.is_set():
+                self._following.set()
+                log.info("kms.key_events_following", dropped=dropped)
+        else:
+            evicted = self._cache.evict_key(event.key_arn)
+            log.debug("kms.key_changed", key_arn=event.key_arn, evicted=evicted)
+
+    async def _follow_once(self) -> None:
+        call = self._stub.WatchKeyChanges(kms_pb2.WatchKeyChangesRequest())
+        try:
+            async for event in call:
+                self._apply(event)
+        finally:
+            call.cancel()
+
+    async def _run(self) -> None:
+        delay = self._retry
+        while True:
+            try:
+                await self._follow_once()
+            except (grpc.aio.AioRpcError, errors.CofferError):
+                log.warning("kms.key_events_broken", retry_seconds=delay, exc_info=True)
+            else:
+                log.info("kms.key_events_ended", retry_seconds=delay)
+            if self._following.is_set():
+                delay = self._retry  # it was working: come back quickly
+            self._following.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_retry)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
