@@ -20,6 +20,7 @@ import asyncpg
 
 from coffer import logs
 from coffer.core import errors
+from coffer.loops import cancel_and_wait
 
 log = logs.get_logger("coffer.pgnotify")
 
@@ -186,10 +187,7 @@ class NotifyHub:
         self._closed = True
         for sub in tuple(self._subscribers):
             sub.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task, logger=log)
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await conn.close(timeout=2)

@@ -1,7 +1,8 @@
 """``coffer.api.kms.v1.KeyEventsService``: the store follows key-state changes over this stream (to drop the
 data keys it caches under a key that was disabled, scheduled for deletion or purged) instead of reading the
 kms's database. The kms learns of changes by LISTENing on its own database, where every key-state change
-(made by this process or by another kms replica) sends ``NOTIFY coffer_kms_key_changed`` with the key ARN."""
+(made by this process or by another kms replica) sends ``NOTIFY coffer_kms_key_changed`` with the key ARN.
+Who may watch is the kms's peer policy (``WATCHERS``), checked by the interceptor like any other call."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import grpc
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.kms.keystore import KEY_CHANGED_CHANNEL
 from coffer.pgnotify import NotifyHub
-from coffer.watch import require_peer
 
 SERVICE = kms_pb2.DESCRIPTOR.services_by_name["KeyEventsService"]
 SERVICE_NAME = SERVICE.full_name
@@ -31,7 +31,6 @@ class KeyEventsServicer(kms_pb2_grpc.KeyEventsServiceServicer):
     async def WatchKeyChanges(
         self, request: kms_pb2.WatchKeyChangesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kms_pb2.WatchKeyChangesResponse]:
-        await require_peer(context, WATCHERS, what=f"/{SERVICE_NAME}/WatchKeyChanges on kms")
         with self._hub.subscribe() as subscription:
             async for notice in subscription:
                 if notice.payload is None:

@@ -10,12 +10,9 @@ the store before it runs anything — so several schedulers may run side by side
 from __future__ import annotations
 
 import asyncio
-import contextlib
-
-import grpc
 
 from coffer import logs
-from coffer.core import errors
+from coffer.loops import cancel_and_wait, run_forever
 from coffer.rotation.control import DueRotations
 from coffer.rotation.queue import JobQueue
 
@@ -54,35 +51,37 @@ class Scheduler:
         return len(jobs)
 
     async def run(self) -> None:
-        listener = asyncio.create_task(self._watch(), name="rotation-scheduler-watch")
+        """Claim and enqueue every ``poll_seconds`` and whenever woken, following the store's requests in a
+        task beside it; failures (the store or Redis away) are logged with their traceback and retried."""
+        watcher = asyncio.create_task(
+            run_forever(
+                self._follow_requests,
+                name="rotation.watch",
+                interval=WATCH_RETRY_SECONDS,
+                retry_after=WATCH_RETRY_SECONDS,
+                retry_max=WATCH_MAX_RETRY_SECONDS,
+                logger=log,
+            ),
+            name="rotation-scheduler-watch",
+        )
         try:
-            while True:
-                self._wake.clear()
-                try:
-                    await self.run_once()
-                except errors.CofferError as exc:
-                    log.warning("rotation.claim_failed", error_code=exc.code, error=str(exc))
-                except Exception as exc:  # Redis down, ...: try again at the next tick
-                    log.warning("rotation.claim_failed", error=f"{type(exc).__name__}: {exc}")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+            await run_forever(
+                self._claim_round,
+                name="rotation.claim",
+                interval=self._poll_seconds,
+                wake=self._wake,
+                logger=log,
+            )
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await cancel_and_wait(watcher, logger=log)
 
-    async def _watch(self) -> None:
-        """Follow the store's rotation requests; each message (the first one included: requests may have been
-        missed while not watching) wakes the loop. Reconnect with back-off when the stream breaks."""
-        delay = WATCH_RETRY_SECONDS
-        while True:
-            try:
-                async for _ in self._control.watch_requests():
-                    delay = WATCH_RETRY_SECONDS
-                    self._wake.set()
-            except (grpc.aio.AioRpcError, errors.CofferError):
-                log.warning("rotation.watch_failed", retry_seconds=delay, exc_info=True)
-            else:
-                log.info("rotation.watch_ended", retry_seconds=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, WATCH_MAX_RETRY_SECONDS)
+    async def _claim_round(self) -> None:
+        await self.run_once()
+
+    async def _follow_requests(self) -> None:
+        """Follow the store's rotation requests until the stream ends; each message (the first one included:
+        requests may have been missed while not watching) wakes the claim loop. A broken stream raises, and
+        ``run_forever`` reconnects with back-off."""
+        async for _ in self._control.watch_requests():
+            self._wake.set()
+        log.info("rotation.watch_ended")

@@ -1,7 +1,8 @@
 """``RotationControlService/WatchRotationRequests``: wakes the rotation service's scheduler when a rotation is
-requested, so that it claims the new attempt at once instead of at its next poll. The store LISTENs on its own
-database, where RotateSecret sends ``NOTIFY coffer_rotation_requested`` when its transaction commits (from any
-store replica); the scheduler never touches the database. A burst of requests may reach the scheduler as one
+requested, so that it claims the new attempt at once instead of at its next poll. The store LISTENs on its
+own database, where RotateSecret sends ``NOTIFY coffer_rotation_requested`` when its transaction commits
+(from any store replica); the scheduler never touches the database. Who may watch is the store's peer policy
+(the interceptor checks it for streaming methods too). A burst of requests may reach the scheduler as one
 wake-up: it claims everything due on each one."""
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import grpc
 from coffer.api.store.v1 import store_pb2
 from coffer.pgnotify import NotifyHub
 from coffer.store.repository import ROTATION_CHANNEL
-from coffer.watch import require_peer
 
 METHOD = "/coffer.api.store.v1.RotationControlService/WatchRotationRequests"
 #: The scheduler runs in the rotation service.
@@ -29,7 +29,6 @@ async def watch_rotation_requests(
 ) -> AsyncIterator[store_pb2.WatchRotationRequestsResponse]:
     """One wake-up when the stream opens (the opening reset: requests may have been missed), then one per
     burst of notifications."""
-    await require_peer(context, WATCHERS, what=f"{METHOD} on store")
     with hub.subscribe() as subscription:
         async for _notice in subscription:
             subscription.pending()  # a burst is one wake-up: the scheduler claims everything due

@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import grpc
-
 from coffer import logs
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
-from coffer.core import errors
+from coffer.loops import cancel_and_wait, run_forever
 from coffer.store.kms_client import DataKeyCache
 
 log = logs.get_logger("coffer.store.key_events")
@@ -62,30 +60,26 @@ class KeyEventsFollower:
             log.debug("kms.key_changed", key_arn=event.key_arn, evicted=evicted)
 
     async def _follow_once(self) -> None:
+        """Follow one stream until it ends; a broken stream raises and ``run_forever`` reconnects with
+        back-off. Whatever happens, the cache is no longer known to be in step once the stream is gone."""
         call = self._stub.WatchKeyChanges(kms_pb2.WatchKeyChangesRequest())
         try:
             async for event in call:
                 self._apply(event)
+            log.info("kms.key_events_ended")
         finally:
             call.cancel()
+            self._following.clear()
 
     async def _run(self) -> None:
-        delay = self._retry
-        while True:
-            try:
-                await self._follow_once()
-            except (grpc.aio.AioRpcError, errors.CofferError):
-                log.warning("kms.key_events_broken", retry_seconds=delay, exc_info=True)
-            else:
-                log.info("kms.key_events_ended", retry_seconds=delay)
-            if self._following.is_set():
-                delay = self._retry  # it was working: come back quickly
-            self._following.clear()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._max_retry)
+        await run_forever(
+            self._follow_once,
+            name="kms.key_events",
+            interval=self._retry,
+            retry_after=self._retry,
+            retry_max=self._max_retry,
+            logger=log,
+        )
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task, logger=log)

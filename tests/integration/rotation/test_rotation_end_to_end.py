@@ -287,10 +287,10 @@ async def test_a_failing_target_retries_then_fails_and_a_later_rotation_recovers
         await fn.stop()
 
 
-async def test_rotate_secret_wakes_the_scheduler_through_postgresql_notify(stack: Any) -> None:
-    # Polling every minute: only LISTEN/NOTIFY can start this rotation within the test's patience.
+async def test_rotate_secret_wakes_the_scheduler_through_the_store_stream(stack: Any) -> None:
+    # Polling every minute: only the store's WatchRotationRequests stream can start this rotation in time.
     await stack.start_rotation(COFFER_ROTATION_POLL_SECONDS="60")
-    await asyncio.sleep(1.0)  # the listener connects; the start-up poll has passed
+    await asyncio.sleep(1.0)  # the watch stream opens; the start-up poll has passed
     await stack.client.create_secret(name="app/notified", secret_string="v0")
     token = (
         await stack.client.call("RotateSecret", secret_id="app/notified", rotation_lambda_arn="random-value")
