@@ -47,9 +47,9 @@ Authenticator = Callable[[grpc.aio.ServicerContext, str], Awaitable[str]]
 class PeerPolicy:
     """Which mTLS identities (certificate CNs) may call which methods. ``default`` applies to methods not
     listed in ``per_method`` (full method names such as ``/coffer.api.kms.v1.KeyManagementService/Decrypt``).
-    ``forwarders`` are the identities whose calls may carry an end caller's principal (``x-coffer-principal``),
-    which is accepted only with a valid gateway-signed assertion (``coffer.rpc.assertions``); every other call
-    runs as the caller's own identity, ``service/<identity>``."""
+    ``forwarders`` are the identities whose calls may carry an end caller's principal
+    (``x-coffer-principal``), accepted only with a valid gateway-signed assertion (``coffer.rpc.assertions``);
+    every other call runs as the caller's own identity, ``service/<identity>``."""
 
     default: frozenset[str]
     per_method: Mapping[str, frozenset[str]] = field(default_factory=dict)
@@ -375,7 +375,8 @@ async def start_server(
     ``foreign_identities`` (identity -> CA file) lets other deployments' CAs vouch for those identities only
     (e.g. ``replicator.local-2`` by local-2's CA): their CAs join the client-CA bundle, and every caller's
     certificate must then be issued by the CA trusted for its identity (ours for all the others).
-    ``assertions`` verifies the principals that ``peers.forwarders`` claim; ``audit`` gets one line per call."""
+    ``assertions`` verifies the principals that ``peers.forwarders`` claim; ``audit`` gets one line per
+    call."""
     issuers = IssuerCheck(own_ca=tls.ca, foreign=foreign_identities) if foreign_identities and peers else None
     server = grpc.aio.server(
         interceptors=[

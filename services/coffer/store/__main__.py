@@ -58,7 +58,7 @@ CONTROL_SERVICE_NAME = CONTROL_SERVICE.full_name
 REPLICATION_SERVICE = replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"]
 REPLICATION_SERVICE_NAME = REPLICATION_SERVICE.full_name
 
-#: The gateway calls the store's secrets API, for the end caller its assertion names (``coffer.rpc.assertions``).
+#: The gateway calls the store's secrets API, for the end caller its principal assertion names.
 #: The internal RotationControlService is for the rotation service only, which calls nothing else here (it
 #: reads and writes secrets through the gateway, with its own bearer credential).
 STORE_PEERS = PeerPolicy(
