@@ -1,8 +1,8 @@
 """The gateway process (composition root): settings → credentials, channels to store and kms → public server.
 
 The public port speaks TLS (server certificate "gateway", named ``gateway.coffer.internal``; clients present
-no certificate) and every call but the health check must carry ``authorization: Bearer <token>``. Calls forwarded
-to the store and the kms carry the caller's principal with an assertion signed by the gateway's
+no certificate) and every call but the health check must carry ``authorization: Bearer <token>``. Calls
+forwarded to the store and the kms carry the caller's principal with an assertion signed by the gateway's
 principal-signing key (``coffer.rpc.assertions``).
 """
 
