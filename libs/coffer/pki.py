@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,3 +208,42 @@ def ensure_pki(
             issue(pki_dir, identity)
     if "gateway" in wanted:
         ensure_signing_key(pki_dir)
+
+
+def service_files(service: str, *, region: str | None = None) -> tuple[str, ...]:
+    """The files of a PKI directory that the process ``service`` needs, besides ``ca.crt``: its own
+    certificate and key, the gateway's principal-signing key (gateway) or its public half (store, kms), the
+    region's replicator certificate (store). Never the CA key, never another service's key."""
+    files = [f"{service}.crt", f"{service}.key"]
+    if service == "gateway":
+        files.append(SIGNING_KEY)
+    if service in ("store", "kms"):
+        files.append(SIGNING_PUB)
+    if service == "store" and region is not None:
+        files += [f"{replicator_identity(region)}.crt", f"{replicator_identity(region)}.key"]
+    return tuple(files)
+
+
+def install_service_dir(
+    pki_dir: Path,
+    service_dir: Path,
+    service: str,
+    *,
+    region: str | None = None,
+    extra: Mapping[str, Path] | None = None,
+) -> Path:
+    """Fill ``service_dir`` (0700) with ``ca.crt`` and :func:`service_files` copied from the issuing
+    ``pki_dir``, plus ``extra`` (file name -> source, e.g. peer regions' CA certificates), all 0600;
+    anything else in it is removed. This directory is all the service's process is pointed at
+    (``COFFER_PKI_DIR``): the unit a deployment mounts into the service's container."""
+    service_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(service_dir, 0o700)
+    wanted = {"ca.crt": pki_dir / "ca.crt"}
+    wanted.update({name: pki_dir / name for name in service_files(service, region=region)})
+    wanted.update(extra or {})
+    for stale in service_dir.iterdir():
+        if stale.name not in wanted:
+            stale.unlink()
+    for name, source in wanted.items():
+        _write_private(service_dir / name, source.read_bytes())
+    return service_dir

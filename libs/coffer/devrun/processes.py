@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coffer.devrun.config import START_WAVES, connect_address
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis
-from coffer.rpc.tls import TlsFiles, channel_credentials
+from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_host
 
 LOG_TAIL_LINES = 30
 LOCK_FILE_NAME = "devrun.lock"
@@ -78,7 +78,7 @@ def health_tls(pki_dir: Path, service: str) -> TlsFiles:
 
 def check_health(address: str, *, tls: TlsFiles, server_name: str, timeout: float = 2.0) -> str:
     """The overall health status name (``SERVING``, ``NOT_SERVING``...) or ``UNAVAILABLE: <why>``."""
-    options = [("grpc.ssl_target_name_override", server_name), ("grpc.default_authority", server_name)]
+    options = name_options(service_host(server_name))
     with grpc.secure_channel(connect_address(address), channel_credentials(tls), options=options) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
