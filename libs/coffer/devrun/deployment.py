@@ -361,7 +361,7 @@ class Deployment:
         """Each service's health status as the operator sees it."""
         return {
             name: check_health(
-                self.settings.addr_of(name), tls=health_tls(self.settings.pki_dir, name), server_name=name
+                self.settings.addr_of(name), tls=health_tls(self.settings.pki_dir, name), service=name
             )
             for name in SERVICES
         }

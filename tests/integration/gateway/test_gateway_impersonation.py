@@ -113,6 +113,7 @@ async def test_control_a_server_with_the_gateway_certificate_receives_the_token(
     """The recorder above does see calls: served with the gateway's own certificate, it gets the token."""
     token = "cfr_0123456789abcdef_" + "t" * 43
     async with fake_gateway(pki_dir, "gateway") as (endpoint, recorder):
-        async with AsyncCofferClient(endpoint, pki_dir / "ca.crt", token, timeout=5) as client:
+        client = AsyncCofferClient(endpoint, pki_dir / "ca.crt", token, timeout=5)
+        async with client:
             await client.get_secret_value(secret_id="db/prod")
     assert [seen.get("authorization") for seen in recorder.seen] == [f"Bearer {token}"]

@@ -9,6 +9,7 @@ store or the kms serves writes one audit line with the TLS identity and the veri
 from __future__ import annotations
 
 import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
 import grpc
@@ -32,7 +33,7 @@ STORE_CREATE = "/coffer.api.store.v1.SecretStoreService/CreateSecret"
 KMS_DATA_KEY = "/coffer.api.kms.v1.KeyManagementService/GenerateDataKey"
 
 
-def _audit(logs: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+def _audit(logs: list[MutableMapping[str, Any]], action: str) -> list[MutableMapping[str, Any]]:
     return [e for e in logs if e.get("event") == "audit" and e.get("action") == action]
 
 
