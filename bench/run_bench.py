@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from bench.load import Result, drive
-from coffer.rpc.tls import TlsFiles, channel_credentials
+from coffer.rpc.tls import GATEWAY_HOST, TlsFiles, channel_credentials, name_options
 from coffer.testing.wait import eventually
 
 CONCURRENCY = (1, 16, 64)
@@ -40,7 +40,7 @@ async def _echo_results(pki_dir: Path, duration: float, payload: int) -> dict[in
         channel = grpc.aio.secure_channel(
             f"127.0.0.1:{port}",
             channel_credentials(TlsFiles(ca=pki_dir / "ca.crt")),
-            options=[("grpc.ssl_target_name_override", "gateway")],
+            options=name_options(GATEWAY_HOST),
         )
         call = channel.unary_unary("/bench.Echo/Echo")
         body = os.urandom(payload)

@@ -1,20 +1,55 @@
-"""Development PKI: a CA and one certificate per service identity (CN = identity, SAN = identity, localhost,
-127.0.0.1, ::1). Keys are ECDSA P-256, files are written 0600 in a 0700 directory."""
+"""Development PKI: a CA, one certificate per identity, and the gateway's principal-signing key pair.
+
+A certificate's CN is the identity; its usages are what the identity does: the services that serve
+(gateway, store, kms, rotation) get server auth and one DNS name, ``<identity>.coffer.internal``, which their
+clients verify; the identities that call others (gateway, store, rotation, ``operator``, the replicators) get
+client auth, with no DNS name when they serve nothing. No certificate names localhost or an IP address, so a
+certificate stolen from one identity cannot pose as another service. Any other identity (a custom rotation
+function's) is a server named by the identity itself. Keys are ECDSA P-256 (Ed25519 for principal signing);
+files are written 0600 in a 0700 directory. Certificates issued before these rules are reissued (under the
+same CA) by :func:`ensure_pki`."""
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from coffer.rpc.tls import service_host
+
 SERVICE_IDENTITIES = ("gateway", "store", "kms", "rotation", "operator")
+#: Identities that serve (server auth, named ``<identity>.coffer.internal``).
+SERVERS = frozenset({"gateway", "store", "kms", "rotation"})
+#: Identities that call other services with their certificate (client auth).
+CLIENTS = frozenset({"gateway", "store", "rotation", "operator"})
+#: The gateway's principal assertions: the private key (gateway only) and the public key (store and kms).
+SIGNING_KEY = "principal-signing.key"
+SIGNING_PUB = "principal-signing.pub"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a certificate of one identity may do: its DNS names, server auth, client auth."""
+
+    dns: tuple[str, ...]
+    server: bool
+    client: bool
+
+
+def usage_of(identity: str, extra_names: Iterable[str] = ()) -> Usage:
+    if identity.startswith("replicator."):
+        return Usage(dns=tuple(extra_names), server=False, client=True)
+    if identity in SERVERS or identity in CLIENTS:
+        dns = (service_host(identity),) if identity in SERVERS else ()
+        return Usage(dns=(*dns, *extra_names), server=identity in SERVERS, client=identity in CLIENTS)
+    return Usage(dns=(identity, *extra_names), server=True, client=False)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -74,15 +109,21 @@ def ensure_ca(pki_dir: Path, *, common_name: str = "Coffer dev CA") -> None:
     _write_private(pki_dir / "ca.crt", cert.public_bytes(serialization.Encoding.PEM))
 
 
+def _usages(usage: Usage) -> list[x509.ObjectIdentifier]:
+    return [
+        *([ExtendedKeyUsageOID.SERVER_AUTH] if usage.server else []),
+        *([ExtendedKeyUsageOID.CLIENT_AUTH] if usage.client else []),
+    ]
+
+
 def issue(pki_dir: Path, identity: str, *, extra_names: Iterable[str] = (), days: int = 825) -> None:
-    """Issue ``<identity>.crt``/``.key`` signed by the CA (server and client auth)."""
+    """Issue ``<identity>.crt``/``.key`` signed by the CA, with the names and usages of :func:`usage_of`
+    (``extra_names``: more DNS names, e.g. the gateway's public name)."""
     ca_cert, ca_key = _load_ca(pki_dir)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    dns = [identity, "localhost", *extra_names]
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(dns)]
-    sans += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
-    cert = (
+    usage = usage_of(identity, extra_names)
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
         .issuer_name(ca_cert.subject)
@@ -90,14 +131,13 @@ def issue(pki_dir: Path, identity: str, *, extra_names: Iterable[str] = (), days
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.ExtendedKeyUsage(_usages(usage)), critical=False)
     )
+    if usage.dns:
+        sans = [x509.DNSName(n) for n in dict.fromkeys(usage.dns)]
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
     _write_private(pki_dir / f"{identity}.key", _key_pem(key))
     _write_private(pki_dir / f"{identity}.crt", cert.public_bytes(serialization.Encoding.PEM))
 
@@ -107,11 +147,56 @@ def replicator_identity(region: str) -> str:
     return f"replicator.{region}"
 
 
+def is_current(cert_file: Path, identity: str) -> bool:
+    """``cert_file`` has exactly the names and usages :func:`usage_of` gives ``identity`` today (certificates
+    of older PKIs named localhost and 127.0.0.1 and could both serve and call: they are not current)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    except (OSError, ValueError):
+        return False
+    usage = usage_of(identity)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names: list[object] = [
+            *sans.get_values_for_type(x509.DNSName),
+            *sans.get_values_for_type(x509.IPAddress),
+        ]
+    except x509.ExtensionNotFound:
+        names = []
+    try:
+        ekus = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return False
+    return sorted(map(str, names)) == sorted(usage.dns) and set(ekus) == set(_usages(usage))
+
+
+def ensure_signing_key(pki_dir: Path) -> None:
+    """The gateway's Ed25519 principal-signing key pair (:data:`SIGNING_KEY`, :data:`SIGNING_PUB`), created
+    when missing. It is not the gateway's TLS key: the store and the kms hold only its public half."""
+    if (pki_dir / SIGNING_KEY).exists() and (pki_dir / SIGNING_PUB).exists():
+        return
+    key = ed25519.Ed25519PrivateKey.generate()
+    _write_private(
+        pki_dir / SIGNING_KEY,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+    _write_private(
+        pki_dir / SIGNING_PUB,
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )
+
+
 def ensure_pki(
     pki_dir: Path, identities: Iterable[str] = SERVICE_IDENTITIES, *, region: str | None = None
 ) -> None:
-    """Create the CA and any missing identity certificate; existing files are kept. With ``region``, also
-    the region's ``replicator.<region>`` identity (cross-region replication between stores)."""
+    """Create the CA and any missing identity certificate (and, when the gateway is among them, its signing
+    key pair); current files are kept, certificates of an older PKI reissued under the same CA. With
+    ``region``, also the region's ``replicator.<region>`` identity (cross-region replication between
+    stores)."""
     # Each region's CA needs its own name: a store trusts its peers' CAs too, and TLS picks the CA that
     # verifies a certificate by its issuer name.
     ensure_ca(pki_dir, common_name="Coffer dev CA" if region is None else f"Coffer dev CA ({region})")
@@ -119,5 +204,46 @@ def ensure_pki(
     if region is not None:
         wanted.append(replicator_identity(region))
     for identity in wanted:
-        if not ((pki_dir / f"{identity}.crt").exists() and (pki_dir / f"{identity}.key").exists()):
+        if not ((pki_dir / f"{identity}.key").exists() and is_current(pki_dir / f"{identity}.crt", identity)):
             issue(pki_dir, identity)
+    if "gateway" in wanted:
+        ensure_signing_key(pki_dir)
+
+
+def service_files(service: str, *, region: str | None = None) -> tuple[str, ...]:
+    """The files of a PKI directory that the process ``service`` needs, besides ``ca.crt``: its own
+    certificate and key, the gateway's principal-signing key (gateway) or its public half (store, kms), the
+    region's replicator certificate (store). Never the CA key, never another service's key."""
+    files = [f"{service}.crt", f"{service}.key"]
+    if service == "gateway":
+        files.append(SIGNING_KEY)
+    if service in ("store", "kms"):
+        files.append(SIGNING_PUB)
+    if service == "store" and region is not None:
+        files += [f"{replicator_identity(region)}.crt", f"{replicator_identity(region)}.key"]
+    return tuple(files)
+
+
+def install_service_dir(
+    pki_dir: Path,
+    service_dir: Path,
+    service: str,
+    *,
+    region: str | None = None,
+    extra: Mapping[str, Path] | None = None,
+) -> Path:
+    """Fill ``service_dir`` (0700) with ``ca.crt`` and :func:`service_files` copied from the issuing
+    ``pki_dir``, plus ``extra`` (file name -> source, e.g. peer regions' CA certificates), all 0600;
+    anything else in it is removed. This directory is all the service's process is pointed at
+    (``COFFER_PKI_DIR``): the unit a deployment mounts into the service's container."""
+    service_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(service_dir, 0o700)
+    wanted = {"ca.crt": pki_dir / "ca.crt"}
+    wanted.update({name: pki_dir / name for name in service_files(service, region=region)})
+    wanted.update(extra or {})
+    for stale in service_dir.iterdir():
+        if stale.name not in wanted:
+            stale.unlink()
+    for name, source in wanted.items():
+        _write_private(service_dir / name, source.read_bytes())
+    return service_dir

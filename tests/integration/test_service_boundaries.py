@@ -25,7 +25,7 @@ from coffer.devrun import Deployment
 from coffer.embedded import EmbeddedPostgres, free_port
 from coffer.pgnotify import RESET, Notice, Subscription
 from coffer.rpc.channel import secure_channel
-from coffer.rpc.tls import TlsFiles, channel_credentials
+from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_host
 from coffer.settings import Settings, service_env
 from coffer.testing.stack import ServiceStack, provisioned_stack
 
@@ -202,7 +202,7 @@ async def test_only_their_consumers_may_watch(services: ServiceStack, pki_dir: P
         return grpc.aio.secure_channel(
             f"127.0.0.1:{port}",
             channel_credentials(TlsFiles.for_identity(pki_dir, identity)),
-            options=[("grpc.ssl_target_name_override", server), ("grpc.default_authority", server)],
+            options=name_options(service_host(server)),
         )
 
     for identity in ("gateway", "rotation"):
@@ -246,7 +246,7 @@ async def test_rotate_secret_wakes_a_scheduler_without_database_access(
         gateway = await stack.start_gateway()
         assert stack.settings("rotation").database_url == ""
         await stack.start_rotation()
-        client = AsyncCofferClient(f"127.0.0.1:{gateway.port}", stack.ca_file, admin, server_name="gateway")
+        client = AsyncCofferClient(f"127.0.0.1:{gateway.port}", stack.ca_file, admin)
         await asyncio.sleep(0.5)  # the start-up pass is over: from here on only a wake-up claims work
         await client.create_secret(name="app/woken", secret_string="v0")
         reply = await client.call("RotateSecret", secret_id="app/woken", rotation_lambda_arn="random-value")

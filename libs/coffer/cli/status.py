@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coffer.client import _ops
+from coffer.rpc.tls import service_host
 
 GATEWAY = "gateway"
 ORDER = ("gateway", "store", "kms", "rotation")
@@ -57,8 +58,8 @@ def check_one(
         creds = _credentials(name, ca_file, operator_cert, operator_key)
     except OSError as exc:
         return ServiceHealth(name, address, "UNREACHABLE", f"cannot read TLS files: {exc}")
-    # Internal services are addressed by IP:port; their certificate names them by identity.
-    options = [] if name == GATEWAY else _ops.channel_options(name)
+    # Every service is checked under its own name (``<name>.coffer.internal``), whatever its address.
+    options = _ops.channel_options(service_host(name))
     with grpc.secure_channel(_ops.target_of(address), creds, options=options) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:

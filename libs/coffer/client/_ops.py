@@ -19,6 +19,7 @@ from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2
 from coffer.core import errors
 from coffer.rpc.status import error_info_of, from_rpc_error
+from coffer.rpc.tls import GATEWAY_HOST, name_options
 
 SECRETS = secrets_pb2.DESCRIPTOR.services_by_name["SecretsManagerService"]
 KMS = kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"]
@@ -106,6 +107,7 @@ def credentials(ca_file: str | Path, token: str | None) -> grpc.ChannelCredentia
 
 
 def channel_options(server_name: str | None) -> list[tuple[str, Any]]:
-    if server_name is None:
-        return []
-    return [("grpc.ssl_target_name_override", server_name), ("grpc.default_authority", server_name)]
+    """Verify the name of the service meant, whatever address is dialled: ``server_name``, by default the
+    gateway's (``gateway.coffer.internal``). Another certificate of the deployment's CA (a service's, or the
+    operator's handed to users) then fails the TLS handshake before any credential is sent."""
+    return name_options(server_name or GATEWAY_HOST)

@@ -29,6 +29,7 @@ from coffer.devrun.config import (
     DB_ROLES_FILE,
     START_WAVES,
     connect_address,
+    peers_json,
     service_env,
     with_database,
     with_peers,
@@ -45,9 +46,9 @@ from coffer.devrun.processes import (
     write_private,
 )
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from coffer.pki import ensure_pki
+from coffer.pki import ensure_pki, install_service_dir
 from coffer.rootkey_file import ensure_root_key
-from coffer.settings import SERVICES, Settings
+from coffer.settings import SERVICES, Peer, Settings
 
 ADMIN_PRINCIPAL = "user/admin"
 #: The rotation service calls the public API (through the gateway) as this principal.
@@ -179,6 +180,12 @@ class Deployment:
     @property
     def profile_path(self) -> Path:
         return self.home / "profile.json"
+
+    def service_pki_dir(self, name: str) -> Path:
+        """The PKI directory the service ``name`` is given (``COFFER_PKI_DIR``): the CA certificate and its
+        own files only (``coffer.pki.install_service_dir``). The issuing directory (``settings.pki_dir``, with
+        the CA key and every identity's key) is the supervisor's and the operator's, never a service's."""
+        return self.home / "service-pki" / name
 
     @property
     def ca_file(self) -> Path:
@@ -354,7 +361,7 @@ class Deployment:
         """Each service's health status as the operator sees it."""
         return {
             name: check_health(
-                self.settings.addr_of(name), tls=health_tls(self.settings.pki_dir, name), server_name=name
+                self.settings.addr_of(name), tls=health_tls(self.settings.pki_dir, name), service=name
             )
             for name in SERVICES
         }
@@ -368,7 +375,9 @@ class Deployment:
 
     # ---- internals
     def service_env(self, name: str) -> dict[str, str]:
-        return service_env(
+        """The environment of the service process ``name``: its own settings (``config.service_env``) with
+        its own PKI directory; the store's peers name the copies of their CA certificates kept there."""
+        env = service_env(
             name,
             self.settings,
             base_env=self.base_env,
@@ -377,6 +386,29 @@ class Deployment:
             log_dir=self.log_dir,
             rotation_token=self.rotation_token,
             service_dsns=self.service_dsns,
+        )
+        env["COFFER_PKI_DIR"] = str(self.service_pki_dir(name))
+        if name == "store" and self.settings.peers:
+            env["COFFER_PEERS"] = peers_json(self._local_peers())
+        return env
+
+    def _peer_ca_name(self, peer: Peer) -> str:
+        return f"peer-{peer.region}-ca.crt"
+
+    def _local_peers(self) -> list[Peer]:
+        store_dir = self.service_pki_dir("store")
+        return [Peer(p.region, p.endpoint, store_dir / self._peer_ca_name(p)) for p in self.settings.peers]
+
+    def install_service_pki(self, name: str) -> Path:
+        """(Re)fill the service's PKI directory from the issuing one (the store's also gets its peers' CA
+        certificates)."""
+        extra = {self._peer_ca_name(p): p.ca_file for p in self.settings.peers} if name == "store" else {}
+        return install_service_dir(
+            self.settings.pki_dir,
+            self.service_pki_dir(name),
+            name,
+            region=self.settings.region,
+            extra=extra,
         )
 
     def kill_service(self, name: str, sig: int = signal.SIGKILL) -> int:
@@ -391,6 +423,7 @@ class Deployment:
         self.processes[name].wait_serving(self.settings.pki_dir, self.health_timeout)
 
     def _spawn(self, name: str) -> None:
+        self.install_service_pki(name)
         self.processes[name] = ServiceProcess.spawn(
             name,
             python=self.python,

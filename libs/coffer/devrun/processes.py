@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coffer.devrun.config import START_WAVES, connect_address
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis
-from coffer.rpc.tls import TlsFiles, channel_credentials
+from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_host
 
 LOG_TAIL_LINES = 30
 LOCK_FILE_NAME = "devrun.lock"
@@ -76,9 +76,10 @@ def health_tls(pki_dir: Path, service: str) -> TlsFiles:
     return TlsFiles.for_identity(pki_dir, "operator")
 
 
-def check_health(address: str, *, tls: TlsFiles, server_name: str, timeout: float = 2.0) -> str:
-    """The overall health status name (``SERVING``, ``NOT_SERVING``...) or ``UNAVAILABLE: <why>``."""
-    options = [("grpc.ssl_target_name_override", server_name), ("grpc.default_authority", server_name)]
+def check_health(address: str, *, tls: TlsFiles, service: str, timeout: float = 2.0) -> str:
+    """The overall health status name (``SERVING``, ``NOT_SERVING``...) or ``UNAVAILABLE: <why>``, from the
+    service ``service`` (its certificate must name ``<service>.coffer.internal``)."""
+    options = name_options(service_host(service))
     with grpc.secure_channel(connect_address(address), channel_credentials(tls), options=options) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
@@ -145,7 +146,7 @@ class ServiceProcess:
                 raise DeploymentError(
                     f"{self.name} exited with code {code} while starting.\n{self.log_tail()}"
                 )
-            status = check_health(self.address, tls=tls, server_name=self.name, timeout=1.0)
+            status = check_health(self.address, tls=tls, service=self.name, timeout=1.0)
             if status == "SERVING":
                 return
             if time.monotonic() > deadline:

@@ -1,5 +1,6 @@
-"""Client channels between services: TLS (mTLS with our own certificate), the request id and end-caller
-principal propagated as metadata, and errors turned back into CofferErrors."""
+"""Client channels between services: TLS (mTLS with our own certificate, the server's service name verified),
+the request id and the end caller's principal propagated as metadata (with the assertion that proves it), and
+errors turned back into CofferErrors."""
 
 from __future__ import annotations
 
@@ -9,11 +10,19 @@ from typing import Any
 import grpc
 
 from coffer.rpc import context as ctx
+from coffer.rpc.assertions import PrincipalSigner
 from coffer.rpc.status import from_rpc_error
-from coffer.rpc.tls import TlsFiles, channel_credentials
+from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_host
 
 
 class _ContextPropagator(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds the request id, and the end caller's principal with its assertion: signed here when the channel
+    has a signer (the gateway's), else the verified one this call came with. Without an assertion no
+    principal is claimed: the callee then sees this service's own identity."""
+
+    def __init__(self, signer: PrincipalSigner | None) -> None:
+        self._signer = signer
+
     async def intercept_unary_unary(
         self,
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
@@ -26,7 +35,12 @@ class _ContextPropagator(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
             metadata.append((ctx.REQUEST_ID_HEADER, rid))
         principal = ctx.current_principal()
         if principal is not None:
-            metadata.append((ctx.PRINCIPAL_HEADER, principal))
+            assertion = (
+                self._signer.assertion_for(principal) if self._signer is not None else ctx.current_assertion()
+            )
+            if assertion is not None:
+                metadata.append((ctx.PRINCIPAL_HEADER, principal))
+                metadata.append((ctx.ASSERTION_HEADER, assertion))
         details = grpc.aio.ClientCallDetails(
             method=client_call_details.method,
             timeout=client_call_details.timeout,
@@ -42,17 +56,16 @@ class _ContextPropagator(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
         return call
 
 
-def secure_channel(target: str, tls: TlsFiles, *, server_name: str) -> grpc.aio.Channel:
-    """A channel to another Coffer service. ``server_name`` is the identity in the server's certificate
-    (services are addressed by IP:port, so the expected name is set explicitly). Calls on it raise
-    CofferError subclasses, never raw grpc errors."""
+def secure_channel(
+    target: str, tls: TlsFiles, *, server_name: str, signer: PrincipalSigner | None = None
+) -> grpc.aio.Channel:
+    """A channel to another Coffer service. ``server_name`` is the identity of the service meant (``store``):
+    its certificate must carry that service's name (``store.coffer.internal``, checked whatever address
+    ``target`` is). ``signer``: sign the end caller's principal (the gateway). Calls on it raise CofferError
+    subclasses, never raw grpc errors."""
     return grpc.aio.secure_channel(
         target,
         channel_credentials(tls),
-        options=[
-            ("grpc.ssl_target_name_override", server_name),
-            ("grpc.default_authority", server_name),
-            ("grpc.keepalive_time_ms", 30_000),
-        ],
-        interceptors=[_ContextPropagator()],
+        options=[*name_options(service_host(server_name)), ("grpc.keepalive_time_ms", 30_000)],
+        interceptors=[_ContextPropagator(signer)],
     )

@@ -1,6 +1,7 @@
 """Building and running a Coffer gRPC server: TLS, the standard health service, one interceptor that binds
-the request context, checks which peers may call which method, maps errors (via ``coffer.rpc.status``) and
-logs each call; graceful stop on SIGTERM/SIGINT."""
+the request context, checks which peers may call which method and on whose behalf (verified principal
+assertions), maps errors (via ``coffer.rpc.status``), logs each call and, on internal services, writes one
+audit line per call; graceful stop on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ from cryptography.exceptions import InvalidSignature
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from coffer import logs
+from coffer.audit import AuditSink, Outcome
 from coffer.core import errors
 from coffer.rpc import context as ctx
+from coffer.rpc.assertions import PrincipalVerifier
 from coffer.rpc.status import classify, to_status
 from coffer.rpc.tls import TlsFiles, server_credentials
 from coffer.settings import Settings
@@ -44,7 +47,9 @@ Authenticator = Callable[[grpc.aio.ServicerContext, str], Awaitable[str]]
 class PeerPolicy:
     """Which mTLS identities (certificate CNs) may call which methods. ``default`` applies to methods not
     listed in ``per_method`` (full method names such as ``/coffer.api.kms.v1.KeyManagementService/Decrypt``).
-    ``forwarders`` are identities trusted to pass the end caller's principal in ``x-coffer-principal``."""
+    ``forwarders`` are the identities whose calls may carry an end caller's principal
+    (``x-coffer-principal``), accepted only with a valid gateway-signed assertion (``coffer.rpc.assertions``);
+    every other call runs as the caller's own identity, ``service/<identity>``."""
 
     default: frozenset[str]
     per_method: Mapping[str, frozenset[str]] = field(default_factory=dict)
@@ -112,7 +117,7 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 class _Call:
     """One call's state between admission and the end of the call (what to unbind, when it started)."""
 
-    __slots__ = ("metadata", "method", "started", "tokens")
+    __slots__ = ("admitted", "metadata", "method", "peer", "started", "tokens")
 
     def __init__(
         self, method: str, metadata: dict[str, str], started: float, tokens: list[contextvars.Token[Any]]
@@ -121,6 +126,8 @@ class _Call:
         self.metadata = metadata
         self.started = started
         self.tokens = tokens
+        self.peer: str | None = None
+        self.admitted = False
 
 
 def _ms_since(started: float) -> float:
@@ -139,8 +146,8 @@ _HANDLER_KINDS: tuple[tuple[str, Callable[..., grpc.RpcMethodHandler]], ...] = (
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Wraps EVERY handler (unary and streaming, both directions) so that each call is admitted the same
     way: request id bound, peer identity checked against the policy (and its issuer), caller authenticated,
-    errors mapped through ``coffer.rpc.status`` and the outcome logged. A method whose handler kind is not
-    known is refused rather than served unchecked."""
+    errors mapped through ``coffer.rpc.status`` and the outcome logged (and audited, with ``audit``: health
+    checks excepted). A method whose handler kind is not known is refused rather than served unchecked."""
 
     def __init__(
         self,
@@ -149,11 +156,15 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         peers: PeerPolicy | None,
         authenticator: Authenticator | None,
         issuers: IssuerCheck | None = None,
+        assertions: PrincipalVerifier | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         self._service = service
         self._peers = peers
         self._authenticator = authenticator
         self._issuers = issuers
+        self._assertions = assertions
+        self._audit = audit
         # method -> (the registered handler, its wrapped form): registered handlers do not change, so each
         # is wrapped once instead of on every call.
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
@@ -207,6 +218,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 except Exception as exc:  # every failure is mapped, logged and answered by _fail
                     await self._fail(call, context, exc)
                 log.debug("rpc.ok", ms=_ms_since(call.started))
+                self._record(call, "allowed")
                 return response
             finally:
                 _close(call)
@@ -228,6 +240,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 except Exception as exc:  # every failure is mapped, logged and answered by _fail
                     await self._fail(call, context, exc)
                 log.debug("rpc.ok", ms=_ms_since(call.started))
+                self._record(call, "allowed")
             finally:
                 _close(call)
 
@@ -253,16 +266,47 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 )
             if self._issuers is not None and identity is not None:
                 self._issuers.check(context, identity)
+            call.peer = identity
             call.tokens.append(ctx.peer_var.set(identity))
-            principal_header = call.metadata.get(ctx.PRINCIPAL_HEADER)
-            if identity in peers.forwarders and principal_header is not None:
-                call.tokens.append(ctx.principal_var.set(principal_header))
-            elif identity is not None:
-                call.tokens.append(ctx.principal_var.set(f"service/{identity}"))
+            principal = f"service/{identity}"
+            if identity in peers.forwarders:
+                principal = self._claimed_principal(call) or principal
+            call.tokens.append(ctx.principal_var.set(principal))
         if self._authenticator is not None and not method.startswith(HEALTH_PREFIX):
             principal = await self._authenticator(context, method)
             call.tokens.append(ctx.principal_var.set(principal))
+        call.admitted = True
         structlog.contextvars.bind_contextvars(principal=ctx.current_principal())
+
+    def _claimed_principal(self, call: _Call) -> str | None:
+        """The end caller a forwarder calls for: none claimed, or the principal of a valid assertion (bound
+        for this call's own calls to forward). A claim without one is refused, never taken on trust."""
+        claimed = call.metadata.get(ctx.PRINCIPAL_HEADER)
+        token = call.metadata.get(ctx.ASSERTION_HEADER)
+        if claimed is None and token is None:
+            return None
+        if token is None or self._assertions is None:
+            raise errors.AccessDenied(
+                f"{self._service} accepts a caller's principal only with a valid principal assertion."
+            )
+        principal = self._assertions.verify(token)
+        if claimed is not None and claimed != principal:
+            raise errors.AccessDenied("The principal claimed differs from the principal assertion's.")
+        call.tokens.append(ctx.assertion_var.set(token))
+        return principal
+
+    def _record(self, call: _Call, outcome: Outcome, error_code: str | None = None) -> None:
+        if self._audit is None or call.method.startswith(HEALTH_PREFIX):
+            return
+        self._audit.record(
+            principal=ctx.current_principal() if call.admitted else None,
+            peer=call.peer,
+            action=call.method,
+            resource="",
+            outcome=outcome,
+            request_id=ctx.current_request_id(),
+            error_code=error_code,
+        )
 
     async def _fail(self, call: _Call, context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
         """Log the failure (with its traceback unless it is a CofferError raised on purpose) and abort the
@@ -280,6 +324,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 ms=_ms_since(call.started),
                 exc_info=exc,
             )
+        self._record(call, "failed" if call.admitted else "denied", err.code)
         code, message, trailers = to_status(err)
         await context.abort(code, message, trailing_metadata=trailers)
         raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
@@ -321,17 +366,28 @@ async def start_server(
     require_client_cert: bool = True,
     options: Iterable[tuple[str, Any]] = (),
     foreign_identities: Mapping[str, Path] | None = None,
+    assertions: PrincipalVerifier | None = None,
+    audit: AuditSink | None = None,
 ) -> RunningServer:
     """Start a TLS gRPC server. ``register`` adds the servicers and returns their full service names, which
     the health service reports SERVING. ``bind`` may use port 0; the bound port is returned.
 
     ``foreign_identities`` (identity -> CA file) lets other deployments' CAs vouch for those identities only
     (e.g. ``replicator.local-2`` by local-2's CA): their CAs join the client-CA bundle, and every caller's
-    certificate must then be issued by the CA trusted for its identity (ours for all the others)."""
+    certificate must then be issued by the CA trusted for its identity (ours for all the others).
+    ``assertions`` verifies the principals that ``peers.forwarders`` claim; ``audit`` gets one line per
+    call."""
     issuers = IssuerCheck(own_ca=tls.ca, foreign=foreign_identities) if foreign_identities and peers else None
     server = grpc.aio.server(
         interceptors=[
-            CallInterceptor(service=service, peers=peers, authenticator=authenticator, issuers=issuers)
+            CallInterceptor(
+                service=service,
+                peers=peers,
+                authenticator=authenticator,
+                issuers=issuers,
+                assertions=assertions,
+                audit=audit,
+            )
         ],
         options=[("grpc.so_reuseport", 0), *options],
     )

@@ -1,5 +1,7 @@
 """TLS material and gRPC credentials. Every service has its own certificate signed by the deployment CA; the
-certificate's common name is the service identity that peers authorize."""
+certificate's common name is the service identity that peers authorize, and its only DNS name is the service's
+name (``<identity>.coffer.internal``), which every client verifies: services are usually reached by IP:port,
+so clients set that name explicitly (``grpc.ssl_target_name_override``) instead of trusting the address."""
 
 from __future__ import annotations
 
@@ -8,6 +10,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+#: The DNS domain of Coffer's service names; a deployment may put these names in its DNS, clients verify them
+#: either way.
+SERVICE_DOMAIN = "coffer.internal"
+
+
+def service_host(identity: str) -> str:
+    """The DNS name in the certificate of the Coffer service ``identity`` (``gateway`` ->
+    ``gateway.coffer.internal``): the name a client of that service verifies."""
+    return f"{identity}.{SERVICE_DOMAIN}"
+
+
+#: The name the SDK and the CLI verify on the public port unless told another.
+GATEWAY_HOST = service_host("gateway")
+
+
+def name_options(server_name: str) -> list[tuple[str, str]]:
+    """Channel options that make TLS verify ``server_name`` (whatever address the channel dials)."""
+    return [("grpc.ssl_target_name_override", server_name), ("grpc.default_authority", server_name)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
 """The gateway process (composition root): settings → credentials, channels to store and kms → public server.
 
-The public port speaks TLS (server certificate "gateway"; clients present no certificate) and every call but
-the health check must carry ``authorization: Bearer <token>``.
+The public port speaks TLS (server certificate "gateway", named ``gateway.coffer.internal``; clients present
+no certificate) and every call but the health check must carry ``authorization: Bearer <token>``. Calls
+forwarded to the store and the kms carry the caller's principal with an assertion signed by the gateway's
+principal-signing key (``coffer.rpc.assertions``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import grpc
 from coffer import logs
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.store.v1 import store_pb2_grpc
+from coffer.audit import StructlogAudit
 from coffer.gateway.app import GatewayApp
-from coffer.gateway.audit import StructlogAudit
 from coffer.gateway.auth import BearerAuthenticator, CredentialStore
 from coffer.gateway.authz import authorize
 from coffer.gateway.servicer import add_gateway_services
+from coffer.pki import SIGNING_KEY
+from coffer.rpc.assertions import PrincipalSigner
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import RunningServer, service_main, start_server
 from coffer.rpc.tls import TlsFiles
@@ -53,8 +57,9 @@ class GatewayRuntime:
 async def serve(settings: Settings) -> GatewayRuntime:
     credentials = CredentialStore(settings.credentials_file)
     internal_tls = TlsFiles.for_identity(settings.pki_dir, "gateway")
-    store_channel = secure_channel(settings.store_addr, internal_tls, server_name="store")
-    kms_channel = secure_channel(settings.kms_addr, internal_tls, server_name="kms")
+    signer = PrincipalSigner.from_file(settings.pki_dir / SIGNING_KEY)
+    store_channel = secure_channel(settings.store_addr, internal_tls, server_name="store", signer=signer)
+    kms_channel = secure_channel(settings.kms_addr, internal_tls, server_name="kms", signer=signer)
     app = GatewayApp(authorize=authorize, audit=StructlogAudit(), random=secrets.SystemRandom())
     store = store_pb2_grpc.SecretStoreServiceStub(store_channel)
     kms = kms_pb2_grpc.KeyManagementServiceStub(kms_channel)

@@ -13,9 +13,9 @@ from typing import TypeVar
 
 import structlog
 
+from coffer.audit import AuditSink
 from coffer.core import errors
 from coffer.core.password import PasswordRequest, RandomSource, generate_password
-from coffer.gateway.audit import AuditSink
 from coffer.gateway.authz import Authorize
 
 T = TypeVar("T")

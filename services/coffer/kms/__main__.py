@@ -11,6 +11,7 @@ import structlog
 
 from coffer import db
 from coffer.api.kms.v1 import kms_pb2_grpc
+from coffer.audit import StructlogAudit
 from coffer.clock import Clock, SystemClock
 from coffer.crypto.rootkey import RootKey
 from coffer.kms.app import KmsApp
@@ -21,7 +22,9 @@ from coffer.kms.maintenance import MaintenanceLoop
 from coffer.kms.model import MaintenanceReport, Scope
 from coffer.kms.servicer import SERVICE_NAME, KmsServicer
 from coffer.pgnotify import NotifyHub
+from coffer.pki import SIGNING_PUB
 from coffer.rootkey_file import RootKeyFileError, load_root_key
+from coffer.rpc.assertions import PrincipalVerifier
 from coffer.rpc.server import (
     PeerPolicy,
     RunningServer,
@@ -34,8 +37,9 @@ from coffer.settings import Settings
 log = structlog.get_logger("coffer.kms")
 
 #: The store calls every RPC; the gateway forwards key management and crypto calls for the CLI (crypto on the
-#: AWS-managed default key is refused to it by the app). Both may forward the end caller's principal. Only the
-#: store follows key changes (KeyEventsService).
+#: AWS-managed default key is refused to it by the app). Both may call for an end caller, named by the
+#: gateway's principal assertion (the store forwards the one it verified). Only the store follows key changes
+#: (KeyEventsService).
 PEERS = PeerPolicy(
     default=frozenset({"store", "gateway"}),
     per_method={f"/{EVENTS_SERVICE_NAME}/WatchKeyChanges": WATCHERS},
@@ -100,6 +104,8 @@ async def serve(
             tls=TlsFiles.for_identity(settings.pki_dir, "kms"),
             register=register,
             peers=PEERS,
+            assertions=PrincipalVerifier.from_file(settings.pki_dir / SIGNING_PUB, audience="kms"),
+            audit=StructlogAudit(),
         )
     except BaseException:
         await hub.aclose()

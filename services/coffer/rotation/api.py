@@ -43,7 +43,6 @@ class GatewaySecretsApi:
             Path(settings.pki_dir) / "ca.crt",
             settings.rotation_token,
             region=settings.region,
-            server_name="gateway",
         )
         return cls(client)
 

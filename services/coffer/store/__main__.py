@@ -22,12 +22,14 @@ from coffer import logs
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.replication.v1 import replication_pb2, replication_pb2_grpc
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
+from coffer.audit import StructlogAudit
 from coffer.clock import Clock
 from coffer.core import errors
 from coffer.core.rotation import RotationPolicy
 from coffer.loops import cancel_and_wait, run_forever
 from coffer.pgnotify import NotifyHub
-from coffer.pki import replicator_identity
+from coffer.pki import SIGNING_PUB, replicator_identity
+from coffer.rpc.assertions import PrincipalVerifier
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import (
     PeerPolicy,
@@ -56,14 +58,15 @@ CONTROL_SERVICE_NAME = CONTROL_SERVICE.full_name
 REPLICATION_SERVICE = replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"]
 REPLICATION_SERVICE_NAME = REPLICATION_SERVICE.full_name
 
-#: The gateway and the rotation service call the store, and both may forward the end caller's principal.
-#: The internal RotationControlService is for the rotation service only.
+#: The gateway calls the store's secrets API, for the end caller its principal assertion names.
+#: The internal RotationControlService is for the rotation service only, which calls nothing else here (it
+#: reads and writes secrets through the gateway, with its own bearer credential).
 STORE_PEERS = PeerPolicy(
-    default=frozenset({"gateway", "rotation"}),
+    default=frozenset({"gateway"}),
     per_method={
         f"/{CONTROL_SERVICE_NAME}/{m.name}": frozenset({"rotation"}) for m in CONTROL_SERVICE.methods
     },
-    forwarders=frozenset({"gateway", "rotation"}),
+    forwarders=frozenset({"gateway"}),
 )
 
 
@@ -230,6 +233,8 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             register=register,
             peers=store_peers(settings.peers),
             foreign_identities={replicator_identity(p.region): p.ca_file for p in settings.peers},
+            assertions=PrincipalVerifier.from_file(settings.pki_dir / SIGNING_PUB, audience="store"),
+            audit=StructlogAudit(),
         )
         undo.pop_all()
     runtime = StoreRuntime(

@@ -22,6 +22,7 @@ from coffer.cli.main import main
 from coffer.client import AsyncCofferClient, CofferClient, EndpointUnreachable
 from coffer.core import errors
 from coffer.credentials import create_credential
+from coffer.rpc.tls import GATEWAY_HOST, name_options
 from coffer.testing.wait import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -30,7 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 def _handshake(port: int, ctx: ssl.SSLContext) -> tuple[str | None, str | None]:
     with (
         socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
-        ctx.wrap_socket(sock, server_hostname="localhost") as tls,
+        ctx.wrap_socket(sock, server_hostname=GATEWAY_HOST) as tls,
     ):
         cipher = tls.cipher()
         return tls.version(), cipher[0] if cipher else None
@@ -65,7 +66,7 @@ async def test_tls12_without_ecdhe_is_refused(lone_gateway: Any) -> None:
 
 def _raw_channel(gw: Any) -> grpc.aio.Channel:
     creds = grpc.ssl_channel_credentials(root_certificates=gw.ca_file.read_bytes())
-    return grpc.aio.secure_channel(gw.endpoint, creds)
+    return grpc.aio.secure_channel(gw.endpoint, creds, options=name_options(GATEWAY_HOST))
 
 
 async def test_missing_and_wrong_credentials_are_unauthenticated(lone_gateway: Any) -> None:

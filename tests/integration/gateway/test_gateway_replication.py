@@ -11,6 +11,7 @@ import pytest
 
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.secrets.v1 import secrets_pb2_grpc
+from coffer.rpc.tls import GATEWAY_HOST, name_options
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -18,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 async def test_replication_operations_are_forwarded(stack: Any) -> None:
     creds = grpc.ssl_channel_credentials(root_certificates=stack.ca_file.read_bytes())
     auth = (("authorization", f"Bearer {stack.token}"),)
-    async with grpc.aio.secure_channel(stack.endpoint, creds) as channel:
+    async with grpc.aio.secure_channel(stack.endpoint, creds, options=name_options(GATEWAY_HOST)) as channel:
         stub = secrets_pb2_grpc.SecretsManagerServiceStub(channel)
         created = await stub.CreateSecret(
             sm.CreateSecretRequest(

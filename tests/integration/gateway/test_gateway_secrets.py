@@ -115,7 +115,8 @@ async def test_each_call_is_audited_without_values(stack: Any) -> None:
             with pytest.raises(errors.NotFound):
                 await client.get_secret_value(secret_id="audit/none")
             await client.get_random_password()
-    audit = [e for e in logs if e.get("event") == "audit"]
+    # the gateway's lines (the store's and the kms's own lines for the calls they serve name their peer)
+    audit = [e for e in logs if e.get("event") == "audit" and "peer" not in e]
     assert [(e["action"], e["resource"], e["outcome"]) for e in audit] == [
         ("secretsmanager:CreateSecret", "audit/x", "allowed"),
         ("secretsmanager:GetSecretValue", "audit/x", "allowed"),

@@ -68,7 +68,7 @@ async def _start(tmp_path: Path, pki_dir: Path, database_url: str, redis_url: st
         await services.aclose()
         raise
     endpoint = f"127.0.0.1:{gateway.port}"
-    client = AsyncCofferClient(endpoint, services.ca_file, admin, server_name="gateway")
+    client = AsyncCofferClient(endpoint, services.ca_file, admin)
     return Stack(services, client, endpoint, services.ca_file, admin)
 
 

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from coffer.core import errors
 from coffer.embedded import free_port
 from coffer.rotation.__main__ import redact_url, serve
-from coffer.rpc.tls import TlsFiles, channel_credentials
+from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_host
 from coffer.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ def settings_for(pki_dir: Path, redis_url: str) -> Settings:
 async def health(port: int, pki_dir: Path, identity: str) -> int:
     creds = channel_credentials(TlsFiles.for_identity(pki_dir, identity))
     async with grpc.aio.secure_channel(
-        f"127.0.0.1:{port}", creds, options=[("grpc.ssl_target_name_override", "rotation")]
+        f"127.0.0.1:{port}", creds, options=name_options(service_host("rotation"))
     ) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         return int(reply.status)

@@ -221,10 +221,8 @@ async def _coffer(
         gateway = await services.start_gateway()
         endpoint = f"127.0.0.1:{gateway.port}"
         services.env["COFFER_ROTATION_TOKEN"] = rotation_token
-        admin = AsyncCofferClient(endpoint, services.ca_file, admin_token, server_name="gateway")
-        api = GatewaySecretsApi(
-            AsyncCofferClient(endpoint, services.ca_file, rotation_token, server_name="gateway")
-        )
+        admin = AsyncCofferClient(endpoint, services.ca_file, admin_token)
+        api = GatewaySecretsApi(AsyncCofferClient(endpoint, services.ca_file, rotation_token))
         try:
             if redis_url is not None:
                 await services.start_rotation()

@@ -18,7 +18,7 @@ from coffer.core import errors
 from coffer.rpc import context as ctx
 from coffer.rpc.server import PeerPolicy, RunningServer, start_server
 from coffer.rpc.status import error_info_of
-from coffer.rpc.tls import TlsFiles, channel_credentials
+from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_host
 
 SERVICE = "coffer.test.v1.Echo"
 ALLOWED = "gateway"
@@ -114,7 +114,7 @@ async def connect(
         channel = grpc.aio.secure_channel(
             f"127.0.0.1:{echo_server.port}",
             channel_credentials(TlsFiles.for_identity(pki_dir, identity)),
-            options=[("grpc.ssl_target_name_override", "store")],
+            options=name_options(service_host("store")),
         )
         channels.append(channel)
         return channel
@@ -145,7 +145,7 @@ KINDS = ["Unary", "ServerStream", "ServerStreamWriter", "ClientStream", "Bidi"]
 
 
 @pytest.mark.parametrize("method", KINDS)
-@pytest.mark.parametrize("identity", ["kms", "rotation", "operator"])
+@pytest.mark.parametrize("identity", ["store", "rotation", "operator"])
 async def test_a_peer_the_policy_does_not_allow_is_refused_on_every_handler_kind(
     connect: Callable[[str], grpc.aio.Channel], method: str, identity: str
 ) -> None:
@@ -196,7 +196,7 @@ async def test_an_error_inside_a_streaming_handler_is_mapped_by_the_one_status_m
 async def test_health_watch_is_refused_to_a_peer_that_check_refuses(
     connect: Callable[[str], grpc.aio.Channel],
 ) -> None:
-    stub = health_pb2_grpc.HealthStub(connect("kms"))
+    stub = health_pb2_grpc.HealthStub(connect("rotation"))
     with pytest.raises(grpc.aio.AioRpcError) as check:
         await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=10)
     assert check.value.code() == grpc.StatusCode.PERMISSION_DENIED

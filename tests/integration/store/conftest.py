@@ -26,7 +26,7 @@ from coffer.api.store.v1 import store_pb2_grpc
 from coffer.crypto.rootkey import RootKey
 from coffer.kms.__main__ import KmsRuntime
 from coffer.rpc.channel import secure_channel
-from coffer.rpc.tls import TlsFiles, channel_credentials
+from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_host
 from coffer.settings import Settings
 from coffer.store.__main__ import StoreRuntime
 from coffer.testing.clock import ManualClock
@@ -78,7 +78,7 @@ async def stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterat
         raw_channel = grpc.aio.secure_channel(
             target,
             channel_credentials(TlsFiles.for_identity(pki_dir, "gateway")),
-            options=[("grpc.ssl_target_name_override", "store"), ("grpc.default_authority", "store")],
+            options=name_options(service_host("store")),
         )
         closers.append(raw_channel.close)
         kms_channel = secure_channel(

@@ -1,5 +1,7 @@
 """mTLS identities: each internal service accepts only the identities that should call it (kms: store and,
-for key management, gateway; store: gateway and rotation), and a client without a certificate gets nowhere."""
+for key management, gateway; store: the gateway, and the rotation service on RotationControlService only),
+a certificate without client usage (the kms's) cannot call at all, and a client without a certificate gets
+nowhere."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from coffer.api.secrets.v1 import secrets_pb2
 from coffer.api.store.v1 import store_pb2_grpc
 from coffer.core import errors
 from coffer.rpc.channel import secure_channel
-from coffer.rpc.tls import TlsFiles, channel_credentials
+from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_host
 
 from .conftest import StoreStack
 
@@ -38,8 +40,8 @@ def _kms_stub(
     return channel, kms_pb2_grpc.KeyManagementServiceStub(channel)
 
 
-@pytest.mark.parametrize("identity", ["gateway", "rotation"])
-async def test_store_accepts_gateway_and_rotation(stack: StoreStack, identity: str) -> None:
+@pytest.mark.parametrize("identity", ["gateway"])
+async def test_store_accepts_the_gateway(stack: StoreStack, identity: str) -> None:
     channel, stub = _store_stub(stack, identity)
     try:
         response = await stub.ListSecrets(secrets_pb2.ListSecretsRequest())
@@ -48,7 +50,7 @@ async def test_store_accepts_gateway_and_rotation(stack: StoreStack, identity: s
         await channel.close()
 
 
-@pytest.mark.parametrize("identity", ["kms", "operator", "store"])
+@pytest.mark.parametrize("identity", ["rotation", "operator", "store"])
 async def test_store_refuses_other_identities(stack: StoreStack, identity: str) -> None:
     channel, stub = _store_stub(stack, identity)
     try:
@@ -60,12 +62,26 @@ async def test_store_refuses_other_identities(stack: StoreStack, identity: str) 
         await channel.close()
 
 
-@pytest.mark.parametrize("identity", ["rotation", "operator", "kms"])
+@pytest.mark.parametrize("identity", ["rotation", "operator"])
 async def test_kms_refuses_identities_other_than_store_and_gateway(stack: StoreStack, identity: str) -> None:
     channel, stub = _kms_stub(stack, identity)
     try:
         with pytest.raises(errors.AccessDenied):
             await stub.ListKeys(kms_pb2.ListKeysRequest())
+    finally:
+        await channel.close()
+
+
+@pytest.mark.parametrize("callee", ["store", "kms"])
+async def test_a_certificate_without_client_usage_cannot_call_at_all(stack: StoreStack, callee: str) -> None:
+    """The kms's certificate serves only: the TLS handshake itself refuses it as a client certificate."""
+    channel, stub = _store_stub(stack, "kms") if callee == "store" else _kms_stub(stack, "kms")
+    try:
+        with pytest.raises(errors.Unavailable):
+            if isinstance(stub, store_pb2_grpc.SecretStoreServiceStub):
+                await stub.ListSecrets(secrets_pb2.ListSecretsRequest(), timeout=5)
+            else:
+                await stub.ListKeys(kms_pb2.ListKeysRequest(), timeout=5)
     finally:
         await channel.close()
 
@@ -79,7 +95,7 @@ async def test_a_client_without_a_certificate_cannot_reach_the_store(stack: Stor
     channel = grpc.aio.secure_channel(
         f"127.0.0.1:{stack.store_runtime.port}",
         channel_credentials(TlsFiles(ca=stack.settings.pki_dir / "ca.crt")),
-        options=[("grpc.ssl_target_name_override", "store")],
+        options=name_options(service_host("store")),
     )
     try:
         with pytest.raises(grpc.aio.AioRpcError) as info:
