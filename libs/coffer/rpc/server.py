@@ -320,6 +320,7 @@ async def start_server(
     authenticator: Authenticator | None = None,
     require_client_cert: bool = True,
     options: Iterable[tuple[str, Any]] = (),
+    maximum_concurrent_rpcs: int | None = None,
     foreign_identities: Mapping[str, Path] | None = None,
 ) -> RunningServer:
     """Start a TLS gRPC server. ``register`` adds the servicers and returns their full service names, which
@@ -327,13 +328,17 @@ async def start_server(
 
     ``foreign_identities`` (identity -> CA file) lets other deployments' CAs vouch for those identities only
     (e.g. ``replicator.local-2`` by local-2's CA): their CAs join the client-CA bundle, and every caller's
-    certificate must then be issued by the CA trusted for its identity (ours for all the others)."""
+    certificate must then be issued by the CA trusted for its identity (ours for all the others).
+
+    ``options`` are grpc server options (limits); ``maximum_concurrent_rpcs`` caps the calls in progress, a
+    call beyond it being refused at once with RESOURCE_EXHAUSTED."""
     issuers = IssuerCheck(own_ca=tls.ca, foreign=foreign_identities) if foreign_identities and peers else None
     server = grpc.aio.server(
         interceptors=[
             CallInterceptor(service=service, peers=peers, authenticator=authenticator, issuers=issuers)
         ],
         options=[("grpc.so_reuseport", 0), *options],
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
     names = tuple(register(server))
     health_servicer = health.aio.HealthServicer()

@@ -33,6 +33,7 @@ def _string_paths(
         if field.type == FieldDescriptor.TYPE_STRING and field.name not in VALUE_FIELDS:
             yield path
         elif field.type == FieldDescriptor.TYPE_MESSAGE and len(prefix) < 3:
+            assert field.message_type is not None
             yield from _string_paths(field.message_type, path)
 
 
