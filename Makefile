@@ -7,14 +7,16 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := $(shell find protos -name '*.proto')
 PROTO_STAMP := libs/coffer/api/.generated
 
-.PHONY: run test proto lint typecheck bench install stop clean
+.PHONY: run test proto lint typecheck bench install stop clean lock
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# Every dependency (the build backend included) comes from requirements.lock, each file checked against its
+# pinned SHA-256; then the project itself, built by that pinned backend, with nothing else resolved.
+$(STAMP): pyproject.toml requirements.lock | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(STAMP) $(PROTO_STAMP)
@@ -22,6 +24,10 @@ install: $(STAMP) $(PROTO_STAMP)
 $(PROTO_STAMP): $(PROTO_SRC) $(STAMP) scripts/genproto.py
 	$(BIN)/python scripts/genproto.py
 	touch $@
+
+# Re-pin every dependency after changing pyproject.toml (needs PyPI).
+lock: $(STAMP)
+	scripts/lock.sh
 
 proto: $(STAMP)
 	$(BIN)/python scripts/genproto.py

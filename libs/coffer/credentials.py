@@ -6,10 +6,15 @@ keeps, per id, the principal it authenticates (``user/admin``) and the SHA-256 o
 carry 256 random bits, so a fast hash is the right tool (no password-stretching needed) — compared with
 ``hmac.compare_digest``. The token itself is shown once, when it is created, and never stored.
 
+A credential may expire (``expires``, ISO-8601 UTC; absent: never): from that instant the gateway refuses it
+with ``ExpiredTokenException``. Rotating a principal's credential replaces every credential of that principal
+with a new one (the old tokens stop working as soon as the gateway re-reads the file, within a second).
+
 File format::
 
     {"version": 1,
-     "credentials": {"<id>": {"principal": "user/admin", "sha256": "<64 hex>", "created": "<ISO-8601>"}}}
+     "credentials": {"<id>": {"principal": "user/admin", "sha256": "<64 hex>", "created": "<ISO-8601>",
+                              "expires": "<ISO-8601>"}}}
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}(/[A-Za-z0-9+=,.@_-]{1,64}){0,4}$")
 
 INVALID_TOKEN_MESSAGE = "The security token included in the request is invalid."
+EXPIRED_CODE = "ExpiredTokenException"
+EXPIRED_MESSAGE = (
+    "The security token included in the request is expired. Ask an administrator for a new one "
+    "(`coffer admin rotate-credential --principal <principal>`)."
+)
 
 #: Compared against when the id is unknown, so a miss costs the same hash-and-compare as a hit.
 _DUMMY_HASH = hashlib.sha256(b"coffer: no such credential").hexdigest()
@@ -50,6 +60,8 @@ class Credential:
     principal: str
     sha256: str
     created: str
+    #: When the credential stops working (UTC); None: never.
+    expires: dt.datetime | None = None
 
 
 def hash_token(token: str) -> str:
@@ -74,16 +86,29 @@ def parse_token(token: str) -> tuple[str, str] | None:
     return cred_id, secret
 
 
-def verify_token(credentials: Mapping[str, Credential], token: str) -> str:
-    """Return the principal the token authenticates, or raise ``errors.Unauthenticated``. The hash
-    comparison is constant-time, and an unknown id still pays for one comparison."""
+def verify_token(credentials: Mapping[str, Credential], token: str, *, now: dt.datetime | None = None) -> str:
+    """Return the principal the token authenticates, or raise ``errors.Unauthenticated`` (with
+    ``ExpiredTokenException`` for a right token past its expiry, ``now`` being the current time by
+    default). The hash comparison is constant-time, and an unknown id still pays for one comparison."""
     parsed = parse_token(token)
     cred = credentials.get(parsed[0]) if parsed is not None else None
     expected = cred.sha256 if cred is not None else _DUMMY_HASH
     matches = hmac.compare_digest(hash_token(token).encode("ascii"), expected.encode("ascii"))
     if cred is None or not matches:
         raise errors.Unauthenticated(INVALID_TOKEN_MESSAGE)
+    if cred.expires is not None and (now or dt.datetime.now(dt.UTC)) >= cred.expires:
+        raise errors.Unauthenticated(EXPIRED_MESSAGE, code=EXPIRED_CODE)
     return cred.principal
+
+
+def _parse_expiry(value: object) -> dt.datetime | None:
+    """An ISO-8601 instant (UTC when it names no zone); None for a missing value."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
 
 
 def _decode(raw: bytes, path: Path) -> dict[str, Credential]:
@@ -106,11 +131,16 @@ def _decode(raw: bytes, path: Path) -> dict[str, Credential]:
             or not _HASH_RE.match(entry["sha256"])
         ):
             raise ValueError(f"{path}: credential {cred_id!r} is malformed")
+        try:
+            expires = _parse_expiry(entry.get("expires"))
+        except ValueError:
+            raise ValueError(f"{path}: credential {cred_id!r} has a malformed expiry") from None
         out[cred_id] = Credential(
             id=cred_id,
             principal=entry["principal"],
             sha256=entry["sha256"],
             created=str(entry.get("created", "")),
+            expires=expires,
         )
     return out
 
@@ -125,13 +155,17 @@ def read_credentials(path: Path) -> dict[str, Credential]:
     return _decode(raw, path)
 
 
+def _entry(c: Credential) -> dict[str, str]:
+    entry = {"principal": c.principal, "sha256": c.sha256, "created": c.created}
+    if c.expires is not None:
+        entry["expires"] = c.expires.isoformat()
+    return entry
+
+
 def _write(path: Path, credentials: Mapping[str, Credential]) -> None:
     doc = {
         "version": FILE_VERSION,
-        "credentials": {
-            c.id: {"principal": c.principal, "sha256": c.sha256, "created": c.created}
-            for c in credentials.values()
-        },
+        "credentials": {c.id: _entry(c) for c in credentials.values()},
     }
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -160,25 +194,51 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def create_credential(path: Path, *, principal: str) -> str:
-    """Append a credential for ``principal`` to the file (created 0600 if missing) and return the token.
-    The token is not stored anywhere: show it to the user once."""
+def _check_principal(principal: str) -> None:
     if not PRINCIPAL_RE.match(principal):
         raise errors.InvalidParameter(
             f"Invalid principal {principal!r}: use a name like 'user/admin' "
             "(letters, digits and +=,.@_- in up to five '/'-separated parts)."
         )
+
+
+def _add(current: dict[str, Credential], principal: str, expires: dt.datetime | None) -> str:
+    cred_id, token = new_token()
+    while cred_id in current:  # pragma: no cover - 64 random bits
+        cred_id, token = new_token()
+    created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    current[cred_id] = Credential(
+        id=cred_id, principal=principal, sha256=hash_token(token), created=created, expires=expires
+    )
+    return token
+
+
+def create_credential(path: Path, *, principal: str, expires: dt.datetime | None = None) -> str:
+    """Append a credential for ``principal`` (expiring at ``expires``, if given) to the file (created 0600 if
+    missing) and return the token. The token is not stored anywhere: show it to the user once."""
+    _check_principal(principal)
     with _locked(path):
         current = read_credentials(path)
-        cred_id, token = new_token()
-        while cred_id in current:  # pragma: no cover - 64 random bits
-            cred_id, token = new_token()
-        created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-        current[cred_id] = Credential(
-            id=cred_id, principal=principal, sha256=hash_token(token), created=created
-        )
+        token = _add(current, principal, expires)
         _write(path, current)
     return token
+
+
+def rotate_credential(path: Path, *, principal: str, expires: dt.datetime | None = None) -> tuple[str, int]:
+    """Replace every credential of ``principal`` by one new credential (expiring at ``expires``, if given):
+    return its token and how many old credentials were removed. ``errors.NotFound`` when the principal has
+    no credential (create one instead)."""
+    _check_principal(principal)
+    with _locked(path):
+        current = read_credentials(path)
+        old = [c.id for c in current.values() if c.principal == principal]
+        if not old:
+            raise errors.NotFound(f"No credential of {principal} in {path}.")
+        for cred_id in old:
+            del current[cred_id]
+        token = _add(current, principal, expires)
+        _write(path, current)
+    return token, len(old)
 
 
 def revoke_credential(path: Path, *, credential_id: str) -> bool:

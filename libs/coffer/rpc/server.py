@@ -365,6 +365,7 @@ async def start_server(
     authenticator: Authenticator | None = None,
     require_client_cert: bool = True,
     options: Iterable[tuple[str, Any]] = (),
+    maximum_concurrent_rpcs: int | None = None,
     foreign_identities: Mapping[str, Path] | None = None,
     assertions: PrincipalVerifier | None = None,
     audit: AuditSink | None = None,
@@ -376,7 +377,8 @@ async def start_server(
     (e.g. ``replicator.local-2`` by local-2's CA): their CAs join the client-CA bundle, and every caller's
     certificate must then be issued by the CA trusted for its identity (ours for all the others).
     ``assertions`` verifies the principals that ``peers.forwarders`` claim; ``audit`` gets one line per
-    call."""
+    call. ``options`` are grpc server options (limits); ``maximum_concurrent_rpcs`` caps the calls in
+    progress, a call beyond it being refused at once with RESOURCE_EXHAUSTED."""
     issuers = IssuerCheck(own_ca=tls.ca, foreign=foreign_identities) if foreign_identities and peers else None
     server = grpc.aio.server(
         interceptors=[
@@ -390,6 +392,7 @@ async def start_server(
             )
         ],
         options=[("grpc.so_reuseport", 0), *options],
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
     names = tuple(register(server))
     health_servicer = health.aio.HealthServicer()

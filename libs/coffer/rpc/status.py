@@ -23,6 +23,10 @@ from coffer.core import errors as e
 
 ERROR_DOMAIN = "coffer"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+#: UTF-8 bytes at most of a status message. It travels twice in the trailers (percent-encoded in grpc-message,
+#: base64 in grpc-status-details-bin), which must stay under gRPC's 8 KiB metadata limit.
+MAX_MESSAGE_BYTES = 1024
+_CUT_MARK = "...(truncated)"
 
 # Most specific first: the first class in an error's MRO found here decides its status.
 _STATUS_BY_KIND: dict[type[e.CofferError], grpc.StatusCode] = {
@@ -162,16 +166,27 @@ def status_code_of(err: e.CofferError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def bounded_message(message: str) -> str:
+    """``message`` cut to ``MAX_MESSAGE_BYTES`` UTF-8 bytes (on a character boundary), marked when cut."""
+    raw = message.encode("utf-8")
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        return message
+    keep = raw[: MAX_MESSAGE_BYTES - len(_CUT_MARK)].decode("utf-8", errors="ignore")
+    return keep + _CUT_MARK
+
+
 def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
     """Map an exception to (gRPC code, message, trailing metadata) through ``classify``: a dependency's
-    failure becomes UNAVAILABLE or ABORTED, any other unknown exception INTERNAL."""
+    failure becomes UNAVAILABLE or ABORTED, any other unknown exception INTERNAL. The message is bounded
+    (``bounded_message``)."""
     err = classify(exc)
     code = status_code_of(err)
+    message = bounded_message(err.message)
     info = error_details_pb2.ErrorInfo(reason=err.code, domain=ERROR_DOMAIN)
     detail = any_pb2.Any()
     detail.Pack(info)
-    rich = status_pb2.Status(code=code.value[0], message=err.message, details=[detail])
-    return code, err.message, ((STATUS_DETAILS_KEY, rich.SerializeToString()),)
+    rich = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    return code, message, ((STATUS_DETAILS_KEY, rich.SerializeToString()),)
 
 
 def error_info_of(exc: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:

@@ -4,6 +4,14 @@ The public port speaks TLS (server certificate "gateway", named ``gateway.coffer
 no certificate) and every call but the health check must carry ``authorization: Bearer <token>``. Calls
 forwarded to the store and the kms carry the caller's principal with an assertion signed by the gateway's
 principal-signing key (``coffer.rpc.assertions``).
+
+The public port is bounded (``PUBLIC_LIMITS``): a request message over ``MAX_REQUEST_BYTES`` is refused by
+gRPC with RESOURCE_EXHAUSTED while it arrives, before it is parsed, logged or authenticated (gRPC reads and
+deserializes a request before any handler code runs, so this cap is what bounds the work an unauthenticated
+caller can cause; the bearer token itself is checked before the request is used). A connection carries at most
+``MAX_STREAMS_PER_CONNECTION`` concurrent calls, an idle connection is closed, clients that ping too often are
+disconnected, and at most ``MAX_CONCURRENT_RPCS`` calls are in progress in all (more are refused with
+RESOURCE_EXHAUSTED).
 """
 
 from __future__ import annotations
@@ -30,6 +38,22 @@ from coffer.rpc.tls import TlsFiles
 from coffer.settings import Settings
 
 log = logs.get_logger("coffer.gateway")
+
+#: A secret value is at most 64 KiB (SecretString or SecretBinary, as in AWS); the rest of the largest request
+#: (tags, description, filters) is far smaller, so a whole request fits well within 256 KiB.
+MAX_REQUEST_BYTES = 256 * 1024
+MAX_STREAMS_PER_CONNECTION = 100
+MAX_CONCURRENT_RPCS = 512
+PUBLIC_LIMITS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+    ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+    ("grpc.max_connection_idle_ms", 5 * 60 * 1000),
+    # keepalive enforcement: a client pinging more often than once a minute without calls is disconnected
+    ("grpc.http2.min_ping_interval_without_data_ms", 60 * 1000),
+    ("grpc.http2.max_ping_strikes", 2),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.max_metadata_size", 16 * 1024),
+)
 
 
 @dataclass
@@ -76,6 +100,8 @@ async def serve(settings: Settings) -> GatewayRuntime:
             peers=None,
             authenticator=BearerAuthenticator(credentials),
             require_client_cert=False,
+            options=PUBLIC_LIMITS,
+            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         )
     except BaseException:
         await store_channel.close()
