@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.secrets.v1 import secrets_pb2_grpc
 from coffer.rpc.status import error_info_of
+from coffer.rpc.tls import GATEWAY_HOST, name_options
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -76,7 +77,7 @@ def _hostile(field: FieldDescriptor, char: str) -> str:
 async def test_control_characters_in_every_string_field_are_refused_not_internal(stack: Any) -> None:
     creds = grpc.ssl_channel_credentials(root_certificates=stack.ca_file.read_bytes())
     metadata = (("authorization", f"Bearer {stack.token}"),)
-    async with grpc.aio.secure_channel(stack.endpoint, creds) as channel:
+    async with grpc.aio.secure_channel(stack.endpoint, creds, options=name_options(GATEWAY_HOST)) as channel:
         stub = secrets_pb2_grpc.SecretsManagerServiceStub(channel)
         await stub.CreateSecret(
             sm.CreateSecretRequest(
@@ -115,7 +116,7 @@ async def test_control_characters_in_create_secret_fields_are_validation_errors(
         "tags.1.member.key": sm.CreateSecretRequest(name="h/g", tags=[sm.Tag(key="k\x01", value="v")]),
         "tags.1.member.value": sm.CreateSecretRequest(name="h/v", tags=[sm.Tag(key="k", value="v\x00")]),
     }
-    async with grpc.aio.secure_channel(stack.endpoint, creds) as channel:
+    async with grpc.aio.secure_channel(stack.endpoint, creds, options=name_options(GATEWAY_HOST)) as channel:
         stub = secrets_pb2_grpc.SecretsManagerServiceStub(channel)
         for member, request in requests.items():
             with pytest.raises(grpc.aio.AioRpcError) as info:

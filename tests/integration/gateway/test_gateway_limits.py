@@ -21,6 +21,7 @@ from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.secrets.v1 import secrets_pb2_grpc
 from coffer.gateway.__main__ import MAX_REQUEST_BYTES, MAX_STREAMS_PER_CONNECTION
 from coffer.rpc.status import MAX_MESSAGE_BYTES, error_info_of
+from coffer.rpc.tls import GATEWAY_HOST, name_options
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -40,7 +41,9 @@ def service_logging() -> Iterator[None]:
 
 def _channel(gw: Any) -> grpc.aio.Channel:
     creds = grpc.ssl_channel_credentials(root_certificates=gw.ca_file.read_bytes())
-    return grpc.aio.secure_channel(gw.endpoint, creds, options=[("grpc.max_send_message_length", -1)])
+    return grpc.aio.secure_channel(
+        gw.endpoint, creds, options=[("grpc.max_send_message_length", -1), *name_options(GATEWAY_HOST)]
+    )
 
 
 async def test_ten_4mb_requests_are_refused_early_and_the_log_stays_small(
@@ -158,7 +161,7 @@ def _open_streams(port: int, ca_file: str, count: int) -> tuple[int | None, set[
     ctx.set_alpn_protocols(["h2"])
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
-        ctx.wrap_socket(sock, server_hostname="localhost") as tls,
+        ctx.wrap_socket(sock, server_hostname=GATEWAY_HOST) as tls,
     ):
         tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(_SETTINGS, 0, 0))
         advertised = None

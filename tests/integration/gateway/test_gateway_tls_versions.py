@@ -11,13 +11,15 @@ from typing import Any
 
 import pytest
 
+from coffer.rpc.tls import GATEWAY_HOST
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 def _handshake(port: int, ctx: ssl.SSLContext) -> tuple[str | None, str | None]:
     with (
         socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
-        ctx.wrap_socket(sock, server_hostname="localhost") as tls,
+        ctx.wrap_socket(sock, server_hostname=GATEWAY_HOST) as tls,
     ):
         cipher = tls.cipher()
         return tls.version(), cipher[0] if cipher else None
