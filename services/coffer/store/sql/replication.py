@@ -67,6 +67,8 @@ class ReplicaHead:
     primary_region: str | None
     change_seq: int
     kms_key_id: str | None
+    #: An operator allowed a peer region's force-overwrite to replace this secret.
+    overwritable: bool = False
 
 
 # A replicated secret's change: the same, plus a metadata snapshot after the change (never a value) in the
@@ -192,8 +194,8 @@ class ReplicationStatements(Statements):
     async def head_by_name(self, name: str) -> ReplicaHead | None:
         return _head(
             await self._conn.fetchrow(
-                "SELECT id, arn, name, is_replica, primary_region, change_seq, kms_key_id"
-                " FROM store.secrets WHERE name = $1 FOR UPDATE",
+                "SELECT id, arn, name, is_replica, primary_region, change_seq, kms_key_id,"
+                " replication_overwritable FROM store.secrets WHERE name = $1 FOR UPDATE",
                 name,
             )
         )
@@ -258,6 +260,7 @@ def _head(row: asyncpg.Record | None) -> ReplicaHead | None:
         primary_region=row["primary_region"],
         change_seq=row["change_seq"],
         kms_key_id=row["kms_key_id"],
+        overwritable=row.get("replication_overwritable", False),
     )
 
 
