@@ -143,6 +143,9 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         applied = await apply_migrations(pool)
         if applied:
             log.info("store.migrated", applied=applied)
+        indexed = await StoreRepository(pool).index_missing_terms()
+        if indexed:
+            log.info("store.list_terms_indexed", secrets=indexed)
         kms_channel = secure_channel(
             settings.kms_addr, TlsFiles.for_identity(settings.pki_dir, "store"), server_name="kms"
         )

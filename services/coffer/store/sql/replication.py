@@ -15,6 +15,7 @@ from coffer.store import snapshot as snapshot_columns
 from coffer.store.records import StoredValue
 from coffer.store.snapshot import SecretSnapshot
 from coffer.store.sql.common import REPLICATION_OUTBOX_LOCK, Reads, Statements
+from coffer.store.sql.listing import refresh_terms
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +228,7 @@ class ReplicationStatements(Statements):
         await self._conn.execute(
             _UPDATE_REPLICA_SQL, secret_id, seq, kms_key_id, kms_key_arn, *snapshot.column_values()
         )
+        await refresh_terms(self._conn, secret_id)
 
     async def promote(self, secret_id: int) -> None:
         """StopReplicationToReplica: a standalone secret from now on."""
