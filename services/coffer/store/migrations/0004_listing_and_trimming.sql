@@ -11,7 +11,7 @@ CREATE TABLE store.list_terms (
     term      text    COLLATE "C" NOT NULL
 );
 
-CREATE INDEX list_terms_by_secret ON store.list_terms (secret_id, kind, field);
+CREATE INDEX list_terms_by_secret ON store.list_terms (secret_id, kind, field, term);
 CREATE INDEX list_terms_by_term ON store.list_terms (kind, term, secret_id);
 
 -- Secrets written before this migration have no terms yet: the store fills them in at start (rows created

@@ -185,19 +185,20 @@ SELECT i, k::"char", f, t FROM unnest($2::bigint[], $3::text[], $4::int[], $5::t
 
 
 async def _write_terms(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> None:
-    ids: list[int] = []
-    kinds: list[str] = []
-    fields: list[int] = []
-    terms: list[str] = []
-    for r in rows:
+    """Replace the terms of many secrets at once (binary COPY), in the caller's transaction."""
+    await conn.execute(
+        "DELETE FROM store.list_terms WHERE secret_id = ANY($1::bigint[])", [r["id"] for r in rows]
+    )
+    records = [
+        (r["id"], kind.encode(), field, term)
+        for r in rows
         for kind, field, term in list_terms(
             r["name"], r["description"], tags_of(r["tags"]), r["owning_service"]
-        ):
-            ids.append(r["id"])
-            kinds.append(kind)
-            fields.append(field)
-            terms.append(term)
-    await conn.execute(_REPLACE_TERMS_SQL, [r["id"] for r in rows], ids, kinds, fields, terms)
+        )
+    ]
+    await conn.copy_records_to_table(
+        "list_terms", schema_name="store", columns=["secret_id", "kind", "field", "term"], records=records
+    )
 
 
 async def set_terms(
