@@ -170,6 +170,20 @@ class ReplicationStatements(Statements):
         )
         self._replicated.add(secret_id)
 
+    async def reseed_replicas(self, secret_id: int, regions: Sequence[str], *, since_seq: int) -> list[str]:
+        """Ship the secret to ``regions`` again from change ``since_seq`` on (that change carries every
+        version: a seed). Returns the regions that were replicated and not blocked."""
+        rows = await self._conn.fetch(
+            "UPDATE store.replication_status SET since_seq = $3 WHERE secret_id = $1"
+            " AND region = ANY($2::text[]) AND NOT blocked RETURNING region",
+            secret_id,
+            list(regions),
+            since_seq,
+        )
+        if rows:
+            self._replicated.add(secret_id)
+        return [r["region"] for r in rows]
+
     async def change_seq(self, secret_id: int) -> int:
         value: int = await self._conn.fetchval(
             "SELECT change_seq FROM store.secrets WHERE id = $1", secret_id
