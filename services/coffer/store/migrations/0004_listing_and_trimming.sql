@@ -12,7 +12,7 @@ CREATE TABLE store.list_terms (
 );
 
 CREATE INDEX list_terms_by_secret ON store.list_terms (secret_id, kind, field, term);
-CREATE INDEX list_terms_by_term ON store.list_terms (kind, term, secret_id);
+CREATE INDEX list_terms_by_term ON store.list_terms (kind, term, secret_id, field);
 
 -- Secrets written before this migration have no terms yet: the store fills them in at start (rows created
 -- from now on get their terms in the transaction that writes them).
