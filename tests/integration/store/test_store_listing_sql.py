@@ -16,6 +16,7 @@ import pytest
 from coffer.api.secrets.v1 import secrets_pb2 as pb
 from coffer.core import errors, listing
 from coffer.core.listing import Listable, ListFilter
+from coffer.core.validation import SORT_BY
 from coffer.store.repository import StoreRepository
 from coffer.store.sql.common import date_of, tags_of
 from coffer.store.sql.listing import page_query
@@ -165,7 +166,7 @@ async def test_sql_listing_matches_the_reference_filters_sorts_and_pages(stack: 
         filters = [ListFilter(k, tuple(v)) for k, v in spec]
         names = [i.name for i in await repo.list_page(filters, by, include_deleted=True, limit=100)]
         assert ("via/api" in names) is present
-    for sort_by, order, size in itertools.product(listing._SORT_KEYS, ("asc", "desc"), (1, 3, 100)):
+    for sort_by, order, size in itertools.product(SORT_BY, ("asc", "desc"), (1, 3, 100)):
         expected = [
             i.name for i in listing.page(items, sort_by=sort_by, sort_order=order, max_results=1000).items
         ]
