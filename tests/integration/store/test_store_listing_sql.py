@@ -204,7 +204,7 @@ BULK = 3000
 
 _BULK_SQL = """
 INSERT INTO store.secrets (arn, name, region, description, tags, created_at, last_changed_at, terms_indexed)
-SELECT format('arn:aws:secretsmanager:%s:%s:secret:bulk/app%s-%s', $1::text, $2::text, i, lpad(i::text, 6)),
+SELECT format('arn:aws:secretsmanager:%s:%s:secret:bulk/app%s-%s', $1::text, $2::text, i, to_hex(i)),
        format('bulk/team%s/app%s', i % 50, i),
        $1::text,
        format('Credentials of service %s in %s', i % 500, (ARRAY['prod', 'staging', 'dev'])[1 + i % 3]),
