@@ -1,6 +1,7 @@
 """`make bench`: GetSecretValue and PutSecretValue through the whole running stack (client, gateway,
 store, kms; TLS and mTLS; warm) at concurrency 1, 16 and 64, next to a bare grpc.aio echo server measured
-in the same run. Prints ops/s, p50/p99 and the ratio to the echo. A benchmark, not a test: no thresholds."""
+in the same run. Prints ops/s, p50/p99 and the ratio to the echo. Then ListSecrets pages at 100,000 secrets
+(``bench.list_secrets``). A benchmark, not a test: no thresholds."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import grpc
 
+from bench import list_secrets as bench_list_secrets
 from bench.load import Result, drive
 from coffer.rpc.tls import GATEWAY_HOST, TlsFiles, channel_credentials, name_options
 from coffer.testing.wait import eventually
@@ -69,7 +71,7 @@ def _print(rows: list[tuple[Result, Result]]) -> None:
         )
 
 
-async def main_async(duration: float) -> None:
+async def main_async(duration: float, list_secrets: int) -> None:
     from coffer.client.aio import AsyncCofferClient
     from coffer.devrun import Deployment
 
@@ -103,6 +105,15 @@ async def main_async(duration: float) -> None:
             results.append(await drive("GetSecretValue", get_op, concurrency=c, duration=duration))
         for c in CONCURRENCY:
             results.append(await drive("PutSecretValue", put_op, concurrency=c, duration=duration))
+        if list_secrets:
+            await bench_list_secrets.run(
+                client,
+                info.database_url,
+                deployment.service_dsns["store"],
+                count=list_secrets,
+                region=deployment.settings.region,
+                account=deployment.settings.account_id,
+            )
         await client.close()
         echo = await _echo_results(info.pki_dir, duration, payload=300)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -116,8 +127,11 @@ async def main_async(duration: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per point")
+    parser.add_argument(
+        "--list-secrets", type=int, default=100_000, help="secrets for the ListSecrets benchmark (0: skip it)"
+    )
     args = parser.parse_args()
-    asyncio.run(main_async(args.duration))
+    asyncio.run(main_async(args.duration, args.list_secrets))
 
 
 if __name__ == "__main__":

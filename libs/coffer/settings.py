@@ -41,6 +41,9 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_ROTATION_LEASE_SECONDS",
             "COFFER_PEERS",
             "COFFER_REPLICATION_INTERVAL_SECONDS",
+            "COFFER_OUTBOX_MAX_ROWS",
+            "COFFER_OUTBOX_KEEP_SECONDS",
+            "COFFER_ROTATION_ATTEMPTS_KEPT",
         }
     ),
     "rotation": frozenset(
@@ -122,6 +125,12 @@ class Settings:
     # the store's change notifications).
     peers: tuple[Peer, ...] = ()
     replication_interval_seconds: float = 1.0
+    # Housekeeping (issue 8): the outbox keeps at most this many rows (the oldest are dropped beyond it, and
+    # replicas that missed some are re-seeded); acknowledged rows are kept this long; finished rotation
+    # attempts kept per secret.
+    outbox_max_rows: int = 100_000
+    outbox_keep_seconds: float = 600.0
+    rotation_attempts_kept: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -159,6 +168,9 @@ class Settings:
             rotation_stream_prefix=e.get("COFFER_ROTATION_STREAM_PREFIX", "coffer:rotation"),
             peers=parse_peers(e.get("COFFER_PEERS", "")),
             replication_interval_seconds=float(e.get("COFFER_REPLICATION_INTERVAL_SECONDS", "1.0")),
+            outbox_max_rows=int(e.get("COFFER_OUTBOX_MAX_ROWS", "100000")),
+            outbox_keep_seconds=float(e.get("COFFER_OUTBOX_KEEP_SECONDS", "600")),
+            rotation_attempts_kept=int(e.get("COFFER_ROTATION_ATTEMPTS_KEPT", "100")),
         )
 
     def addr_of(self, service: str) -> str:

@@ -1,4 +1,6 @@
-"""ListSecrets filtering, sorting and pagination. Pure: works on plain summaries of secrets.
+"""ListSecrets filtering, sorting and pagination. Pure: :func:`page` is the reference semantics on plain
+summaries of secrets; the store runs the same in SQL on the terms of :func:`list_terms`, with the keyset
+cursors of :func:`cursor`.
 
 Matching per filter key:
 
@@ -32,7 +34,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from coffer.core import errors
@@ -144,8 +146,16 @@ def matches(filters: Sequence[ListFilter], item: Listable) -> bool:
     return all(filter_matches(f, item) for f in filters)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _epoch_us(dt: datetime) -> int:
-    return int(dt.timestamp() * 1_000_000)
+    return (dt - _EPOCH) // _MICROSECOND
+
+
+def from_epoch_us(us: int) -> datetime:
+    return _EPOCH + us * _MICROSECOND
 
 
 _SORT_KEYS: dict[str, Callable[[Listable], list[Any]]] = {
@@ -192,6 +202,118 @@ def decode_token(token: str, *, fingerprint: str) -> dict[str, Any]:
     return payload
 
 
+#: Keyset shapes per sort: the types of the sort key a NextToken carries.
+_KEY_TYPES: dict[str, tuple[type, ...]] = {
+    "created-date": (int, int),
+    "last-changed-date": (int, int),
+    "last-accessed-date": (int, int, int),
+    "name": (str, int),
+}
+_MAX_KEY_INT = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where one ListSecrets page starts: the sort, and the sort key of the previous page's last item."""
+
+    sort_by: str
+    descending: bool
+    fingerprint: str
+    after: list[Any] | None
+
+
+def cursor(
+    filters: Sequence[ListFilter],
+    *,
+    sort_by: str | None,
+    sort_order: str | None,
+    next_token: str | None,
+    scope: str,
+) -> Cursor:
+    """Decode a NextToken for this query. The token is opaque and checksummed, tied to the query (scope, sort
+    and filters) and holds only a sort key of the expected shape (anything else is InvalidNextToken). A
+    forged token can only move the start of the caller's own listing."""
+    by = sort_by or DEFAULT_SORT_BY
+    order = sort_order or DEFAULT_SORT_ORDER
+    fingerprint = query_fingerprint(scope, by, order, [(f.key, list(f.values)) for f in filters])
+    after: list[Any] | None = None
+    if next_token is not None:
+        after = decode_token(next_token, fingerprint=fingerprint)["k"]
+        shape = _KEY_TYPES[by]
+        if (
+            not isinstance(after, list)
+            or len(after) != len(shape)
+            or any(type(v) is not t for v, t in zip(after, shape, strict=True))
+            or any(isinstance(v, int) and abs(v) > _MAX_KEY_INT for v in after)
+        ):
+            raise errors.InvalidNextToken()
+    return Cursor(sort_by=by, descending=order == "desc", fingerprint=fingerprint, after=after)
+
+
+def token_after(cur: Cursor, last_key: list[Any]) -> str:
+    return encode_token({"v": 1, "q": cur.fingerprint, "k": last_key})
+
+
+def cut(cur: Cursor, rows: Sequence[Listable], max_results: int) -> Page:
+    """The page of ``rows`` (already filtered and sorted, up to ``max_results + 1`` of them): the first
+    ``max_results``, and a NextToken when there were more."""
+    chunk = list(rows[:max_results])
+    token = token_after(cur, sort_key(chunk[-1], cur.sort_by)) if len(rows) > max_results else None
+    return Page(items=chunk, next_token=token)
+
+
+# --- what the SQL listing matches against -------------------------------------------------------------------
+
+#: Term kinds (see :func:`list_terms`).
+WORD, TAG_KEY, TAG_VALUE, OWNER = "w", "k", "v", "o"
+NAME_FIELD, DESCRIPTION_FIELD = 0, 1
+
+
+def list_terms(
+    name: str, description: str | None, tags: Sequence[Tag] | None, owning_service: str | None
+) -> list[tuple[str, int, str]]:
+    """The (kind, field, term) rows a secret is listed under: the lower-cased words of its name (field 0),
+    description (field 1) and of each tag key and value (fields 2+2i and 3+2i), every tag key and value whole,
+    and the lower-cased owning service. Matching prefixes of these rows is exactly :func:`matches`."""
+    out: dict[tuple[str, int, str], None] = {}
+
+    def words(field: int, text: str) -> None:
+        for w in split_words(text):
+            out[(WORD, field, w.lower())] = None
+
+    words(NAME_FIELD, name)
+    if description:
+        words(DESCRIPTION_FIELD, description)
+    for i, tag in enumerate(tags or ()):
+        words(2 + 2 * i, tag.key)
+        words(3 + 2 * i, tag.value)
+        out[(TAG_KEY, i, tag.key)] = None
+        out[(TAG_VALUE, i, tag.value)] = None
+    if owning_service is not None:
+        out[(OWNER, 0, owning_service.lower())] = None
+    return list(out)
+
+
+def pattern_words(pattern: str) -> list[str]:
+    """The lower-cased words of a description/all filter value (none: it matches nothing)."""
+    return [w.lower() for w in split_words(pattern)]
+
+
+def prefix_range(prefix: str) -> tuple[str, str | None]:
+    """The code-point range [low, high) of the strings starting with ``prefix`` (high None: no upper bound).
+    In byte order (UTF-8, collation "C") that range is one index range scan."""
+    chars = list(prefix)
+    while chars:
+        nxt = ord(chars[-1]) + 1
+        if 0xD800 <= nxt <= 0xDFFF:
+            nxt = 0xE000
+        if nxt <= 0x10FFFF:
+            chars[-1] = chr(nxt)
+            return prefix, "".join(chars)
+        chars.pop()
+    return prefix, None
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     items: list[Listable]
@@ -210,13 +332,8 @@ def page(
 ) -> Page:
     """Filter, sort and cut one page. The token carries the sort key of the last item returned (keyset
     pagination), so secrets created or deleted between pages neither repeat nor shift the rest."""
-    by = sort_by or DEFAULT_SORT_BY
-    order = sort_order or DEFAULT_SORT_ORDER
-    fingerprint = query_fingerprint(scope, by, order, [(f.key, list(f.values)) for f in filters])
-    after: list[Any] | None = None
-    if next_token is not None:
-        after = decode_token(next_token, fingerprint=fingerprint)["k"]
-    descending = order == "desc"
+    cur = cursor(filters, sort_by=sort_by, sort_order=sort_order, next_token=next_token, scope=scope)
+    by, descending, after = cur.sort_by, cur.descending, cur.after
     selected = sorted(
         (i for i in items if matches(filters, i)), key=lambda i: sort_key(i, by), reverse=descending
     )
@@ -228,8 +345,4 @@ def page(
                 selected = [i for i in selected if sort_key(i, by) > after]
         except TypeError:
             raise errors.InvalidNextToken() from None
-    chunk = selected[:max_results]
-    token = None
-    if len(selected) > max_results:
-        token = encode_token({"v": 1, "q": fingerprint, "k": sort_key(chunk[-1], by)})
-    return Page(items=chunk, next_token=token)
+    return cut(cur, selected[: max_results + 1], max_results)

@@ -41,6 +41,7 @@ from coffer.rpc.tls import TlsFiles
 from coffer.settings import Peer, Settings
 from coffer.store.app import StoreApp, StoreConfig
 from coffer.store.due_rotations import rotation_request_hub
+from coffer.store.housekeeping import Housekeeper
 from coffer.store.key_events import KeyEventsFollower
 from coffer.store.kms_client import DataKeyCache, KmsClient
 from coffer.store.replication import ReplicationApp
@@ -108,8 +109,10 @@ class StoreRuntime:
     rotation_requests: NotifyHub
     replication: ReplicationApp
     replicator: Replicator
+    housekeeper: Housekeeper
     purge_task: asyncio.Task[None] | None = None
     replicator_task: asyncio.Task[None] | None = None
+    housekeeping_task: asyncio.Task[None] | None = None
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -129,7 +132,7 @@ class StoreRuntime:
             await self.rotation_requests.aclose()  # ends the watch streams first
             await self.server.stop(grace)
         finally:
-            await cancel_and_wait(self.purge_task, self.replicator_task, logger=log)
+            await cancel_and_wait(self.purge_task, self.replicator_task, self.housekeeping_task, logger=log)
             await self.replicator.aclose()
             await self.key_events.aclose()
             await self.kms_channel.close()
@@ -146,6 +149,9 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         applied = await apply_migrations(pool)
         if applied:
             log.info("store.migrated", applied=applied)
+        indexed = await StoreRepository(pool).index_missing_terms()
+        if indexed:
+            log.info("store.list_terms_indexed", secrets=indexed)
         kms_channel = secure_channel(
             settings.kms_addr, TlsFiles.for_identity(settings.pki_dir, "store"), server_name="kms"
         )
@@ -248,6 +254,14 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         rotation_requests=rotation_requests,
         replication=replication,
         replicator=replicator,
+        housekeeper=Housekeeper(
+            StoreRepository(pool),
+            app.clock,
+            peers=[p.region for p in settings.peers],
+            outbox_max_rows=settings.outbox_max_rows,
+            outbox_keep_seconds=settings.outbox_keep_seconds,
+            attempts_kept=settings.rotation_attempts_kept,
+        ),
     )
     if settings.peers:
         runtime.replicator_task = asyncio.get_running_loop().create_task(
@@ -256,6 +270,9 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
     if settings.purge_interval_seconds > 0:
         runtime.purge_task = asyncio.get_running_loop().create_task(
             purge_loop(app, settings.purge_interval_seconds), name="store-purge"
+        )
+        runtime.housekeeping_task = asyncio.get_running_loop().create_task(
+            runtime.housekeeper.run(settings.purge_interval_seconds), name="store-housekeeping"
         )
     log.info(
         "store.ready",

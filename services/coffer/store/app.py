@@ -144,7 +144,9 @@ class Repository(Protocol):
 
     async def secrets_by_ids(self, ids: Sequence[int]) -> dict[int, Secret]: ...
 
-    async def listables(self, *, include_deleted: bool) -> list[Listable]: ...
+    async def list_page(
+        self, filters: Sequence[ListFilter], cursor: listing.Cursor, *, include_deleted: bool, limit: int
+    ) -> list[Listable]: ...
 
     async def versions(self, ref: SecretRef) -> tuple[str, str, list[SecretVersion]] | None: ...
 
@@ -663,12 +665,13 @@ class StoreApp:
                 for sid in secret_id_list
             ]
         else:
-            items = await self._repo.listables(include_deleted=False)
-            pg = listing.page(
-                items,
-                filters=filters,
+            pg = await self._list_page(
+                filters,
+                sort_by=None,
+                sort_order=None,
                 max_results=max_results or DEFAULT_BATCH_RESULTS,
                 next_token=next_token,
+                include_deleted=False,
                 scope="batch",
             )
             token = pg.next_token
@@ -679,6 +682,27 @@ class StoreApp:
             errors=[o for o in outcomes if isinstance(o, BatchError)],
             next_token=token,
         )
+
+    async def _list_page(
+        self,
+        filters: Sequence[ListFilter],
+        *,
+        sort_by: str | None,
+        sort_order: str | None,
+        max_results: int,
+        next_token: str | None,
+        include_deleted: bool,
+        scope: str,
+    ) -> listing.Page:
+        """One page, filtered, sorted and cut by the database (keyset pagination: one more row than the page
+        tells whether there is a next one)."""
+        cur = listing.cursor(
+            filters, sort_by=sort_by, sort_order=sort_order, next_token=next_token, scope=scope
+        )
+        rows = await self._repo.list_page(
+            filters, cur, include_deleted=include_deleted, limit=max_results + 1
+        )
+        return listing.cut(cur, rows, max_results)
 
     async def list_secrets(
         self,
@@ -698,14 +722,13 @@ class StoreApp:
         c.enum("sortBy", sort_by, SORT_BY)
         c.done()
         require_filter_parts([(f.key, f.values) for f in filters])
-        items = await self._repo.listables(include_deleted=include_planned_deletion)
-        pg = listing.page(
-            items,
-            filters=filters,
+        pg = await self._list_page(
+            filters,
             sort_by=sort_by,
             sort_order=sort_order,
             max_results=max_results or MAX_LIST_RESULTS,
             next_token=next_token,
+            include_deleted=include_planned_deletion,
             scope=f"list:{include_planned_deletion}",
         )
         found = await self._repo.secrets_by_ids([i.ident for i in pg.items])

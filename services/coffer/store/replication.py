@@ -37,6 +37,7 @@ from coffer.store.app import (
 from coffer.store.records import SealedValue
 from coffer.store.repository import ReplicationRepository, StoreTx
 from coffer.store.snapshot import REMOVE, UPSERT, SecretChange
+from coffer.store.sql.replication import ReplicaHead
 
 log = structlog.get_logger("coffer.store.replication")
 
@@ -45,6 +46,10 @@ _PRESEAL_CONCURRENCY = 16
 _APPLY_CONCURRENCY = 4
 _REENCRYPTED_LABELS = (AWSCURRENT, AWSPENDING, AWSPREVIOUS)
 NAME_CLASH_MESSAGE = "Secret with this name already exists in this region"
+OVERWRITE_REFUSED_MESSAGE = (
+    "Secret with this name already exists in this region and is not a replica of this primary region's "
+    "secret: ForceOverwriteReplicaSecret may not replace it (an operator must mark it overwritable)"
+)
 
 #: (primary region, primary ARN, this region) -> tell the primary its replica here was promoted.
 DetachNotifier = Callable[[str, str, str], Awaitable[None]]
@@ -57,6 +62,17 @@ def replica_arn_of(arn: str, region: str) -> str:
         raise errors.InvalidParameter(f"{arn} is not a secret ARN.")
     parts[3] = region
     return ":".join(parts)
+
+
+def may_overwrite(clash: ReplicaHead, *, replica_arn: str, primary_region: str) -> bool:
+    """Whether a peer's force-overwrite may replace ``clash``, a local secret holding the replica's name under
+    another ARN: only an older replica of the same primary lineage (a replica of that same region's secret of
+    that name, in the same partition and account: the primary was deleted and created again), or a secret an
+    operator marked ``replication_overwritable``. Never a local primary or another region's replica."""
+    if clash.overwritable:
+        return True
+    same_lineage = clash.arn.rsplit("-", 1)[0] == replica_arn.rsplit("-", 1)[0]
+    return clash.is_replica and clash.primary_region == primary_region and same_lineage
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +335,9 @@ class ReplicationApp:
                 if clash is not None:
                     if not ch.force_overwrite:
                         return outcome("failed", NAME_CLASH_MESSAGE)
+                    if not may_overwrite(clash, replica_arn=replica_arn, primary_region=ch.primary_region):
+                        log.warning("replication.overwrite_refused", arn=clash.arn, replica_arn=replica_arn)
+                        return outcome("failed", OVERWRITE_REFUSED_MESSAGE)
                     await tx.delete_secret(clash.id)
                     log.info("replication.overwrote_secret", arn=clash.arn, replica_arn=replica_arn)
                 secret_id = await tx.insert_replica(

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from coffer.store.sql.common import CHANGED_CHANNEL, ROTATION_CHANNEL, create_pool, rules_json, tags_json
+from coffer.store.sql.housekeeping import HousekeepingReads
+from coffer.store.sql.listing import ListingReads
 from coffer.store.sql.migrations import apply_migrations
 from coffer.store.sql.replication import ReplicationReads, ReplicationStatements
 from coffer.store.sql.rotation import RotationReads, RotationStatements
@@ -34,7 +36,7 @@ class StoreTx(SecretStatements, RotationStatements, ReplicationStatements):
     """Every statement available inside one write transaction."""
 
 
-class StoreRepository(SecretReads, RotationReads):
+class StoreRepository(SecretReads, RotationReads, ListingReads, HousekeepingReads):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTx]:
         async with self._pool.acquire() as conn, conn.transaction():

@@ -16,6 +16,7 @@ from coffer.api.replication.v1 import replication_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as pb
 from coffer.api.store.v1 import store_pb2_grpc
 from coffer.core import errors
+from coffer.store.replication import OVERWRITE_REFUSED_MESSAGE
 from coffer.testing.wait import eventually
 
 if TYPE_CHECKING:
@@ -292,13 +293,22 @@ async def test_name_clash_without_and_with_force(regions: TwoRegions) -> None:
     await r1.store.TagResource(pb.TagResourceRequest(secret_id="shared", tags=[pb.Tag(key="k", value="v")]))
     assert status_of(await describe(r1, "shared"))["local-2"][0] == "Failed"
 
-    resp = await r1.store.ReplicateSecretToRegions(
-        pb.ReplicateSecretToRegionsRequest(
-            secret_id=created.arn,
-            add_replica_regions=[pb.ReplicaRegion(region="local-2")],
-            force_overwrite_replica_secret=True,
-        )
+    # The attack: force-overwrite from the peer region would replace region 2's own primary secret. Refused,
+    # with the reason in the replication status, and the local secret is untouched.
+    forced = pb.ReplicateSecretToRegionsRequest(
+        secret_id=created.arn,
+        add_replica_regions=[pb.ReplicaRegion(region="local-2")],
+        force_overwrite_replica_secret=True,
     )
+    await r1.store.ReplicateSecretToRegions(forced)
+    st = await eventually(probe, until=lambda s: s["local-2"][0] == "Failed", timeout=WAIT)
+    assert st["local-2"] == ("Failed", OVERWRITE_REFUSED_MESSAGE)
+    assert await value(r2, "shared") == "region-2 own"
+    assert not (await describe(r2, "shared")).HasField("primary_region")
+
+    # Once region 2's operator marks its secret overwritable, the same force-overwrite replaces it.
+    await r2.db.execute("UPDATE store.secrets SET replication_overwritable = true WHERE name = 'shared'")
+    resp = await r1.store.ReplicateSecretToRegions(forced)
     assert resp.arn == created.arn
     assert {s.region for s in resp.replication_status} == {"local-2"}
     await in_sync(r1, "shared")

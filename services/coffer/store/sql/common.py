@@ -28,6 +28,9 @@ LOOKUP = "(s.arn = $1 OR s.name = $2) ORDER BY (s.arn = $1) DESC NULLS LAST LIMI
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # Every store statement is a short indexed one: starting parallel workers only adds latency (tens of ms
+    # on a busy host for a ListSecrets page).
+    await conn.execute("SET max_parallel_workers_per_gather = 0")
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:

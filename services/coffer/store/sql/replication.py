@@ -15,6 +15,7 @@ from coffer.store import snapshot as snapshot_columns
 from coffer.store.records import StoredValue
 from coffer.store.snapshot import SecretSnapshot
 from coffer.store.sql.common import REPLICATION_OUTBOX_LOCK, Reads, Statements
+from coffer.store.sql.listing import refresh_terms
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,8 @@ class ReplicaHead:
     primary_region: str | None
     change_seq: int
     kms_key_id: str | None
+    #: An operator allowed a peer region's force-overwrite to replace this secret.
+    overwritable: bool = False
 
 
 # A replicated secret's change: the same, plus a metadata snapshot after the change (never a value) in the
@@ -167,6 +170,20 @@ class ReplicationStatements(Statements):
         )
         self._replicated.add(secret_id)
 
+    async def reseed_replicas(self, secret_id: int, regions: Sequence[str], *, since_seq: int) -> list[str]:
+        """Ship the secret to ``regions`` again from change ``since_seq`` on (that change carries every
+        version: a seed). Returns the regions that were replicated and not blocked."""
+        rows = await self._conn.fetch(
+            "UPDATE store.replication_status SET since_seq = $3 WHERE secret_id = $1"
+            " AND region = ANY($2::text[]) AND NOT blocked RETURNING region",
+            secret_id,
+            list(regions),
+            since_seq,
+        )
+        if rows:
+            self._replicated.add(secret_id)
+        return [r["region"] for r in rows]
+
     async def change_seq(self, secret_id: int) -> int:
         value: int = await self._conn.fetchval(
             "SELECT change_seq FROM store.secrets WHERE id = $1", secret_id
@@ -192,8 +209,8 @@ class ReplicationStatements(Statements):
     async def head_by_name(self, name: str) -> ReplicaHead | None:
         return _head(
             await self._conn.fetchrow(
-                "SELECT id, arn, name, is_replica, primary_region, change_seq, kms_key_id"
-                " FROM store.secrets WHERE name = $1 FOR UPDATE",
+                "SELECT id, arn, name, is_replica, primary_region, change_seq, kms_key_id,"
+                " replication_overwritable FROM store.secrets WHERE name = $1 FOR UPDATE",
                 name,
             )
         )
@@ -225,6 +242,7 @@ class ReplicationStatements(Statements):
         await self._conn.execute(
             _UPDATE_REPLICA_SQL, secret_id, seq, kms_key_id, kms_key_arn, *snapshot.column_values()
         )
+        await refresh_terms(self._conn, secret_id)
 
     async def promote(self, secret_id: int) -> None:
         """StopReplicationToReplica: a standalone secret from now on."""
@@ -258,6 +276,7 @@ def _head(row: asyncpg.Record | None) -> ReplicaHead | None:
         primary_region=row["primary_region"],
         change_seq=row["change_seq"],
         kms_key_id=row["kms_key_id"],
+        overwritable=row.get("replication_overwritable", False),
     )
 
 

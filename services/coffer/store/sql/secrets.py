@@ -12,7 +12,6 @@ import asyncpg
 
 from coffer.core import errors
 from coffer.core.arn import SecretRef
-from coffer.core.listing import Listable
 from coffer.core.model import ReplicationStatus, Secret, SecretVersion, Tag
 from coffer.core.versions import versions_to_stages
 from coffer.store.records import LockedSecret, NameTaken, SealedValue, StoredValue, ValueRow, VersionMeta
@@ -26,6 +25,7 @@ from coffer.store.sql.common import (
     tags_json,
     tags_of,
 )
+from coffer.store.sql.listing import refresh_terms, set_terms
 from coffer.store.sql.replication import RECORD_REPLICATED_SQL
 
 _SECRET_COLUMNS = """
@@ -233,6 +233,7 @@ class SecretStatements(Statements):
             )
         except asyncpg.UniqueViolationError:
             raise NameTaken(f"The operation failed because the secret {name} already exists.") from None
+        await set_terms(self._conn, value, name=name, description=description, tags=tags)
         return value
 
     async def update_secret(self, secret_id: int, changes: Mapping[str, Any]) -> None:
@@ -247,6 +248,8 @@ class SecretStatements(Statements):
         )
         values = [tags_json(changes[c]) if c == "tags" else changes[c] for c in cols]
         await self._conn.execute(f"UPDATE store.secrets SET {assignments} WHERE id = $1", secret_id, *values)
+        if "description" in changes or "tags" in changes:
+            await refresh_terms(self._conn, secret_id)
 
     async def stored_values(self, secret_id: int, version_ids: Sequence[str]) -> list[StoredValue]:
         rows = await self._conn.fetch(
@@ -376,27 +379,6 @@ class SecretReads(Reads):
             f"SELECT {_SECRET_COLUMNS} FROM store.secrets s WHERE s.id = ANY($1::bigint[])", list(ids)
         )
         return {r["id"]: _secret(r) for r in rows}
-
-    async def listables(self, *, include_deleted: bool) -> list[Listable]:
-        rows = await self._pool.fetch(
-            "SELECT id, name, description, tags, owning_service, primary_region, created_at, last_changed_at,"
-            " last_accessed_on FROM store.secrets WHERE $1 OR deleted_at IS NULL",
-            include_deleted,
-        )
-        return [
-            Listable(
-                ident=r["id"],
-                name=r["name"],
-                created_date=r["created_at"],
-                last_changed_date=r["last_changed_at"],
-                description=r["description"],
-                tags=tags_of(r["tags"]),
-                owning_service=r["owning_service"],
-                primary_region=r["primary_region"],
-                last_accessed_date=date_of(r["last_accessed_on"]),
-            )
-            for r in rows
-        ]
 
     async def versions(self, ref: SecretRef) -> tuple[str, str, list[SecretVersion]] | None:
         """(ARN, name, every version with a value, oldest first) - placeholders are left out."""

@@ -1,0 +1,88 @@
+"""The store's housekeeping loop: trims the outbox (rows every peer region acknowledged; beyond a cap, the
+oldest rows whoever has not acknowledged them, re-seeding the replicas that missed some) and the rotation
+attempt history (the newest N finished attempts per secret are kept). The rules are in
+``coffer.store.sql.housekeeping``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from coffer.clock import Clock
+from coffer.loops import run_forever
+from coffer.store.repository import StoreRepository
+from coffer.store.sql.housekeeping import OutboxTrim
+
+log = structlog.get_logger("coffer.store.housekeeping")
+
+
+@dataclass(frozen=True, slots=True)
+class HousekeepingResult:
+    outbox: OutboxTrim
+    attempts: int
+    reseeded: int
+
+
+class Housekeeper:
+    def __init__(
+        self,
+        repo: StoreRepository,
+        clock: Clock,
+        *,
+        peers: Sequence[str],
+        outbox_max_rows: int,
+        outbox_keep_seconds: float,
+        attempts_kept: int,
+    ) -> None:
+        self._repo = repo
+        self._clock = clock
+        self._peers = tuple(peers)
+        self._max_rows = outbox_max_rows
+        self._keep = outbox_keep_seconds
+        self._attempts_kept = attempts_kept
+
+    async def run_once(self) -> HousekeepingResult:
+        trim = await self._repo.trim_outbox(self._peers, max_rows=self._max_rows, keep_seconds=self._keep)
+        for arn, region in trim.lost_removals:
+            log.warning("housekeeping.removal_not_shipped", arn=arn, region=region)
+        reseeded = await self._reseed(trim.resync)
+        attempts = await self._repo.trim_attempts(keep=self._attempts_kept)
+        if trim.acknowledged or trim.capped or attempts:
+            log.info(
+                "housekeeping.trimmed",
+                outbox_acknowledged=trim.acknowledged,
+                outbox_capped=trim.capped,
+                lagging=list(trim.lagging),
+                reseeded=reseeded,
+                attempts=attempts,
+            )
+        return HousekeepingResult(outbox=trim, attempts=attempts, reseeded=reseeded)
+
+    async def _reseed(self, resync: Sequence[tuple[int, str, str]]) -> int:
+        """A new change per secret, shipped as a seed (every version, full metadata) to the given regions."""
+        by_secret: dict[str, list[str]] = {}
+        for _, arn, region in resync:
+            by_secret.setdefault(arn, []).append(region)
+        done = 0
+        for arn, regions in by_secret.items():
+            async with self._repo.transaction() as tx:
+                locked = await tx.lock_by_arn(arn)
+                if locked is None:
+                    continue
+                since = await tx.change_seq(locked.id) + 1
+                again = await tx.reseed_replicas(locked.id, regions, since_seq=since)
+                if not again:
+                    continue
+                await tx.record_change(
+                    locked.id, event="ResyncReplica", now=self._clock.now(), payload={"regions": again}
+                )
+            done += len(again)
+        return done
+
+    async def run(self, interval: float) -> None:
+        async def once() -> None:
+            await self.run_once()
+
+        await run_forever(once, name="store.housekeeping", interval=interval, logger=log)
