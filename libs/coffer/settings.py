@@ -29,7 +29,7 @@ COMMON_KEYS = frozenset(
 #: The other COFFER_* variables each service reads. A process is given these and COMMON_KEYS only: the gateway
 #: no database URL and no Redis URL, the rotation service no database URL, the kms no Redis URL.
 SERVICE_KEYS: Mapping[str, frozenset[str]] = {
-    "gateway": frozenset({"COFFER_CREDENTIALS_FILE"}),
+    "gateway": frozenset({"COFFER_CREDENTIALS_FILE", "COFFER_OPERATOR_PRINCIPALS"}),
     "kms": frozenset({"COFFER_DATABASE_URL", "COFFER_ROOT_KEY_FILE", "COFFER_PURGE_INTERVAL_SECONDS"}),
     "store": frozenset(
         {
@@ -41,6 +41,7 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_ROTATION_LEASE_SECONDS",
             "COFFER_PEERS",
             "COFFER_REPLICATION_INTERVAL_SECONDS",
+            "COFFER_ROTATION_ALLOWED_TARGETS",
         }
     ),
     "rotation": frozenset(
@@ -51,6 +52,7 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_ROTATION_LEASE_SECONDS",
             "COFFER_ROTATION_WORKERS",
             "COFFER_ROTATION_STREAM_PREFIX",
+            "COFFER_ROTATION_ALLOWED_TARGETS",
         }
     ),
 }
@@ -122,6 +124,12 @@ class Settings:
     # the store's change notifications).
     peers: tuple[Peer, ...] = ()
     replication_interval_seconds: float = 1.0
+    #: Where rotation may connect (database targets, rotation functions): ``coffer.core.targets`` parses it.
+    #: Empty means ``*`` (any address except loopback, link-local and the like, and Coffer's own endpoints).
+    rotation_allowed_targets: str = ""
+    #: The principals allowed operator-only actions (RegisterRotationFunction, ...) and shown the detail of
+    #: rotation failures.
+    operator_principals: tuple[str, ...] = ("user/admin",)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -159,6 +167,10 @@ class Settings:
             rotation_stream_prefix=e.get("COFFER_ROTATION_STREAM_PREFIX", "coffer:rotation"),
             peers=parse_peers(e.get("COFFER_PEERS", "")),
             replication_interval_seconds=float(e.get("COFFER_REPLICATION_INTERVAL_SECONDS", "1.0")),
+            rotation_allowed_targets=e.get("COFFER_ROTATION_ALLOWED_TARGETS", ""),
+            operator_principals=tuple(
+                p.strip() for p in e.get("COFFER_OPERATOR_PRINCIPALS", "user/admin").split(",") if p.strip()
+            ),
         )
 
     def addr_of(self, service: str) -> str:
