@@ -40,6 +40,18 @@ DEFAULT_ALLOWED = ANY
 #: that a caller cannot tell an open port from a closed one, a refused one or a missing host.
 UNREACHABLE_DATABASE = "could not connect to the target database."
 UNREACHABLE_FUNCTION = "could not reach the rotation function."
+#: Separates what everyone may read of a recorded rotation failure from the detail shown to operators only.
+DETAIL_MARK = "\nDetail (operators only): "
+
+
+def with_detail(public: str, detail: str | None) -> str:
+    """A rotation failure as recorded: the public words, then the operators' detail."""
+    return f"{public}{DETAIL_MARK}{detail}" if detail else public
+
+
+def public_part(recorded: str) -> str:
+    """What a caller who is not an operator sees of a recorded rotation failure."""
+    return recorded.split(DETAIL_MARK, 1)[0]
 
 
 class TargetRefused(errors.InvalidParameter):
@@ -98,12 +110,12 @@ def parse_rule(entry: str) -> AllowRule:
         pass
     name = text.lower().rstrip(".")
     if not all(part and all(c.isalnum() or c in "-_" for c in part) for part in name.split(".")):
-        raise ValueError(f"COFFER_ROTATION_ALLOWED_TARGETS: {entry!r} is neither an address, a CIDR nor a name")
+        raise ValueError(f"COFFER_ROTATION_ALLOWED_TARGETS: {entry!r} is not an address, a CIDR or a name")
     return AllowRule(host=name, port=port)
 
 
 def parse_allowed(raw: str) -> tuple[AllowRule, ...]:
-    """``COFFER_ROTATION_ALLOWED_TARGETS``: a JSON list of strings, or the same entries separated by commas."""
+    """``COFFER_ROTATION_ALLOWED_TARGETS``: a JSON list of strings, or the entries separated by commas."""
     text = raw.strip()
     if text.startswith("["):
         try:
@@ -205,7 +217,8 @@ class TargetPolicy:
             why = default_refused(address)
             if why is not None:
                 raise TargetRefused(
-                    f"{host}:{port} resolves to {address}, {why}; allow it in COFFER_ROTATION_ALLOWED_TARGETS."
+                    f"{host}:{port} resolves to {address}, {why}; "
+                    "allow it in COFFER_ROTATION_ALLOWED_TARGETS."
                 )
             if not any(r.any_address and (r.port is None or r.port == port) for r in self.allowed):
                 raise TargetRefused(f"{host}:{port} ({address}) is not in COFFER_ROTATION_ALLOWED_TARGETS.")
