@@ -18,7 +18,7 @@ from coffer.api.store.v1 import store_pb2_grpc
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.audit import StructlogAudit
 from coffer.gateway.auth import BearerAuthenticator, CredentialStore
-from coffer.gateway.authz import authorize
+from coffer.gateway.authz import Authorization
 from coffer.gateway.servicer import add_gateway_services
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import RunningServer, service_main, start_server
@@ -55,6 +55,7 @@ async def serve(settings: Settings) -> GatewayRuntime:
     internal_tls = TlsFiles.for_identity(settings.pki_dir, "gateway")
     store_channel = secure_channel(settings.store_addr, internal_tls, server_name="store")
     kms_channel = secure_channel(settings.kms_addr, internal_tls, server_name="kms")
+    authorize = Authorization(settings.operator_principals)
     app = GatewayApp(authorize=authorize, audit=StructlogAudit(), random=secrets.SystemRandom())
     store = store_pb2_grpc.SecretStoreServiceStub(store_channel)
     kms = kms_pb2_grpc.KeyManagementServiceStub(kms_channel)

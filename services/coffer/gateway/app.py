@@ -59,7 +59,8 @@ class GatewayApp:
             audit(outcome="failed", error_code=code)
             raise
         audit(outcome="allowed")
-        return result
+        shape = getattr(self._authorize, "reply", None)
+        return shape(principal, action, result) if shape is not None else result
 
     async def random_password(self, request: PasswordRequest) -> str:
         """GetRandomPassword, answered here (never stored, never logged)."""

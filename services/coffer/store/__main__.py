@@ -46,6 +46,7 @@ from coffer.store.replicator import PeerLink, Replicator
 from coffer.store.repository import ReplicationRepository, StoreRepository, apply_migrations, create_pool
 from coffer.store.rotation import RotationApp
 from coffer.store.servicer import ReplicationServicer, RotationControlServicer, SecretStoreServicer
+from coffer.targets import TargetGuard
 
 log = logs.get_logger("coffer.store")
 
@@ -180,6 +181,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
                 backoff_base_seconds=settings.rotation_backoff_base_seconds,
                 default_lease_seconds=max(1, int(settings.rotation_lease_seconds)),
             ),
+            targets=TargetGuard.from_settings(settings),
         )
         replication_repo = ReplicationRepository(pool)
         links = []
