@@ -194,7 +194,7 @@ async def serve(
     return server, port
 
 
-async def _main(args: argparse.Namespace, cert_pem: bytes, key_pem: bytes) -> None:
+async def _main(args: argparse.Namespace, cert_pem: bytes, key_pem: bytes, caller_ca_pem: bytes) -> None:
     async with AsyncCofferClient.from_env() as client:
         function = ApiKeyRotationFunction(client, KeyFileTarget(Path(args.target_file)))
         server, port = await serve(
@@ -202,7 +202,7 @@ async def _main(args: argparse.Namespace, cert_pem: bytes, key_pem: bytes) -> No
             bind=args.bind,
             cert_pem=cert_pem,
             key_pem=key_pem,
-            caller_ca_pem=Path(args.caller_ca).read_bytes(),
+            caller_ca_pem=caller_ca_pem,
         )
         print(f"rotation function listening on port {port}", flush=True)
         await server.wait_for_termination()
@@ -216,7 +216,14 @@ def main() -> None:
     parser.add_argument("--caller-ca", required=True, help="the CA of Coffer's PKI (its ca.crt)")
     parser.add_argument("--target-file", required=True)
     args = parser.parse_args()
-    asyncio.run(_main(args, Path(args.cert).read_bytes(), Path(args.key).read_bytes()))
+    asyncio.run(
+        _main(
+            args,
+            Path(args.cert).read_bytes(),
+            Path(args.key).read_bytes(),
+            Path(args.caller_ca).read_bytes(),
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from coffer.rotation.rotators.postgres import (
     PostgresAlternatingUsersRotator,
     PostgresSingleUserRotator,
 )
-
 from tests.integration.rotation_db.conftest import LOOPBACK
 
 if TYPE_CHECKING:
