@@ -42,6 +42,7 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_PEERS",
             "COFFER_REPLICATION_INTERVAL_SECONDS",
             "COFFER_ROTATION_ALLOWED_TARGETS",
+            "COFFER_ROTATION_DENIED_TARGETS",
         }
     ),
     "rotation": frozenset(
@@ -53,6 +54,7 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_ROTATION_WORKERS",
             "COFFER_ROTATION_STREAM_PREFIX",
             "COFFER_ROTATION_ALLOWED_TARGETS",
+            "COFFER_ROTATION_DENIED_TARGETS",
         }
     ),
 }
@@ -127,6 +129,9 @@ class Settings:
     #: Where rotation may connect (database targets, rotation functions): ``coffer.core.targets`` parses it.
     #: Empty means ``*`` (any address except loopback, link-local and the like, and Coffer's own endpoints).
     rotation_allowed_targets: str = ""
+    #: More of Coffer's own ``host:port`` endpoints rotation must never reach, comma-separated: the ones a
+    #: process does not otherwise know (the rotation service is not given the database's URL).
+    rotation_denied_targets: tuple[str, ...] = ()
     #: The principals allowed operator-only actions (RegisterRotationFunction, ...) and shown the detail of
     #: rotation failures.
     operator_principals: tuple[str, ...] = ("user/admin",)
@@ -168,6 +173,9 @@ class Settings:
             peers=parse_peers(e.get("COFFER_PEERS", "")),
             replication_interval_seconds=float(e.get("COFFER_REPLICATION_INTERVAL_SECONDS", "1.0")),
             rotation_allowed_targets=e.get("COFFER_ROTATION_ALLOWED_TARGETS", ""),
+            rotation_denied_targets=tuple(
+                t.strip() for t in e.get("COFFER_ROTATION_DENIED_TARGETS", "").split(",") if t.strip()
+            ),
             operator_principals=tuple(
                 p.strip() for p in e.get("COFFER_OPERATOR_PRINCIPALS", "user/admin").split(",") if p.strip()
             ),

@@ -3,8 +3,10 @@ rotation service's database targets and functions, the store's RegisterRotationF
 check EVERY address it resolved to, and hand back one checked address to connect to, so that a name cannot
 resolve to an allowed address for the check and to another one for the connection (DNS rebinding).
 
-Coffer's own endpoints are refused whatever the allow-list says: the four services' addresses and, in the
-rotation service, the Redis server it uses (names among them are resolved once, at the first check).
+Coffer's own endpoints are refused whatever the allow-list says: the four services' addresses, the
+database (the store knows its URL; ``make run`` names it to the rotation service in
+COFFER_ROTATION_DENIED_TARGETS) and the Redis server (known to the rotation service); names among them are
+resolved once, at the first check.
 """
 
 from __future__ import annotations
@@ -14,28 +16,19 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
-from coffer.core.targets import TargetPolicy, TargetRefused, is_socket_host, split_endpoint
+from coffer.core.targets import TargetPolicy, TargetRefused, is_socket_host, split_endpoint, url_endpoint
 from coffer.settings import SERVICES, Settings
 
 __all__ = ["PinnedNameContext", "TargetGuard", "TargetRefused", "own_endpoints", "tls_client_context"]
 
 
 def own_endpoints(settings: Settings) -> list[str]:
-    """``host:port`` of every service of the deployment, and of its Redis when the settings name it."""
+    """``host:port`` of every service of the deployment, of its database and Redis when the settings name
+    them, and COFFER_ROTATION_DENIED_TARGETS."""
     endpoints = [settings.addr_of(service) for service in SERVICES]
-    for url in (settings.redis_url, settings.database_url):
-        if not url:
-            continue
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            continue
-        if parts.hostname:
-            default = 6379 if parts.scheme.startswith("redis") else 5432
-            endpoints.append(f"[{parts.hostname}]:{port or default}")
+    endpoints += settings.rotation_denied_targets
+    endpoints += [e for e in map(url_endpoint, (settings.redis_url, settings.database_url)) if e]
     return endpoints
 
 

@@ -28,6 +28,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
+from urllib.parse import urlsplit
 
 from coffer.core import errors
 
@@ -137,6 +138,19 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
+
+
+def url_endpoint(url: str) -> str | None:
+    """``[host]:port`` of a PostgreSQL or Redis URL that names a TCP host (None: no host, or a socket)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    default = 6379 if parts.scheme.startswith(("redis", "rediss")) else 5432
+    return f"[{parts.hostname}]:{port or default}"
 
 
 def is_socket_host(host: str) -> bool:

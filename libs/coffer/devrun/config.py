@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from coffer.core.targets import url_endpoint
 from coffer.settings import SERVICES, Peer, Settings
 from coffer.settings import service_env as only_its_settings
 
@@ -70,6 +71,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "COFFER_ROTATION_ALLOWED_TARGETS": settings.rotation_allowed_targets,
         "COFFER_OPERATOR_PRINCIPALS": ",".join(settings.operator_principals),
     }
+    if settings.rotation_denied_targets:
+        env["COFFER_ROTATION_DENIED_TARGETS"] = ",".join(settings.rotation_denied_targets)
     if settings.peers:
         env["COFFER_PEERS"] = peers_json(settings.peers)
     for service in SERVICES:
@@ -105,6 +108,9 @@ def service_env(
         env["COFFER_ROTATION_TOKEN"] = rotation_token
     if not settings.rotation_allowed_targets:
         env["COFFER_ROTATION_ALLOWED_TARGETS"] = DEV_ALLOWED_TARGETS
+    env["COFFER_ROTATION_DENIED_TARGETS"] = ",".join(
+        [*settings.rotation_denied_targets, *filter(None, map(url_endpoint, (database_url, redis_url)))]
+    )
     if service_dsns and name in service_dsns:
         env["COFFER_DATABASE_URL"] = service_dsns[name]
     return only_its_settings(name, env)

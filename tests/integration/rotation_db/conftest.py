@@ -189,9 +189,10 @@ def maria_target() -> Iterator[MariaTarget]:
 
 @dataclass
 class Coffer:
-    admin: AsyncCofferClient
+    admin: AsyncCofferClient  # user/admin: an operator
     api: GatewaySecretsApi
     env: dict[str, str]
+    user: AsyncCofferClient | None = None  # user/reader: not an operator
 
 
 @pytest.fixture
@@ -237,16 +238,20 @@ async def _coffer(
         endpoint = f"127.0.0.1:{gateway.port}"
         services.env["COFFER_ROTATION_TOKEN"] = rotation_token
         admin = AsyncCofferClient(endpoint, services.ca_file, admin_token, server_name="gateway")
+        user = AsyncCofferClient(
+            endpoint, services.ca_file, services.credential("user/reader"), server_name="gateway"
+        )
         api = GatewaySecretsApi(
             AsyncCofferClient(endpoint, services.ca_file, rotation_token, server_name="gateway")
         )
         try:
             if redis_url is not None:
                 await services.start_rotation()
-            yield Coffer(admin=admin, api=api, env=services.env)
+            yield Coffer(admin=admin, api=api, env=services.env, user=user)
         finally:
             await services.stop_rotation()
             await api.aclose()
             await admin.close()
+            await user.close()
     finally:
         await services.aclose()
