@@ -171,10 +171,12 @@ def _restart_on_tcp(server: EmbeddedPostgres, *, socket_dir: str, port: int, log
 
 
 def _stop(server: EmbeddedPostgres) -> None:
+    """Stop the restarted server (the package's own stop knows only the process it started)."""
     pg: Any = server._server
-    if pg is not None:
+    if pg is not None and (Path(pg.pgdata) / "postmaster.pid").exists():
         with contextlib.suppress(subprocess.SubprocessError):
             pgexec("pg_ctl", ("-w", "-D", str(pg.pgdata), "stop"), bin_path=pg.bin_path, user=pg.system_user)
+            server._server = None
     server.stop()
 
 

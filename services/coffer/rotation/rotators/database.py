@@ -113,7 +113,11 @@ class DatabaseDriver(ABC, Generic[C]):
 
     def unreachable(self, creds: DbCredentials, exc: BaseException) -> TargetUnreachable:
         """The generic failure for a target that could not be reached; the cause goes into the detail."""
-        text = scrub(str(exc) or type(exc).__name__, (creds.password,))
+        text = str(exc) or type(exc).__name__
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None:  # drivers wrap the TLS or socket error that says why
+            text += f" ({type(cause).__name__}: {cause})"
+        text = scrub(text, (creds.password,))
         return TargetUnreachable(
             UNREACHABLE_DATABASE,
             detail=f"cannot connect to {self.label} at {creds.host}:{creds.port} as {creds.username!r}: "
