@@ -68,6 +68,13 @@ class TargetGuard:
         """The policy with nothing set: any address except the ones refused by default."""
         return cls(TargetPolicy.from_settings(None))
 
+    def add_own(self, endpoint: str) -> None:
+        """One more of Coffer's own endpoints (a server's address once it is bound to its port)."""
+        self._own.append(endpoint)
+        own = TargetPolicy.from_settings(None, own_endpoints=[endpoint]).own
+        self._policy = TargetPolicy(allowed=self._policy.allowed, own=self._policy.own | own)
+        self._ready = False
+
     async def _with_own_resolved(self) -> TargetPolicy:
         if not self._ready:
             extra: set[tuple[str, int]] = set()

@@ -171,6 +171,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             ),
             clock=clock,
         )
+        targets = TargetGuard.from_settings(settings)
         rotation = RotationApp(
             repo=StoreRepository(pool),
             store=app,
@@ -181,7 +182,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
                 backoff_base_seconds=settings.rotation_backoff_base_seconds,
                 default_lease_seconds=max(1, int(settings.rotation_lease_seconds)),
             ),
-            targets=TargetGuard.from_settings(settings),
+            targets=targets,
         )
         replication_repo = ReplicationRepository(pool)
         links = []
@@ -233,6 +234,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             peers=store_peers(settings.peers),
             foreign_identities={replicator_identity(p.region): p.ca_file for p in settings.peers},
         )
+        targets.add_own(f"{settings.store_addr.rpartition(':')[0]}:{server.port}")  # bound to port 0 in tests
         undo.pop_all()
     runtime = StoreRuntime(
         server=server,
