@@ -59,6 +59,7 @@ class GatewayApp:
             audit(outcome="failed", error_code=code)
             raise
         audit(outcome="allowed")
+        # Rules with a ``reply`` method (``authz.Authorization``) also trim what the caller may not read.
         shape = getattr(self._authorize, "reply", None)
         return shape(principal, action, result) if shape is not None else result
 
