@@ -21,6 +21,8 @@ from coffer.core.targets import public_part
 #: The resource of calls that are not about one secret or key (ListSecrets, CreateKey, GetRandomPassword).
 ANY_RESOURCE = "*"
 DEFAULT_OPERATORS = frozenset({"user/admin"})
+#: The action whose replies carry rotation failures (their detail is for operators only).
+DETAIL_ACTION = "secretsmanager:ListRotationAttempts"
 #: Actions only operators may perform.
 OPERATOR_ACTIONS = frozenset(
     {"secretsmanager:RegisterRotationFunction", "secretsmanager:DeleteRotationFunction"}
@@ -51,7 +53,9 @@ class Authorization:
 
     def reply(self, principal: str | None, action: str, reply: Any) -> Any:
         """``reply`` as ``principal`` may see it: rotation failures without their operators-only detail."""
-        if principal in self.operators or not isinstance(reply, sm.ListRotationAttemptsResponse):
+        if action != DETAIL_ACTION or principal in self.operators:
+            return reply  # the hot path: one string comparison
+        if not isinstance(reply, sm.ListRotationAttemptsResponse):
             return reply
         for attempt in reply.attempts:
             if attempt.HasField("error"):
