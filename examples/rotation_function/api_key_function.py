@@ -11,12 +11,18 @@ template and is idempotent for its token:
 - finishSecret: move AWSCURRENT to the token (no-op when it is there already) and drop keys the target no
   longer needs (anything that is neither the new current key nor the previous one).
 
-Run it (a TLS gRPC server; register it with ``RegisterRotationFunction`` and pass the returned ARN to
-``RotateSecret`` as ``RotationLambdaARN``):
+Who may call it: only Coffer's rotation service. The server demands a client certificate issued by the
+deployment's CA (``--caller-ca``, the ``ca.crt`` of Coffer's PKI) and refuses every caller whose certificate
+is not the rotation service's (common name ``rotation``) with PERMISSION_DENIED, so that nobody else can make
+it rotate a key.
+
+Run it (a mutual-TLS gRPC server; an operator registers it with ``RegisterRotationFunction`` and passes the
+returned ARN to ``RotateSecret`` as ``RotationLambdaARN``; the endpoint must be allowed by the deployment's
+COFFER_ROTATION_ALLOWED_TARGETS, which ``make run`` does for 127.0.0.1:7600):
 
     COFFER_ENDPOINT=127.0.0.1:7443 COFFER_CA_FILE=.coffer/pki/ca.crt COFFER_TOKEN=... \\
     python examples/rotation_function/api_key_function.py --bind 127.0.0.1:7600 \\
-        --cert fn.crt --key fn.key --target-file keys.json
+        --cert fn.crt --key fn.key --caller-ca .coffer/pki/ca.crt --target-file keys.json
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from coffer.core import errors
 
 PENDING, CURRENT, PREVIOUS = "AWSPENDING", "AWSCURRENT", "AWSPREVIOUS"
 KEY_LENGTH = 40
+#: The common name of the only certificate allowed to call: Coffer's rotation service.
+CALLER = "rotation"
 
 StepHook = Callable[[str, str], Awaitable[None]]
 
@@ -88,6 +96,11 @@ class ApiKeyRotationFunction(rotation_pb2_grpc.RotationFunctionServiceServicer):
         self, request: rotation_pb2.RotateRequest, context: grpc.aio.ServicerContext
     ) -> rotation_pb2.RotateResponse:
         step, arn, token = request.step, request.secret_id, request.client_request_token
+        names = context.auth_context().get("x509_common_name", [])
+        if names != [CALLER.encode()]:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"only Coffer's rotation service ({CALLER}) may call"
+            )
         try:
             if self._before_step is not None:
                 await self._before_step(step, token)
@@ -168,19 +181,29 @@ class StepFailed(Exception):
 
 
 async def serve(
-    function: ApiKeyRotationFunction, *, bind: str, cert_pem: bytes, key_pem: bytes
+    function: ApiKeyRotationFunction, *, bind: str, cert_pem: bytes, key_pem: bytes, caller_ca_pem: bytes
 ) -> tuple[grpc.aio.Server, int]:
+    """Serve ``function`` on ``bind`` over mutual TLS: callers need a certificate from ``caller_ca_pem``."""
     server = grpc.aio.server()
     rotation_pb2_grpc.add_RotationFunctionServiceServicer_to_server(function, server)
-    port = server.add_secure_port(bind, grpc.ssl_server_credentials([(key_pem, cert_pem)]))
+    credentials = grpc.ssl_server_credentials(
+        [(key_pem, cert_pem)], root_certificates=caller_ca_pem, require_client_auth=True
+    )
+    port = server.add_secure_port(bind, credentials)
     await server.start()
     return server, port
 
 
-async def _main(args: argparse.Namespace, cert_pem: bytes, key_pem: bytes) -> None:
+async def _main(args: argparse.Namespace, cert_pem: bytes, key_pem: bytes, caller_ca_pem: bytes) -> None:
     async with AsyncCofferClient.from_env() as client:
         function = ApiKeyRotationFunction(client, KeyFileTarget(Path(args.target_file)))
-        server, port = await serve(function, bind=args.bind, cert_pem=cert_pem, key_pem=key_pem)
+        server, port = await serve(
+            function,
+            bind=args.bind,
+            cert_pem=cert_pem,
+            key_pem=key_pem,
+            caller_ca_pem=caller_ca_pem,
+        )
         print(f"rotation function listening on port {port}", flush=True)
         await server.wait_for_termination()
 
@@ -190,9 +213,17 @@ def main() -> None:
     parser.add_argument("--bind", default="127.0.0.1:7600")
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
+    parser.add_argument("--caller-ca", required=True, help="the CA of Coffer's PKI (its ca.crt)")
     parser.add_argument("--target-file", required=True)
     args = parser.parse_args()
-    asyncio.run(_main(args, Path(args.cert).read_bytes(), Path(args.key).read_bytes()))
+    asyncio.run(
+        _main(
+            args,
+            Path(args.cert).read_bytes(),
+            Path(args.key).read_bytes(),
+            Path(args.caller_ca).read_bytes(),
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ COMMON_KEYS = frozenset(
 #: The other COFFER_* variables each service reads. A process is given these and COMMON_KEYS only: the gateway
 #: no database URL and no Redis URL, the rotation service no database URL, the kms no Redis URL.
 SERVICE_KEYS: Mapping[str, frozenset[str]] = {
-    "gateway": frozenset({"COFFER_CREDENTIALS_FILE"}),
+    "gateway": frozenset({"COFFER_CREDENTIALS_FILE", "COFFER_OPERATOR_PRINCIPALS"}),
     "kms": frozenset({"COFFER_DATABASE_URL", "COFFER_ROOT_KEY_FILE", "COFFER_PURGE_INTERVAL_SECONDS"}),
     "store": frozenset(
         {
@@ -44,6 +44,8 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_OUTBOX_MAX_ROWS",
             "COFFER_OUTBOX_KEEP_SECONDS",
             "COFFER_ROTATION_ATTEMPTS_KEPT",
+            "COFFER_ROTATION_ALLOWED_TARGETS",
+            "COFFER_ROTATION_DENIED_TARGETS",
         }
     ),
     "rotation": frozenset(
@@ -54,6 +56,8 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_ROTATION_LEASE_SECONDS",
             "COFFER_ROTATION_WORKERS",
             "COFFER_ROTATION_STREAM_PREFIX",
+            "COFFER_ROTATION_ALLOWED_TARGETS",
+            "COFFER_ROTATION_DENIED_TARGETS",
         }
     ),
 }
@@ -131,6 +135,15 @@ class Settings:
     outbox_max_rows: int = 100_000
     outbox_keep_seconds: float = 600.0
     rotation_attempts_kept: int = 100
+    #: Where rotation may connect (database targets, rotation functions): ``coffer.core.targets`` parses it.
+    #: Empty means ``*`` (any address except loopback, link-local and the like, and Coffer's own endpoints).
+    rotation_allowed_targets: str = ""
+    #: More of Coffer's own ``host:port`` endpoints rotation must never reach, comma-separated: the ones a
+    #: process does not otherwise know (the rotation service is not given the database's URL).
+    rotation_denied_targets: tuple[str, ...] = ()
+    #: The principals allowed operator-only actions (RegisterRotationFunction, ...) and shown the detail of
+    #: rotation failures.
+    operator_principals: tuple[str, ...] = ("user/admin",)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -171,6 +184,13 @@ class Settings:
             outbox_max_rows=int(e.get("COFFER_OUTBOX_MAX_ROWS", "100000")),
             outbox_keep_seconds=float(e.get("COFFER_OUTBOX_KEEP_SECONDS", "600")),
             rotation_attempts_kept=int(e.get("COFFER_ROTATION_ATTEMPTS_KEPT", "100")),
+            rotation_allowed_targets=e.get("COFFER_ROTATION_ALLOWED_TARGETS", ""),
+            rotation_denied_targets=tuple(
+                t.strip() for t in e.get("COFFER_ROTATION_DENIED_TARGETS", "").split(",") if t.strip()
+            ),
+            operator_principals=tuple(
+                p.strip() for p in e.get("COFFER_OPERATOR_PRINCIPALS", "user/admin").split(",") if p.strip()
+            ),
         )
 
     def addr_of(self, service: str) -> str:

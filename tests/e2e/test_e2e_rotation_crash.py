@@ -86,6 +86,7 @@ class FunctionThread:
             bind="127.0.0.1:0",
             cert_pem=(self.pki / "api-key-function.crt").read_bytes(),
             key_pem=(self.pki / "api-key-function.key").read_bytes(),
+            caller_ca_pem=self.deployment.ca_file.read_bytes(),
         )
         self._ready.set()
         await self._stop.wait()
@@ -113,6 +114,7 @@ def deployment(e2e_tools: Any, tmp_path: Path) -> Iterator[Deployment]:
             "COFFER_ROTATION_LEASE_SECONDS": "2",
             "COFFER_ROTATION_BACKOFF_BASE_SECONDS": "0.1",
             "COFFER_ROTATION_WORKERS": "2",
+            "COFFER_ROTATION_ALLOWED_TARGETS": "127.0.0.1",  # the function listens on a free loopback port
         }
     )
     lines: list[str] = []

@@ -76,6 +76,7 @@ def crashable(e2e_tools: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "COFFER_ROTATION_LEASE_SECONDS": "2",
             "COFFER_ROTATION_BACKOFF_BASE_SECONDS": "0.1",
             "COFFER_ROTATION_WORKERS": "2",
+            "COFFER_ROTATION_ALLOWED_TARGETS": "127.0.0.1",  # the target database listens on loopback
         }
     )
     lines: list[str] = []
@@ -260,8 +261,9 @@ async def test_sigkill_inside_each_postgres_rotation_step_then_restart_completes
         await target_su.execute(f'CREATE DATABASE "{dbname}"')
         document = {
             "engine": "postgres",
-            "host": target.host,
+            "host": target.tcp_host,
             "port": target.port,
+            "ssl": False,  # the embedded target's build has no TLS
             "username": user,
             "password": first_password,
             "dbname": dbname,

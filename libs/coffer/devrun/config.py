@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from coffer.core.targets import url_endpoint
 from coffer.settings import SERVICES, Peer, Settings
 from coffer.settings import service_env as only_its_settings
 
@@ -19,6 +20,9 @@ DATABASE_NAME = "coffer"
 #: The database roles' passwords, under COFFER_HOME (``coffer.dbroles``).
 DB_ROLES_FILE = "db-roles.json"
 MAX_REGIONS = 9
+#: Where rotation may connect under ``make run`` unless COFFER_ROTATION_ALLOWED_TARGETS says otherwise: any
+#: non-local address, plus the example rotation function's port on loopback (examples/rotation_function).
+DEV_ALLOWED_TARGETS = "*,127.0.0.1:7600"
 #: Settings that belong to one region's home and are never copied to another region.
 _REGION_OWN = frozenset(
     {
@@ -64,7 +68,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "COFFER_ROTATION_WORKERS": str(settings.rotation_workers),
         "COFFER_ROTATION_STREAM_PREFIX": settings.rotation_stream_prefix,
         "COFFER_REPLICATION_INTERVAL_SECONDS": repr(settings.replication_interval_seconds),
+        "COFFER_ROTATION_ALLOWED_TARGETS": settings.rotation_allowed_targets,
+        "COFFER_OPERATOR_PRINCIPALS": ",".join(settings.operator_principals),
     }
+    if settings.rotation_denied_targets:
+        env["COFFER_ROTATION_DENIED_TARGETS"] = ",".join(settings.rotation_denied_targets)
     if settings.peers:
         env["COFFER_PEERS"] = peers_json(settings.peers)
     for service in SERVICES:
@@ -98,6 +106,11 @@ def service_env(
         env.pop("COFFER_PEERS", None)
     if name == "rotation":
         env["COFFER_ROTATION_TOKEN"] = rotation_token
+    if not settings.rotation_allowed_targets:
+        env["COFFER_ROTATION_ALLOWED_TARGETS"] = DEV_ALLOWED_TARGETS
+    env["COFFER_ROTATION_DENIED_TARGETS"] = ",".join(
+        [*settings.rotation_denied_targets, *filter(None, map(url_endpoint, (database_url, redis_url)))]
+    )
     if service_dsns and name in service_dsns:
         env["COFFER_DATABASE_URL"] = service_dsns[name]
     return only_its_settings(name, env)

@@ -28,7 +28,7 @@ from coffer.api.store.v1 import store_pb2_grpc
 from coffer.audit import StructlogAudit
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.auth import BearerAuthenticator, CredentialStore
-from coffer.gateway.authz import authorize
+from coffer.gateway.authz import Authorization
 from coffer.gateway.servicer import add_gateway_services
 from coffer.pki import SIGNING_KEY
 from coffer.rpc.assertions import PrincipalSigner
@@ -84,6 +84,7 @@ async def serve(settings: Settings) -> GatewayRuntime:
     signer = PrincipalSigner.from_file(settings.pki_dir / SIGNING_KEY)
     store_channel = secure_channel(settings.store_addr, internal_tls, server_name="store", signer=signer)
     kms_channel = secure_channel(settings.kms_addr, internal_tls, server_name="kms", signer=signer)
+    authorize = Authorization(settings.operator_principals)
     app = GatewayApp(authorize=authorize, audit=StructlogAudit(), random=secrets.SystemRandom())
     store = store_pb2_grpc.SecretStoreServiceStub(store_channel)
     kms = kms_pb2_grpc.KeyManagementServiceStub(kms_channel)

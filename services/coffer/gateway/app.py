@@ -59,7 +59,9 @@ class GatewayApp:
             audit(outcome="failed", error_code=code)
             raise
         audit(outcome="allowed")
-        return result
+        # Rules with a ``reply`` method (``authz.Authorization``) also trim what the caller may not read.
+        shape = getattr(self._authorize, "reply", None)
+        return shape(principal, action, result) if shape is not None else result
 
     async def random_password(self, request: PasswordRequest) -> str:
         """GetRandomPassword, answered here (never stored, never logged)."""

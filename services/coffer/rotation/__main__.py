@@ -36,6 +36,7 @@ from coffer.rpc.server import (
 )
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Settings
+from coffer.targets import TargetGuard
 
 log = logs.get_logger("coffer.rotation")
 
@@ -148,7 +149,12 @@ def start_rotation_work(runtime: RotationRuntime, settings: Settings) -> None:
     control = StoreRotationControl(runtime.store_channel)
     queue = JobQueue(runtime.redis, prefix=settings.rotation_stream_prefix)
     api = GatewaySecretsApi.from_settings(settings)
-    registry = RotatorRegistry(functions=api, default_ca_pem=(settings.pki_dir / "ca.crt").read_bytes())
+    registry = RotatorRegistry(
+        functions=api,
+        default_ca_pem=(settings.pki_dir / "ca.crt").read_bytes(),
+        targets=TargetGuard.from_settings(settings),
+        client_identity=TlsFiles.for_identity(settings.pki_dir, "rotation")._pair(),
+    )
     runtime.api = api
     runtime.queue = queue
     runtime.scheduler = Scheduler(

@@ -18,6 +18,7 @@ from coffer import logs
 from coffer.api.store.v1 import store_pb2
 from coffer.core import errors
 from coffer.core.rotation import STEP_STATUSES
+from coffer.core.targets import with_detail
 from coffer.loops import cancel_and_wait, run_forever
 from coffer.rotation.control import RotationControl
 from coffer.rotation.queue import Delivery, JobQueue
@@ -49,12 +50,13 @@ def new_worker_id(index: int) -> str:
 
 
 def describe_error(exc: BaseException) -> str:
-    """What the attempt records: our own messages (RotationStepError, CofferError) are written to be shown;
+    """What the attempt records: our own messages (RotationStepError, CofferError) are written to be shown,
+    a RotationStepError's detail follows them for operators only (``coffer.core.targets.with_detail``);
     anything else is named by its type and message, cut short."""
     if isinstance(exc, errors.CofferError):
         text = f"{exc.code}: {exc}"
     elif isinstance(exc, RotationStepError):
-        text = str(exc) or type(exc).__name__
+        text = with_detail(str(exc) or type(exc).__name__, exc.detail)
     elif isinstance(exc, TimeoutError):
         text = "The step timed out."
     else:
@@ -193,6 +195,8 @@ class Worker:
                 try:
                     await asyncio.wait_for(_step_fn(rotator, step)(ctx), timeout=self._step_timeout)
                 except Exception as exc:
+                    if isinstance(exc, RotationStepError) and exc.step is None:
+                        exc.step = step
                     await self._control.record_step(
                         job, worker_id=self.worker_id, step=step, status=FAILED, error=describe_error(exc)
                     )

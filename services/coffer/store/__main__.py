@@ -49,6 +49,7 @@ from coffer.store.replicator import PeerLink, Replicator
 from coffer.store.repository import ReplicationRepository, StoreRepository, apply_migrations, create_pool
 from coffer.store.rotation import RotationApp
 from coffer.store.servicer import ReplicationServicer, RotationControlServicer, SecretStoreServicer
+from coffer.targets import TargetGuard
 
 log = logs.get_logger("coffer.store")
 
@@ -179,6 +180,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             ),
             clock=clock,
         )
+        targets = TargetGuard.from_settings(settings)
         rotation = RotationApp(
             repo=StoreRepository(pool),
             store=app,
@@ -189,6 +191,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
                 backoff_base_seconds=settings.rotation_backoff_base_seconds,
                 default_lease_seconds=max(1, int(settings.rotation_lease_seconds)),
             ),
+            targets=targets,
         )
         replication_repo = ReplicationRepository(pool)
         links = []
@@ -242,6 +245,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             assertions=PrincipalVerifier.from_file(settings.pki_dir / SIGNING_PUB, audience="store"),
             audit=StructlogAudit(),
         )
+        targets.add_own(f"{settings.store_addr.rpartition(':')[0]}:{server.port}")  # bound to port 0 in tests
         undo.pop_all()
     runtime = StoreRuntime(
         server=server,

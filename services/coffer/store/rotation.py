@@ -26,9 +26,11 @@ from coffer.core import rotation as machine
 from coffer.core import versions as v
 from coffer.core.model import AWSCURRENT, AWSPENDING, RotationRules
 from coffer.core.rotation import BUILTIN_ROTATORS, MAX_ERROR, STEP_STATUSES, STEPS, RotationPolicy, Trigger
+from coffer.core.targets import split_endpoint
 from coffer.core.validation import MAX_LIST_RESULTS, Checker
 from coffer.store.app import StoreApp, StoreConfig, Tx, check_writable
 from coffer.store.records import AttemptRow, DueSecret, FunctionRow, LockedSecret, RotationConfig
+from coffer.targets import TargetGuard
 
 log = structlog.get_logger("coffer.store.rotation")
 
@@ -188,7 +190,10 @@ class RotationApp:
         config: StoreConfig,
         clock: Clock,
         policy: RotationPolicy | None = None,
+        targets: TargetGuard | None = None,
     ) -> None:
+        """``targets``: where rotation functions may be (the rotation target policy; default: nothing set)."""
+        self._targets = targets or TargetGuard.default()
         self._repo = repo
         self._store = store
         self._sealer = store.sealer
@@ -405,6 +410,10 @@ class RotationApp:
                 "CaPem must be the PEM text of a CA certificate (-----BEGIN CERTIFICATE-----), or empty to "
                 "trust the deployment's own CA."
             )
+        # The rotation service will connect there: the endpoint must pass the rotation target policy now
+        # (the rotation service checks it again, resolved afresh, before every call).
+        host, port = split_endpoint(endpoint)
+        await self._targets.address(host, port)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             row = await tx.insert_function(

@@ -83,8 +83,11 @@ async def kms_stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIt
 
 @pytest.fixture
 async def stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterator[Gateway]:
-    """kms → store → gateway, all real, in-process, on a fresh database."""
-    services = await provisioned_stack(home=tmp_path, pki_dir=pki_dir, database_url=database_url)
+    """kms → store → gateway, all real, in-process, on a fresh database (rotation functions may be
+    registered on loopback, as the tests do)."""
+    services = await provisioned_stack(
+        home=tmp_path, pki_dir=pki_dir, database_url=database_url, COFFER_ROTATION_ALLOWED_TARGETS="127.0.0.1"
+    )
     try:
         await services.start_kms()
         await services.start_store()

@@ -57,6 +57,8 @@ async def _start(tmp_path: Path, pki_dir: Path, database_url: str, redis_url: st
         COFFER_ROTATION_MAX_TRIES="3",
         COFFER_ROTATION_WORKERS="2",
         COFFER_ROTATION_STREAM_PREFIX=f"test:{uuid.uuid4().hex[:8]}",
+        # the tests' rotation functions and targets listen on loopback (Coffer's own endpoints stay refused)
+        COFFER_ROTATION_ALLOWED_TARGETS="127.0.0.1",
     )
     try:
         await services.start_kms()

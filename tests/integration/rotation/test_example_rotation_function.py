@@ -1,7 +1,8 @@
 """The example custom rotation function (``examples/rotation_function``) against the real public API: its gRPC
-server over TLS (its own CA), called step by step as the rotation worker calls it, rotates an API key in its
-JSON "target" and moves the labels; every step is idempotent for its token; a key the target refuses fails
-testSecret without touching AWSCURRENT."""
+server over mutual TLS (its own certificate from its own CA; callers need a certificate from the deployment's
+CA), called step by step as the rotation worker calls it — with the rotation service's certificate — rotates
+an API key in its JSON "target" and moves the labels; every step is idempotent for its token; a key the
+target refuses fails testSecret without touching AWSCURRENT. Any other caller is refused."""
 
 from __future__ import annotations
 
@@ -31,6 +32,18 @@ def load_example() -> ModuleType:
     return module
 
 
+def caller_credentials(fn_pki: Path, pki_dir: Path | None, identity: str) -> grpc.ChannelCredentials:
+    """TLS to the function (trusting its CA), presenting ``identity``'s certificate from ``pki_dir`` (None:
+    no client certificate)."""
+    if pki_dir is None:
+        return grpc.ssl_channel_credentials(root_certificates=(fn_pki / "ca.crt").read_bytes())
+    return grpc.ssl_channel_credentials(
+        root_certificates=(fn_pki / "ca.crt").read_bytes(),
+        private_key=(pki_dir / f"{identity}.key").read_bytes(),
+        certificate_chain=(pki_dir / f"{identity}.crt").read_bytes(),
+    )
+
+
 async def test_example_function_rotates_an_api_key_step_by_step(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     example = load_example()
     fn_pki = tmp_path / "fn-pki"
@@ -46,8 +59,9 @@ async def test_example_function_rotates_an_api_key_step_by_step(stack, tmp_path:
         bind="127.0.0.1:0",
         cert_pem=(fn_pki / "api-key-function.crt").read_bytes(),
         key_pem=(fn_pki / "api-key-function.key").read_bytes(),
+        caller_ca_pem=stack.ca_file.read_bytes(),
     )
-    creds = grpc.ssl_channel_credentials(root_certificates=(fn_pki / "ca.crt").read_bytes())
+    creds = caller_credentials(fn_pki, stack.services.pki_dir, "rotation")
     token = str(uuid.uuid4())
     try:
         async with grpc.aio.secure_channel(
@@ -98,3 +112,55 @@ async def test_example_function_rotates_an_api_key_step_by_step(stack, tmp_path:
             assert previous.secret_string == "k-old"
     finally:
         await server.stop(0.5)
+
+
+async def test_example_function_refuses_every_caller_but_the_rotation_service(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Attack: anyone who can reach the function asks it to rotate a secret. Without a client certificate,
+    or with one from another CA, the TLS handshake fails; with another identity of the deployment (the
+    gateway's, the operator's) the function answers PERMISSION_DENIED; only ``rotation`` gets through."""
+    example = load_example()
+    fn_pki = tmp_path / "fn-pki"
+    ensure_pki(fn_pki, identities=["api-key-function", "intruder"])
+    created = await stack.client.create_secret(name=f"svc/api-key-{uuid.uuid4().hex[:6]}", secret_string="k")
+    target = example.KeyFileTarget(tmp_path / "keys.json")
+    server, port = await example.serve(
+        example.ApiKeyRotationFunction(stack.client, target),
+        bind="127.0.0.1:0",
+        cert_pem=(fn_pki / "api-key-function.crt").read_bytes(),
+        key_pem=(fn_pki / "api-key-function.key").read_bytes(),
+        caller_ca_pem=stack.ca_file.read_bytes(),
+    )
+    pki_dir = stack.services.pki_dir
+
+    async def call(creds: grpc.ChannelCredentials) -> grpc.StatusCode:
+        async with grpc.aio.secure_channel(
+            f"127.0.0.1:{port}", creds, options=[("grpc.ssl_target_name_override", "api-key-function")]
+        ) as channel:
+            stub = rotation_pb2_grpc.RotationFunctionServiceStub(channel)
+            try:
+                await stub.Rotate(
+                    rotation_pb2.RotateRequest(
+                        secret_id=created.arn, client_request_token=str(uuid.uuid4()), step="createSecret"
+                    ),
+                    timeout=10,
+                )
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+    try:
+        assert await call(caller_credentials(fn_pki, None, "")) == grpc.StatusCode.UNAVAILABLE
+        assert await call(caller_credentials(fn_pki, fn_pki, "intruder")) == grpc.StatusCode.UNAVAILABLE
+        for other in ("gateway", "operator"):
+            if (pki_dir / f"{other}.crt").exists():
+                assert (
+                    await call(caller_credentials(fn_pki, pki_dir, other))
+                    == grpc.StatusCode.PERMISSION_DENIED
+                )
+        # the rotation service gets through to the function's own checks (not a pending version: refused)
+        assert (
+            await call(caller_credentials(fn_pki, pki_dir, "rotation")) == grpc.StatusCode.FAILED_PRECONDITION
+        )
+        assert target.keys() == []
+    finally:
+        await server.stop(0.2)

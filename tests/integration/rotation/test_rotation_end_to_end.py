@@ -106,6 +106,7 @@ class HeldFunction:
             bind="127.0.0.1:0",
             cert_pem=(self.pki / "api-key-function.crt").read_bytes(),
             key_pem=(self.pki / "api-key-function.key").read_bytes(),
+            caller_ca_pem=self.stack.ca_file.read_bytes(),
         )
         reply = await self.stack.client.call(
             "RegisterRotationFunction",

@@ -3,10 +3,14 @@ talk to.
 
 - ``pg_target``: a second embedded PostgreSQL (the harness's own trusts everyone, so it would accept any
   password): the superuser gets a password while the server still trusts, then ``pg_hba.conf`` is rewritten to
-  ``scram-sha-256`` for local and host lines and the configuration reloaded.
+  ``scram-sha-256`` for local and host lines and the server restarted on 127.0.0.1 too, logging every
+  statement. Its build has no TLS: secrets for it opt into plaintext (``"ssl": false``).
 - ``maria_target``: a private ``mariadbd`` (the Debian package on this machine) in a temp dir on a free port,
-  root with a password; the one on 127.0.0.1:3306 only as a fallback (root without a password); skipped with
-  the reason only if neither can be had.
+  root with a password, TLS on with a certificate from a CA made for it (``ca_pem``: secrets for it carry it
+  as ``ssl_ca``); the one on 127.0.0.1:3306 only as a fallback (root without a password, no TLS); skipped
+  with the reason only if neither can be had.
+- ``LOOPBACK``: the rotation target policy the tests' rotators get (127.0.0.1 allowed, as the targets are
+  there); the rotation service gets the same through COFFER_ROTATION_ALLOWED_TARGETS.
 - ``coffer``: kms → store → gateway, real and in-process on a fresh database (``coffer.testing.stack``), and
   a ``GatewaySecretsApi`` (the rotation service's adapter) under the ``service/rotation`` principal;
   ``rotating_coffer`` adds the rotation service (scheduler, Redis stream, workers) with tiny poll, lease and
@@ -29,13 +33,17 @@ import pymysql
 import pytest
 
 from coffer.client.aio import AsyncCofferClient
+from coffer.core.targets import TargetPolicy
 from coffer.embedded import free_port
 from coffer.rotation.api import GatewaySecretsApi
-from coffer.testing.scram_postgres import ScramPostgres, scram_postgres
+from coffer.targets import TargetGuard
+from coffer.testing.scram_postgres import ScramPostgres, scram_postgres, server_tls
 from coffer.testing.stack import provisioned_stack
 from coffer.testing.wait import eventually_sync
 
 PgTarget = ScramPostgres
+ALLOWED_TARGETS = "127.0.0.1"
+LOOPBACK = TargetGuard(TargetPolicy.from_settings(ALLOWED_TARGETS))
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class MariaTarget:
     superuser: str
     password: str
     private: bool  # our own server (True) or the machine's fallback
+    ca_pem: str = ""  # the CA of its TLS certificate ("": no TLS)
 
     async def connect(self, user: str | None = None, password: str | None = None) -> object:
         import aiomysql
@@ -60,7 +69,7 @@ class MariaTarget:
 
 @pytest.fixture(scope="session")
 def pg_target() -> Iterator[PgTarget]:
-    with scram_postgres() as server:
+    with scram_postgres(log_statements=True) as server:
         yield server
 
 
@@ -104,6 +113,7 @@ def _start_private_mariadb(root: Path) -> tuple[subprocess.Popen[bytes], MariaTa
     if done.returncode != 0:
         return f"mariadb-install-db failed: {done.stderr.decode(errors='replace')[-500:]}"
     port = free_port()
+    ca_pem = server_tls(root)
     proc = subprocess.Popen(
         [
             daemon,
@@ -116,6 +126,8 @@ def _start_private_mariadb(root: Path) -> tuple[subprocess.Popen[bytes], MariaTa
             f"--pid-file={root / 'mariadbd.pid'}",
             f"--log-error={root / 'error.log'}",
             "--plugin-maturity=stable",
+            f"--ssl-cert={root / 'server.crt'}",
+            f"--ssl-key={root / 'server.key'}",
             *as_root,
         ],
         stdin=subprocess.DEVNULL,
@@ -146,7 +158,9 @@ def _start_private_mariadb(root: Path) -> tuple[subprocess.Popen[bytes], MariaTa
                 cur.execute("ALTER USER 'root'@%s IDENTIFIED BY %s", (host, password))
     finally:
         conn.close()
-    return proc, MariaTarget(host="127.0.0.1", port=port, superuser="root", password=password, private=True)
+    return proc, MariaTarget(
+        host="127.0.0.1", port=port, superuser="root", password=password, private=True, ca_pem=ca_pem
+    )
 
 
 @pytest.fixture(scope="session")
@@ -175,9 +189,10 @@ def maria_target() -> Iterator[MariaTarget]:
 
 @dataclass
 class Coffer:
-    admin: AsyncCofferClient
+    admin: AsyncCofferClient  # user/admin: an operator
     api: GatewaySecretsApi
     env: dict[str, str]
+    user: AsyncCofferClient | None = None  # user/reader: not an operator
 
 
 @pytest.fixture
@@ -209,6 +224,7 @@ async def _coffer(
             "COFFER_ROTATION_MAX_TRIES": "2",
             "COFFER_ROTATION_WORKERS": "2",
             "COFFER_ROTATION_STREAM_PREFIX": f"test:{secrets.token_hex(4)}",
+            "COFFER_ROTATION_ALLOWED_TARGETS": ALLOWED_TARGETS,
         }
     services = await provisioned_stack(
         home=tmp_path, pki_dir=pki_dir, database_url=database_url, **rotation_env
@@ -222,14 +238,16 @@ async def _coffer(
         endpoint = f"127.0.0.1:{gateway.port}"
         services.env["COFFER_ROTATION_TOKEN"] = rotation_token
         admin = AsyncCofferClient(endpoint, services.ca_file, admin_token)
+        user = AsyncCofferClient(endpoint, services.ca_file, services.credential("user/reader"))
         api = GatewaySecretsApi(AsyncCofferClient(endpoint, services.ca_file, rotation_token))
         try:
             if redis_url is not None:
                 await services.start_rotation()
-            yield Coffer(admin=admin, api=api, env=services.env)
+            yield Coffer(admin=admin, api=api, env=services.env, user=user)
         finally:
             await services.stop_rotation()
             await api.aclose()
             await admin.close()
+            await user.close()
     finally:
         await services.aclose()

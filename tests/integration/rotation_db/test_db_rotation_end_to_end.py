@@ -90,7 +90,13 @@ async def test_postgres_single_user_through_rotate_secret(
         await admin.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{old}'")
     finally:
         await admin.close()
-    doc = {"engine": "postgres", "host": pg_target.host, "port": pg_target.port, "username": user}
+    doc = {
+        "engine": "postgres",
+        "host": pg_target.tcp_host,
+        "port": pg_target.port,
+        "ssl": False,
+        "username": user,
+    }
     created = await coffer.admin.create_secret(
         name=f"db/{user}", secret_string=json.dumps({**doc, "password": old})
     )
@@ -119,7 +125,13 @@ async def test_postgres_target_refusing_fails_then_recovers(
         await admin.execute(f"ALTER ROLE {user} SET default_transaction_read_only = on")
     finally:
         await admin.close()
-    doc = {"engine": "postgres", "host": pg_target.host, "port": pg_target.port, "username": user}
+    doc = {
+        "engine": "postgres",
+        "host": pg_target.tcp_host,
+        "port": pg_target.port,
+        "ssl": False,
+        "username": user,
+    }
     created = await coffer.admin.create_secret(
         name=f"db/{user}", secret_string=json.dumps({**doc, "password": old})
     )
@@ -160,7 +172,12 @@ async def test_mariadb_alternating_users_through_rotate_secret(
             await cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, old))
     finally:
         conn.close()
-    base = {"engine": "mariadb", "host": maria_target.host, "port": maria_target.port}
+    base = {
+        "engine": "mariadb",
+        "host": maria_target.host,
+        "port": maria_target.port,
+        **({"ssl_ca": maria_target.ca_pem} if maria_target.ca_pem else {"ssl": False}),
+    }
     master = await coffer.admin.create_secret(
         name=f"db/master-{user}",
         secret_string=json.dumps(

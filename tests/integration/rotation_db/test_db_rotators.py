@@ -30,6 +30,7 @@ from coffer.rotation.rotators.postgres import (
     PostgresAlternatingUsersRotator,
     PostgresSingleUserRotator,
 )
+from tests.integration.rotation_db.conftest import LOOPBACK
 
 if TYPE_CHECKING:
     from tests.integration.rotation_db.conftest import Coffer, MariaTarget, PgTarget
@@ -90,8 +91,9 @@ async def pg_user(pg: PgTarget, user: str, password: str) -> None:
 def pg_doc(pg: PgTarget, user: str, password: str, **extra: str) -> dict[str, Any]:
     return {
         "engine": "postgres",
-        "host": pg.host,
+        "host": pg.tcp_host,
         "port": pg.port,
+        "ssl": False,
         "username": user,
         "password": password,
         "dbname": "postgres",
@@ -111,7 +113,7 @@ async def test_postgres_single_user_rotation(pg_target: PgTarget, coffer: Coffer
     arn = await new_secret(coffer, pg_doc(pg_target, user, old, extra_key="kept"))
     session = await pg_target.connect(user, old)  # an open session survives the change
     try:
-        token = await rotate(PostgresSingleUserRotator(), coffer, arn)
+        token = await rotate(PostgresSingleUserRotator(targets=LOOPBACK), coffer, arn)
         version, current = await value(coffer, arn)
         assert version == token
         assert current["username"] == user and current["extra_key"] == "kept"
@@ -131,7 +133,7 @@ async def test_postgres_single_user_rotation(pg_target: PgTarget, coffer: Coffer
     finally:
         await session.close()
     # a second rotation: set_secret logs in with AWSCURRENT (the first rotation's password)
-    await rotate(PostgresSingleUserRotator(), coffer, arn, twice=False)
+    await rotate(PostgresSingleUserRotator(targets=LOOPBACK), coffer, arn, twice=False)
     _, newest = await value(coffer, arn)
     assert await pg_login(pg_target, user, newest["password"])
     assert not await pg_login(pg_target, user, current["password"])
@@ -146,7 +148,7 @@ async def test_postgres_single_user_falls_back_to_previous(pg_target: PgTarget, 
     await coffer.admin.put_secret_value(
         secret_id=arn, secret_string=json.dumps(pg_doc(pg_target, user, "never-set-in-db"))
     )
-    await rotate(PostgresSingleUserRotator(), coffer, arn)
+    await rotate(PostgresSingleUserRotator(targets=LOOPBACK), coffer, arn)
     _, current = await value(coffer, arn)
     assert await pg_login(pg_target, user, current["password"])
     assert not await pg_login(pg_target, user, old)
@@ -164,7 +166,7 @@ async def test_postgres_alternating_users(pg_target: PgTarget, coffer: Coffer) -
         await admin.close()
     master = await new_secret(coffer, pg_doc(pg_target, "postgres", pg_target.password))
     arn = await new_secret(coffer, pg_doc(pg_target, user, old, masterarn=master))
-    rotator = PostgresAlternatingUsersRotator()
+    rotator = PostgresAlternatingUsersRotator(targets=LOOPBACK)
 
     await rotate(rotator, coffer, arn)
     _, first = await value(coffer, arn)
@@ -196,7 +198,7 @@ async def test_postgres_target_refusing_the_change(pg_target: PgTarget, coffer: 
     finally:
         await admin.close()
     arn = await new_secret(coffer, pg_doc(pg_target, user, old))
-    rotator = PostgresSingleUserRotator()
+    rotator = PostgresSingleUserRotator(targets=LOOPBACK)
     ctx = StepContext(secret_arn=arn, token=str(uuid.uuid4()), api=coffer.api)
     await rotator.create_secret(ctx)
     pending = json.loads(
@@ -220,7 +222,7 @@ async def test_postgres_master_without_createrole(pg_target: PgTarget, coffer: C
     await pg_user(pg_target, weak, "weak-master-pw")
     master = await new_secret(coffer, pg_doc(pg_target, weak, "weak-master-pw"))
     arn = await new_secret(coffer, pg_doc(pg_target, user, "initial-pw-5", masterarn=master))
-    rotator = PostgresAlternatingUsersRotator()
+    rotator = PostgresAlternatingUsersRotator(targets=LOOPBACK)
     ctx = StepContext(secret_arn=arn, token=str(uuid.uuid4()), api=coffer.api)
     await rotator.create_secret(ctx)
     with pytest.raises(RotationStepError) as caught:
@@ -231,7 +233,7 @@ async def test_postgres_master_without_createrole(pg_target: PgTarget, coffer: C
 
 
 async def test_postgres_rotator_refuses_bad_documents(coffer: Coffer) -> None:
-    rotator = PostgresSingleUserRotator()
+    rotator = PostgresSingleUserRotator(targets=LOOPBACK)
     for doc, expected in (
         ({"engine": "mysql", "host": "h", "username": "u", "password": "secret-pw"}, "engine"),
         ({"engine": "postgres", "host": "h", "password": "secret-pw"}, "username"),
@@ -242,7 +244,7 @@ async def test_postgres_rotator_refuses_bad_documents(coffer: Coffer) -> None:
         assert expected in str(caught.value) and "secret-pw" not in str(caught.value)
     arn = await new_secret(coffer, {"engine": "postgres", "host": "h", "username": "u", "password": "p"})
     with pytest.raises(RotationStepError, match="masterarn"):
-        await PostgresAlternatingUsersRotator().create_secret(
+        await PostgresAlternatingUsersRotator(targets=LOOPBACK).create_secret(
             StepContext(secret_arn=arn, token=str(uuid.uuid4()), api=coffer.api)
         )
 
@@ -286,6 +288,11 @@ async def maria_exec(target: MariaTarget, *statements: tuple[str, tuple[Any, ...
         conn.close()
 
 
+def maria_tls(target: MariaTarget) -> dict[str, Any]:
+    """Verified TLS with the target's CA, or plaintext for the machine's fallback server (no TLS)."""
+    return {"ssl_ca": target.ca_pem} if target.ca_pem else {"ssl": False}
+
+
 def maria_doc(target: MariaTarget, user: str, password: str, **extra: str) -> dict[str, Any]:
     return {
         "engine": "mariadb",
@@ -293,6 +300,7 @@ def maria_doc(target: MariaTarget, user: str, password: str, **extra: str) -> di
         "port": target.port,
         "username": user,
         "password": password,
+        **maria_tls(target),
         **extra,
     }
 
@@ -310,7 +318,7 @@ async def test_mariadb_single_user_rotation(maria_target: MariaTarget, coffer: C
     arn = await new_secret(coffer, maria_doc(maria_target, user, old))
     session: Any = await maria_target.connect(user, old)
     try:
-        token = await rotate(MySqlSingleUserRotator(), coffer, arn)
+        token = await rotate(MySqlSingleUserRotator(targets=LOOPBACK), coffer, arn)
         version, current = await value(coffer, arn)
         assert version == token and current["username"] == user and current["password"] != old
         assert await maria_login(maria_target, user, current["password"])
@@ -337,7 +345,7 @@ async def test_mariadb_alternating_users(maria_target: MariaTarget, coffer: Coff
     )
     master = await new_secret(coffer, maria_doc(maria_target, maria_target.superuser, maria_target.password))
     arn = await new_secret(coffer, maria_doc(maria_target, user, old, masterarn=master, dbname=db))
-    rotator = MySqlAlternatingUsersRotator()
+    rotator = MySqlAlternatingUsersRotator(targets=LOOPBACK)
 
     await rotate(rotator, coffer, arn)
     _, first = await value(coffer, arn)
@@ -369,7 +377,7 @@ async def test_mariadb_master_without_privileges(maria_target: MariaTarget, coff
     )
     master = await new_secret(coffer, maria_doc(maria_target, weak, "weak-master-pw"))
     arn = await new_secret(coffer, maria_doc(maria_target, user, "initial-pw-8", masterarn=master))
-    rotator = MySqlAlternatingUsersRotator()
+    rotator = MySqlAlternatingUsersRotator(targets=LOOPBACK)
     ctx = StepContext(secret_arn=arn, token=str(uuid.uuid4()), api=coffer.api)
     await rotator.create_secret(ctx)
     pending = json.loads(
@@ -389,7 +397,7 @@ async def test_mariadb_single_user_wrong_everywhere(maria_target: MariaTarget, c
     user = name()
     await maria_exec(maria_target, ("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, "real-pw-9")))
     arn = await new_secret(coffer, maria_doc(maria_target, user, "stale-pw-9"))
-    rotator = MySqlSingleUserRotator()
+    rotator = MySqlSingleUserRotator(targets=LOOPBACK)
     ctx = StepContext(secret_arn=arn, token=str(uuid.uuid4()), api=coffer.api)
     await rotator.create_secret(ctx)
     with pytest.raises(RotationStepError, match="refused the pending, current and previous") as caught:
@@ -434,7 +442,7 @@ async def test_mariadb_target_refusing_the_change(maria_target: MariaTarget, cof
     user, old = name(), "initial-pw-10"
     await maria_exec(maria_target, ("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, old)))
     arn = await new_secret(coffer, maria_doc(maria_target, user, old))
-    rotator = MySqlSingleUserRotator()
+    rotator = MySqlSingleUserRotator(targets=LOOPBACK)
     ctx = StepContext(secret_arn=arn, token=str(uuid.uuid4()), api=coffer.api)
     await rotator.create_secret(ctx)
     pending = json.loads(
@@ -461,7 +469,7 @@ async def test_stale_and_finished_tokens(pg_target: PgTarget, coffer: Coffer) ->
     await pg_user(pg_target, user, old)
     arn = await new_secret(coffer, pg_doc(pg_target, user, old))
     first_version = (await coffer.admin.get_secret_value(secret_id=arn)).version_id
-    rotator = PostgresSingleUserRotator()
+    rotator = PostgresSingleUserRotator(targets=LOOPBACK)
     token = await rotate(rotator, coffer, arn, twice=False)
     _, current = await value(coffer, arn)
     done = StepContext(secret_arn=arn, token=token, api=coffer.api)

@@ -66,6 +66,8 @@ async def stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterat
         COFFER_ACCOUNT_ID=ACCOUNT,
         # The tests run purges themselves (with a moved clock) rather than waiting for the loops.
         COFFER_PURGE_INTERVAL_SECONDS="3600",
+        # The tests register rotation functions on loopback (Coffer's own endpoints stay refused).
+        COFFER_ROTATION_ALLOWED_TARGETS="127.0.0.1",
     )
     closers: list[Any] = [services.aclose]
     try:

@@ -22,6 +22,7 @@ from coffer.core.rotation import (
 from coffer.rotation.rotators.base import RotationStepError, Rotator
 from coffer.rotation.rotators.function import FunctionRotator
 from coffer.rotation.rotators.random_value import RandomValueRotator
+from coffer.targets import TargetGuard
 
 log = logs.get_logger("coffer.rotation.rotators")
 
@@ -40,7 +41,7 @@ class FunctionDirectory(Protocol):
     async def rotation_functions(self) -> list[sm.RotationFunction]: ...
 
 
-def _database_rotator(name: str) -> Rotator | None:
+def _database_rotator(name: str, targets: TargetGuard) -> Rotator | None:
     """A new instance of the database rotator called ``name`` (None when its module is missing)."""
     module_name, class_name = _DATABASE_ROTATORS[name]
     try:
@@ -50,7 +51,7 @@ def _database_rotator(name: str) -> Rotator | None:
     factory: Any = getattr(module, class_name, None)
     if factory is None:
         return None
-    rotator: Rotator = factory()
+    rotator: Rotator = factory(targets=targets)
     return rotator
 
 
@@ -61,9 +62,16 @@ class RotatorRegistry:
         functions: FunctionDirectory,
         default_ca_pem: bytes,
         extra: Mapping[str, Callable[[], Rotator]] | None = None,
+        targets: TargetGuard | None = None,
+        client_identity: tuple[bytes, bytes] | None = None,
     ) -> None:
+        """``targets``: where database rotators and functions may connect (default: the policy with nothing
+        set); ``client_identity``: (key PEM, certificate PEM) the rotation service presents to functions."""
         self._functions = functions
         self._default_ca_pem = default_ca_pem
+        self._targets = targets or TargetGuard.default()
+        self._client_key: bytes | None = client_identity[0] if client_identity else None
+        self._client_cert: bytes | None = client_identity[1] if client_identity else None
         self._builtins: dict[str, Callable[[], Rotator]] = {RANDOM_VALUE: RandomValueRotator}
         self._builtins.update(extra or {})
 
@@ -73,13 +81,19 @@ class RotatorRegistry:
         if factory is not None:
             return factory()
         if name in _DATABASE_ROTATORS:
-            rotator = _database_rotator(name)
+            rotator = _database_rotator(name, self._targets)
             if rotator is None:
                 raise RotationStepError(f"The built-in rotator {name} is not available in this build.")
             return rotator
         for function in await self._functions.rotation_functions():
             if function.arn == name or function.name == name:
-                return FunctionRotator(function, default_ca_pem=self._default_ca_pem)
+                return FunctionRotator(
+                    function,
+                    default_ca_pem=self._default_ca_pem,
+                    targets=self._targets,
+                    client_key_pem=self._client_key,
+                    client_cert_pem=self._client_cert,
+                )
         raise RotationStepError(
             f"No rotation function {name} is registered (RegisterRotationFunction), and it is not a built-in "
             f"rotator ({', '.join(BUILTIN_NAMES)})."

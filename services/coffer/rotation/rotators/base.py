@@ -77,4 +77,25 @@ class Rotator(Protocol):
 
 class RotationStepError(Exception):
     """A step could not do its work (target refused the password, connection failed, ...). The message is
-    recorded on the attempt and shown to users, so it must never contain a secret value or password."""
+    recorded on the attempt and shown to users, so it must never contain a secret value or password.
+    ``detail`` (also free of passwords) is recorded too but shown to operators only, and logged."""
+
+    def __init__(self, message: str = "", *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+        #: The step that failed, filled in by the worker.
+        self.step: str | None = None
+
+
+class TargetUnreachable(RotationStepError):
+    """The target could not be used: refused by the target policy, closed, missing, timed out, or not the
+    server expected. Callers see the same words (``public``) whatever the cause; ``detail`` says which."""
+
+    def __init__(self, public: str, *, detail: str) -> None:
+        super().__init__(public, detail=detail)
+        self.public = public
+
+    def __str__(self) -> str:
+        if self.step is None:
+            return f"A rotation step failed: {self.public}"
+        return f"The rotation step {self.step} failed: {self.public}"

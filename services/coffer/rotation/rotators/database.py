@@ -2,7 +2,12 @@
 written once over a small driver interface that ``postgres.py`` and ``mysql.py`` implement.
 
 The secret value is AWS's JSON document for database secrets: ``engine, host, port, username, password,
-dbname`` (+ ``masterarn`` for alternating users); extra keys are kept as they are.
+dbname`` (+ ``masterarn`` for alternating users); extra keys are kept as they are. Two keys of Coffer's own
+say how to reach the server: ``ssl`` (default true: verified TLS, the certificate must chain to a trusted CA
+and name ``host``; false: plaintext, an explicit opt-in) and ``ssl_ca`` (the PEM of the CA to trust instead
+of the system's). ``host`` must be a TCP host the rotation target policy allows (``coffer.core.targets``):
+never a Unix socket, and it is resolved and checked before each connection, which then goes to the checked
+address.
 
 - **Single user**: the user changes its own password. ``setSecret`` first tries the pending credentials (a
   retried rotation may already have set them), else logs in with AWSCURRENT, then AWSPREVIOUS.
@@ -16,13 +21,17 @@ and what failed, and any text that comes back from a driver is scrubbed of the p
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import ssl
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from coffer.core import errors
-from coffer.rotation.rotators.base import RotationStepError, StepContext
+from coffer.core.targets import UNREACHABLE_DATABASE, TargetRefused
+from coffer.rotation.rotators.base import RotationStepError, StepContext, TargetUnreachable
+from coffer.targets import TargetGuard, tls_client_context
 
 AWSCURRENT = "AWSCURRENT"
 AWSPENDING = "AWSPENDING"
@@ -46,6 +55,9 @@ class DbCredentials:
     dbname: str | None
     masterarn: str | None
     document: dict[str, Any]
+    #: Verified TLS (the default) or plaintext (``"ssl": false``); ``ssl_ca``: the CA PEM to trust.
+    tls: bool = True
+    ssl_ca: str | None = None
 
     def where(self) -> str:
         """``user@host:port`` — for messages (never the password)."""
@@ -77,6 +89,40 @@ class DatabaseDriver(ABC, Generic[C]):
     max_username_length: int
     exclude_characters: str = DEFAULT_EXCLUDE_CHARACTERS
     password_length: int = 32
+
+    def __init__(self, *, targets: TargetGuard | None = None) -> None:
+        self.targets = targets or TargetGuard.default()
+
+    async def endpoint(self, creds: DbCredentials) -> tuple[str, ssl.SSLContext | None]:
+        """The checked address to connect to and the TLS context (None: plaintext, opted in). Raises
+        TargetUnreachable when the policy refuses the target."""
+        try:
+            address = await self.targets.address(creds.host, creds.port)
+        except TargetRefused as exc:
+            raise TargetUnreachable(
+                UNREACHABLE_DATABASE,
+                detail=f"{self.label} at {creds.host}:{creds.port} is refused by the rotation target policy: "
+                f"{exc.message}",
+            ) from None
+        if not creds.tls:
+            return address, None
+        try:
+            return address, tls_client_context(server_name=creds.host, ca_pem=creds.ssl_ca)
+        except (ssl.SSLError, ValueError) as exc:
+            raise RotationStepError(f"the secret's ssl_ca is not a usable CA certificate ({exc})") from None
+
+    def unreachable(self, creds: DbCredentials, exc: BaseException) -> TargetUnreachable:
+        """The generic failure for a target that could not be reached; the cause goes into the detail."""
+        text = str(exc) or type(exc).__name__
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None:  # drivers wrap the TLS or socket error that says why
+            text += f" ({type(cause).__name__}: {cause})"
+        text = scrub(text, (creds.password,))
+        return TargetUnreachable(
+            UNREACHABLE_DATABASE,
+            detail=f"cannot connect to {self.label} at {creds.host}:{creds.port} as {creds.username!r}: "
+            f"{type(exc).__name__}: {text}",
+        )
 
     @abstractmethod
     async def connect(self, creds: DbCredentials) -> C | None: ...
@@ -125,6 +171,12 @@ class DatabaseDriver(ABC, Generic[C]):
             raise RotationStepError(f"{what} has a port that is not a number") from None
         dbname = doc.get("dbname")
         master = doc.get("masterarn")
+        tls = doc.get("ssl", True)
+        if not isinstance(tls, bool):
+            raise RotationStepError(f"{what} has an 'ssl' key that is not true or false")
+        ssl_ca = doc.get("ssl_ca")
+        if ssl_ca is not None and not (isinstance(ssl_ca, str) and "-----BEGIN CERTIFICATE-----" in ssl_ca):
+            raise RotationStepError(f"{what} has an 'ssl_ca' key that is not a PEM CA certificate")
         return DbCredentials(
             engine=str(engine or ""),
             host=doc["host"],
@@ -134,6 +186,8 @@ class DatabaseDriver(ABC, Generic[C]):
             dbname=str(dbname) if dbname else self.default_dbname,
             masterarn=str(master) if master else None,
             document=doc,
+            tls=tls,
+            ssl_ca=ssl_ca or None,
         )
 
     async def can_login(self, creds: DbCredentials) -> bool:
@@ -352,16 +406,7 @@ class AlternatingUsersRotator(_DatabaseRotator):
             )
         # The master logs in to the secret's own database unless the master secret names one.
         if master.document.get("dbname") is None and current.dbname is not None:
-            master = DbCredentials(
-                engine=master.engine,
-                host=master.host,
-                port=master.port,
-                username=master.username,
-                password=master.password,
-                dbname=current.dbname,
-                masterarn=None,
-                document=master.document,
-            )
+            master = dataclasses.replace(master, dbname=current.dbname, masterarn=None)
         conn = await driver.connect(master)
         if conn is None:
             raise RotationStepError(

@@ -1,6 +1,9 @@
 """MySQL / MariaDB rotators (aiomysql): ``mysql-single-user`` and ``mysql-alternating-users``.
 
-Accounts are ``'<user>'@'%'`` as in AWS's templates. ``host`` may be a Unix-socket path (starting with ``/``).
+Accounts are ``'<user>'@'%'`` as in AWS's templates. ``host`` is a TCP host the rotation target policy
+allows (never a Unix socket); the connection goes to the checked address with verified TLS unless the secret
+opts out (``"ssl": false``, see ``database.py``): a server that offers no TLS is refused rather than used in
+plaintext, and one that asks for the password in cleartext (``mysql_clear_password``) is always refused.
 Passwords and user names always go through the driver's parameter quoting (``%s``), never through string
 concatenation. Single user: MariaDB ``SET PASSWORD = PASSWORD(%s)`` (any user may change its own), MySQL
 ``ALTER USER CURRENT_USER() IDENTIFIED BY %s``. Alternating users: the master creates ``<user>_clone`` with
@@ -17,6 +20,7 @@ from typing import Any
 
 import aiomysql
 import pymysql
+from pymysql.constants import CLIENT
 
 from coffer.core.rotation import MYSQL_ALTERNATING_USERS, MYSQL_SINGLE_USER
 from coffer.rotation.rotators.base import RotationStepError
@@ -25,8 +29,8 @@ from coffer.rotation.rotators.database import (
     DatabaseDriver,
     DbCredentials,
     SingleUserRotator,
-    scrub,
 )
+from coffer.targets import TargetGuard
 
 CONNECT_TIMEOUT_SECONDS = 10
 # ER_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR
@@ -45,6 +49,27 @@ def grant_prefix(grant_line: str) -> str | None:
     return grant_line[: match.start()]
 
 
+class CleartextRefused(pymysql.err.OperationalError):  # type: ignore[misc]
+    """The server asked for the password in cleartext."""
+
+
+class _VerifiedConnection(aiomysql.Connection):  # type: ignore[misc]
+    """aiomysql's connection, minus two silent downgrades: it would go on in plaintext when TLS was asked
+    for but the server offers none, and it answers a cleartext password request."""
+
+    async def _request_authentication(self) -> None:
+        if self._ssl_context is not None and not self.server_capabilities & CLIENT.SSL:
+            raise pymysql.err.OperationalError(2026, "the server does not offer TLS")
+        if self._server_auth_plugin in ("mysql_clear_password", "mysql_old_password"):
+            raise CleartextRefused(2059, f"the server asks for {self._server_auth_plugin}")
+        await super()._request_authentication()
+
+    async def _process_auth(self, plugin_name: bytes, auth_packet: Any) -> Any:
+        if plugin_name in (b"mysql_clear_password", b"mysql_old_password"):
+            raise CleartextRefused(2059, f"the server asks for {plugin_name.decode()}")
+        return await super()._process_auth(plugin_name, auth_packet)
+
+
 class MySqlDriver(DatabaseDriver[Any]):
     label = "MySQL/MariaDB"
     engines = frozenset({"mysql", "mariadb", "aurora-mysql", "aurora"})
@@ -53,34 +78,31 @@ class MySqlDriver(DatabaseDriver[Any]):
     max_username_length = 32  # MySQL 5.7+ (MariaDB allows 80)
 
     async def connect(self, creds: DbCredentials) -> Any | None:
-        where: dict[str, Any]
-        if creds.host.startswith("/"):
-            where = {"unix_socket": creds.host}
-        else:
-            where = {"host": creds.host, "port": creds.port}
+        address, tls = await self.endpoint(creds)
+        conn = _VerifiedConnection(
+            host=address,
+            port=creds.port,
+            user=creds.username,
+            password=creds.password,
+            db=creds.dbname,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            autocommit=True,
+            ssl=tls,
+        )
         try:
-            return await aiomysql.connect(
-                **where,
-                user=creds.username,
-                password=creds.password,
-                db=creds.dbname,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                autocommit=True,
-            )
+            await conn._connect()
+        except CleartextRefused:
+            raise RotationStepError(
+                f"MySQL/MariaDB at {creds.host}:{creds.port} asks for {creds.username!r}'s password in "
+                "cleartext; Coffer refuses to send it"
+            ) from None
         except pymysql.err.OperationalError as exc:
             if exc.args and exc.args[0] in _AUTH_ERRORS:
                 return None
-            raise self._unreachable(creds, exc) from None
+            raise self.unreachable(creds, exc) from None
         except (TimeoutError, OSError, pymysql.err.MySQLError) as exc:
-            raise self._unreachable(creds, exc) from None
-
-    @staticmethod
-    def _unreachable(creds: DbCredentials, exc: BaseException) -> RotationStepError:
-        detail = scrub(str(exc) or type(exc).__name__, (creds.password,))
-        return RotationStepError(
-            f"cannot connect to MySQL/MariaDB at {creds.host}:{creds.port} as {creds.username!r}: "
-            f"{type(exc).__name__}: {detail}"
-        )
+            raise self.unreachable(creds, exc) from None
+        return conn
 
     async def close(self, conn: Any) -> None:
         try:
@@ -126,15 +148,15 @@ class MySqlDriver(DatabaseDriver[Any]):
 class MySqlSingleUserRotator(SingleUserRotator):
     name = MYSQL_SINGLE_USER
 
-    def __init__(self) -> None:
-        super().__init__(name=self.name, driver=MySqlDriver())
+    def __init__(self, *, targets: TargetGuard | None = None) -> None:
+        super().__init__(name=self.name, driver=MySqlDriver(targets=targets))
 
 
 class MySqlAlternatingUsersRotator(AlternatingUsersRotator):
     name = MYSQL_ALTERNATING_USERS
 
-    def __init__(self) -> None:
-        super().__init__(name=self.name, driver=MySqlDriver())
+    def __init__(self, *, targets: TargetGuard | None = None) -> None:
+        super().__init__(name=self.name, driver=MySqlDriver(targets=targets))
 
 
 #: Built-in rotator name → class (the rotation service's registry instantiates these).
