@@ -151,6 +151,19 @@ def _is_str(x: Any) -> bool:
     return isinstance(x, str) and not isinstance(x, _Num)
 
 
+def _variable_before_resource_part(text: str) -> bool:
+    """Does a ``${`` start before the fifth colon (colons inside a variable not counted)?"""
+    colons = 0
+    i = 0
+    while i < len(text) and colons < 5:
+        if text.startswith("${", i):
+            return True
+        if text[i] == ":":
+            colons += 1
+        i += 1
+    return False
+
+
 class _Parser:
     def __init__(self, kind: PolicyKind) -> None:
         self.kind = kind
@@ -356,6 +369,8 @@ class _Parser:
         # service part; variables only in the last part.
         if text == "*":
             return ArnPattern(text=text, parts=None)
+        if self.variables and _variable_before_resource_part(text):
+            raise self.fail(f"Policy variables are not allowed in Resource outside its resource part: {text}")
         parts = text.split(":", 5)
         if len(parts) != 6 or parts[0] != "arn":
             raise self.fail(f'Resource {text} must be in ARN format or "*".')
