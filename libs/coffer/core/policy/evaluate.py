@@ -70,9 +70,9 @@ def _text(tokens: list[Any]) -> str:
 # --- conditions --------------------------------------------------------------------------------------------
 
 
-def _compiled_values(c: Condition, ctx: RequestContext) -> list[Any]:
+def _compiled_values(c: Condition, ctx: RequestContext) -> Sequence[Any]:
     if not c.has_vars:
-        return list(c.values)
+        return c.values
     out: list[Any] = []
     for v in c.values:
         if not isinstance(v, tuple) or not any(isinstance(x, Var) for x in v):
@@ -104,7 +104,7 @@ def _ordered(compare: Compare, a: Any, b: Any) -> bool:
     return bool(a >= b)
 
 
-def _matches(c: Condition, request_value: str, values: list[Any]) -> bool:
+def _matches(c: Condition, request_value: str, values: Sequence[Any]) -> bool:
     """Does one request value match any of the policy values (the positive form of the operator)?"""
     fam = c.family
     if fam is Family.STRING:
@@ -175,11 +175,11 @@ def condition_holds(c: Condition, ctx: RequestContext) -> bool:
 # --- statements ---------------------------------------------------------------------------------------------
 
 
-def _resource_matches(p: ArnPattern, resource: str, ctx: RequestContext) -> bool:
+def _resource_matches(p: ArnPattern, ctx: RequestContext) -> bool:
     if p.parts is None:
         return True  # "*"
-    parts = resource.split(":", 5)
-    if len(parts) != 6:
+    parts = ctx.resource_parts
+    if parts is None:
         return False
     globs = p.parts
     if p.tail is not None:
@@ -187,7 +187,10 @@ def _resource_matches(p: ArnPattern, resource: str, ctx: RequestContext) -> bool
         if tokens is None:
             return False
         globs = (*globs, Glob(tokens))
-    return all(g.match(s) for g, s in zip(globs, parts, strict=True))
+    for g, s in zip(globs, parts, strict=True):
+        if not g.match(s):
+            return False
+    return True
 
 
 class Match(enum.Enum):
@@ -238,10 +241,19 @@ def _not_principal_applies(entries: tuple[PrincipalEntry, ...], ctx: RequestCont
 
 def statement_applies(st: Statement, ctx: RequestContext) -> Match:
     """Does the statement apply to this request, and how did its principal match (resource policies)?"""
-    hit = any(g.match(ctx.action_folded) for g in st.actions)
+    action = ctx.action_folded
+    hit = False
+    for g in st.actions:
+        if g.match(action):
+            hit = True
+            break
     if hit == st.not_action:
         return Match.NONE
-    hit = any(_resource_matches(p, ctx.resource, ctx) for p in st.resources)
+    hit = False
+    for p in st.resources:
+        if _resource_matches(p, ctx):
+            hit = True
+            break
     if hit == st.not_resource:
         return Match.NONE
     how = Match.DIRECT

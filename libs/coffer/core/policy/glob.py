@@ -71,7 +71,7 @@ class _Chunk:
 class Glob:
     """A compiled wildcard pattern; ``fold`` makes matching case-insensitive (Unicode casefold)."""
 
-    __slots__ = ("_chunks", "_exact", "_fold", "_star_only")
+    __slots__ = ("_chunks", "_exact", "_fold", "_prefix", "_star_only")
 
     def __init__(self, tokens: Iterable[Token], *, fold: bool = False) -> None:
         self._fold = fold
@@ -91,6 +91,10 @@ class Glob:
         else:
             self._exact = None
         self._chunks = tuple(_Chunk(c) for c in chunks)
+        # "text*" (no "?"): a plain prefix test
+        self._prefix: str | None = None
+        if len(chunks) == 2 and not chunks[1] and all(c is not None for c in chunks[0]):
+            self._prefix = "".join(c for c in chunks[0] if c is not None)
 
     @classmethod
     def parse(cls, pattern: str, *, fold: bool = False) -> Glob:
@@ -106,8 +110,8 @@ class Glob:
             s = s.casefold()
         if self._exact is not None:
             return s == self._exact
-        if self._star_only:
-            return True
+        if self._prefix is not None:
+            return s.startswith(self._prefix)
         chunks = self._chunks
         first = chunks[0]
         if len(chunks) == 1:

@@ -227,10 +227,13 @@ class RequestContext:
     role_arn: str | None = None  # the role of a session; derived from a session ARN when omitted
     service: str | None = None  # set when the caller is a service principal (e.g. "rotation.coffer")
     action_folded: str = field(init=False, repr=False)
+    resource_parts: tuple[str, ...] | None = field(init=False, repr=False)  # the six ARN parts, if an ARN
     _table: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "action_folded", self.action.casefold())
+        rparts = tuple(self.resource.split(":", 5))
+        object.__setattr__(self, "resource_parts", rparts if len(rparts) == 6 else None)
         if self.role_arn is None:
             object.__setattr__(self, "role_arn", role_arn_of_session(self.principal_arn))
         table: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
