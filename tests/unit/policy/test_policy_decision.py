@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from coffer.core.errors import CofferError
 from coffer.core.policy import (
     Glob,
     KeyAccess,
@@ -19,8 +20,10 @@ from coffer.core.policy import (
     PolicyKind,
     Reason,
     RequestContext,
+    check_resource_policy_for_put,
     evaluate,
     grants_broad_access,
+    named_principals,
     parse_policy,
     validate_resource_policy,
 )
@@ -540,3 +543,62 @@ def test_typical_policy_evaluates_in_microseconds() -> None:
         evaluate(ctx, [policy])
     per_call = (time.perf_counter() - start) / n
     assert per_call < 200e-6, f"{per_call * 1e6:.1f} us per evaluation"
+
+
+# --- PutResourcePolicy's pipeline -----
+
+PUT: list[tuple[str, str, bool, str | None, str | None]] = [
+    ("narrow-policy-stored", doc(stmt(Principal={"AWS": OTHER})), True, None, None),
+    ("empty-text-validation", "", False, "ValidationException", "greater than or equal to 1"),
+    ("too-long-validation", " " * 20481, False, "ValidationException", "less than or equal to 20480"),
+    (
+        "bad-grammar",
+        doc(stmt()),
+        False,
+        "MalformedPolicyDocumentException",
+        "This policy has invalid syntax.",
+    ),
+    (
+        "bad-principal",
+        doc(stmt(Principal={"AWS": "arn:aws:iam::*:root"})),
+        True,
+        "MalformedPolicyDocumentException",
+        "This resource policy contains an unsupported principal",
+    ),
+    (
+        "public-refused-with-block",
+        doc(stmt(Principal="*")),
+        True,
+        "PublicPolicyException",
+        "BlockPublicPolicy",
+    ),
+    (
+        "public-accepted-without-block",
+        doc(stmt(Principal={"AWS": "*"}, action="secretsmanager:*")),
+        False,
+        None,
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "block", "code", "message"), [p[1:] for p in PUT], ids=[p[0] for p in PUT])
+def test_put_pipeline(text: str, block: bool, code: str | None, message: str | None) -> None:
+    if code is None:
+        assert check_resource_policy_for_put(text, block_public_policy=block).statements
+        return
+    with pytest.raises(CofferError) as ei:
+        check_resource_policy_for_put(text, block_public_policy=block)
+    assert ei.value.code == code
+    assert message is not None and message in ei.value.message
+
+
+def test_named_principals_for_the_existence_check() -> None:
+    policy = parse_policy(
+        doc(
+            stmt(Principal={"AWS": [ALICE, OTHER, APP_ROLE, "*"]}),
+            stmt("Deny", Principal={"AWS": [ALICE, APP_SESSION], "Service": "rotation.coffer"}),
+        ),
+        PolicyKind.RESOURCE,
+    )
+    assert named_principals(policy) == [ALICE, APP_ROLE, APP_SESSION]

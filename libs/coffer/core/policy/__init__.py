@@ -30,7 +30,9 @@ from coffer.core.policy.public import (
     ValidationError,
     ValidationResult,
     broad_statements,
+    check_resource_policy_for_put,
     grants_broad_access,
+    named_principals,
     validate_resource_policy,
 )
 
@@ -50,10 +52,12 @@ __all__ = [
     "ValidationError",
     "ValidationResult",
     "broad_statements",
+    "check_resource_policy_for_put",
     "condition_holds",
     "denial_message",
     "evaluate",
     "grants_broad_access",
+    "named_principals",
     "parse_policy",
     "validate_resource_policy",
 ]

@@ -187,10 +187,7 @@ def _resource_matches(p: ArnPattern, ctx: RequestContext) -> bool:
         if tokens is None:
             return False
         globs = (*globs, Glob(tokens))
-    for g, s in zip(globs, parts, strict=True):
-        if not g.match(s):
-            return False
-    return True
+    return all(g.match(s) for g, s in zip(globs, parts, strict=True))
 
 
 class Match(enum.Enum):

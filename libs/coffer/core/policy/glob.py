@@ -71,7 +71,7 @@ class _Chunk:
 class Glob:
     """A compiled wildcard pattern; ``fold`` makes matching case-insensitive (Unicode casefold)."""
 
-    __slots__ = ("_chunks", "_exact", "_fold", "_prefix", "_star_only")
+    __slots__ = ("_chunks", "_exact", "_fold", "_prefix")
 
     def __init__(self, tokens: Iterable[Token], *, fold: bool = False) -> None:
         self._fold = fold
@@ -85,13 +85,12 @@ class Glob:
                 assert isinstance(tok, str)
                 text = tok.casefold() if fold else tok
                 chunks[-1].extend(text)
-        self._star_only = len(chunks) == 2 and not chunks[0] and not chunks[1]
         if len(chunks) == 1 and all(c is not None for c in chunks[0]):
             self._exact: str | None = "".join(c for c in chunks[0] if c is not None)
         else:
             self._exact = None
         self._chunks = tuple(_Chunk(c) for c in chunks)
-        # "text*" (no "?"): a plain prefix test
+        # "text*" (no "?"): a plain prefix test; "*" alone is the empty prefix
         self._prefix: str | None = None
         if len(chunks) == 2 and not chunks[1] and all(c is not None for c in chunks[0]):
             self._prefix = "".join(c for c in chunks[0] if c is not None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from coffer.core.errors import Validation
 from coffer.core.policy.evaluate import Match, statement_applies
 from coffer.core.policy.glob import has_wildcard
 from coffer.core.policy.grammar import load_json, parse_policy
@@ -25,6 +26,7 @@ from coffer.core.policy.model import (
     Policy,
     PolicyKind,
     PrincipalForm,
+    PublicPolicy,
     Qualifier,
     RequestContext,
     Statement,
@@ -190,3 +192,41 @@ def _denies_everyone(st: Statement, action: str) -> bool:
         return False
     covers = any(r.parts is None for r in st.resources)
     return covers != st.not_resource
+
+
+# --- PutResourcePolicy's pipeline ---------------------------------------------------------------------------
+
+#: A secret's resource policy is 1 to 20,480 characters of raw text, whitespace included.
+MAX_RESOURCE_POLICY_LENGTH = 20480
+
+
+def check_resource_policy_for_put(text: str, *, block_public_policy: bool = False, name: str = "") -> Policy:
+    """PutResourcePolicy's checks in AWS's order, the first failure winning: the length (ValidationException),
+    the grammar (``This policy has invalid syntax.``), the principals (``This resource policy contains an
+    unsupported principal``), and, only when ``block_public_policy``, broad access (PublicPolicyException).
+    Returns the compiled policy. Whether each named principal exists is the caller's check, on
+    ``named_principals(policy)``."""
+    if not 1 <= len(text) <= MAX_RESOURCE_POLICY_LENGTH:
+        raise Validation(
+            "1 validation error detected: Value at 'resourcePolicy' failed to satisfy constraint: "
+            f"Member must have length {'greater' if not text else 'less'} than or equal to "
+            f"{1 if not text else MAX_RESOURCE_POLICY_LENGTH}"
+        )
+    policy = parse_policy(text, PolicyKind.RESOURCE, name=name)
+    if block_public_policy and grants_broad_access(policy):
+        raise PublicPolicy()
+    return policy
+
+
+def named_principals(policy: Policy) -> list[str]:
+    """The user, role and session ARNs a resource policy names (accounts, ``*`` and services excluded), in
+    document order without repeats - what the caller must resolve before storing the policy."""
+    out: list[str] = []
+    for st in policy.statements:
+        for p in st.principals or ():
+            if (
+                p.form in (PrincipalForm.USER, PrincipalForm.ROLE, PrincipalForm.SESSION)
+                and p.value not in out
+            ):
+                out.append(p.value)
+    return out
