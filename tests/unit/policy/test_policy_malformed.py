@@ -18,6 +18,7 @@ from coffer.core.policy.grammar import (
     MSG_SID,
     MSG_VENDOR,
     MSG_VERSION_CURRENT,
+    iam_policy_size,
 )
 
 IDN = PolicyKind.IDENTITY
@@ -412,6 +413,12 @@ ACCEPTED: list[tuple[str, str, PolicyKind]] = [
         IDN,
     ),
     ("empty-sid-repeated", d([st(Sid=""), st(Sid="")]), IDN),
+    ("resource-policy-any-unicode", d(rst(Condition={"StringEquals": {"aws:username": "\u2603"}})), RES),
+    (
+        "identity-latin1-and-tabs",
+        '{"Statement":\t{"Effect":"Allow","Action":"a:b","Resource":"*","Condition":{"StringEquals":{"aws:x":"\u00e9"}}}}',
+        IDN,
+    ),
     ("resource-policy-sid-any-string", d(rst(Sid="read only!")), RES),
     (
         "resource-naming-another-secret",
@@ -445,3 +452,7 @@ def test_condition_values_canonical_text() -> None:
     p = parse_policy(text, IDN)
     raws = {c.key: c.raw for c in p.statements[0].conditions}
     assert raws == {"aws:securetransport": ("true",), "aws:x": ("1.50", "7", "false")}
+
+
+def test_iam_size_ignores_whitespace() -> None:
+    assert iam_policy_size('{ "a" :\n\t"b c" }') == 10

@@ -66,6 +66,7 @@ _STMT = frozenset(
 _SID_IDENTITY = re.compile(r"[0-9A-Za-z]*")
 _VENDOR = re.compile(r"[A-Za-z0-9.-]+")
 _ACCOUNT = re.compile(r"[0-9]{12}")
+_IAM_BAD_CHAR = re.compile(r"[^\t\n\r\u0020-\u00ff]")
 #: Keys holding several values; they cannot be policy variables.
 MULTIVALUED_KEYS = frozenset(
     {"aws:tagkeys", "secretsmanager:addreplicaregions", "aws:calledvia", "aws:principalorgpaths"}
@@ -237,6 +238,13 @@ class _Parser:
     # -- document -----------------------------------------------------------------------------------------
 
     def document(self, text: str, *, require_current: bool, name: str) -> Policy:
+        # IAM documents may hold only TAB, LF, CR and U+0020 to U+00FF.
+        if self.kind is PolicyKind.IDENTITY:
+            bad = _IAM_BAD_CHAR.search(text)
+            if bad is not None:
+                raise self.fail(
+                    f"The policy contains the character U+{ord(bad.group()):04X}, which is not allowed."
+                )
         try:
             doc = load_json(text)
         except (ValueError, RecursionError) as e:
@@ -630,6 +638,11 @@ def typed_literal(family: Family, text: str, fail: Callable[[], MalformedPolicy]
     if value is None:
         raise fail()
     return value
+
+
+def iam_policy_size(text: str) -> int:
+    """How IAM counts a document against its size quotas: characters other than whitespace."""
+    return sum(1 for ch in text if not ch.isspace())
 
 
 def parse_policy(
