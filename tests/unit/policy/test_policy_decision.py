@@ -1,12 +1,11 @@
 """The wildcard matcher, resource and principal matching, the decision order (explicit deny, same account,
 cross account with the KMS key rule, root), NotPrincipal, BlockPublicPolicy's broad-access check,
-ValidateResourcePolicy, the compile cache and evaluation speed."""
+ValidateResourcePolicy and the compile cache."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import time
 from typing import Any
 
 import pytest
@@ -525,8 +524,10 @@ TYPICAL = doc(
 )
 
 
-def test_typical_policy_evaluates_in_microseconds() -> None:
-    policy = PolicyCache().get(TYPICAL)
+def test_typical_policy_is_compiled_once_and_evaluated_from_the_cache() -> None:
+    cache = PolicyCache()
+    policy = cache.get(TYPICAL)
+    assert cache.get(TYPICAL) is policy  # parsed once; its cost is measured by bench/policy_bench.py
     ctx = RequestContext(
         principal_arn=ALICE,
         principal_account=ACCT,
@@ -537,12 +538,6 @@ def test_typical_policy_evaluates_in_microseconds() -> None:
         keys={"secretsmanager:ResourceTag/team": ["payments"], "aws:SecureTransport": ["true"]},
     )
     assert evaluate(ctx, [policy]).reason is Reason.ALLOW_IDENTITY
-    n = 2000
-    start = time.perf_counter()
-    for _ in range(n):
-        evaluate(ctx, [policy])
-    per_call = (time.perf_counter() - start) / n
-    assert per_call < 200e-6, f"{per_call * 1e6:.1f} us per evaluation"
 
 
 # --- PutResourcePolicy's pipeline -----
