@@ -34,6 +34,7 @@ from coffer.devrun.config import (
     with_database,
     with_peers,
 )
+from coffer.devrun.healing import STATE_FILE_NAME
 from coffer.devrun.processes import (
     LOCK_FILE_NAME,
     DeploymentError,
@@ -305,6 +306,8 @@ class Deployment:
             "services": self.info().services,
             "operator_cert": str(pki / "operator.crt"),
             "operator_key": str(pki / "operator.key"),
+            # Each service's restarts, kept by the supervisor while it runs (``coffer status`` shows them).
+            "supervisor_state": str(self.run_dir / STATE_FILE_NAME),
         }
 
     def write_profile(self, regions: Mapping[str, Mapping[str, Any]] | None = None) -> None:
