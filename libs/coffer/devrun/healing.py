@@ -244,8 +244,9 @@ class Healer:
             svc.due = None
             self.write_state()
             where = f" (region {self.label})" if self.label else ""
+            times = "once" if verdict.exits_in_window == 1 else f"{verdict.exits_in_window} times"
             raise CrashLoop(
-                f"{name}{where} is in a crash loop: it exited {verdict.exits_in_window} times within "
+                f"{name}{where} is in a crash loop: it exited {times} within "
                 f"{self.policy.window:g}s, the last time with code {code}; stopping the deployment.\n{tail}"
             )
         svc.state = "waiting"

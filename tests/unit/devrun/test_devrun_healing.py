@@ -3,6 +3,7 @@ healer's decisions on fake processes, and ``coffer status`` reading the supervis
 
 from __future__ import annotations
 
+import io
 import json
 import stat
 from dataclasses import dataclass, field
@@ -12,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from coffer.cli.main import main
 from coffer.cli.status import read_restarts, supervisor_restarts
+from coffer.devrun import MultiRegion, region_envs
 from coffer.devrun.healing import (
     STATE_FILE_NAME,
     CrashLoop,
@@ -22,6 +25,7 @@ from coffer.devrun.healing import (
     Verdict,
     state_file,
 )
+from coffer.settings import SERVICES
 from coffer.testing.clock import ManualClock
 
 
@@ -267,3 +271,26 @@ def test_status_reads_the_restarts_the_profile_points_at(tmp_path: Path) -> None
     assert supervisor_restarts(profile, "local-1") is None  # the supervisor has stopped
     (run / STATE_FILE_NAME).write_text("not json")
     assert supervisor_restarts(profile, "local-1") is None
+
+
+def test_each_region_keeps_its_own_restarts_and_status_shows_them(tmp_path: Path) -> None:
+    multi = MultiRegion.from_envs(region_envs({"COFFER_HOME": str(tmp_path / "c")}, 2), echo=lambda _: None)
+    healers = []
+    for deployment in multi.deployments:
+        deployment.admin_token = "cfr_x"
+        (deployment.home / "run").mkdir(parents=True)
+        healers.append(Healer(deployment, RestartPolicy(), label=deployment.settings.region))
+    multi.write_profile()
+    healers[1].services["store"].restarts = 2
+    healers[1].write_state()
+
+    assert supervisor_restarts(multi.profile_path, "local-1") == dict.fromkeys(SERVICES, 0)
+    assert supervisor_restarts(multi.profile_path, "local-2") == {**dict.fromkeys(SERVICES, 0), "store": 2}
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["status", "--profile", str(multi.profile_path), "--timeout", "0.2"], stdout=out, stderr=err)
+    assert code != 0  # nothing listens: every service UNREACHABLE, each with its restarts
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 8
+    store2 = next(line for line in lines if line.startswith("local-2") and " store " in line)
+    assert "UNREACHABLE  restarts 2" in store2
+    assert all("restarts 0" in line for line in lines if line != store2)
