@@ -192,7 +192,7 @@ def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             operator_cert=region_profile.operator_cert,
             operator_key=region_profile.operator_key,
             timeout=args.timeout,
-            restarts=supervisor_restarts(profile.path, region_profile.region),
+            restarts=None if args.endpoint else supervisor_restarts(profile.path, region_profile.region),
         ):
             results.append((region, health))
     width = max(len(r.name) for _, r in results)

@@ -34,9 +34,9 @@ from coffer.devrun.config import (
     with_database,
     with_peers,
 )
-from coffer.devrun.healing import STATE_FILE_NAME
 from coffer.devrun.processes import (
     LOCK_FILE_NAME,
+    STATE_FILE_NAME,
     DeploymentError,
     ServiceProcess,
     check_health,

@@ -26,13 +26,18 @@ from typing import TYPE_CHECKING, Literal
 
 from coffer.clock import Clock, SystemClock
 from coffer.devrun.config import START_WAVES
-from coffer.devrun.processes import DeploymentError, ServiceProcess, check_health, health_tls, write_private
+from coffer.devrun.processes import (
+    STATE_FILE_NAME,
+    DeploymentError,
+    ServiceProcess,
+    check_health,
+    health_tls,
+    write_private,
+)
 
 if TYPE_CHECKING:
     from coffer.devrun.deployment import Deployment
 
-#: The supervisor's state file, under ``$COFFER_HOME/run``.
-STATE_FILE_NAME = "supervisor.json"
 #: The settings of the restart policy (read by the supervisor only; no service is given them).
 EXITS_ENV = "COFFER_DEVRUN_CRASH_LOOP_EXITS"
 WINDOW_ENV = "COFFER_DEVRUN_CRASH_LOOP_SECONDS"

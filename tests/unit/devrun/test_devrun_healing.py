@@ -17,7 +17,6 @@ from coffer.cli.main import main
 from coffer.cli.status import read_restarts, supervisor_restarts
 from coffer.devrun import MultiRegion, region_envs
 from coffer.devrun.healing import (
-    STATE_FILE_NAME,
     CrashLoop,
     Healer,
     RestartPolicy,
@@ -25,6 +24,7 @@ from coffer.devrun.healing import (
     Verdict,
     state_file,
 )
+from coffer.devrun.processes import STATE_FILE_NAME, stop_leftovers
 from coffer.settings import SERVICES
 from coffer.testing.clock import ManualClock
 
@@ -294,3 +294,10 @@ def test_each_region_keeps_its_own_restarts_and_status_shows_them(tmp_path: Path
     store2 = next(line for line in lines if line.startswith("local-2") and " store " in line)
     assert "UNREACHABLE  restarts 2" in store2
     assert all("restarts 0" in line for line in lines if line != store2)
+
+
+def test_a_killed_supervisors_state_file_is_cleared_with_its_leftovers(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / STATE_FILE_NAME).write_text(json.dumps({"services": {"kms": {"restarts": 3}}}))
+    stop_leftovers(tmp_path, echo=lambda _: None, timeout=0.1)
+    assert not (tmp_path / "run" / STATE_FILE_NAME).exists()
