@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from coffer.client.sync import CofferClient
+from coffer.devrun.processes import port_free
+from coffer.embedded import free_port
 from coffer.settings import SERVICES
 from coffer.testing.wait import eventually_sync
 from tests.e2e.test_e2e_rotation_crash import FunctionThread, wait_attempt
@@ -210,5 +212,44 @@ def test_a_rotation_in_flight_completes_after_the_supervisor_restarts_rotation(
     finally:
         if fn is not None:
             fn.stop()
+        rc = supervisor.terminate()
+    assert rc == 0, supervisor.output()
+
+
+def test_regions_heal_on_their_own(e2e_tools: Any, tmp_path: Path) -> None:
+    """``make run REGIONS=2``: a store SIGKILLed in local-2 is restarted there; ``coffer status`` shows the
+    restart for local-2 only."""
+    home = tmp_path / "home"
+    env = e2e_tools.env_for(home, database_url=e2e_tools.new_database())
+    for service in SERVICES:  # local-2 listens on local-1's ports + 10: both must be free
+        while True:
+            port = free_port()
+            if port_free(port + 10):
+                break
+        env[f"COFFER_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
+    profile = home / "profile.json"
+    region2 = home / "regions" / "local-2"
+    supervisor = Supervisor(env, tmp_path / "out", "--regions", "2", "--no-user-profile")
+    try:
+        supervisor.wait_running(timeout=200)
+        pid = pid_of(region2, "store")
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        eventually_sync(
+            lambda: "[local-2] store     SERVING again" in supervisor.output(),
+            timeout=10,
+            interval=0.1,
+            message=f"local-2's store to be SERVING again:\n{supervisor.output()}",
+        )
+        result = e2e_tools.cli(profile, "status")
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        assert len(lines) == 8, lines
+        for line in lines:
+            region, service = line.split()[:2]
+            expected = 1 if (region, service) == ("local-2", "store") else 0
+            assert line.endswith(f"SERVING  restarts {expected}"), line
+        assert "[local-2] store exited unexpectedly with code -9." in supervisor.output()
+    finally:
         rc = supervisor.terminate()
     assert rc == 0, supervisor.output()
