@@ -183,6 +183,8 @@ def test_make_run_on_embedded_servers_keeps_data_across_restarts(
 def test_a_service_that_dies_stops_the_whole_deployment(e2e_tools: Any, tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = e2e_tools.env_for(home, database_url=e2e_tools.new_database())
+    # A dead service is restarted unless it is in a crash loop: with one exit allowed, the first one is.
+    env["COFFER_DEVRUN_CRASH_LOOP_EXITS"] = "1"
     supervisor = Supervisor(env, tmp_path / "out")
     try:
         supervisor.wait_running()

@@ -33,7 +33,7 @@ from typing import NoReturn, TextIO
 from google.protobuf.descriptor import ServiceDescriptor
 
 from coffer.cli import shapes
-from coffer.cli.status import ServiceHealth, check_all
+from coffer.cli.status import ServiceHealth, check_all, supervisor_restarts
 from coffer.client import _ops
 from coffer.client.profile import ConfigurationError, Connection, Profile, load_profile, resolve_connection
 from coffer.client.sync import CofferClient
@@ -192,12 +192,15 @@ def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             operator_cert=region_profile.operator_cert,
             operator_key=region_profile.operator_key,
             timeout=args.timeout,
+            restarts=None if args.endpoint else supervisor_restarts(profile.path, region_profile.region),
         ):
             results.append((region, health))
     width = max(len(r.name) for _, r in results)
     region_width = max(len(region) for region, _ in results)
     for region, r in results:
         line = f"{r.name:<{width}}  {r.address:<21}  {r.status}"
+        if r.restarts is not None:
+            line += f"  restarts {r.restarts}"
         if region:
             line = f"{region:<{region_width}}  {line}"
         print(f"{line}  ({r.detail})" if r.detail else line, file=out)

@@ -2,12 +2,17 @@
 
 The gateway is checked like a client reaches it (TLS verified against the CA, no client certificate); the
 internal services with the operator's client certificate (mTLS), which every service lets check its health.
+
+Under ``make run`` the profile names the supervisor's state file (``supervisor_state``, in each region's
+entry): each service's restarts are read from it and shown (``restarts N``); without one (no supervisor, or
+it has stopped) nothing is shown.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -26,6 +31,8 @@ class ServiceHealth:
     address: str
     status: str  # SERVING, NOT_SERVING, UNKNOWN, SERVICE_UNKNOWN, or UNREACHABLE
     detail: str = ""
+    #: Restarts by the ``make run`` supervisor (``None``: no supervisor state to read).
+    restarts: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -78,9 +85,10 @@ def check_all(
     operator_cert: Path | None,
     operator_key: Path | None,
     timeout: float = 3.0,
+    restarts: Mapping[str, int] | None = None,
 ) -> list[ServiceHealth]:
     names = sorted(services, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
-    return [
+    results = [
         check_one(
             name,
             services[name],
@@ -91,3 +99,40 @@ def check_all(
         )
         for name in names
     ]
+    if restarts is None:
+        return results
+    return [replace(r, restarts=restarts.get(r.name, 0)) for r in results]
+
+
+def read_restarts(state_file: Path) -> dict[str, int] | None:
+    """Each service's restarts from the supervisor's state file; ``None`` when there is none (no supervisor
+    runs) or it cannot be read as one."""
+    try:
+        doc = json.loads(state_file.read_text(encoding="utf-8"))
+        return {str(name): int(entry["restarts"]) for name, entry in doc["services"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def supervisor_restarts(profile_path: Path | None, region: str | None) -> dict[str, int] | None:
+    """The restarts the ``make run`` supervisor recorded for ``region`` (the state file the profile names in
+    that region's entry, else at its top level); ``None`` when the profile names none or it is not there."""
+    if profile_path is None:
+        return None
+    try:
+        doc = json.loads(profile_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    entry = doc
+    regions = doc.get("regions")
+    if region and isinstance(regions, dict) and isinstance(regions.get(region), dict):
+        entry = regions[region]
+    elif region and doc.get("region") not in (None, region):
+        return None
+    path = entry.get("supervisor_state")
+    if not isinstance(path, str) or not path:
+        return None
+    state_file = Path(path).expanduser()
+    return read_restarts(state_file if state_file.is_absolute() else profile_path.parent / state_file)

@@ -1,7 +1,8 @@
 """``make run``: one whole Coffer deployment on this machine, supervised from the terminal.
 
 The entry point of ``python -m coffer.devrun``: argument parsing, signal handling, the banner, and the wait
-until Ctrl-C, SIGTERM or a service that dies.
+until Ctrl-C, SIGTERM or a service in a crash loop (a service that exits is restarted:
+:mod:`~coffer.devrun.healing`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 
 from coffer.devrun.config import MAX_REGIONS, connect_address, region_envs
 from coffer.devrun.deployment import Deployment, MultiRegion, print_line
-from coffer.devrun.processes import DeploymentError, ServiceProcess, stop_all
+from coffer.devrun.healing import Healer, RestartPolicy
+from coffer.devrun.processes import DeploymentError, stop_all
 from coffer.settings import SERVICES, Settings
 
 
@@ -83,10 +85,10 @@ class _StopRequested(BaseException):
     """Raised by the signal handler while starting (so start-up is abandoned and cleaned up)."""
 
 
-def _dead(target: Deployment | MultiRegion) -> list[tuple[str, ServiceProcess]]:
+def _healers(target: Deployment | MultiRegion, policy: RestartPolicy) -> list[Healer]:
     if isinstance(target, MultiRegion):
-        return [(f"[{region}] ", sp) for region, sp in target.dead_services()]
-    return [("", sp) for sp in target.dead_services()]
+        return [Healer(d, policy, label=d.settings.region) for d in target.deployments]
+    return [Healer(target, policy)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    try:
+        policy = RestartPolicy.from_env(os.environ)
+    except ValueError as exc:
+        print(f"coffer: {exc}", file=sys.stderr)
+        return 2
     # pgserver's platformdirs falls back to /tmp for its lock file when XDG_RUNTIME_DIR is unset: harmless.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     echo = print_line
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     rc = 0
+    healers: list[Healer] = []
     try:
         target.start(stop_on_failure=False)
         state["starting"] = False
@@ -140,15 +148,15 @@ def main(argv: list[str] | None = None) -> int:
             banner = _banner(target, wrote_user_profile=user_profile is not None)
         for line in banner:
             echo(line)
+        # A service that exits is restarted (with back-off, in start order, up again once SERVING); a crash
+        # loop raises CrashLoop (a DeploymentError). Nothing is restarted once a signal asked us to stop.
+        healers = _healers(target, policy)
         while state["signal"] is None:
-            dead = _dead(target)
-            if dead:
-                for where, sp in dead:
-                    code = sp.proc.returncode
-                    echo(f"{where}{sp.name} exited unexpectedly with code {code}.\n{sp.log_tail()}")
-                rc = 1
-                break
-            time.sleep(0.5)
+            for healer in healers:
+                healer.step()
+                if state["signal"] is not None:
+                    break
+            time.sleep(0.2)
     except _StopRequested:
         pass
     except DeploymentError as exc:
@@ -162,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         if state["signal"] is not None:
             echo(f"\n{signal.Signals(state['signal']).name} received: stopping")
         codes = target.stop()
+        for healer in healers:
+            healer.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     failed = {name: code for name, code in codes.items() if code != 0}

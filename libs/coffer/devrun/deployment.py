@@ -36,6 +36,7 @@ from coffer.devrun.config import (
 )
 from coffer.devrun.processes import (
     LOCK_FILE_NAME,
+    STATE_FILE_NAME,
     DeploymentError,
     ServiceProcess,
     check_health,
@@ -305,6 +306,8 @@ class Deployment:
             "services": self.info().services,
             "operator_cert": str(pki / "operator.crt"),
             "operator_key": str(pki / "operator.key"),
+            # Each service's restarts, kept by the supervisor while it runs (``coffer status`` shows them).
+            "supervisor_state": str(self.run_dir / STATE_FILE_NAME),
         }
 
     def write_profile(self, regions: Mapping[str, Mapping[str, Any]] | None = None) -> None:

@@ -26,6 +26,8 @@ from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_
 
 LOG_TAIL_LINES = 30
 LOCK_FILE_NAME = "devrun.lock"
+#: The supervisor's state file (each service's restarts, for ``coffer status``), under ``$COFFER_HOME/run``.
+STATE_FILE_NAME = "supervisor.json"
 
 
 class DeploymentError(Exception):
@@ -229,6 +231,7 @@ def stop_leftovers(home: Path, *, echo: Callable[[str], None], timeout: float = 
                 os.kill(pid, signal.SIGTERM)
                 leftovers.append(pid)
             pid_file.unlink(missing_ok=True)
+    (run_dir / STATE_FILE_NAME).unlink(missing_ok=True)  # a killed supervisor's restarts are stale
     _wait_while(lambda: any(_pid_alive(pid) for pid in leftovers), timeout)
     for pid in leftovers:
         if _pid_alive(pid):
