@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from coffer.devrun import Deployment, MultiRegion, region_name
+from coffer.devrun import Deployment, MultiRegion, region_name, tail
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from coffer.settings import SERVICES, Settings
 
@@ -105,10 +105,21 @@ class E2E:
     def cli_json(self, *args: str) -> Any:
         """Run a command that must succeed and return its JSON output."""
         result = self.cli(*args)
-        assert result.returncode == 0, (
-            f"coffer {' '.join(args)} failed ({result.returncode}): {result.stderr}"
-        )
+        if result.returncode != 0:
+            raise cli_failure(args, result, [self.log_dir])
         return json.loads(result.stdout) if result.stdout.strip() else {}
+
+
+def cli_failure(
+    args: Sequence[str], result: subprocess.CompletedProcess[str], log_dirs: Sequence[Path]
+) -> AssertionError:
+    """A failed command, with the tails of the deployment's gateway, store and kms logs (to tell why)."""
+    tails = "\n".join(
+        f"--- {log_dir / name}.log (tail)\n" + "\n".join(tail(log_dir / f"{name}.log"))
+        for log_dir in log_dirs
+        for name in ("gateway", "store", "kms")
+    )
+    return AssertionError(f"coffer {' '.join(args)} failed ({result.returncode}): {result.stderr}\n{tails}")
 
 
 def cli_env(profile: Path) -> dict[str, str]:
@@ -186,9 +197,8 @@ class E2ERegions:
 
     def cli_json(self, *args: str) -> Any:
         result = self.cli(*args)
-        assert result.returncode == 0, (
-            f"coffer {' '.join(args)} failed ({result.returncode}): {result.stderr}"
-        )
+        if result.returncode != 0:
+            raise cli_failure(args, result, [r.log_dir for r in self.regions.values()])
         return json.loads(result.stdout) if result.stdout.strip() else {}
 
 
