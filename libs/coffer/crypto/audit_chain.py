@@ -245,7 +245,18 @@ def _check_events(events: Sequence[ChainedEvent]) -> tuple[_Problem | None, dict
                 ProblemKind.REORDERED, s, event.event_id, f"event seq {s} comes after seq {expected - 1}"
             ), verified
         if s > expected:
-            if any(p > pos for p in _positions(seqs, expected)):
+            later = [p for p in _positions(seqs, expected) if p > pos]
+            if later:
+                run = seqs[pos : later[0]]
+                if len(run) > 1 and run == list(range(s, s + len(run))):
+                    # One event was moved down past an ordered run: name the moved one.
+                    moved = events[later[0]]
+                    return _Problem(
+                        ProblemKind.REORDERED,
+                        expected,
+                        moved.event_id,
+                        f"event seq {expected} comes after seq {run[-1]}",
+                    ), verified
                 return _Problem(
                     ProblemKind.REORDERED,
                     s,
@@ -417,8 +428,9 @@ def verify(
     """
     key = load_public_key(public_key) if isinstance(public_key, bytes) else public_key
     event_problem, verified = _check_events(events_in_order)
-    last_seq = max(verified, default=0) if event_problem is not None else len(verified)
-    digest_problem = _check_digests(digests, key, verified, last_seq) if event_problem is None else None
+    digest_problem = None
+    if event_problem is None:
+        digest_problem = _check_digests(digests, key, verified, max(verified, default=0))
     sealed = digests[-1].last_seq if digests else 0
     unsealed = sum(1 for e in events_in_order if e.seq > sealed)
     problem = event_problem or digest_problem

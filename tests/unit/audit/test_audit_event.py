@@ -264,7 +264,7 @@ _VALUE_BEARING = {"secret_string", "secret_binary", "random_password", "rotation
 
 def _fill(message: Message, depth: int = 0) -> None:
     """Set every field of a message (and its sub-messages, a few levels deep) to a value naming the field."""
-    descriptor: Descriptor = message.DESCRIPTOR
+    descriptor: Any = message.DESCRIPTOR
     for f in descriptor.fields:
         marker = f"MARK-{descriptor.name}-{f.name}"
         if f.message_type is not None and f.message_type.GetOptions().map_entry:
@@ -279,6 +279,7 @@ def _fill(message: Message, depth: int = 0) -> None:
             continue
         repeated = f.is_repeated
         if f.type == FieldDescriptor.TYPE_MESSAGE:
+            assert f.message_type is not None
             if f.message_type.full_name.startswith("google.protobuf."):
                 continue
             if depth >= 3:
@@ -286,7 +287,7 @@ def _fill(message: Message, depth: int = 0) -> None:
             sub = getattr(message, f.name).add() if repeated else getattr(message, f.name)
             _fill(sub, depth + 1)
             if not repeated:
-                message.SetInParent()
+                sub.SetInParent()
             continue
         value: Any
         if f.type == FieldDescriptor.TYPE_STRING:
@@ -296,6 +297,7 @@ def _fill(message: Message, depth: int = 0) -> None:
         elif f.type == FieldDescriptor.TYPE_BOOL:
             value = True
         elif f.type == FieldDescriptor.TYPE_ENUM:
+            assert f.enum_type is not None
             value = f.enum_type.values[-1].number
         elif f.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
             continue
