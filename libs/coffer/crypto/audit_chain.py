@@ -27,6 +27,7 @@ against each other only.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -108,11 +109,17 @@ class SignedDigest:
 
     @property
     def first_seq(self) -> int:
-        return int(self.body["firstSeq"])
+        return _int_field(self.body, "firstSeq")
 
     @property
     def last_seq(self) -> int:
-        return int(self.body["lastSeq"])
+        return _int_field(self.body, "lastSeq")
+
+
+def _int_field(body: Mapping[str, Any], name: str) -> int:
+    """An integer field of a digest, or -1 when it is absent or not an integer (its signature fails then)."""
+    value = body.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
 class DigestSigner:
@@ -384,7 +391,7 @@ def _check_digests(
                 "and link to the previous digest)",
                 index,
             )
-        count = int(fields.get("eventCount", -1))
+        count = _int_field(fields, "eventCount")
         if count != digest.last_seq - digest.first_seq + 1:
             return _Problem(
                 ProblemKind.DIGEST_SIGNATURE,
@@ -423,17 +430,24 @@ def verify(
     public_key: Ed25519PublicKey | bytes,
 ) -> VerifyReport:
     """Check the events (as read, in order) and the digests (oldest first) with the digest public key (or its
-    PEM). The report names the first problem: an event problem first (it is the most precise), else a digest
-    problem. Events after the last digest are counted in ``unsealed_events``.
+    PEM). The report names the first problem in chain order: a problem in a digest that seals only events
+    before the first event problem comes first (a rewritten range, an edited or foreign digest), else the
+    event problem; with no event problem, the first digest problem. Events after the last digest are
+    counted in ``unsealed_events``: they are checked against each other, not yet against a signature.
     """
     key = load_public_key(public_key) if isinstance(public_key, bytes) else public_key
     event_problem, verified = _check_events(events_in_order)
-    digest_problem = None
-    if event_problem is None:
-        digest_problem = _check_digests(digests, key, verified, max(verified, default=0))
+    checked = list(digests)
+    if event_problem is not None:
+        # Digests sealing only events verified before the event problem can still name an earlier problem.
+        last_good = max(verified, default=0)
+        if event_problem.sequence is not None:
+            last_good = min(last_good, event_problem.sequence - 1)
+        checked = list(itertools.takewhile(lambda d: d.last_seq <= last_good, digests))
+    digest_problem = _check_digests(checked, key, verified, max(verified, default=0))
     sealed = digests[-1].last_seq if digests else 0
     unsealed = sum(1 for e in events_in_order if e.seq > sealed)
-    problem = event_problem or digest_problem
+    problem = digest_problem or event_problem
     if problem is None:
         return VerifyReport(
             ok=True,

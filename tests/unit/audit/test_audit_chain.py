@@ -195,6 +195,15 @@ def test_modified_and_rehashed_record_named() -> None:
     assert (report.kind, report.sequence, report.event_id) == (ProblemKind.MODIFIED, 6, e.event_id)
 
 
+def test_modified_and_rehashed_last_sealed_record_named() -> None:
+    events, digests, signer = _build(10, 4)
+    e = events[3]
+    record = e.record.replace(b"app/4", b"app/X")
+    events[3] = dataclasses.replace(e, record=record, hash=record_hash(e.prev_hash, e.seq, record))
+    report = verify(events, digests, signer.public_key)
+    assert (report.kind, report.sequence, report.event_id) == (ProblemKind.MODIFIED, 4, e.event_id)
+
+
 def test_modified_last_unsealed_record_named() -> None:
     events, digests, signer = _build(10, 4)
     events[9] = dataclasses.replace(events[9], record=events[9].record.replace(b"app/10", b"app/99"))
@@ -354,3 +363,30 @@ def test_truncated_signature_is_a_bad_signature() -> None:
     digests[0] = SignedDigest(body=digests[0].body, signature=b"")
     report = verify(events, digests, signer.public_key)
     assert report.kind is ProblemKind.DIGEST_SIGNATURE
+
+
+def test_garbage_digest_is_a_bad_signature() -> None:
+    events, digests, signer = _build(8, 4)
+    digests[1] = SignedDigest(body={"lastSeq": "eight", "weird": [1]}, signature=digests[1].signature)
+    report = verify(events, digests, signer.public_key)
+    assert (report.kind, report.digest_index) == (ProblemKind.DIGEST_SIGNATURE, 1)
+
+
+def test_earlier_digest_problem_named_before_a_later_event_problem() -> None:
+    events, digests, signer = _build(10, 4)
+    body = dict(digests[0].body)
+    body["headHash"] = "00" * 32
+    digests[0] = SignedDigest(body=body, signature=digests[0].signature)
+    events[9] = dataclasses.replace(events[9], record=events[9].record.replace(b"app/10", b"app/99"))
+    report = verify(events, digests, signer.public_key)
+    assert (report.kind, report.digest_index) == (ProblemKind.DIGEST_SIGNATURE, 0)
+
+
+def test_event_problem_named_before_a_later_digest_problem() -> None:
+    events, digests, signer = _build(10, 4)
+    body = dict(digests[1].body)
+    body["region"] = "elsewhere"
+    digests[1] = SignedDigest(body=body, signature=digests[1].signature)
+    events[2] = dataclasses.replace(events[2], record=events[2].record.replace(b"app/3", b"app/Z"))
+    report = verify(events, digests, signer.public_key)
+    assert (report.kind, report.sequence) == (ProblemKind.MODIFIED, 3)
