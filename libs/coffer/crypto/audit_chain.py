@@ -300,7 +300,7 @@ def _check_events(events: Sequence[ChainedEvent]) -> tuple[_Problem | None, dict
             ), verified
         # The link to the previous event is broken: find out where this row's stored hash says it belongs.
         origin = _original_seq(event, limit)
-        if origin is None:
+        if origin is None or (origin == s and pos == 0):
             return _Problem(
                 ProblemKind.MODIFIED,
                 s,

@@ -204,6 +204,16 @@ def test_modified_and_rehashed_last_sealed_record_named() -> None:
     assert (report.kind, report.sequence, report.event_id) == (ProblemKind.MODIFIED, 4, e.event_id)
 
 
+def test_first_record_relinked_named() -> None:
+    """Seq 1 re-hashed onto a made-up previous hash instead of the genesis hash."""
+    events, digests, signer = _build(10, 4)
+    e = events[0]
+    fake = bytes([1]) * 32
+    events[0] = dataclasses.replace(e, prev_hash=fake, hash=record_hash(fake, 1, e.record))
+    report = verify(events, digests, signer.public_key)
+    assert (report.kind, report.sequence, report.event_id) == (ProblemKind.MODIFIED, 1, e.event_id)
+
+
 def test_modified_last_unsealed_record_named() -> None:
     events, digests, signer = _build(10, 4)
     events[9] = dataclasses.replace(events[9], record=events[9].record.replace(b"app/10", b"app/99"))
