@@ -60,9 +60,8 @@ def test_compose_services_have_healthchecks(name: str) -> None:
     check = COMPOSE["services"][name]["healthcheck"]
     assert check["test"][0] == "CMD"
     if name in SERVICE_CONTAINERS:
-        service = SERVICE_CONTAINERS[name]
-        own = _env(COMPOSE["services"][name])[f"COFFER_{service.upper()}_ADDR"]
-        assert _env(COMPOSE["services"][name])["HEALTHCHECK_PORT"] == own.rpartition(":")[2]
+        assert check["test"] == ["CMD", "python", "-m", "coffer.healthprobe"]
+        assert _env(COMPOSE["services"][name])["COFFER_HEALTH_ADDR"] == "0.0.0.0:7480"
 
 
 def test_compose_init_job_provisions_pki_and_roles_with_the_passwords_services_use() -> None:
@@ -121,7 +120,9 @@ def test_image_final_stage_runs_as_non_root_without_build_tools() -> None:
         assert tool not in runs
     copies = [args for instruction, args in final if instruction == "COPY"]
     assert copies == ["--from=build /opt/coffer /opt/coffer"]
-    assert any(instruction == "HEALTHCHECK" for instruction, _ in final)
+    checks = [args for instruction, args in final if instruction == "HEALTHCHECK"]
+    assert len(checks) == 1 and checks[0].endswith('CMD ["python", "-m", "coffer.healthprobe"]')
+    assert importlib.util.find_spec("coffer.healthprobe") is not None
 
 
 def _commands() -> list[list[str]]:

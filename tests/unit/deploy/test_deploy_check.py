@@ -138,6 +138,17 @@ def test_each_service_gets_only_its_own_settings(rendered: list[dict[str, Any]])
     }
 
 
+def test_probes_ask_the_plaintext_health_port(rendered: list[dict[str, Any]]) -> None:
+    deployments = by_kind(rendered, "Deployment")
+    for service in SERVICES:
+        container = _container(deployments[service])
+        health_addr = next(e["value"] for e in container["env"] if e["name"] == "COFFER_HEALTH_ADDR")
+        port = int(health_addr.rpartition(":")[2])
+        assert container["readinessProbe"]["grpc"] == {"port": port}
+        assert container["livenessProbe"]["grpc"] == {"port": port}
+        assert {"name": "health", "containerPort": port, "protocol": "TCP"} in container["ports"]
+
+
 def test_each_service_mounts_the_ca_and_only_its_own_pki_files(rendered: list[dict[str, Any]]) -> None:
     deployments = by_kind(rendered, "Deployment")
     for service in SERVICES:
