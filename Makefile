@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := $(shell find protos -name '*.proto')
 PROTO_STAMP := libs/coffer/api/.generated
 
-.PHONY: run test proto lint typecheck bench install stop clean lock
+.PHONY: run test proto lint typecheck bench install stop clean lock deploy-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -57,3 +57,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) libs/coffer/api .mypy_cache .ruff_cache
+
+# Render every deploy/k8s overlay (kubectl kustomize, or the Python renderer without kubectl) and validate
+# every object against the Kubernetes schemas (kubernetes-validate) and deploy/k8s/schemas.
+deploy-check: install
+	$(BIN)/python scripts/deploy_check.py

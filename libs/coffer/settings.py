@@ -23,6 +23,7 @@ COMMON_KEYS = frozenset(
         "COFFER_PKI_DIR",
         "COFFER_LOG_LEVEL",
         "COFFER_LOG_FILE",
+        "COFFER_HEALTH_ADDR",
         *(f"COFFER_{service.upper()}_ADDR" for service in SERVICES),
     }
 )
@@ -144,6 +145,9 @@ class Settings:
     #: The principals allowed operator-only actions (RegisterRotationFunction, ...) and shown the detail of
     #: rotation failures.
     operator_principals: tuple[str, ...] = ("user/admin",)
+    #: Where the service also serves the gRPC health service alone, in plaintext (``host:port``), for probes
+    #: that cannot speak TLS (the kubelet's gRPC probe); empty: nowhere (``make run``).
+    health_addr: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -191,6 +195,7 @@ class Settings:
             operator_principals=tuple(
                 p.strip() for p in e.get("COFFER_OPERATOR_PRINCIPALS", "user/admin").split(",") if p.strip()
             ),
+            health_addr=e.get("COFFER_HEALTH_ADDR", ""),
         )
 
     def addr_of(self, service: str) -> str:

@@ -347,11 +347,16 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
+    #: The plaintext health-only server (``health_bind``) and its port, when there is one.
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
         log.info("server.stopping", port=self.port)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(None)
         log.info("server.stopped", port=self.port)
 
 
@@ -369,6 +374,7 @@ async def start_server(
     foreign_identities: Mapping[str, Path] | None = None,
     assertions: PrincipalVerifier | None = None,
     audit: AuditSink | None = None,
+    health_bind: str | None = None,
 ) -> RunningServer:
     """Start a TLS gRPC server. ``register`` adds the servicers and returns their full service names, which
     the health service reports SERVING. ``bind`` may use port 0; the bound port is returned.
@@ -378,7 +384,11 @@ async def start_server(
     certificate must then be issued by the CA trusted for its identity (ours for all the others).
     ``assertions`` verifies the principals that ``peers.forwarders`` claim; ``audit`` gets one line per
     call. ``options`` are grpc server options (limits); ``maximum_concurrent_rpcs`` caps the calls in
-    progress, a call beyond it being refused at once with RESOURCE_EXHAUSTED."""
+    progress, a call beyond it being refused at once with RESOURCE_EXHAUSTED.
+
+    ``health_bind`` (``COFFER_HEALTH_ADDR``): also serve the same health service, and nothing else, on a
+    plaintext port there (for probes that cannot speak TLS, such as the kubelet's gRPC probe). It tells
+    only whether the service is SERVING; every other method exists on the TLS port only."""
     issuers = IssuerCheck(own_ca=tls.ca, foreign=foreign_identities) if foreign_identities and peers else None
     server = grpc.aio.server(
         interceptors=[
@@ -405,11 +415,28 @@ async def start_server(
     port = server.add_secure_port(bind, credentials)
     if port == 0:
         raise OSError(f"{service}: could not bind {bind}")
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+    if health_bind:
+        health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=16)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_port = health_server.add_insecure_port(health_bind)
+        if health_port == 0:
+            raise OSError(f"{service}: could not bind the health address {health_bind}")
     await server.start()
+    if health_server is not None:
+        await health_server.start()
     for name in (*names, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("server.started", service=service, port=port)
-    return RunningServer(server=server, port=port, health=health_servicer, service_names=names)
+    log.info("server.started", service=service, port=port, health_port=health_port)
+    return RunningServer(
+        server=server,
+        port=port,
+        health=health_servicer,
+        service_names=names,
+        health_server=health_server,
+        health_port=health_port,
+    )
 
 
 async def wait_for_signal() -> None:

@@ -96,6 +96,7 @@ async def serve(settings: Settings) -> GatewayRuntime:
         server = await start_server(
             service="gateway",
             bind=settings.gateway_addr,
+            health_bind=settings.health_addr or None,
             tls=TlsFiles.for_identity(settings.pki_dir, "gateway"),
             register=register,
             peers=None,

@@ -101,6 +101,7 @@ async def serve(
         server = await start_server(
             service="kms",
             bind=settings.kms_addr,
+            health_bind=settings.health_addr or None,
             tls=TlsFiles.for_identity(settings.pki_dir, "kms"),
             register=register,
             peers=PEERS,

@@ -118,6 +118,7 @@ async def serve(settings: Settings) -> RotationRuntime:
         server = await start_server(
             service="rotation",
             bind=settings.rotation_addr,
+            health_bind=settings.health_addr or None,
             tls=TlsFiles.for_identity(settings.pki_dir, "rotation"),
             register=_no_services,
             peers=ROTATION_PEERS,

@@ -1,0 +1,58 @@
+"""coffer.deployinit --pki: the state directory a container deployment's services mount."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from coffer import credentials, deployinit, pki
+from coffer.settings import SERVICES
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_init_pki_gives_each_service_the_ca_and_only_its_own_files(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    assert deployinit.main(["--state", str(state), "--pki"], env={}) == 0
+    for service in SERVICES:
+        directory = state / "pki" / service
+        assert {p.name for p in directory.iterdir()} == {"ca.crt", *pki.service_files(service)}
+        assert _mode(directory) == 0o700
+        assert pki.is_current(directory / f"{service}.crt", service)
+    assert (state / "kms" / "root.key").stat().st_size == 32
+    assert _mode(state / "kms" / "root.key") == 0o600
+    assert {p.name for p in (state / "operator").iterdir()} == {
+        "ca.crt",
+        "operator.crt",
+        "operator.key",
+        "admin.token",
+    }
+    creds = credentials.read_credentials(state / "gateway" / "credentials.json")
+    rotation_token = (state / "rotation" / "rotation.token").read_text().strip()
+    admin_token = (state / "operator" / "admin.token").read_text().strip()
+    assert credentials.verify_token(creds, rotation_token) == "service/rotation"
+    assert credentials.verify_token(creds, admin_token) == "user/admin"
+    assert not any("ca.key" in str(p) for p in (state / "pki").rglob("*"))
+
+
+def test_init_pki_twice_keeps_keys_and_tokens(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    deployinit.init_pki(state)
+    kept = {p: p.read_bytes() for p in state.rglob("*") if p.is_file()}
+    deployinit.init_pki(state)
+    assert {p: p.read_bytes() for p in state.rglob("*") if p.is_file()} == kept
+
+
+def test_roles_need_the_admin_url_and_every_password(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="COFFER_ADMIN_DATABASE_URL"):
+        deployinit.main(["--roles"], env={})
+    with pytest.raises(SystemExit, match="COFFER_STORE_DB_PASSWORD"):
+        deployinit.main(
+            ["--roles"], env={"COFFER_ADMIN_DATABASE_URL": "postgresql://x/y", "COFFER_KMS_DB_PASSWORD": "p"}
+        )
+    with pytest.raises(SystemExit):
+        deployinit.main([], env={})
