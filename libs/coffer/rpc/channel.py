@@ -56,6 +56,11 @@ class _ContextPropagator(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
         return call
 
 
+#: How often Coffer's channels ping a peer while a call is open (to notice a dead peer under a long-lived
+#: stream). Every Coffer server accepts pings this often (``coffer.rpc.server.SERVER_DEFAULTS``).
+KEEPALIVE_MS = 30_000
+
+
 def secure_channel(
     target: str, tls: TlsFiles, *, server_name: str, signer: PrincipalSigner | None = None
 ) -> grpc.aio.Channel:
@@ -66,6 +71,6 @@ def secure_channel(
     return grpc.aio.secure_channel(
         target,
         channel_credentials(tls),
-        options=[*name_options(service_host(server_name)), ("grpc.keepalive_time_ms", 30_000)],
+        options=[*name_options(service_host(server_name)), ("grpc.keepalive_time_ms", KEEPALIVE_MS)],
         interceptors=[_ContextPropagator(signer)],
     )

@@ -134,6 +134,17 @@ def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
+#: Server options every Coffer server starts from (``start_server``'s ``options`` override them). Coffer's own
+#: channels ping every 30 s (``coffer.rpc.channel``) to notice a dead peer under a long-lived stream (the
+#: key-change and rotation-request watches): a server must accept such pings while a stream is silent, or it
+#: answers them with GOAWAY "too_many_pings" after two, dropping the stream and racing the calls on that
+#: connection into UNAVAILABLE.
+SERVER_DEFAULTS: tuple[tuple[str, Any], ...] = (
+    ("grpc.so_reuseport", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+)
+
+
 #: The handler kinds of grpc and the factory that rebuilds each around a wrapped behaviour.
 _HANDLER_KINDS: tuple[tuple[str, Callable[..., grpc.RpcMethodHandler]], ...] = (
     ("unary_unary", grpc.unary_unary_rpc_method_handler),
@@ -401,7 +412,7 @@ async def start_server(
                 audit=audit,
             )
         ],
-        options=[("grpc.so_reuseport", 0), *options],
+        options=list({**dict(SERVER_DEFAULTS), **dict(options)}.items()),
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
     names = tuple(register(server))
