@@ -30,7 +30,9 @@ COMMON_KEYS = frozenset(
 #: no database URL and no Redis URL, the rotation service no database URL, the kms no Redis URL.
 SERVICE_KEYS: Mapping[str, frozenset[str]] = {
     "gateway": frozenset({"COFFER_CREDENTIALS_FILE", "COFFER_OPERATOR_PRINCIPALS"}),
-    "kms": frozenset({"COFFER_DATABASE_URL", "COFFER_ROOT_KEY_FILE", "COFFER_PURGE_INTERVAL_SECONDS"}),
+    "kms": frozenset(
+        {"COFFER_DATABASE_URL", "COFFER_ROOT_KEY_FILE", "COFFER_PURGE_INTERVAL_SECONDS", "COFFER_SEAL"}
+    ),
     "store": frozenset(
         {
             "COFFER_DATABASE_URL",
@@ -144,6 +146,9 @@ class Settings:
     #: The principals allowed operator-only actions (RegisterRotationFunction, ...) and shown the detail of
     #: rotation failures.
     operator_principals: tuple[str, ...] = ("user/admin",)
+    #: How the kms holds its root key (issue 12): "file" (the root key file) or "shamir" (stored encrypted
+    #: under an unseal key given back as shares; the kms starts sealed). Read by the kms only.
+    seal: str = "file"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -188,6 +193,7 @@ class Settings:
             rotation_denied_targets=tuple(
                 t.strip() for t in e.get("COFFER_ROTATION_DENIED_TARGETS", "").split(",") if t.strip()
             ),
+            seal=e.get("COFFER_SEAL", "file"),
             operator_principals=tuple(
                 p.strip() for p in e.get("COFFER_OPERATOR_PRINCIPALS", "user/admin").split(",") if p.strip()
             ),
