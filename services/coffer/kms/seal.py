@@ -99,8 +99,7 @@ class PgSealStore:
 
     async def insert(self, record: SealRecord) -> bool:
         status: str = await self._pool.execute(
-            "INSERT INTO kms.seal "
-            "(mode, share_set_id, key_shares, key_threshold, encrypted_root, root_key_id) VALUES ('shamir', $1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            _INSERT_SEAL,
             record.share_set_id,
             record.key_shares,
             record.key_threshold,
@@ -113,6 +112,12 @@ class PgSealStore:
         rows = await self._pool.fetch("SELECT DISTINCT root_key_id FROM kms.key_materials")
         return {r["root_key_id"] for r in rows}
 
+
+_INSERT_SEAL = """
+    INSERT INTO kms.seal (mode, share_set_id, key_shares, key_threshold, encrypted_root, root_key_id)
+    VALUES ('shamir', $1, $2, $3, $4, $5)
+    ON CONFLICT (id) DO NOTHING
+"""
 
 OnChange = Callable[[SealStatus], Awaitable[None]]
 
