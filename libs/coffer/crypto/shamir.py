@@ -35,12 +35,11 @@ class ParsedShare:
 
 
 def label(share: str) -> str:
-    """How a share is named in errors: its first two and last two words (the first words are the same in
-    every share of a split, the last ones are its checksum)."""
+    """How a share is named in errors and logs: its first four words, which encode only public parameters
+    (the split's identifier, the threshold and the share's member index), never the secret part or its
+    checksum."""
     words = share.split()
-    if len(words) <= 4:
-        return " ".join(words)
-    return f"{words[0]} {words[1]} ... {words[-2]} {words[-1]}"
+    return " ".join(words[:4]) + (" ..." if len(words) > 4 else "")
 
 
 def _normalise(share: str) -> str:

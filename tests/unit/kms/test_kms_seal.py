@@ -185,3 +185,11 @@ def test_seal_mode_parsing() -> None:
     assert SealMode.parse("Shamir") is SealMode.SHAMIR
     with pytest.raises(ValueError, match="COFFER_SEAL"):
         SealMode.parse("pkcs11")
+
+
+def test_shares_are_named_by_their_public_words_only() -> None:
+    shares = shamir.split(secrets.token_bytes(32), shares=5, threshold=3)
+    labels = {shamir.label(s) for s in shares}
+    assert len(labels) == 5  # the member index is in the first four words
+    for share, name in zip(shares, map(shamir.label, shares), strict=True):
+        assert name == " ".join(share.split()[:4]) + " ..."
