@@ -169,6 +169,10 @@ class NotifyHub:
             log.info("pgnotify.reconnected", service=self._service, channel=self._channel)
             self._broadcast(RESET)  # anything sent while we were not listening was missed
 
+    def reset(self) -> None:
+        """Send every subscriber a reset now (the owner changed something notifications do not carry)."""
+        self._broadcast(RESET)
+
     @contextlib.contextmanager
     def subscribe(self) -> Iterator[Subscription]:
         """A new subscription, starting with a reset; removed when the ``with`` block ends."""

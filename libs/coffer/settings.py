@@ -31,7 +31,9 @@ COMMON_KEYS = frozenset(
 #: no database URL and no Redis URL, the rotation service no database URL, the kms no Redis URL.
 SERVICE_KEYS: Mapping[str, frozenset[str]] = {
     "gateway": frozenset({"COFFER_CREDENTIALS_FILE", "COFFER_OPERATOR_PRINCIPALS"}),
-    "kms": frozenset({"COFFER_DATABASE_URL", "COFFER_ROOT_KEY_FILE", "COFFER_PURGE_INTERVAL_SECONDS"}),
+    "kms": frozenset(
+        {"COFFER_DATABASE_URL", "COFFER_ROOT_KEY_FILE", "COFFER_PURGE_INTERVAL_SECONDS", "COFFER_SEAL"}
+    ),
     "store": frozenset(
         {
             "COFFER_DATABASE_URL",
@@ -148,6 +150,9 @@ class Settings:
     #: Where the service also serves the gRPC health service alone, in plaintext (``host:port``), for probes
     #: that cannot speak TLS (the kubelet's gRPC probe); empty: nowhere (``make run``).
     health_addr: str = ""
+    #: How the kms holds its root key (issue 12): "file" (the root key file) or "shamir" (stored encrypted
+    #: under an unseal key given back as shares; the kms starts sealed). Read by the kms only.
+    seal: str = "file"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -192,6 +197,7 @@ class Settings:
             rotation_denied_targets=tuple(
                 t.strip() for t in e.get("COFFER_ROTATION_DENIED_TARGETS", "").split(",") if t.strip()
             ),
+            seal=e.get("COFFER_SEAL", "file"),
             operator_principals=tuple(
                 p.strip() for p in e.get("COFFER_OPERATOR_PRINCIPALS", "user/admin").split(",") if p.strip()
             ),

@@ -7,6 +7,8 @@
     coffer rotation history --secret-id db/prod
     coffer admin create-credential --principal user/alice --expires-in 3600
     coffer admin rotate-credential --principal user/alice
+    coffer operator init --key-shares 5 --key-threshold 3
+    coffer operator unseal 'academic acid ...'
 
 Every operation of ``coffer.api.secrets.v1.SecretsManagerService`` and ``coffer.api.kms.v1.
 KeyManagementService`` is a sub-command, built from the proto descriptors (``coffer.cli.shapes``). Output is
@@ -175,6 +177,41 @@ def _rotation_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         body["NextToken"] = next_token
     print(json.dumps(body, indent=4, ensure_ascii=False), file=out)
     return EXIT_OK
+
+
+def _operator_handler(operation: str) -> Handler:
+    """``coffer operator init|unseal|seal|status``: the kms's seal (SealService, operators only). ``init``
+    prints the unseal key shares once, as JSON; they are stored nowhere else."""
+
+    def handle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        fields: dict[str, object] = {}
+        if operation == "OperatorInit":
+            fields = {"key_shares": args.key_shares, "key_threshold": args.key_threshold}
+        elif operation == "OperatorUnseal":
+            fields = {"share": args.share}
+        conn = _connection(args)
+        try:
+            client = CofferClient(conn.endpoint, conn.ca_file, conn.token, region=conn.region)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
+            ) from None
+        with client:
+            try:
+                response = client.operator.call(operation, **fields)
+            except _ops.EndpointUnreachable as exc:
+                print(exc.message, file=err)
+                return EXIT_OTHER
+            except CofferError as exc:
+                print(
+                    f"An error occurred ({exc.code}) when calling the {operation} operation: {exc.message}",
+                    file=err,
+                )
+                return EXIT_SERVICE_ERROR
+        print(json.dumps(shapes.to_aws(response), indent=4, ensure_ascii=False), file=out)
+        return EXIT_OK
+
+    return handle
 
 
 def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -393,6 +430,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-items", type=int, default=None, help="at most this many attempts, newest first (default: all)"
     )
     history.set_defaults(handler=_rotation_history)
+
+    operator = commands.add_parser("operator", help="the kms's seal: init, unseal, seal, status (operators)")
+    operator_commands = operator.add_subparsers(
+        dest="operator_command", metavar="ACTION", parser_class=_Parser
+    )
+    operator_commands.required = True
+    init = operator_commands.add_parser(
+        "init",
+        parents=leaf_parents,
+        help="make the root key and print the unseal key shares once (JSON; COFFER_SEAL=shamir)",
+    )
+    init.add_argument("--key-shares", type=int, required=True, metavar="N", help="number of shares (1-16)")
+    init.add_argument(
+        "--key-threshold", type=int, required=True, metavar="K", help="shares needed to unseal (2-N)"
+    )
+    init.set_defaults(handler=_operator_handler("OperatorInit"))
+    unseal = operator_commands.add_parser(
+        "unseal", parents=leaf_parents, help="give one unseal key share (K of them unseal the kms)"
+    )
+    unseal.add_argument("share", help="one share: its words, quoted")
+    unseal.set_defaults(handler=_operator_handler("OperatorUnseal"))
+    seal = operator_commands.add_parser(
+        "seal", parents=leaf_parents, help="drop the root key from the kms's memory"
+    )
+    seal.set_defaults(handler=_operator_handler("OperatorSeal"))
+    seal_status = operator_commands.add_parser(
+        "status", parents=leaf_parents, help="seal mode, sealed or not, unseal progress (k of K)"
+    )
+    seal_status.set_defaults(handler=_operator_handler("OperatorStatus"))
 
     admin = commands.add_parser("admin", help="local administration (credentials file)")
     admin_commands = admin.add_subparsers(dest="admin_command", metavar="ACTION", parser_class=_Parser)

@@ -23,6 +23,8 @@ from coffer.rpc.tls import GATEWAY_HOST, name_options
 
 SECRETS = secrets_pb2.DESCRIPTOR.services_by_name["SecretsManagerService"]
 KMS = kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"]
+#: The kms's seal (operators only): OperatorInit, OperatorUnseal, OperatorSeal, OperatorStatus.
+SEAL = kms_pb2.DESCRIPTOR.services_by_name["SealService"]
 
 #: Like boto3, fill ``client_request_token`` with ``str(uuid4())`` when the caller did not give one.
 TOKEN_AUTOFILL = frozenset({"CreateSecret", "PutSecretValue", "UpdateSecret"})

@@ -144,6 +144,8 @@ class AsyncCofferClient(_AsyncService):
         self.endpoint = endpoint
         self.region = region
         self.kms = AsyncKmsClient(channel, _ops.KMS, timeout, endpoint)
+        #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
+        self.operator = _AsyncService(channel, _ops.SEAL, timeout, endpoint)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> AsyncCofferClient:

@@ -140,6 +140,8 @@ class CofferClient(_SyncService):
         self.endpoint = endpoint
         self.region = region
         self.kms = KmsClient(channel, _ops.KMS, timeout, endpoint)
+        #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
+        self.operator = _SyncService(channel, _ops.SEAL, timeout, endpoint)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> CofferClient:

@@ -129,6 +129,20 @@ class KmsInvalidState(InvalidRequest):
     default_code = "KMSInvalidStateException"
 
 
+class KmsSealed(Unavailable):
+    """The kms's root key is sealed (not in memory): every cryptographic call is refused until operators give
+    enough unseal key shares (``coffer operator unseal``). Describe, list and health keep working."""
+
+    default_code = "KMSSealedException"
+    default_message = "The KMS is sealed: unseal it with `coffer operator unseal`."
+
+
+class InvalidShare(InvalidParameter):
+    """An unseal key share that is not valid (bad checksum, unknown word, wrong length, another split's)."""
+
+    default_code = "InvalidUnsealShareException"
+
+
 class InvalidCiphertext(CofferError):
     """Every parse, length, tag or context failure is this one opaque error (no message), as in AWS KMS."""
 
@@ -179,6 +193,8 @@ _KINDS: tuple[type[CofferError], ...] = (
     KmsAlreadyExists,
     KmsDisabled,
     KmsInvalidState,
+    KmsSealed,
+    InvalidShare,
     InvalidCiphertext,
     IncorrectKey,
     UnsupportedOperation,

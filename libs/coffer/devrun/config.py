@@ -70,6 +70,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "COFFER_REPLICATION_INTERVAL_SECONDS": repr(settings.replication_interval_seconds),
         "COFFER_ROTATION_ALLOWED_TARGETS": settings.rotation_allowed_targets,
         "COFFER_OPERATOR_PRINCIPALS": ",".join(settings.operator_principals),
+        "COFFER_SEAL": settings.seal,
     }
     if settings.rotation_denied_targets:
         env["COFFER_ROTATION_DENIED_TARGETS"] = ",".join(settings.rotation_denied_targets)

@@ -250,7 +250,8 @@ class Deployment:
         private_dir(self.run_dir)
         stop_leftovers(self.home, echo=self.echo)
         ensure_pki(self.settings.pki_dir, region=self.settings.region)
-        ensure_root_key(self.settings.root_key_file)
+        if self.settings.seal == "file":  # COFFER_SEAL=shamir: no key file; `coffer operator init` makes it
+            ensure_root_key(self.settings.root_key_file)
         self.admin_token = ensure_admin_credential(self.settings.credentials_file, self._known_token())
         self.rotation_token = ensure_service_credential(
             self.settings.credentials_file, self.home / "rotation.token", ROTATION_PRINCIPAL

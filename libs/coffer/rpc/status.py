@@ -31,6 +31,8 @@ _CUT_MARK = "...(truncated)"
 # Most specific first: the first class in an error's MRO found here decides its status.
 _STATUS_BY_KIND: dict[type[e.CofferError], grpc.StatusCode] = {
     e.InvalidCiphertext: grpc.StatusCode.INVALID_ARGUMENT,
+    # Sealed: the kms is up but cannot use its root key until operators unseal it (retrying later may work).
+    e.KmsSealed: grpc.StatusCode.UNAVAILABLE,
     e.NotFound: grpc.StatusCode.NOT_FOUND,
     e.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     e.InvalidParameter: grpc.StatusCode.INVALID_ARGUMENT,

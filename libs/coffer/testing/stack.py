@@ -80,12 +80,20 @@ class ServiceStack:
 
     async def start_kms(self, *, clock: Clock | None = None, root_key: RootKey | None = None) -> KmsRuntime:
         settings = self.settings("kms")
-        if root_key is None:
+        if root_key is None and settings.seal == "file":
             ensure_root_key(settings.root_key_file)
         self.kms = await serve_kms(settings, clock=clock, root_key=root_key)
         self._closers.append(self.kms.aclose)
         self._started("kms", self.kms.port)
         return self.kms
+
+    async def stop_kms(self) -> None:
+        """Stop the kms (as a process exit would: what it held in memory is gone); ``start_kms`` again
+        starts a new one on the same address."""
+        if self.kms is not None:
+            kms, self.kms = self.kms, None
+            self._closers.remove(kms.aclose)
+            await kms.aclose()
 
     async def start_store(self, *, clock: Clock | None = None) -> StoreRuntime:
         self.store = await serve_store(self.settings("store"), clock=clock)

@@ -88,9 +88,10 @@ async def serve(settings: Settings) -> GatewayRuntime:
     app = GatewayApp(authorize=authorize, audit=StructlogAudit(), random=secrets.SystemRandom())
     store = store_pb2_grpc.SecretStoreServiceStub(store_channel)
     kms = kms_pb2_grpc.KeyManagementServiceStub(kms_channel)
+    seal = kms_pb2_grpc.SealServiceStub(kms_channel)
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
-        return add_gateway_services(server, app, store=store, kms=kms)
+        return add_gateway_services(server, app, store=store, kms=kms, seal=seal)
 
     try:
         server = await start_server(

@@ -49,6 +49,10 @@ class GatewayApp:
             raise
         try:
             result = await run()
+        except errors.KmsSealed as exc:
+            # A state operators must act on (unseal), named as such; its text names no internal address.
+            audit(outcome="failed", error_code=exc.code)
+            raise
         except errors.Unavailable as exc:
             audit(outcome="failed", error_code=exc.code)
             # The detail names internal addresses: log it here, give the public caller the generic text.

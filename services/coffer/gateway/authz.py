@@ -3,7 +3,8 @@
 Every public RPC goes through ``authorize(principal, action, resource)`` before anything is forwarded, and
 its reply through ``authorize.reply(principal, action, reply)`` before it is returned. Today every
 authenticated principal is allowed, except that operator-only actions (registering and deleting rotation
-functions: they make the rotation service connect somewhere) need an operator principal
+functions: they make the rotation service connect somewhere; initialising, unsealing and sealing the kms)
+need an operator principal
 (``COFFER_OPERATOR_PRINCIPALS``, default ``user/admin``), and only operators read the detail of rotation
 failures. IAM-style identity and resource policies arrive in a later issue and replace this class's rules,
 not its callers.
@@ -25,7 +26,14 @@ DEFAULT_OPERATORS = frozenset({"user/admin"})
 DETAIL_ACTION = "secretsmanager:ListRotationAttempts"
 #: Actions only operators may perform.
 OPERATOR_ACTIONS = frozenset(
-    {"secretsmanager:RegisterRotationFunction", "secretsmanager:DeleteRotationFunction"}
+    {
+        "secretsmanager:RegisterRotationFunction",
+        "secretsmanager:DeleteRotationFunction",
+        # the kms's seal: initialise it (shares shown once), unseal it, seal it
+        "kms:OperatorInit",
+        "kms:OperatorUnseal",
+        "kms:OperatorSeal",
+    }
 )
 
 

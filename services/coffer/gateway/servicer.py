@@ -25,6 +25,7 @@ from google.protobuf.message_factory import GetMessageClass
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
+from coffer.core import errors
 from coffer.core.password import DEFAULT_LENGTH, PasswordRequest
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.authz import ANY_RESOURCE
@@ -40,6 +41,7 @@ Run: TypeAlias = Callable[[], Awaitable[Any]]
 PUBLIC_SERVICES: Final[tuple[ServiceDescriptor, ...]] = (
     sm.DESCRIPTOR.services_by_name["SecretsManagerService"],
     kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"],
+    kms_pb2.DESCRIPTOR.services_by_name["SealService"],
 )
 
 
@@ -48,6 +50,7 @@ class Downstream(enum.Enum):
 
     STORE = store_pb2.DESCRIPTOR.services_by_name["SecretStoreService"].full_name
     KMS = kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"].full_name
+    SEAL = kms_pb2.DESCRIPTOR.services_by_name["SealService"].full_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,12 @@ def _kms(method: str) -> Forward:
 
 _SM = "/coffer.api.secrets.v1.SecretsManagerService/"
 _KMS = "/coffer.api.kms.v1.KeyManagementService/"
+_SEAL = "/coffer.api.kms.v1.SealService/"
+
+
+def _seal(method: str) -> Forward:
+    return Forward(Downstream.SEAL, method)
+
 
 #: Full method → (IAM action, resource field, target). The kms refuses the gateway's crypto and
 #: configuration calls on the AWS-managed default key itself.
@@ -181,6 +190,11 @@ ROUTES: Final[Mapping[str, Route]] = {
     _KMS + "GenerateDataKey": Route("kms:GenerateDataKey", "key_id", _kms("GenerateDataKey")),
     _KMS + "Encrypt": Route("kms:Encrypt", "key_id", _kms("Encrypt")),
     _KMS + "Decrypt": Route("kms:Decrypt", "key_id", _kms("Decrypt")),
+    # SealService (operators only: see coffer.gateway.authz.OPERATOR_ACTIONS)
+    _SEAL + "OperatorInit": Route("kms:OperatorInit", None, _seal("OperatorInit")),
+    _SEAL + "OperatorUnseal": Route("kms:OperatorUnseal", None, _seal("OperatorUnseal")),
+    _SEAL + "OperatorSeal": Route("kms:OperatorSeal", None, _seal("OperatorSeal")),
+    _SEAL + "OperatorStatus": Route("kms:OperatorStatus", None, _seal("OperatorStatus")),
 }
 
 
@@ -262,12 +276,18 @@ def gateway_handlers(
     *,
     store: store_pb2_grpc.SecretStoreServiceStub,
     kms: kms_pb2_grpc.KeyManagementServiceStub,
+    seal: kms_pb2_grpc.SealServiceStub | None = None,
     services: Iterable[ServiceDescriptor] = PUBLIC_SERVICES,
     routes: Mapping[str, Route] = ROUTES,
 ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     """Service full name → method name → handler, for every method of ``services``. Raises LookupError
-    when a method has no route: a public RPC is never exposed without an action."""
-    stubs: dict[Downstream, Any] = {Downstream.STORE: store, Downstream.KMS: kms}
+    when a method has no route: a public RPC is never exposed without an action. Without a ``seal`` stub
+    the seal calls answer UNAVAILABLE (unit tests that exercise the other services)."""
+    stubs: dict[Downstream, Any] = {
+        Downstream.STORE: store,
+        Downstream.KMS: kms,
+        Downstream.SEAL: seal if seal is not None else _NoSeal(),
+    }
     out: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for service in services:
         handlers: dict[str, grpc.RpcMethodHandler] = {}
@@ -280,15 +300,26 @@ def gateway_handlers(
     return out
 
 
+class _NoSeal:
+    """Stands for a missing seal stub: every call fails as a dependency that cannot be reached."""
+
+    def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+        async def call(_request: Any, **_kw: Any) -> Any:
+            raise errors.Unavailable(f"The kms seal service is not connected ({method}).")
+
+        return call
+
+
 def add_gateway_services(
     server: grpc.aio.Server,
     app: GatewayApp,
     *,
     store: store_pb2_grpc.SecretStoreServiceStub,
     kms: kms_pb2_grpc.KeyManagementServiceStub,
+    seal: kms_pb2_grpc.SealServiceStub | None = None,
 ) -> tuple[str, ...]:
     """Register the public services on ``server``; returns their full names (for the health service)."""
-    services = gateway_handlers(app, store=store, kms=kms)
+    services = gateway_handlers(app, store=store, kms=kms, seal=seal)
     for name, handlers in services.items():
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
         server.add_registered_method_handlers(name, handlers)

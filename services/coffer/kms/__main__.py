@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 import grpc
 import structlog
+from grpc_health.v1 import health_pb2
 
 from coffer import db
 from coffer.api.kms.v1 import kms_pb2_grpc
@@ -20,6 +21,9 @@ from coffer.kms.key_events import WATCHERS, KeyEventsServicer, key_change_hub
 from coffer.kms.keystore import PgKeyStore, migrate
 from coffer.kms.maintenance import MaintenanceLoop
 from coffer.kms.model import MaintenanceReport, Scope
+from coffer.kms.seal import PgSealStore, Seal, SealMode, SealStatus
+from coffer.kms.seal_servicer import SERVICE_NAME as SEAL_SERVICE_NAME
+from coffer.kms.seal_servicer import SealServicer
 from coffer.kms.servicer import SERVICE_NAME, KmsServicer
 from coffer.pgnotify import NotifyHub
 from coffer.pki import SIGNING_PUB
@@ -39,10 +43,16 @@ log = structlog.get_logger("coffer.kms")
 #: The store calls every RPC; the gateway forwards key management and crypto calls for the CLI (crypto on the
 #: AWS-managed default key is refused to it by the app). Both may call for an end caller, named by the
 #: gateway's principal assertion (the store forwards the one it verified). Only the store follows key changes
-#: (KeyEventsService).
+#: (KeyEventsService). Only the gateway reaches the seal (for operators: it checks who may seal and unseal).
 PEERS = PeerPolicy(
     default=frozenset({"store", "gateway"}),
-    per_method={f"/{EVENTS_SERVICE_NAME}/WatchKeyChanges": WATCHERS},
+    per_method={
+        f"/{EVENTS_SERVICE_NAME}/WatchKeyChanges": WATCHERS,
+        **{
+            f"/{SEAL_SERVICE_NAME}/{m}": frozenset({"gateway"})
+            for m in ("OperatorInit", "OperatorUnseal", "OperatorSeal", "OperatorStatus")
+        },
+    },
     forwarders=frozenset({"store", "gateway"}),
 )
 
@@ -55,6 +65,7 @@ class KmsRuntime:
     pool: asyncpg.Pool
     maintenance: MaintenanceLoop
     key_changes: NotifyHub
+    seal: Seal
 
     async def run_maintenance(self) -> MaintenanceReport:
         """One purge/rotation round now (tests move the clock and call this instead of waiting)."""
@@ -71,8 +82,13 @@ async def serve(
     settings: Settings, *, clock: Clock | None = None, root_key: RootKey | None = None
 ) -> KmsRuntime:
     """Start the kms service. ``clock`` and ``root_key`` are for tests; by default the key is read from
-    ``settings.root_key_file`` (a missing file fails with a clear ``RootKeyFileError``)."""
-    root = root_key if root_key is not None else load_root_key(settings.root_key_file)
+    ``settings.root_key_file`` (a missing file fails with a clear ``RootKeyFileError``). With
+    ``COFFER_SEAL=shamir`` no root key file is read: the kms starts sealed (``coffer.kms.seal``), its crypto
+    service reported NOT_SERVING until operators unseal it."""
+    mode = SealMode.parse(settings.seal)
+    root: RootKey | None = None
+    if mode is SealMode.FILE:
+        root = root_key if root_key is not None else load_root_key(settings.root_key_file)
     if settings.purge_interval_seconds <= 0:
         raise RuntimeError("kms: COFFER_PURGE_INTERVAL_SECONDS must be positive")
     scope = Scope(partition=settings.partition, region=settings.region, account_id=settings.account_id)
@@ -83,20 +99,26 @@ async def serve(
         if applied:
             log.info("kms.migrated", versions=applied)
         store = PgKeyStore(pool, scope)
-        foreign = await store.root_key_ids() - {root.key_id}
-        if foreign:
-            raise RootKeyFileError(
-                f"kms: stored key material is wrapped under root key id(s) {sorted(foreign)}, but the loaded "
-                f"root key has id {root.key_id}; this database needs its original root key file"
-            )
-        app = KmsApp(store=store, root_key=root, scope=scope, clock=clock or SystemClock())
+        if root is not None:
+            foreign = await store.root_key_ids() - {root.key_id}
+            if foreign:
+                raise RootKeyFileError(
+                    f"kms: stored key material is wrapped under root key id(s) {sorted(foreign)}, but the "
+                    f"loaded root key has id {root.key_id}; this database needs its original root key file"
+                )
+            seal = Seal.file(root)
+        else:
+            seal = Seal(mode=SealMode.SHAMIR, store=PgSealStore(pool))
+            await seal.load()
+        app = KmsApp(store=store, root_key=seal, scope=scope, clock=clock or SystemClock())
         loop = MaintenanceLoop(run=app.run_maintenance, interval=settings.purge_interval_seconds)
         await hub.start()
 
         def register(server: grpc.aio.Server) -> list[str]:
             kms_pb2_grpc.add_KeyManagementServiceServicer_to_server(KmsServicer(app), server)
             kms_pb2_grpc.add_KeyEventsServiceServicer_to_server(KeyEventsServicer(hub), server)
-            return [SERVICE_NAME, EVENTS_SERVICE_NAME]
+            kms_pb2_grpc.add_SealServiceServicer_to_server(SealServicer(seal), server)
+            return [SERVICE_NAME, EVENTS_SERVICE_NAME, SEAL_SERVICE_NAME]
 
         server = await start_server(
             service="kms",
@@ -108,12 +130,29 @@ async def serve(
             assertions=PrincipalVerifier.from_file(settings.pki_dir / SIGNING_PUB, audience="kms"),
             audit=StructlogAudit(),
         )
+        running = server
+
+        async def on_seal_change(status: SealStatus) -> None:
+            # The crypto service serves only while the root key is in memory; when it is dropped, the store
+            # is told to drop the data keys it caches too (a reset of the key-change stream).
+            serving = health_pb2.HealthCheckResponse.SERVING
+            if status.sealed:
+                serving = health_pb2.HealthCheckResponse.NOT_SERVING
+                log.warning("kms.crypto_not_serving", reason=seal.reason)
+                hub.reset()
+            await running.health.set(SERVICE_NAME, serving)
+
+        seal.on_change = on_seal_change
+        if seal.sealed:
+            await on_seal_change(seal.status())
     except BaseException:
         await hub.aclose()
         await pool.close()
         raise
     loop.start()
-    return KmsRuntime(port=server.port, app=app, server=server, pool=pool, maintenance=loop, key_changes=hub)
+    return KmsRuntime(
+        port=server.port, app=app, server=server, pool=pool, maintenance=loop, key_changes=hub, seal=seal
+    )
 
 
 def main() -> None:

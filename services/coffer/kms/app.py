@@ -108,23 +108,44 @@ class KeyStore(Protocol):
     async def due_for_rotation(self, now: datetime, *, limit: int) -> list[str]: ...
 
 
+class RootKeySource(Protocol):
+    """Where the root key comes from: a fixed key (the file seal), or a seal that may be sealed."""
+
+    def current(self) -> RootKey:
+        """The root key; raises ``errors.KmsSealed`` while the kms is sealed."""
+        ...
+
+
+class _FixedRoot:
+    def __init__(self, root: RootKey) -> None:
+        self._root = root
+
+    def current(self) -> RootKey:
+        return self._root
+
+
 class KmsApp:
     def __init__(
         self,
         *,
         store: KeyStore,
-        root_key: RootKey,
+        root_key: RootKey | RootKeySource,
         scope: Scope,
         clock: Clock,
         aws_key_crypto_denied: frozenset[str] = DEFAULT_AWS_KEY_CRYPTO_DENIED,
     ) -> None:
         self._store = store
-        self._root = root_key
+        self._roots: RootKeySource = _FixedRoot(root_key) if isinstance(root_key, RootKey) else root_key
         self.scope = scope
         self._clock = clock
         self._aws_key_crypto_denied = aws_key_crypto_denied
 
     # --- key material ---------------------------------------------------------------------------------------
+
+    @property
+    def _root(self) -> RootKey:
+        """The root key now (``errors.KmsSealed`` while sealed: no key material is made or opened)."""
+        return self._roots.current()
 
     def _binding(self, key_id: str, material_id: str) -> MaterialBinding:
         return MaterialBinding(
@@ -281,6 +302,7 @@ class KmsApp:
         tags: Sequence[Tag] = (),
         multi_region: bool = False,
     ) -> Key:
+        self._roots.current()  # new key material needs the root key
         desc = v.description(description or "")
         if key_spec is not None and customer_master_key_spec is not None:
             raise errors.Validation(
@@ -514,6 +536,7 @@ class KmsApp:
         )
 
     async def rotate_key_on_demand(self, *, key_id: str) -> Key:
+        self._roots.current()
         kid = self._key_id_only(key_id)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
@@ -581,6 +604,7 @@ class KmsApp:
         encryption_context: Mapping[str, str] | None = None,
         caller: str | None = None,
     ) -> DataKey:
+        self._roots.current()  # a sealed kms refuses before anything else
         length = v.data_key_length(key_spec=key_spec, number_of_bytes=number_of_bytes)
         context = v.encryption_context(encryption_context or {})
         plaintext = secrets.token_bytes(length)
@@ -600,6 +624,7 @@ class KmsApp:
         encryption_algorithm: str | None = None,
         caller: str | None = None,
     ) -> Encrypted:
+        self._roots.current()
         v.blob_length(plaintext, "plaintext", low=1, high=v.MAX_PLAINTEXT)
         context = v.encryption_context(encryption_context or {})
         algorithm = v.encryption_algorithm(encryption_algorithm)
@@ -617,6 +642,7 @@ class KmsApp:
         encryption_algorithm: str | None = None,
         caller: str | None = None,
     ) -> Decrypted:
+        self._roots.current()
         v.blob_length(ciphertext_blob, "ciphertextBlob", low=1, high=v.MAX_CIPHERTEXT)
         context = v.encryption_context(encryption_context or {})
         algorithm = v.encryption_algorithm(encryption_algorithm)
@@ -656,6 +682,10 @@ class KmsApp:
         for kid in purged:
             log.info("kms.key_purged", key_arn=self.scope.key_arn(kid))
         rotated: list[str] = []
+        try:
+            self._roots.current()
+        except errors.KmsSealed:  # sealed: purging goes on, rotations wait for the root key
+            return MaintenanceReport(purged=tuple(purged), rotated=())
         for kid in await self._store.due_for_rotation(now, limit=rotation_batch):
             async with self._store.transaction() as tx:
                 key = await tx.lock_key(kid)

@@ -28,6 +28,7 @@ from coffer.rpc import context as ctx
 ACTION_PREFIX = {
     "coffer.api.secrets.v1.SecretsManagerService": "secretsmanager",
     "coffer.api.kms.v1.KeyManagementService": "kms",
+    "coffer.api.kms.v1.SealService": "kms",
 }
 
 
