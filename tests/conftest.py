@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from coffer import dbroles
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis
 from coffer.pki import ensure_pki
+from coffer.testing.stack import fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -41,21 +39,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 @pytest.fixture
 async def database_url(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
-    """A fresh, empty database for one test (the administrator's URL), dropped afterwards with the services'
-    roles made in it (``coffer.dbroles``)."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(pg_server.url())
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield pg_server.url(name)
-    admin = await asyncpg.connect(pg_server.url())
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-    await dbroles.drop_roles(pg_server.url(), name)  # the services' roles, if the test made them
+    """A fresh, empty database for one test (``coffer.testing.stack.fresh_database``)."""
+    async with fresh_database(pg_server) as url:
+        yield url
 
 
 @pytest.fixture

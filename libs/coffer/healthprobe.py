@@ -12,15 +12,7 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-
-def local_address(addr: str) -> str:
-    """Where this machine reaches a server bound to ``addr`` (a wildcard host becomes loopback)."""
-    host, _, port = addr.rpartition(":")
-    if host in ("", "0.0.0.0", "*"):
-        host = "127.0.0.1"
-    elif host in ("[::]", "::"):
-        host = "[::1]"
-    return f"{host}:{port}"
+from coffer.settings import connect_address
 
 
 def probe(address: str, *, timeout: float = 2.0) -> str:
@@ -42,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not address:
         print("healthprobe: give HOST:PORT or set COFFER_HEALTH_ADDR", file=sys.stderr)
         return 2
-    status = probe(local_address(address))
+    status = probe(connect_address(address))
     print(status)
     return 0 if status == "SERVING" else 1
 

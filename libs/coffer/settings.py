@@ -99,6 +99,16 @@ def parse_peers(raw: str) -> tuple[Peer, ...]:
     return tuple(peers)
 
 
+def connect_address(addr: str) -> str:
+    """Where a client on this machine reaches a server bound to ``addr`` (a wildcard host: loopback)."""
+    host, _, port = addr.rpartition(":")
+    if host in ("", "0.0.0.0", "*"):
+        host = "127.0.0.1"
+    elif host in ("[::]", "::"):
+        host = "[::1]"
+    return f"{host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     home: Path

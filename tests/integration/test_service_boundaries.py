@@ -27,7 +27,7 @@ from coffer.pgnotify import RESET, Notice, Subscription
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_host
 from coffer.settings import Settings, service_env
-from coffer.testing.stack import ServiceStack, provisioned_stack
+from coffer.testing.stack import ServiceStack, fresh_database, provisioned_stack
 
 
 @pytest.fixture
@@ -41,19 +41,8 @@ async def services(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIte
 
 @pytest.fixture
 async def second_database(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(pg_server.url())
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield pg_server.url(name)
-    admin = await asyncpg.connect(pg_server.url())
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-    await dbroles.drop_roles(pg_server.url(), name)
+    async with fresh_database(pg_server) as url:
+        yield url
 
 
 def _store_as_gateway(

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from coffer.core.targets import url_endpoint
 from coffer.settings import SERVICES, Peer, Settings
+from coffer.settings import connect_address as connect_address
 from coffer.settings import service_env as only_its_settings
 
 #: Start order: each wave waits for the previous one to be SERVING. Stopping walks the waves backwards.
@@ -34,16 +35,6 @@ _REGION_OWN = frozenset(
         "COFFER_PEERS",
     }
 )
-
-
-def connect_address(addr: str) -> str:
-    """Where a client reaches a server bound to ``addr`` (a wildcard host becomes loopback)."""
-    host, _, port = addr.rpartition(":")
-    if host in ("", "0.0.0.0", "*"):
-        host = "127.0.0.1"
-    elif host in ("[::]", "::"):
-        host = "[::1]"
-    return f"{host}:{port}"
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

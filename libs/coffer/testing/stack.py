@@ -10,15 +10,20 @@ everything that was started, in reverse order.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from coffer import dbroles
 from coffer.clock import Clock
 from coffer.credentials import create_credential
 from coffer.crypto.rootkey import RootKey
+from coffer.embedded import EmbeddedPostgres
 from coffer.gateway.__main__ import GatewayRuntime
 from coffer.gateway.__main__ import serve as serve_gateway
 from coffer.kms.__main__ import KmsRuntime
@@ -142,3 +147,24 @@ async def provisioned_stack(*, home: Path, pki_dir: Path, database_url: str = ""
         values["COFFER_DATABASE_URL"] = database_url
         dsns = dict((await dbroles.provision(database_url)).dsns)
     return ServiceStack(env=values, dsns=dsns)
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
+    """A fresh, empty database (the administrator's URL), dropped afterwards with the services' roles made in
+    it (``coffer.dbroles``)."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(pg_server.url())
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield pg_server.url(name)
+    finally:
+        admin = await asyncpg.connect(pg_server.url())
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+        await dbroles.drop_roles(pg_server.url(), name)  # the services' roles, if the test made them

@@ -10,19 +10,10 @@ from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.client.aio import AsyncCofferClient
 from coffer.core import errors
 from coffer.rotation.rotators.base import SecretValue
-from coffer.settings import Settings
+from coffer.settings import Settings, connect_address
 
 PENDING = "AWSPENDING"
 CURRENT = "AWSCURRENT"
-
-
-def gateway_endpoint(addr: str) -> str:
-    host, _, port = addr.rpartition(":")
-    if host in ("", "0.0.0.0", "*"):
-        host = "127.0.0.1"
-    elif host in ("[::]", "::"):
-        host = "[::1]"
-    return f"{host}:{port}"
 
 
 class GatewaySecretsApi:
@@ -39,7 +30,7 @@ class GatewaySecretsApi:
                 "(`make run` creates the service/rotation credential and passes it)."
             )
         client = AsyncCofferClient(
-            gateway_endpoint(settings.gateway_addr),
+            connect_address(settings.gateway_addr),
             Path(settings.pki_dir) / "ca.crt",
             settings.rotation_token,
             region=settings.region,

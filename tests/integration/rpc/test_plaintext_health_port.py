@@ -14,6 +14,7 @@ import pytest
 from coffer import healthprobe
 from coffer.rpc.server import PeerPolicy, start_server
 from coffer.rpc.tls import TlsFiles
+from coffer.settings import connect_address
 
 
 async def test_health_port_serves_health_only_and_follows_the_server(pki_dir: Path) -> None:
@@ -72,6 +73,6 @@ async def test_no_health_port_unless_asked(pki_dir: Path) -> None:
 def test_healthprobe_needs_an_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COFFER_HEALTH_ADDR", raising=False)
     assert healthprobe.main([]) == 2
-    assert healthprobe.local_address("0.0.0.0:7480") == "127.0.0.1:7480"
-    assert healthprobe.local_address("[::]:7480") == "[::1]:7480"
-    assert healthprobe.local_address("store:7480") == "store:7480"
+    assert connect_address("0.0.0.0:7480") == "127.0.0.1:7480"
+    assert connect_address("[::]:7480") == "[::1]:7480"
+    assert connect_address("store:7480") == "store:7480"
