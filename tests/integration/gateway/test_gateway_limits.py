@@ -19,6 +19,7 @@ import structlog
 from coffer import logs
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.secrets.v1 import secrets_pb2_grpc
+from coffer.client.aio import AsyncCofferClient
 from coffer.gateway.__main__ import MAX_REQUEST_BYTES, MAX_STREAMS_PER_CONNECTION
 from coffer.rpc.status import MAX_MESSAGE_BYTES, error_info_of
 from coffer.rpc.tls import GATEWAY_HOST, name_options
@@ -213,3 +214,17 @@ async def test_more_streams_than_allowed_on_one_connection_are_refused(lone_gate
     last_allowed = 2 * MAX_STREAMS_PER_CONNECTION - 1
     assert refused, "no stream was refused"
     assert all(stream > last_allowed for stream in refused)
+
+
+async def test_a_burst_above_a_hundred_calls_on_one_connection_is_served(stack: Any) -> None:
+    """The stream limit bounds a connection without failing a client's ordinary burst: with 100 streams per
+    connection grpc's server refused (REFUSED_STREAM) a few of 150 concurrent calls on one channel."""
+    client = AsyncCofferClient(stack.endpoint, stack.ca_file, stack.token)
+    try:
+        await client.create_secret(name="burst/one", secret_string="v")
+        results = await asyncio.gather(
+            *(client.get_secret_value(secret_id="burst/one") for _ in range(300)), return_exceptions=True
+        )
+    finally:
+        await client.close()
+    assert [r for r in results if isinstance(r, BaseException)] == []
