@@ -107,11 +107,14 @@ class EmbeddedPostgres:
         if os.geteuid() != 0:
             self._server = get_server(real, cleanup_mode=None)
             return str(self._server.get_uri())
-        guard = _ModeGuard([*real.parents, *(p for d in _pg_install_dirs() for p in d.parents)])
+        binary_parents = [p for d in _pg_install_dirs() for p in d.parents]
+        guard = _ModeGuard([*real.parents, *binary_parents])
         try:
             self._server = get_server(real, cleanup_mode=None)
         finally:
-            guard.restore(traversable=ours)
+            # The server user must still run pg_ctl (stop, restart) from the binaries: their parents keep
+            # traversal (no listing) when pgserver had to open them (a virtualenv under a 0700 directory).
+            guard.restore(traversable=ours | frozenset(binary_parents))
         return str(self._server.get_uri())
 
     def url(self, database: str = "postgres") -> str:
