@@ -66,15 +66,7 @@ def _fill_secret(out: Any, secret: Secret, *, stages_field: str) -> None:
         out.rotation_enabled = secret.rotation_enabled
     if secret.rotation_lambda_arn is not None:
         out.rotation_lambda_arn = secret.rotation_lambda_arn
-    rules = secret.rotation_rules
-    if rules is not None:
-        out.rotation_rules.SetInParent()
-        if rules.automatically_after_days is not None:
-            out.rotation_rules.automatically_after_days = rules.automatically_after_days
-        if rules.duration is not None:
-            out.rotation_rules.duration = rules.duration
-        if rules.schedule_expression is not None:
-            out.rotation_rules.schedule_expression = rules.schedule_expression
+    snapshot.fill_rotation_rules(out, secret.rotation_rules)
     _set_ts(out.last_rotated_date, secret.last_rotated_date)
     _set_ts(out.last_changed_date, secret.last_changed_date)
     _set_ts(out.last_accessed_date, secret.last_accessed_date)

@@ -146,6 +146,19 @@ def _opt(msg: Any, name: str) -> Any:
     return getattr(msg, name) if msg.HasField(name) else None
 
 
+def fill_rotation_rules(out: Any, rules: RotationRules | None) -> None:
+    """Set ``out.rotation_rules`` from the domain rules; absent fields stay unset."""
+    if rules is None:
+        return
+    out.rotation_rules.SetInParent()
+    if rules.automatically_after_days is not None:
+        out.rotation_rules.automatically_after_days = rules.automatically_after_days
+    if rules.duration is not None:
+        out.rotation_rules.duration = rules.duration
+    if rules.schedule_expression is not None:
+        out.rotation_rules.schedule_expression = rules.schedule_expression
+
+
 def to_proto(change: SecretChange) -> rpb.SecretChange:
     snap = change.snapshot
     out = rpb.SecretChange(
@@ -170,15 +183,7 @@ def to_proto(change: SecretChange) -> rpb.SecretChange:
         out.rotation_enabled = snap.rotation_enabled
     if snap.rotation_lambda_arn is not None:
         out.rotation_lambda_arn = snap.rotation_lambda_arn
-    rules = snap.rotation_rules
-    if rules is not None:
-        out.rotation_rules.SetInParent()
-        if rules.automatically_after_days is not None:
-            out.rotation_rules.automatically_after_days = rules.automatically_after_days
-        if rules.duration is not None:
-            out.rotation_rules.duration = rules.duration
-        if rules.schedule_expression is not None:
-            out.rotation_rules.schedule_expression = rules.schedule_expression
+    fill_rotation_rules(out, snap.rotation_rules)
     _set_ts(out.last_rotated_date, snap.last_rotated_at)
     _set_ts(out.next_rotation_date, snap.next_rotation_at)
     _set_ts(out.created_date, snap.created_at)
