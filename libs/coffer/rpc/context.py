@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+from coffer.core.principal import Principal, legacy_principal
+
 REQUEST_ID_HEADER = "x-request-id"
 PRINCIPAL_HEADER = "x-coffer-principal"
 #: The gateway-signed assertion that proves PRINCIPAL_HEADER (``coffer.rpc.assertions``).
@@ -13,6 +15,11 @@ request_id_var: ContextVar[str | None] = ContextVar("coffer_request_id", default
 principal_var: ContextVar[str | None] = ContextVar("coffer_principal", default=None)
 peer_var: ContextVar[str | None] = ContextVar("coffer_peer", default=None)
 assertion_var: ContextVar[str | None] = ContextVar("coffer_assertion", default=None)
+#: The resolved caller (set by the service that resolves it; see ``current_caller``).
+caller_var: ContextVar[Principal | None] = ContextVar("coffer_caller", default=None)
+#: The end caller's network address and user agent as the gateway saw them (audit, ``aws:SourceIp``).
+source_ip_var: ContextVar[str | None] = ContextVar("coffer_source_ip", default=None)
+user_agent_var: ContextVar[str | None] = ContextVar("coffer_user_agent", default=None)
 
 
 def current_request_id() -> str | None:
@@ -32,3 +39,13 @@ def current_peer() -> str | None:
 def current_assertion() -> str | None:
     """The verified principal assertion this call came with (forwarded on this call's own calls)."""
     return assertion_var.get()
+
+
+def current_caller() -> Principal | None:
+    """The resolved end caller of this call: the Principal a service bound (``caller_var``), else the
+    old-style principal name mapped by ``legacy_principal``; None outside a call."""
+    caller = caller_var.get()
+    if caller is not None:
+        return caller
+    name = principal_var.get()
+    return legacy_principal(name) if name is not None else None
