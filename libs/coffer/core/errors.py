@@ -173,6 +173,38 @@ class InvalidAliasName(InvalidParameter):
     default_code = "InvalidAliasNameException"
 
 
+# --- IAM, STS, Organizations (AWS IAM's error codes, as the AWS CLI prints them) -----------------------------
+
+
+class NoSuchEntity(NotFound):
+    default_code = "NoSuchEntity"
+    default_message = "The request was rejected because it referenced an entity that does not exist."
+
+
+class EntityAlreadyExists(AlreadyExists):
+    default_code = "EntityAlreadyExists"
+
+
+class DeleteConflict(InvalidRequest):
+    """Deleting an entity that still has subordinate entities (a user with access keys or policies)."""
+
+    default_code = "DeleteConflict"
+
+
+class IamLimitExceeded(LimitExceeded):
+    default_code = "LimitExceeded"
+
+
+class IamValidation(Validation):
+    """IAM's input validation failure (names, lengths, enumerations)."""
+
+    default_code = "ValidationError"
+
+
+class DuplicateAccount(AlreadyExists):
+    default_code = "DuplicateAccountException"
+
+
 _KINDS: tuple[type[CofferError], ...] = (
     NotFound,
     AlreadyExists,
@@ -201,6 +233,12 @@ _KINDS: tuple[type[CofferError], ...] = (
     InvalidMarker,
     TagError,
     InvalidAliasName,
+    NoSuchEntity,
+    EntityAlreadyExists,
+    DeleteConflict,
+    IamLimitExceeded,
+    IamValidation,
+    DuplicateAccount,
 )
 
 #: AWS error name -> the class that carries it by default (used to rebuild errors on the client side).

@@ -23,13 +23,14 @@ from dataclasses import dataclass
 import grpc
 
 from coffer import logs
+from coffer.api.iam.v1 import iam_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.store.v1 import store_pb2_grpc
 from coffer.audit import StructlogAudit
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.auth import BearerAuthenticator, CredentialStore
 from coffer.gateway.authz import Authorization
-from coffer.gateway.servicer import add_gateway_services
+from coffer.gateway.servicer import Downstream, add_gateway_services
 from coffer.pki import SIGNING_KEY
 from coffer.rpc.assertions import PrincipalSigner
 from coffer.rpc.channel import secure_channel
@@ -92,9 +93,15 @@ async def serve(settings: Settings) -> GatewayRuntime:
     store = store_pb2_grpc.SecretStoreServiceStub(store_channel)
     kms = kms_pb2_grpc.KeyManagementServiceStub(kms_channel)
     seal = kms_pb2_grpc.SealServiceStub(kms_channel)
+    # IAM, STS and Organizations are served by the store.
+    others = {
+        Downstream.IAM: iam_pb2_grpc.IdentityManagementServiceStub(store_channel),
+        Downstream.STS: iam_pb2_grpc.SecurityTokenServiceStub(store_channel),
+        Downstream.ORGANIZATIONS: iam_pb2_grpc.OrganizationsServiceStub(store_channel),
+    }
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
-        return add_gateway_services(server, app, store=store, kms=kms, seal=seal)
+        return add_gateway_services(server, app, store=store, kms=kms, seal=seal, others=others)
 
     try:
         server = await start_server(

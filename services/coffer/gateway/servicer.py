@@ -22,6 +22,7 @@ from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDesc
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
+from coffer.api.iam.v1 import iam_pb2
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
@@ -42,6 +43,9 @@ PUBLIC_SERVICES: Final[tuple[ServiceDescriptor, ...]] = (
     sm.DESCRIPTOR.services_by_name["SecretsManagerService"],
     kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"],
     kms_pb2.DESCRIPTOR.services_by_name["SealService"],
+    iam_pb2.DESCRIPTOR.services_by_name["IdentityManagementService"],
+    iam_pb2.DESCRIPTOR.services_by_name["SecurityTokenService"],
+    iam_pb2.DESCRIPTOR.services_by_name["OrganizationsService"],
 )
 
 
@@ -51,6 +55,10 @@ class Downstream(enum.Enum):
     STORE = store_pb2.DESCRIPTOR.services_by_name["SecretStoreService"].full_name
     KMS = kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"].full_name
     SEAL = kms_pb2.DESCRIPTOR.services_by_name["SealService"].full_name
+    # Served by the store (issue 9): the public messages, forwarded unchanged.
+    IAM = iam_pb2.DESCRIPTOR.services_by_name["IdentityManagementService"].full_name
+    STS = iam_pb2.DESCRIPTOR.services_by_name["SecurityTokenService"].full_name
+    ORGANIZATIONS = iam_pb2.DESCRIPTOR.services_by_name["OrganizationsService"].full_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +129,22 @@ _SEAL = "/coffer.api.kms.v1.SealService/"
 
 def _seal(method: str) -> Forward:
     return Forward(Downstream.SEAL, method)
+
+
+_IAM = "/coffer.api.iam.v1.IdentityManagementService/"
+_STS = "/coffer.api.iam.v1.SecurityTokenService/"
+_ORG = "/coffer.api.iam.v1.OrganizationsService/"
+
+
+def _iam_routes() -> dict[str, Route]:
+    """IdentityManagementService: ``iam:<Method>`` on the user or role the request names (the store decides)."""
+    out: dict[str, Route] = {}
+    method: MethodDescriptor
+    for method in iam_pb2.DESCRIPTOR.services_by_name["IdentityManagementService"].methods:
+        fields = method.input_type.fields_by_name
+        resource = next((f for f in ("user_name", "role_name") if f in fields), None)
+        out[_IAM + method.name] = Route(f"iam:{method.name}", resource, Forward(Downstream.IAM, method.name))
+    return out
 
 
 #: Full method → (IAM action, resource field, target). The kms refuses the gateway's crypto and
@@ -195,6 +219,18 @@ ROUTES: Final[Mapping[str, Route]] = {
     _SEAL + "OperatorUnseal": Route("kms:OperatorUnseal", None, _seal("OperatorUnseal")),
     _SEAL + "OperatorSeal": Route("kms:OperatorSeal", None, _seal("OperatorSeal")),
     _SEAL + "OperatorStatus": Route("kms:OperatorStatus", None, _seal("OperatorStatus")),
+    # IdentityManagementService, SecurityTokenService, OrganizationsService (served and decided by the store)
+    **_iam_routes(),
+    _STS + "GetCallerIdentity": Route(
+        "sts:GetCallerIdentity", None, Forward(Downstream.STS, "GetCallerIdentity")
+    ),
+    _STS + "AssumeRole": Route("sts:AssumeRole", "role_arn", Forward(Downstream.STS, "AssumeRole")),
+    _ORG + "CreateAccount": Route(
+        "organizations:CreateAccount", "account_name", Forward(Downstream.ORGANIZATIONS, "CreateAccount")
+    ),
+    _ORG + "ListAccounts": Route(
+        "organizations:ListAccounts", None, Forward(Downstream.ORGANIZATIONS, "ListAccounts")
+    ),
 }
 
 
@@ -279,15 +315,21 @@ def gateway_handlers(
     seal: kms_pb2_grpc.SealServiceStub | None = None,
     services: Iterable[ServiceDescriptor] = PUBLIC_SERVICES,
     routes: Mapping[str, Route] = ROUTES,
+    others: Mapping[Downstream, Any] | None = None,
 ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     """Service full name → method name → handler, for every method of ``services``. Raises LookupError
     when a method has no route: a public RPC is never exposed without an action. Without a ``seal`` stub
-    the seal calls answer UNAVAILABLE (unit tests that exercise the other services)."""
-    stubs: dict[Downstream, Any] = {
-        Downstream.STORE: store,
-        Downstream.KMS: kms,
-        Downstream.SEAL: seal if seal is not None else _NoSeal(),
-    }
+    the seal calls answer UNAVAILABLE (unit tests that exercise the other services); so do the calls of any
+    other downstream (``others``: IAM, STS, Organizations) not given."""
+    stubs: dict[Downstream, Any] = {d: _NotConnected(d) for d in Downstream}
+    stubs.update(others or {})
+    stubs.update(
+        {
+            Downstream.STORE: store,
+            Downstream.KMS: kms,
+            Downstream.SEAL: seal if seal is not None else _NoSeal(),
+        }
+    )
     out: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for service in services:
         handlers: dict[str, grpc.RpcMethodHandler] = {}
@@ -310,6 +352,19 @@ class _NoSeal:
         return call
 
 
+class _NotConnected:
+    """Stands for a downstream stub the gateway was not given."""
+
+    def __init__(self, downstream: Downstream) -> None:
+        self._name = downstream.value
+
+    def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+        async def call(_request: Any, **_kw: Any) -> Any:
+            raise errors.Unavailable(f"{self._name} is not connected ({method}).")
+
+        return call
+
+
 def add_gateway_services(
     server: grpc.aio.Server,
     app: GatewayApp,
@@ -317,9 +372,10 @@ def add_gateway_services(
     store: store_pb2_grpc.SecretStoreServiceStub,
     kms: kms_pb2_grpc.KeyManagementServiceStub,
     seal: kms_pb2_grpc.SealServiceStub | None = None,
+    others: Mapping[Downstream, Any] | None = None,
 ) -> tuple[str, ...]:
     """Register the public services on ``server``; returns their full names (for the health service)."""
-    services = gateway_handlers(app, store=store, kms=kms, seal=seal)
+    services = gateway_handlers(app, store=store, kms=kms, seal=seal, others=others)
     for name, handlers in services.items():
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
         server.add_registered_method_handlers(name, handlers)

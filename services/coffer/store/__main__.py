@@ -19,6 +19,7 @@ import asyncpg
 import grpc
 
 from coffer import logs
+from coffer.api.iam.v1 import iam_pb2, iam_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.replication.v1 import replication_pb2, replication_pb2_grpc
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
@@ -42,6 +43,14 @@ from coffer.settings import Peer, Settings
 from coffer.store.app import StoreApp, StoreConfig
 from coffer.store.due_rotations import rotation_request_hub
 from coffer.store.housekeeping import Housekeeper
+from coffer.store.iam import (
+    IamCore,
+    IamRepository,
+    IdentityManagementServicer,
+    OrganizationsServicer,
+    SecurityTokenServicer,
+    ensure_root_account,
+)
 from coffer.store.key_events import KeyEventsFollower
 from coffer.store.kms_client import DataKeyCache, KmsClient
 from coffer.store.replication import ReplicationApp
@@ -59,6 +68,12 @@ CONTROL_SERVICE_NAME = CONTROL_SERVICE.full_name
 
 REPLICATION_SERVICE = replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"]
 REPLICATION_SERVICE_NAME = REPLICATION_SERVICE.full_name
+
+#: The public IAM, STS and Organizations services (issue 9): the gateway forwards them here.
+IAM_SERVICE_NAMES = tuple(
+    iam_pb2.DESCRIPTOR.services_by_name[n].full_name
+    for n in ("IdentityManagementService", "SecurityTokenService", "OrganizationsService")
+)
 
 #: The gateway calls the store's secrets API, for the end caller its principal assertion names.
 #: The internal RotationControlService is for the rotation service only, which calls nothing else here (it
@@ -150,6 +165,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         applied = await apply_migrations(pool)
         if applied:
             log.info("store.migrated", applied=applied)
+        await ensure_root_account(pool)
         indexed = await StoreRepository(pool).index_missing_terms()
         if indexed:
             log.info("store.list_terms_indexed", secrets=indexed)
@@ -228,12 +244,18 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         servicer = SecretStoreServicer(app, rotation, replication)
         control = RotationControlServicer(rotation, rotation_requests)
         receiver = ReplicationServicer(replication)
+        iam_core = IamCore(IamRepository(pool), clock=app.clock)
 
         def register(server: grpc.aio.Server) -> list[str]:
             store_pb2_grpc.add_SecretStoreServiceServicer_to_server(servicer, server)
             store_pb2_grpc.add_RotationControlServiceServicer_to_server(control, server)
             replication_pb2_grpc.add_ReplicationServiceServicer_to_server(receiver, server)
-            return [SERVICE_NAME, CONTROL_SERVICE_NAME, REPLICATION_SERVICE_NAME]
+            iam_pb2_grpc.add_IdentityManagementServiceServicer_to_server(
+                IdentityManagementServicer(iam_core), server
+            )
+            iam_pb2_grpc.add_SecurityTokenServiceServicer_to_server(SecurityTokenServicer(iam_core), server)
+            iam_pb2_grpc.add_OrganizationsServiceServicer_to_server(OrganizationsServicer(iam_core), server)
+            return [SERVICE_NAME, CONTROL_SERVICE_NAME, REPLICATION_SERVICE_NAME, *IAM_SERVICE_NAMES]
 
         server = await start_server(
             service="store",

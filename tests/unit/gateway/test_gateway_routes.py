@@ -29,6 +29,9 @@ ACTION_PREFIX = {
     "coffer.api.secrets.v1.SecretsManagerService": "secretsmanager",
     "coffer.api.kms.v1.KeyManagementService": "kms",
     "coffer.api.kms.v1.SealService": "kms",
+    "coffer.api.iam.v1.IdentityManagementService": "iam",
+    "coffer.api.iam.v1.SecurityTokenService": "sts",
+    "coffer.api.iam.v1.OrganizationsService": "organizations",
 }
 
 

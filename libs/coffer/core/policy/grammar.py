@@ -117,6 +117,7 @@ MSG_SID = (
     "Check that your input satisfies the regular expression [0-9A-Za-z]*"
 )
 MSG_RESOURCE_VENDOR = "Resource vendor must be fully qualified and cannot contain regexes."
+MSG_TRUST_RESOURCE = "Has prohibited field Resource"
 MSG_VERSION_CURRENT = "Policy document must be version 2012-10-17 or greater."
 
 
@@ -239,7 +240,7 @@ class _Parser:
 
     def document(self, text: str, *, require_current: bool, name: str) -> Policy:
         # IAM documents may hold only TAB, LF, CR and U+0020 to U+00FF.
-        if self.kind is PolicyKind.IDENTITY:
+        if self.kind in (PolicyKind.IDENTITY, PolicyKind.TRUST):
             bad = _IAM_BAD_CHAR.search(text)
             if bad is not None:
                 raise self.fail(
@@ -335,6 +336,10 @@ class _Parser:
 
         # resource
         has_r, has_nr = "Resource" in st, "NotResource" in st
+        if self.kind is PolicyKind.TRUST:
+            if has_r or has_nr:
+                raise self.fail(MSG_TRUST_RESOURCE)
+            has_r, st = True, {**st, "Resource": "*"}  # the role the policy belongs to
         if has_r and has_nr:
             raise self.fail("A statement must contain Resource or NotResource, not both.")
         if not has_r and not has_nr:

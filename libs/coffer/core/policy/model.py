@@ -19,6 +19,9 @@ SM_UNSUPPORTED_PRINCIPAL = "This resource policy contains an unsupported princip
 class PolicyKind(enum.Enum):
     IDENTITY = "identity"  # attached to a user or role; no Principal
     RESOURCE = "resource"  # a secret's resource policy; exactly one of Principal / NotPrincipal
+    # A role's trust policy (AssumeRolePolicyDocument): a resource policy of the role, exactly one of
+    # Principal / NotPrincipal, no Resource (the role itself); IAM's error code and wording.
+    TRUST = "trust"
 
 
 class MalformedPolicy(InvalidParameter):
@@ -38,7 +41,7 @@ class MalformedPolicy(InvalidParameter):
         self.detail = detail
         self.kind = kind
         self.principal = principal
-        if kind is PolicyKind.IDENTITY:
+        if kind in (PolicyKind.IDENTITY, PolicyKind.TRUST):
             super().__init__(detail, code="MalformedPolicyDocument")
         else:
             super().__init__(SM_UNSUPPORTED_PRINCIPAL if principal else SM_INVALID_SYNTAX)
