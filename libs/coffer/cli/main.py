@@ -3,6 +3,10 @@
     coffer secretsmanager create-secret --name db/prod --secret-string '{"user": "app"}'
     coffer secretsmanager get-secret-value --secret-id db/prod --version-stage AWSPREVIOUS
     coffer kms create-key --description "payments"
+    coffer iam create-user --user-name alice --tags Key=team,Value=payments
+    coffer iam put-user-policy --user-name alice --policy-name read --policy-document file://read.json
+    coffer sts assume-role --role-arn arn:aws:iam::000000000000:role/app --role-session-name s1
+    coffer organizations create-account --account-name team-a --email team-a@example.com
     coffer status
     coffer rotation history --secret-id db/prod
     coffer admin create-credential --principal user/alice --expires-in 3600
@@ -10,15 +14,15 @@
     coffer operator init --key-shares 5 --key-threshold 3
     coffer operator unseal 'academic acid ...'
 
-Every operation of ``coffer.api.secrets.v1.SecretsManagerService`` and ``coffer.api.kms.v1.
-KeyManagementService`` is a sub-command, built from the proto descriptors (``coffer.cli.shapes``). Output is
-the AWS CLI's JSON. Exit codes follow the AWS CLI: 0 ok, 252 bad command line, 253 missing or bad
-configuration, 254 the service returned an error (``An error occurred (<Code>) when calling the <Op>
-operation: <message>`` on stderr), 255 anything else (e.g. the gateway cannot be reached); ``coffer status``
-exits 1 when a service is not serving. Global options (``--endpoint``, ``--ca-file``, ``--token``,
-``--region``, ``--profile``) go before or after the command. ``--region local-2`` selects that region's
-endpoint, CA file and token from the profile (``make run REGIONS=2`` writes both); ``coffer status`` checks
-every region of the profile unless ``--region`` names one.
+Every operation of ``coffer.api.secrets.v1.SecretsManagerService``, ``coffer.api.kms.v1.
+KeyManagementService`` and ``coffer.api.iam.v1`` (``iam``, ``sts``, ``organizations``) is a sub-command, built
+from the proto descriptors (``coffer.cli.shapes``). Output is the AWS CLI's JSON. Exit codes follow the AWS
+CLI: 0 ok, 252 bad command line, 253 missing or bad configuration, 254 the service returned an error (``An
+error occurred (<Code>) when calling the <Op> operation: <message>`` on stderr), 255 anything else (e.g. the
+gateway cannot be reached); ``coffer status`` exits 1 when a service is not serving. Global options
+(``--endpoint``, ``--ca-file``, ``--token``, ``--region``, ``--profile``) go before or after the command.
+``--region local-2`` selects that region's endpoint, CA file and token from the profile (``make run
+REGIONS=2`` writes both); ``coffer status`` checks every region of the profile unless ``--region`` names one.
 """
 
 from __future__ import annotations
@@ -48,7 +52,13 @@ EXIT_CONFIG = 253
 EXIT_SERVICE_ERROR = 254
 EXIT_OTHER = 255
 
-SERVICES: dict[str, ServiceDescriptor] = {"secretsmanager": _ops.SECRETS, "kms": _ops.KMS}
+SERVICES: dict[str, ServiceDescriptor] = {
+    "secretsmanager": _ops.SECRETS,
+    "kms": _ops.KMS,
+    "iam": _ops.IAM,
+    "sts": _ops.STS,
+    "organizations": _ops.ORGANIZATIONS,
+}
 
 Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
 
@@ -111,7 +121,13 @@ def _operation_handler(service: str, operation: str) -> Handler:
                 f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
             ) from None
         with client:
-            target = client if service == "secretsmanager" else client.kms
+            target = {
+                "secretsmanager": client,
+                "kms": client.kms,
+                "iam": client.iam,
+                "sts": client.sts,
+                "organizations": client.organizations,
+            }[service]
             try:
                 response = target.call(operation, request)
             except _ops.EndpointUnreachable as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import datetime as dt
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 SECRETS_PACKAGE = "coffer.api.secrets.v1"
 KMS_PACKAGE = "coffer.api.kms.v1"
+IAM_PACKAGE = "coffer.api.iam.v1"
+#: Packages whose timestamps the AWS CLI prints as ISO-8601 text (IAM, STS and Organizations speak AWS's
+#: query protocol: ``"CreateDate": "2026-12-01T05:00:00+00:00"``); the others print epoch seconds.
+_ISO_TIMESTAMP_PACKAGES = frozenset({IAM_PACKAGE})
 
 #: AWS member names that are not the plain PascalCase of the proto field name.
 _IRREGULAR_NAMES: dict[str, dict[str, str]] = {
@@ -41,7 +46,22 @@ _IRREGULAR_NAMES: dict[str, dict[str, str]] = {
 _LIST_WRAPPERS = frozenset({f"{SECRETS_PACKAGE}.TagSet", f"{SECRETS_PACKAGE}.VersionStages"})
 
 #: List results that the AWS CLI prints even when empty (``"SecretList": []``). Other empty lists are omitted.
-_ALWAYS_PRINTED_LISTS = frozenset({"secret_list", "versions", "secret_values", "errors", "keys", "aliases"})
+_ALWAYS_PRINTED_LISTS = frozenset(
+    {
+        "secret_list",
+        "versions",
+        "secret_values",
+        "errors",
+        "keys",
+        "aliases",
+        # IAM, Organizations
+        "users",
+        "roles",
+        "policy_names",
+        "access_key_metadata",
+        "accounts",
+    }
+)
 
 F = FieldDescriptor
 
@@ -376,9 +396,20 @@ def epoch_seconds(ts: Timestamp) -> int | float:
     return round(ts.seconds + ts.nanos / 1e9, 3)
 
 
+def iso_timestamp(ts: Timestamp) -> str:
+    """ISO-8601 in UTC as the AWS CLI prints query-protocol timestamps (``2026-12-01T05:00:00+00:00``)."""
+    return ts.ToDatetime(tzinfo=dt.UTC).isoformat()
+
+
 def _value(field: FieldDescriptor, value: Any) -> Any:
     if field.type == F.TYPE_BYTES:
         return base64.b64encode(value).decode("ascii")
+    if (
+        isinstance(value, Timestamp)
+        and field.containing_type is not None
+        and field.containing_type.file.package in _ISO_TIMESTAMP_PACKAGES
+    ):
+        return iso_timestamp(value)
     if field.type == F.TYPE_MESSAGE:
         return _message(value)
     return value

@@ -3,21 +3,33 @@ TLS with a bearer token; methods return the response protobuf messages and raise
 whose ``code`` is the AWS error name."""
 
 from coffer.client._ops import EndpointUnreachable
-from coffer.client.aio import AsyncCofferClient, AsyncKmsClient
+from coffer.client.aio import (
+    AsyncCofferClient,
+    AsyncIamClient,
+    AsyncKmsClient,
+    AsyncOrganizationsClient,
+    AsyncStsClient,
+)
 from coffer.client.profile import ConfigurationError, Connection, Profile, load_profile, resolve_connection
-from coffer.client.sync import CofferClient, KmsClient
+from coffer.client.sync import CofferClient, IamClient, KmsClient, OrganizationsClient, StsClient
 from coffer.core.errors import CofferError
 
 __all__ = [
     "AsyncCofferClient",
+    "AsyncIamClient",
     "AsyncKmsClient",
+    "AsyncOrganizationsClient",
+    "AsyncStsClient",
     "CofferClient",
     "CofferError",
     "ConfigurationError",
     "Connection",
     "EndpointUnreachable",
+    "IamClient",
     "KmsClient",
+    "OrganizationsClient",
     "Profile",
+    "StsClient",
     "load_profile",
     "resolve_connection",
 ]

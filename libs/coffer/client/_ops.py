@@ -15,6 +15,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
+from coffer.api.iam.v1 import iam_pb2
 from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2
 from coffer.core import errors
@@ -25,6 +26,10 @@ SECRETS = secrets_pb2.DESCRIPTOR.services_by_name["SecretsManagerService"]
 KMS = kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"]
 #: The kms's seal (operators only): OperatorInit, OperatorUnseal, OperatorSeal, OperatorStatus.
 SEAL = kms_pb2.DESCRIPTOR.services_by_name["SealService"]
+#: IAM, STS and Organizations (``coffer.api.iam.v1``), served by the store through the gateway.
+IAM = iam_pb2.DESCRIPTOR.services_by_name["IdentityManagementService"]
+STS = iam_pb2.DESCRIPTOR.services_by_name["SecurityTokenService"]
+ORGANIZATIONS = iam_pb2.DESCRIPTOR.services_by_name["OrganizationsService"]
 
 #: Like boto3, fill ``client_request_token`` with ``str(uuid4())`` when the caller did not give one.
 TOKEN_AUTOFILL = frozenset({"CreateSecret", "PutSecretValue", "UpdateSecret"})

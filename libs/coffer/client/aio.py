@@ -24,6 +24,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
+from coffer.api.iam.v1 import iam_pb2
 from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.client import _ops
@@ -122,6 +123,108 @@ class AsyncKmsClient(_AsyncService):
         return await self._call("Decrypt", kms_pb2.DecryptResponse, fields)
 
 
+class AsyncIamClient(_AsyncService):
+    """IAM operations (``coffer.api.iam.v1.IdentityManagementService``) through the gateway."""
+
+    async def create_user(self, **fields: Any) -> iam_pb2.CreateUserResponse:
+        return await self._call("CreateUser", iam_pb2.CreateUserResponse, fields)
+
+    async def get_user(self, **fields: Any) -> iam_pb2.GetUserResponse:
+        return await self._call("GetUser", iam_pb2.GetUserResponse, fields)
+
+    async def delete_user(self, **fields: Any) -> iam_pb2.DeleteUserResponse:
+        return await self._call("DeleteUser", iam_pb2.DeleteUserResponse, fields)
+
+    async def list_users(self, **fields: Any) -> iam_pb2.ListUsersResponse:
+        return await self._call("ListUsers", iam_pb2.ListUsersResponse, fields)
+
+    async def tag_user(self, **fields: Any) -> iam_pb2.TagUserResponse:
+        return await self._call("TagUser", iam_pb2.TagUserResponse, fields)
+
+    async def untag_user(self, **fields: Any) -> iam_pb2.UntagUserResponse:
+        return await self._call("UntagUser", iam_pb2.UntagUserResponse, fields)
+
+    async def list_user_tags(self, **fields: Any) -> iam_pb2.ListUserTagsResponse:
+        return await self._call("ListUserTags", iam_pb2.ListUserTagsResponse, fields)
+
+    async def create_role(self, **fields: Any) -> iam_pb2.CreateRoleResponse:
+        return await self._call("CreateRole", iam_pb2.CreateRoleResponse, fields)
+
+    async def get_role(self, **fields: Any) -> iam_pb2.GetRoleResponse:
+        return await self._call("GetRole", iam_pb2.GetRoleResponse, fields)
+
+    async def delete_role(self, **fields: Any) -> iam_pb2.DeleteRoleResponse:
+        return await self._call("DeleteRole", iam_pb2.DeleteRoleResponse, fields)
+
+    async def list_roles(self, **fields: Any) -> iam_pb2.ListRolesResponse:
+        return await self._call("ListRoles", iam_pb2.ListRolesResponse, fields)
+
+    async def tag_role(self, **fields: Any) -> iam_pb2.TagRoleResponse:
+        return await self._call("TagRole", iam_pb2.TagRoleResponse, fields)
+
+    async def untag_role(self, **fields: Any) -> iam_pb2.UntagRoleResponse:
+        return await self._call("UntagRole", iam_pb2.UntagRoleResponse, fields)
+
+    async def update_assume_role_policy(self, **fields: Any) -> iam_pb2.UpdateAssumeRolePolicyResponse:
+        return await self._call("UpdateAssumeRolePolicy", iam_pb2.UpdateAssumeRolePolicyResponse, fields)
+
+    async def put_user_policy(self, **fields: Any) -> iam_pb2.PutUserPolicyResponse:
+        return await self._call("PutUserPolicy", iam_pb2.PutUserPolicyResponse, fields)
+
+    async def get_user_policy(self, **fields: Any) -> iam_pb2.GetUserPolicyResponse:
+        return await self._call("GetUserPolicy", iam_pb2.GetUserPolicyResponse, fields)
+
+    async def delete_user_policy(self, **fields: Any) -> iam_pb2.DeleteUserPolicyResponse:
+        return await self._call("DeleteUserPolicy", iam_pb2.DeleteUserPolicyResponse, fields)
+
+    async def list_user_policies(self, **fields: Any) -> iam_pb2.ListUserPoliciesResponse:
+        return await self._call("ListUserPolicies", iam_pb2.ListUserPoliciesResponse, fields)
+
+    async def put_role_policy(self, **fields: Any) -> iam_pb2.PutRolePolicyResponse:
+        return await self._call("PutRolePolicy", iam_pb2.PutRolePolicyResponse, fields)
+
+    async def get_role_policy(self, **fields: Any) -> iam_pb2.GetRolePolicyResponse:
+        return await self._call("GetRolePolicy", iam_pb2.GetRolePolicyResponse, fields)
+
+    async def delete_role_policy(self, **fields: Any) -> iam_pb2.DeleteRolePolicyResponse:
+        return await self._call("DeleteRolePolicy", iam_pb2.DeleteRolePolicyResponse, fields)
+
+    async def list_role_policies(self, **fields: Any) -> iam_pb2.ListRolePoliciesResponse:
+        return await self._call("ListRolePolicies", iam_pb2.ListRolePoliciesResponse, fields)
+
+    async def create_access_key(self, **fields: Any) -> iam_pb2.CreateAccessKeyResponse:
+        return await self._call("CreateAccessKey", iam_pb2.CreateAccessKeyResponse, fields)
+
+    async def list_access_keys(self, **fields: Any) -> iam_pb2.ListAccessKeysResponse:
+        return await self._call("ListAccessKeys", iam_pb2.ListAccessKeysResponse, fields)
+
+    async def update_access_key(self, **fields: Any) -> iam_pb2.UpdateAccessKeyResponse:
+        return await self._call("UpdateAccessKey", iam_pb2.UpdateAccessKeyResponse, fields)
+
+    async def delete_access_key(self, **fields: Any) -> iam_pb2.DeleteAccessKeyResponse:
+        return await self._call("DeleteAccessKey", iam_pb2.DeleteAccessKeyResponse, fields)
+
+
+class AsyncStsClient(_AsyncService):
+    """STS operations (``coffer.api.iam.v1.SecurityTokenService``) through the gateway."""
+
+    async def get_caller_identity(self, **fields: Any) -> iam_pb2.GetCallerIdentityResponse:
+        return await self._call("GetCallerIdentity", iam_pb2.GetCallerIdentityResponse, fields)
+
+    async def assume_role(self, **fields: Any) -> iam_pb2.AssumeRoleResponse:
+        return await self._call("AssumeRole", iam_pb2.AssumeRoleResponse, fields)
+
+
+class AsyncOrganizationsClient(_AsyncService):
+    """Organizations operations (``coffer.api.iam.v1.OrganizationsService``) through the gateway."""
+
+    async def create_account(self, **fields: Any) -> iam_pb2.CreateAccountResponse:
+        return await self._call("CreateAccount", iam_pb2.CreateAccountResponse, fields)
+
+    async def list_accounts(self, **fields: Any) -> iam_pb2.ListAccountsResponse:
+        return await self._call("ListAccounts", iam_pb2.ListAccountsResponse, fields)
+
+
 class AsyncCofferClient(_AsyncService):
     """Secrets Manager operations through the gateway; ``.kms`` for key operations."""
 
@@ -144,6 +247,10 @@ class AsyncCofferClient(_AsyncService):
         self.endpoint = endpoint
         self.region = region
         self.kms = AsyncKmsClient(channel, _ops.KMS, timeout, endpoint)
+        #: IAM (users, roles, policies, access keys), STS and Organizations: served by the store.
+        self.iam = AsyncIamClient(channel, _ops.IAM, timeout, endpoint)
+        self.sts = AsyncStsClient(channel, _ops.STS, timeout, endpoint)
+        self.organizations = AsyncOrganizationsClient(channel, _ops.ORGANIZATIONS, timeout, endpoint)
         #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
         self.operator = _AsyncService(channel, _ops.SEAL, timeout, endpoint)
 

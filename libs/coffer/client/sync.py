@@ -20,6 +20,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
+from coffer.api.iam.v1 import iam_pb2
 from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.client import _ops
@@ -118,6 +119,108 @@ class KmsClient(_SyncService):
         return self._call("Decrypt", kms_pb2.DecryptResponse, fields)
 
 
+class IamClient(_SyncService):
+    """IAM operations (``coffer.api.iam.v1.IdentityManagementService``) through the gateway."""
+
+    def create_user(self, **fields: Any) -> iam_pb2.CreateUserResponse:
+        return self._call("CreateUser", iam_pb2.CreateUserResponse, fields)
+
+    def get_user(self, **fields: Any) -> iam_pb2.GetUserResponse:
+        return self._call("GetUser", iam_pb2.GetUserResponse, fields)
+
+    def delete_user(self, **fields: Any) -> iam_pb2.DeleteUserResponse:
+        return self._call("DeleteUser", iam_pb2.DeleteUserResponse, fields)
+
+    def list_users(self, **fields: Any) -> iam_pb2.ListUsersResponse:
+        return self._call("ListUsers", iam_pb2.ListUsersResponse, fields)
+
+    def tag_user(self, **fields: Any) -> iam_pb2.TagUserResponse:
+        return self._call("TagUser", iam_pb2.TagUserResponse, fields)
+
+    def untag_user(self, **fields: Any) -> iam_pb2.UntagUserResponse:
+        return self._call("UntagUser", iam_pb2.UntagUserResponse, fields)
+
+    def list_user_tags(self, **fields: Any) -> iam_pb2.ListUserTagsResponse:
+        return self._call("ListUserTags", iam_pb2.ListUserTagsResponse, fields)
+
+    def create_role(self, **fields: Any) -> iam_pb2.CreateRoleResponse:
+        return self._call("CreateRole", iam_pb2.CreateRoleResponse, fields)
+
+    def get_role(self, **fields: Any) -> iam_pb2.GetRoleResponse:
+        return self._call("GetRole", iam_pb2.GetRoleResponse, fields)
+
+    def delete_role(self, **fields: Any) -> iam_pb2.DeleteRoleResponse:
+        return self._call("DeleteRole", iam_pb2.DeleteRoleResponse, fields)
+
+    def list_roles(self, **fields: Any) -> iam_pb2.ListRolesResponse:
+        return self._call("ListRoles", iam_pb2.ListRolesResponse, fields)
+
+    def tag_role(self, **fields: Any) -> iam_pb2.TagRoleResponse:
+        return self._call("TagRole", iam_pb2.TagRoleResponse, fields)
+
+    def untag_role(self, **fields: Any) -> iam_pb2.UntagRoleResponse:
+        return self._call("UntagRole", iam_pb2.UntagRoleResponse, fields)
+
+    def update_assume_role_policy(self, **fields: Any) -> iam_pb2.UpdateAssumeRolePolicyResponse:
+        return self._call("UpdateAssumeRolePolicy", iam_pb2.UpdateAssumeRolePolicyResponse, fields)
+
+    def put_user_policy(self, **fields: Any) -> iam_pb2.PutUserPolicyResponse:
+        return self._call("PutUserPolicy", iam_pb2.PutUserPolicyResponse, fields)
+
+    def get_user_policy(self, **fields: Any) -> iam_pb2.GetUserPolicyResponse:
+        return self._call("GetUserPolicy", iam_pb2.GetUserPolicyResponse, fields)
+
+    def delete_user_policy(self, **fields: Any) -> iam_pb2.DeleteUserPolicyResponse:
+        return self._call("DeleteUserPolicy", iam_pb2.DeleteUserPolicyResponse, fields)
+
+    def list_user_policies(self, **fields: Any) -> iam_pb2.ListUserPoliciesResponse:
+        return self._call("ListUserPolicies", iam_pb2.ListUserPoliciesResponse, fields)
+
+    def put_role_policy(self, **fields: Any) -> iam_pb2.PutRolePolicyResponse:
+        return self._call("PutRolePolicy", iam_pb2.PutRolePolicyResponse, fields)
+
+    def get_role_policy(self, **fields: Any) -> iam_pb2.GetRolePolicyResponse:
+        return self._call("GetRolePolicy", iam_pb2.GetRolePolicyResponse, fields)
+
+    def delete_role_policy(self, **fields: Any) -> iam_pb2.DeleteRolePolicyResponse:
+        return self._call("DeleteRolePolicy", iam_pb2.DeleteRolePolicyResponse, fields)
+
+    def list_role_policies(self, **fields: Any) -> iam_pb2.ListRolePoliciesResponse:
+        return self._call("ListRolePolicies", iam_pb2.ListRolePoliciesResponse, fields)
+
+    def create_access_key(self, **fields: Any) -> iam_pb2.CreateAccessKeyResponse:
+        return self._call("CreateAccessKey", iam_pb2.CreateAccessKeyResponse, fields)
+
+    def list_access_keys(self, **fields: Any) -> iam_pb2.ListAccessKeysResponse:
+        return self._call("ListAccessKeys", iam_pb2.ListAccessKeysResponse, fields)
+
+    def update_access_key(self, **fields: Any) -> iam_pb2.UpdateAccessKeyResponse:
+        return self._call("UpdateAccessKey", iam_pb2.UpdateAccessKeyResponse, fields)
+
+    def delete_access_key(self, **fields: Any) -> iam_pb2.DeleteAccessKeyResponse:
+        return self._call("DeleteAccessKey", iam_pb2.DeleteAccessKeyResponse, fields)
+
+
+class StsClient(_SyncService):
+    """STS operations (``coffer.api.iam.v1.SecurityTokenService``) through the gateway."""
+
+    def get_caller_identity(self, **fields: Any) -> iam_pb2.GetCallerIdentityResponse:
+        return self._call("GetCallerIdentity", iam_pb2.GetCallerIdentityResponse, fields)
+
+    def assume_role(self, **fields: Any) -> iam_pb2.AssumeRoleResponse:
+        return self._call("AssumeRole", iam_pb2.AssumeRoleResponse, fields)
+
+
+class OrganizationsClient(_SyncService):
+    """Organizations operations (``coffer.api.iam.v1.OrganizationsService``) through the gateway."""
+
+    def create_account(self, **fields: Any) -> iam_pb2.CreateAccountResponse:
+        return self._call("CreateAccount", iam_pb2.CreateAccountResponse, fields)
+
+    def list_accounts(self, **fields: Any) -> iam_pb2.ListAccountsResponse:
+        return self._call("ListAccounts", iam_pb2.ListAccountsResponse, fields)
+
+
 class CofferClient(_SyncService):
     """Secrets Manager operations through the gateway; ``.kms`` for key operations."""
 
@@ -140,6 +243,10 @@ class CofferClient(_SyncService):
         self.endpoint = endpoint
         self.region = region
         self.kms = KmsClient(channel, _ops.KMS, timeout, endpoint)
+        #: IAM (users, roles, policies, access keys), STS and Organizations: served by the store.
+        self.iam = IamClient(channel, _ops.IAM, timeout, endpoint)
+        self.sts = StsClient(channel, _ops.STS, timeout, endpoint)
+        self.organizations = OrganizationsClient(channel, _ops.ORGANIZATIONS, timeout, endpoint)
         #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
         self.operator = _SyncService(channel, _ops.SEAL, timeout, endpoint)
 

@@ -173,7 +173,7 @@ class InvalidAliasName(InvalidParameter):
     default_code = "InvalidAliasNameException"
 
 
-# --- IAM, STS, Organizations (AWS IAM's error codes, as the AWS CLI prints them) -----------------------------
+# --- IAM, STS, Organizations (AWS IAM's error codes, as the AWS CLI prints them) -------------------------
 
 
 class NoSuchEntity(NotFound):

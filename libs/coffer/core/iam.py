@@ -51,7 +51,8 @@ _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 def _invalid(field: str, value: str, constraint: str) -> errors.IamValidation:
     return errors.IamValidation(
-        f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}"
+        f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
+        f"{constraint}"
     )
 
 
@@ -71,7 +72,9 @@ def check_path(value: str | None) -> str:
         return "/"
     if len(value) > 512 or not PATH_RE.fullmatch(value):
         raise _invalid(
-            "path", value, r"Member must satisfy regular expression pattern: (\u002F)|(\u002F[\u0021-\u007E]+\u002F)"
+            "path",
+            value,
+            r"Member must satisfy regular expression pattern: (\u002F)|(\u002F[\u0021-\u007E]+\u002F)",
         )
     return value
 
@@ -87,7 +90,8 @@ def check_session_name(value: str) -> str:
 
 
 def check_tags(tags: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """Tags as a dict; IAM's limits (50 tags, key 1..128, value 0..256, no ``aws:`` keys, no duplicate key)."""
+    """Tags as a dict; IAM's limits (50 tags, key 1..128, value 0..256, no ``aws:`` keys, no duplicate
+    key)."""
     if len(tags) > MAX_TAGS:
         raise errors.IamLimitExceeded(f"Cannot exceed quota for TagsPerUser: {MAX_TAGS}.")
     out: dict[str, str] = {}
@@ -191,7 +195,9 @@ def identity_policy(text: str, name: str, *, max_size: int) -> Policy:
         raise _invalid("policyDocument", "", "Member must have length greater than or equal to 1")
     policy = parse_policy(text, PolicyKind.IDENTITY, require_current=True, name=name)
     if iam_size(text) > max_size:
-        raise errors.IamLimitExceeded(f"Maximum policy size of {max_size} bytes exceeded for the policy {name}.")
+        raise errors.IamLimitExceeded(
+            f"Maximum policy size of {max_size} bytes exceeded for the policy {name}."
+        )
     return policy
 
 
@@ -201,9 +207,7 @@ def trust_policy(text: str) -> Policy:
         raise _invalid("assumeRolePolicyDocument", "", "Member must have length greater than or equal to 1")
     policy = parse_policy(text, PolicyKind.TRUST, name="AssumeRolePolicyDocument")
     if iam_size(text) > TRUST_POLICY_MAX:
-        raise errors.IamLimitExceeded(
-            f"Cannot exceed quota for ACLSizePerRole: {TRUST_POLICY_MAX}"
-        )
+        raise errors.IamLimitExceeded(f"Cannot exceed quota for ACLSizePerRole: {TRUST_POLICY_MAX}")
     return policy
 
 
@@ -258,7 +262,9 @@ def parse_role_arn(value: str) -> RoleRef:
         or not re.fullmatch(r"[0-9]{12}", parts[4])
         or not parts[5].startswith("role/")
     ):
-        raise _invalid("roleArn", value, "Member must be the ARN of an IAM role (arn:aws:iam::<account>:role/<name>)")
+        raise _invalid(
+            "roleArn", value, "Member must be the ARN of an IAM role (arn:aws:iam::<account>:role/<name>)"
+        )
     name = parts[5].rsplit("/", 1)[-1]
     check_name(name, "roleArn")
     return RoleRef(account=parts[4], name=name, arn=value)

@@ -137,7 +137,8 @@ _ORG = "/coffer.api.iam.v1.OrganizationsService/"
 
 
 def _iam_routes() -> dict[str, Route]:
-    """IdentityManagementService: ``iam:<Method>`` on the user or role the request names (the store decides)."""
+    """IdentityManagementService: ``iam:<Method>`` on the user or role the request names (the store
+    decides)."""
     out: dict[str, Route] = {}
     method: MethodDescriptor
     for method in iam_pb2.DESCRIPTOR.services_by_name["IdentityManagementService"].methods:

@@ -120,7 +120,9 @@ class IamTx:
         row = await self.conn.fetchrow("SELECT * FROM store.iam_accounts WHERE account_id = $1", account_id)
         return _account(row) if row is not None else None
 
-    async def insert_account(self, account_id: str, name: str, email: str | None, created_by: str | None) -> bool:
+    async def insert_account(
+        self, account_id: str, name: str, email: str | None, created_by: str | None
+    ) -> bool:
         status = await self.conn.execute(
             "INSERT INTO store.iam_accounts (account_id, name, email, created_by) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT DO NOTHING",
@@ -148,10 +150,13 @@ class IamTx:
 
     # -- principals -------------------------------------------------------------------------------------
 
-    async def principal(self, account: str, kind: str, name: str, *, lock: bool = False) -> PrincipalRow | None:
+    async def principal(
+        self, account: str, kind: str, name: str, *, lock: bool = False
+    ) -> PrincipalRow | None:
         row = await self.conn.fetchrow(
             f"SELECT {_PRINCIPAL_COLS} FROM store.iam_principals "
-            "WHERE account_id = $1 AND kind = $2 AND lower(name) = lower($3)" + (" FOR UPDATE" if lock else ""),
+            "WHERE account_id = $1 AND kind = $2 AND lower(name) = lower($3)"
+            + (" FOR UPDATE" if lock else ""),
             account,
             kind,
             name,
@@ -174,8 +179,9 @@ class IamTx:
     ) -> PrincipalRow | None:
         """The new row, or None when the name is taken in the account (case-insensitively)."""
         row = await self.conn.fetchrow(
-            "INSERT INTO store.iam_principals (account_id, kind, name, path, unique_id, arn, tags, trust_policy, "
-            "max_session_seconds, description) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10) "
+            "INSERT INTO store.iam_principals (account_id, kind, name, path, unique_id, arn, tags, "
+            "trust_policy, max_session_seconds, description) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10) "
             f"ON CONFLICT DO NOTHING RETURNING {_PRINCIPAL_COLS}",
             account,
             kind,
@@ -207,7 +213,9 @@ class IamTx:
 
     async def set_tags(self, principal_id: int, tags: Mapping[str, str]) -> None:
         await self.conn.execute(
-            "UPDATE store.iam_principals SET tags = $2::jsonb WHERE id = $1", principal_id, json.dumps(dict(tags))
+            "UPDATE store.iam_principals SET tags = $2::jsonb WHERE id = $1",
+            principal_id,
+            json.dumps(dict(tags)),
         )
 
     async def set_trust_policy(self, principal_id: int, document: str) -> None:
@@ -237,7 +245,8 @@ class IamTx:
 
     async def policy(self, principal_id: int, name: str) -> tuple[str, str] | None:
         row = await self.conn.fetchrow(
-            "SELECT policy_name, document FROM store.iam_policies WHERE principal_id = $1 AND policy_name = $2",
+            "SELECT policy_name, document FROM store.iam_policies "
+            "WHERE principal_id = $1 AND policy_name = $2",
             principal_id,
             name,
         )
@@ -269,8 +278,8 @@ class IamTx:
         """IAM counts a user's or role's inline policies together: the non-whitespace characters of the
         others."""
         total = await self.conn.fetchval(
-            "SELECT coalesce(sum(length(regexp_replace(document, '\\s', '', 'g'))), 0) FROM store.iam_policies "
-            "WHERE principal_id = $1 AND policy_name <> $2",
+            "SELECT coalesce(sum(length(regexp_replace(document, '\\s', '', 'g'))), 0) "
+            "FROM store.iam_policies WHERE principal_id = $1 AND policy_name <> $2",
             principal_id,
             except_name,
         )

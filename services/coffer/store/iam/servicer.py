@@ -127,7 +127,9 @@ class IamCore:
 
     async def changed(self, tx: IamTx, row: PrincipalRow, *extra_keys: str) -> None:
         """NOTIFY: ``row``'s ARN and every access key (and session) of it changed."""
-        await tx.notify(access_key_ids=[*await self.key_ids(tx, row.id), *extra_keys], principal_arns=[row.arn])
+        await tx.notify(
+            access_key_ids=[*await self.key_ids(tx, row.id), *extra_keys], principal_arns=[row.arn]
+        )
 
     async def create_user(
         self, tx: IamTx, account: str, name: str, path: str, tags: dict[str, str]
@@ -190,7 +192,9 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
             raise errors.IamValidation("Must specify userName when calling with non-User credentials")
         return caller.name
 
-    async def _get(self, tx: IamTx, account: str, kind: str, name: str, *, lock: bool = False) -> PrincipalRow:
+    async def _get(
+        self, tx: IamTx, account: str, kind: str, name: str, *, lock: bool = False
+    ) -> PrincipalRow:
         row = await tx.principal(account, kind, name, lock=lock)
         if row is None:
             raise _no_user(name) if kind == USER else _no_role(name)
@@ -244,7 +248,9 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
             resp.marker = marker
         return resp
 
-    async def _retag(self, kind: str, action: str, name: str, tags: dict[str, str] | None, keys: Sequence[str]) -> None:
+    async def _retag(
+        self, kind: str, action: str, name: str, tags: dict[str, str] | None, keys: Sequence[str]
+    ) -> None:
         caller = _caller()
         field = "userName" if kind == USER else "roleName"
         rules.check_name(name, field)
@@ -398,9 +404,7 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
             row = await self._get(tx, caller.account, kind, name)
             found = await tx.policy(row.id, policy_name)
         if found is None:
-            raise errors.NoSuchEntity(
-                f"The {kind} policy with name {policy_name} cannot be found."
-            )
+            raise errors.NoSuchEntity(f"The {kind} policy with name {policy_name} cannot be found.")
         return row.name, found[0], found[1]
 
     async def _delete_policy(self, kind: str, name: str, policy_name: str) -> None:
@@ -490,7 +494,9 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
             key = await self._core.create_access_key(tx, row)
         return pb.CreateAccessKeyResponse(access_key=key)
 
-    async def ListAccessKeys(self, request: pb.ListAccessKeysRequest, context: Ctx) -> pb.ListAccessKeysResponse:
+    async def ListAccessKeys(
+        self, request: pb.ListAccessKeysRequest, context: Ctx
+    ) -> pb.ListAccessKeysResponse:
         caller = _caller()
         name = self._self_user(caller, _opt(request, "user_name"))
         limit = rules.check_max_items(_opt(request, "max_items"))
@@ -643,13 +649,13 @@ class OrganizationsServicer(iam_pb2_grpc.OrganizationsServiceServicer):
         name = request.account_name
         if not 1 <= len(name) <= rules.ACCOUNT_NAME_MAX or not name.isprintable():
             raise errors.IamValidation(
-                "1 validation error detected: Value at 'accountName' failed to satisfy constraint: Member must "
-                f"have length between 1 and {rules.ACCOUNT_NAME_MAX} printable characters"
+                "1 validation error detected: Value at 'accountName' failed to satisfy constraint: "
+                f"Member must have length between 1 and {rules.ACCOUNT_NAME_MAX} printable characters"
             )
         if not rules.EMAIL_RE.fullmatch(request.email):
             raise errors.IamValidation(
-                f"1 validation error detected: Value '{request.email}' at 'email' failed to satisfy constraint: "
-                "Member must be an email address"
+                f"1 validation error detected: Value '{request.email}' at 'email' failed to satisfy "
+                "constraint: Member must be an email address"
             )
         self._root_only(caller, "organizations:CreateAccount")
         async with self._repo.transaction() as tx:
