@@ -56,9 +56,7 @@ class AccessKeyRow:
 
 
 def _principal(row: Mapping[str, Any]) -> PrincipalRow:
-    tags = row["tags"]
-    if isinstance(tags, str):
-        tags = json.loads(tags)
+    tags = row["tags"]  # the store's pool decodes json/jsonb (coffer.store.sql.common)
     return PrincipalRow(
         id=row["id"],
         account_id=row["account_id"],
@@ -189,7 +187,7 @@ class IamTx:
             path,
             unique_id,
             arn,
-            json.dumps(dict(tags)),
+            dict(tags),
             trust_policy,
             max_session_seconds,
             description,
@@ -215,7 +213,7 @@ class IamTx:
         await self.conn.execute(
             "UPDATE store.iam_principals SET tags = $2::jsonb WHERE id = $1",
             principal_id,
-            json.dumps(dict(tags)),
+            dict(tags),
         )
 
     async def set_trust_policy(self, principal_id: int, document: str) -> None:
@@ -318,7 +316,7 @@ class IamTx:
             session_name,
             token_sha256,
             expires_at,
-            json.dumps(dict(session_tags)) if session_tags is not None else None,
+            dict(session_tags) if session_tags is not None else None,
         )
         return created
 
@@ -343,6 +341,9 @@ class IamTx:
 
 
 class IamRepository:
+    """Over the store's pool (``coffer.store.sql.common.create_pool``: json/jsonb are encoded and decoded
+    as Python values)."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 

@@ -89,10 +89,10 @@ def encode_marker(last: str) -> str:
 
 
 def decode_marker(marker: str | None) -> str | None:
-    if marker is None:
+    if not marker:
         return None
     try:
-        return base64.urlsafe_b64decode(marker.encode("ascii")).decode("utf-8")
+        return base64.b64decode(marker.encode("ascii"), altchars=b"-_", validate=True).decode("utf-8")
     except (ValueError, UnicodeError, binascii.Error):
         raise errors.IamValidation("Invalid Marker.") from None
 
