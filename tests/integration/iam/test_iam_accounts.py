@@ -143,3 +143,43 @@ async def test_calls_are_decided_by_the_callers_identity_policies(iam_stack: Iam
             await iam.CreateAccessKey(pb.CreateAccessKeyRequest(user_name="other"), CTX)
         with pytest.raises(errors.AccessDenied):
             await orgs.CreateAccount(pb.CreateAccountRequest(account_name="x", email="x@example.com"), CTX)
+
+
+async def test_calls_on_an_entity_are_decided_on_its_arn_with_its_path(iam_stack: IamStack) -> None:
+    core = IamCore(IamRepository(iam_stack.store.pool))
+    iam = IdentityManagementServicer(core)
+    team_reader = Principal(
+        arn=f"arn:aws:iam::{ROOT}:user/team/lead",
+        account=ROOT,
+        kind=PrincipalKind.USER,
+        name="lead",
+        policies=(
+            parse_policy(
+                json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Action": "iam:GetUser",
+                                "Resource": f"arn:aws:iam::{ROOT}:user/team/*",
+                            }
+                        ],
+                    }
+                ),
+                PolicyKind.IDENTITY,
+            ),
+        ),
+    )
+    with acting_as(admin_of(ROOT)):
+        made = (await iam.CreateUser(pb.CreateUserRequest(user_name="dev", path="/team/"), CTX)).user
+        assert made.arn == f"arn:aws:iam::{ROOT}:user/team/dev" and made.path == "/team/"
+        await iam.CreateUser(pb.CreateUserRequest(user_name="ops"), CTX)
+        listed = await iam.ListUsers(pb.ListUsersRequest(path_prefix="/team/"), CTX)
+        assert [u.user_name for u in listed.users] == ["dev"]
+    with acting_as(team_reader):
+        assert (await iam.GetUser(pb.GetUserRequest(user_name="dev"), CTX)).user.arn == made.arn
+        with pytest.raises(errors.AccessDenied):
+            await iam.GetUser(pb.GetUserRequest(user_name="ops"), CTX)
+        with pytest.raises(errors.AccessDenied):  # a user that does not exist is not revealed
+            await iam.GetUser(pb.GetUserRequest(user_name="ghost"), CTX)

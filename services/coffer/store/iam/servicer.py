@@ -174,13 +174,15 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
     # -- helpers ----------------------------------------------------------------------------------------
 
     @staticmethod
-    def _authorize(caller: Principal, action: str, kind: str, name: str | None) -> None:
+    def _authorize(caller: Principal, action: str, kind: str, name: str | None, path: str = "/") -> None:
+        """Decide ``iam:<action>`` on the user or role ARN ``name`` and ``path`` give (``*`` without a
+        name)."""
         if name is None:
             resource = "*"
+        elif kind == USER:
+            resource = rules.user_arn(caller.account, name, path)
         else:
-            resource = (
-                rules.user_arn(caller.account, name) if kind == USER else rules.role_arn(caller.account, name)
-            )
+            resource = rules.role_arn(caller.account, name, path)
         authorize(caller, f"iam:{action}", resource, resource_account=caller.account)
 
     @staticmethod
@@ -193,11 +195,16 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         return caller.name
 
     async def _get(
-        self, tx: IamTx, account: str, kind: str, name: str, *, lock: bool = False
+        self, tx: IamTx, caller: Principal, action: str, kind: str, name: str, *, lock: bool = False
     ) -> PrincipalRow:
-        row = await tx.principal(account, kind, name, lock=lock)
+        """The user or role ``name`` of the caller's account, once ``iam:<action>`` on it is allowed: decided
+        on its real ARN (with its path) when it exists, else on the ARN a ``/`` path gives (so a caller that
+        is not allowed learns nothing of its existence)."""
+        row = await tx.principal(caller.account, kind, name, lock=lock)
         if row is None:
+            self._authorize(caller, action, kind, name)
             raise _no_user(name) if kind == USER else _no_role(name)
+        authorize(caller, f"iam:{action}", row.arn, resource_account=caller.account)
         return row
 
     # -- users ------------------------------------------------------------------------------------------
@@ -207,7 +214,7 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         name = rules.check_name(request.user_name, "userName")
         path = rules.check_path(_opt(request, "path"))
         tags = _tags_in(request.tags)
-        self._authorize(caller, "CreateUser", USER, name)
+        self._authorize(caller, "CreateUser", USER, name, path)
         async with self._repo.transaction() as tx:
             row = await self._core.create_user(tx, caller.account, name, path, tags)
         return pb.CreateUserResponse(user=_user(row))
@@ -215,17 +222,15 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
     async def GetUser(self, request: pb.GetUserRequest, context: Ctx) -> pb.GetUserResponse:
         caller = _caller()
         name = self._self_user(caller, _opt(request, "user_name"))
-        self._authorize(caller, "GetUser", USER, name)
         async with self._repo.read() as tx:
-            row = await self._get(tx, caller.account, USER, name)
+            row = await self._get(tx, caller, "GetUser", USER, name)
         return pb.GetUserResponse(user=_user(row))
 
     async def DeleteUser(self, request: pb.DeleteUserRequest, context: Ctx) -> pb.DeleteUserResponse:
         caller = _caller()
         name = rules.check_name(request.user_name, "userName")
-        self._authorize(caller, "DeleteUser", USER, name)
         async with self._repo.transaction() as tx:
-            row = await self._get(tx, caller.account, USER, name, lock=True)
+            row = await self._get(tx, caller, "DeleteUser", USER, name, lock=True)
             if await tx.user_keys(row.id):
                 raise errors.DeleteConflict("Cannot delete entity, must delete access keys first.")
             if await tx.policy_count(row.id):
@@ -254,9 +259,8 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         caller = _caller()
         field = "userName" if kind == USER else "roleName"
         rules.check_name(name, field)
-        self._authorize(caller, action, kind, name)
         async with self._repo.transaction() as tx:
-            row = await self._get(tx, caller.account, kind, name, lock=True)
+            row = await self._get(tx, caller, action, kind, name, lock=True)
             new = rules.merge_tags(row.tags, tags) if tags is not None else rules.remove_tags(row.tags, keys)
             await tx.set_tags(row.id, new)
             await self._core.changed(tx, row)
@@ -274,9 +278,8 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         name = rules.check_name(request.user_name, "userName")
         limit = rules.check_max_items(_opt(request, "max_items"))
         after = decode_marker(_opt(request, "marker"))
-        self._authorize(caller, "ListUserTags", USER, name)
         async with self._repo.read() as tx:
-            row = await self._get(tx, caller.account, USER, name)
+            row = await self._get(tx, caller, "ListUserTags", USER, name)
         items = [(k, v) for k, v in sorted(row.tags.items()) if after is None or k > after]
         page, marker = _page(items, limit, lambda kv: kv[0])
         resp = pb.ListUserTagsResponse(
@@ -301,7 +304,7 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
                 "Member must have length less than or equal to 1000"
             )
         rules.trust_policy(request.assume_role_policy_document)
-        self._authorize(caller, "CreateRole", ROLE, name)
+        self._authorize(caller, "CreateRole", ROLE, name, path)
         async with self._repo.transaction() as tx:
             row = await tx.insert_principal(
                 account=caller.account,
@@ -323,17 +326,15 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
     async def GetRole(self, request: pb.GetRoleRequest, context: Ctx) -> pb.GetRoleResponse:
         caller = _caller()
         name = rules.check_name(request.role_name, "roleName")
-        self._authorize(caller, "GetRole", ROLE, name)
         async with self._repo.read() as tx:
-            row = await self._get(tx, caller.account, ROLE, name)
+            row = await self._get(tx, caller, "GetRole", ROLE, name)
         return pb.GetRoleResponse(role=_role(row))
 
     async def DeleteRole(self, request: pb.DeleteRoleRequest, context: Ctx) -> pb.DeleteRoleResponse:
         caller = _caller()
         name = rules.check_name(request.role_name, "roleName")
-        self._authorize(caller, "DeleteRole", ROLE, name)
         async with self._repo.transaction() as tx:
-            row = await self._get(tx, caller.account, ROLE, name, lock=True)
+            row = await self._get(tx, caller, "DeleteRole", ROLE, name, lock=True)
             if await tx.policy_count(row.id):
                 raise errors.DeleteConflict("Cannot delete entity, must delete policies first.")
             keys = await tx.delete_principal(row.id)  # the role's live sessions end with it
@@ -368,9 +369,8 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         caller = _caller()
         name = rules.check_name(request.role_name, "roleName")
         rules.trust_policy(request.policy_document)
-        self._authorize(caller, "UpdateAssumeRolePolicy", ROLE, name)
         async with self._repo.transaction() as tx:
-            row = await self._get(tx, caller.account, ROLE, name, lock=True)
+            row = await self._get(tx, caller, "UpdateAssumeRolePolicy", ROLE, name, lock=True)
             await tx.set_trust_policy(row.id, request.policy_document)
             await tx.notify(principal_arns=[row.arn])
         return pb.UpdateAssumeRolePolicyResponse()
@@ -384,9 +384,8 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         rules.check_name(policy_name, "policyName", rules.POLICY_NAME_MAX)
         limit = rules.USER_POLICY_MAX if kind == USER else rules.ROLE_POLICY_MAX
         rules.identity_policy(document, policy_name, max_size=limit)
-        self._authorize(caller, action, kind, name)
         async with self._repo.transaction() as tx:
-            row = await self._get(tx, caller.account, kind, name, lock=True)
+            row = await self._get(tx, caller, action, kind, name, lock=True)
             size = rules.iam_size(document) + await tx.other_policies_size(row.id, policy_name)
             if size > limit:
                 raise errors.IamLimitExceeded(
@@ -399,9 +398,10 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         caller = _caller()
         rules.check_name(name, "userName" if kind == USER else "roleName")
         rules.check_name(policy_name, "policyName", rules.POLICY_NAME_MAX)
-        self._authorize(caller, "GetUserPolicy" if kind == USER else "GetRolePolicy", kind, name)
         async with self._repo.read() as tx:
-            row = await self._get(tx, caller.account, kind, name)
+            row = await self._get(
+                tx, caller, "GetUserPolicy" if kind == USER else "GetRolePolicy", kind, name
+            )
             found = await tx.policy(row.id, policy_name)
         if found is None:
             raise errors.NoSuchEntity(f"The {kind} policy with name {policy_name} cannot be found.")
@@ -411,9 +411,10 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         caller = _caller()
         rules.check_name(name, "userName" if kind == USER else "roleName")
         rules.check_name(policy_name, "policyName", rules.POLICY_NAME_MAX)
-        self._authorize(caller, "DeleteUserPolicy" if kind == USER else "DeleteRolePolicy", kind, name)
         async with self._repo.transaction() as tx:
-            row = await self._get(tx, caller.account, kind, name, lock=True)
+            row = await self._get(
+                tx, caller, "DeleteUserPolicy" if kind == USER else "DeleteRolePolicy", kind, name, lock=True
+            )
             if not await tx.delete_policy(row.id, policy_name):
                 raise errors.NoSuchEntity(f"The {kind} policy with name {policy_name} cannot be found.")
             await self._core.changed(tx, row)
@@ -425,9 +426,10 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         rules.check_name(name, "userName" if kind == USER else "roleName")
         limit = rules.check_max_items(max_items)
         after = decode_marker(marker)
-        self._authorize(caller, "ListUserPolicies" if kind == USER else "ListRolePolicies", kind, name)
         async with self._repo.read() as tx:
-            row = await self._get(tx, caller.account, kind, name)
+            row = await self._get(
+                tx, caller, "ListUserPolicies" if kind == USER else "ListRolePolicies", kind, name
+            )
             names = await tx.policy_names(row.id, after, limit + 1)
         return _page(names, limit, lambda n: n)
 
@@ -488,9 +490,8 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
     ) -> pb.CreateAccessKeyResponse:
         caller = _caller()
         name = self._self_user(caller, _opt(request, "user_name"))
-        self._authorize(caller, "CreateAccessKey", USER, name)
         async with self._repo.transaction() as tx:
-            row = await self._get(tx, caller.account, USER, name, lock=True)
+            row = await self._get(tx, caller, "CreateAccessKey", USER, name, lock=True)
             key = await self._core.create_access_key(tx, row)
         return pb.CreateAccessKeyResponse(access_key=key)
 
@@ -501,9 +502,8 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         name = self._self_user(caller, _opt(request, "user_name"))
         limit = rules.check_max_items(_opt(request, "max_items"))
         after = decode_marker(_opt(request, "marker"))
-        self._authorize(caller, "ListAccessKeys", USER, name)
         async with self._repo.read() as tx:
-            row = await self._get(tx, caller.account, USER, name)
+            row = await self._get(tx, caller, "ListAccessKeys", USER, name)
             keys = [k for k in await tx.user_keys(row.id) if after is None or k.access_key_id > after]
         keys.sort(key=lambda k: k.access_key_id)
         page, marker = _page(keys, limit, lambda k: k.access_key_id)
@@ -529,9 +529,8 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         caller = _caller()
         name = self._self_user(caller, _opt(request, "user_name"))
         status = rules.check_access_key_status(request.status)
-        self._authorize(caller, "UpdateAccessKey", USER, name)
         async with self._repo.transaction() as tx:
-            row = await self._get(tx, caller.account, USER, name, lock=True)
+            row = await self._get(tx, caller, "UpdateAccessKey", USER, name, lock=True)
             if not await tx.set_key_status(row.id, request.access_key_id, status):
                 raise errors.NoSuchEntity(f"The Access Key with id {request.access_key_id} cannot be found.")
             await tx.notify(access_key_ids=[request.access_key_id], principal_arns=[row.arn])
@@ -542,9 +541,8 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
     ) -> pb.DeleteAccessKeyResponse:
         caller = _caller()
         name = self._self_user(caller, _opt(request, "user_name"))
-        self._authorize(caller, "DeleteAccessKey", USER, name)
         async with self._repo.transaction() as tx:
-            row = await self._get(tx, caller.account, USER, name, lock=True)
+            row = await self._get(tx, caller, "DeleteAccessKey", USER, name, lock=True)
             if not await tx.delete_key(row.id, request.access_key_id):
                 raise errors.NoSuchEntity(f"The Access Key with id {request.access_key_id} cannot be found.")
             await tx.notify(access_key_ids=[request.access_key_id], principal_arns=[row.arn])
