@@ -75,7 +75,9 @@ def test_iam_commands_and_flags() -> None:
         ]
     )
     request = shapes.request_from_args(iam_pb2.DESCRIPTOR.message_types_by_name["AssumeRoleRequest"], args)
-    assert request.duration_seconds == 900 and request.role_session_name == "s"
+    assert request == iam_pb2.AssumeRoleRequest(
+        role_arn="arn:aws:iam::0:role/r", role_session_name="s", duration_seconds=900
+    )
     for argv in (
         ["iam", "update-access-key", "--access-key-id", "AKIA", "--status", "Inactive"],
         ["iam", "untag-role", "--role-name", "r", "--tag-keys", "a", "b"],
