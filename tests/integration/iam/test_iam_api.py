@@ -345,9 +345,11 @@ async def test_assume_role_allowed_refused_and_duration_bounds(iam_stack: IamSta
         f"User: arn:aws:iam::{ROOT}:user/admin is not authorized to perform: sts:AssumeRole "
         f"on resource: {locked}"
     )
-    # A role that does not exist is refused the same way (not revealed).
+    # A role that does not exist (or not at that path) is refused the same way (not revealed).
     with pytest.raises(errors.AccessDenied):
         await sts.assume_role(role_arn=f"arn:aws:iam::{ROOT}:role/nope", role_session_name="s1")
+    with pytest.raises(errors.AccessDenied):
+        await sts.assume_role(role_arn=f"arn:aws:iam::{ROOT}:role/other/app", role_session_name="s1")
     # A principal without an identity policy allowing sts:AssumeRole: the account-root trust only delegates.
     service = iam_stack.client("service/rotation")
     try:

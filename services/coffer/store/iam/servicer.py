@@ -584,8 +584,8 @@ class SecurityTokenServicer(iam_pb2_grpc.SecurityTokenServiceServicer):
         )
         async with self._repo.transaction() as tx:
             role = await tx.principal(ref.account, ROLE, ref.name)
-            if role is None or role.trust_policy is None:
-                raise denied  # as AWS: a missing role is not revealed
+            if role is None or role.trust_policy is None or role.arn.lower() != ref.arn.lower():
+                raise denied  # as AWS: a missing role (or one at another path) is not revealed
             try:
                 trust = rules.trust_policy(role.trust_policy)
             except errors.CofferError:
