@@ -190,6 +190,8 @@ ROUTES: Final[Mapping[str, Route]] = {
     _KMS + "GenerateDataKey": Route("kms:GenerateDataKey", "key_id", _kms("GenerateDataKey")),
     _KMS + "Encrypt": Route("kms:Encrypt", "key_id", _kms("Encrypt")),
     _KMS + "Decrypt": Route("kms:Decrypt", "key_id", _kms("Decrypt")),
+    _KMS + "GetKeyPolicy": Route("kms:GetKeyPolicy", "key_id", _kms("GetKeyPolicy")),
+    _KMS + "PutKeyPolicy": Route("kms:PutKeyPolicy", "key_id", _kms("PutKeyPolicy")),
     # SealService (operators only: see coffer.gateway.authz.OPERATOR_ACTIONS)
     _SEAL + "OperatorInit": Route("kms:OperatorInit", None, _seal("OperatorInit")),
     _SEAL + "OperatorUnseal": Route("kms:OperatorUnseal", None, _seal("OperatorUnseal")),

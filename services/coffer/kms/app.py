@@ -8,18 +8,30 @@ inside it.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 import structlog
 
 from coffer.clock import Clock
 from coffer.core import errors
+from coffer.core.authorize import authorize
+from coffer.core.policy import Policy
+from coffer.core.policy.keypolicy import (
+    DEFAULT_POLICY_NAME,
+    authorize_key,
+    aws_managed_key_policy_text,
+    check_lockout,
+    default_key_policy_text,
+    parse_key_policy,
+)
+from coffer.core.principal import Principal, PrincipalKind
 from coffer.crypto import blob as blobs
 from coffer.crypto.rootkey import MaterialBinding, RootKey, UnwrapError
 from coffer.kms import validation as v
@@ -50,6 +62,7 @@ from coffer.kms.model import (
     Tag,
 )
 from coffer.kms.state import Operation, check
+from coffer.rpc.context import current_caller, current_peer
 
 log = structlog.get_logger("coffer.kms")
 
@@ -58,6 +71,8 @@ MAX_ON_DEMAND_ROTATIONS = 25
 RESERVED_ALIAS_PREFIX = "alias/aws/"
 #: Service identities that may not use AWS-managed keys for crypto directly (only via Secrets Manager).
 DEFAULT_AWS_KEY_CRYPTO_DENIED = frozenset({"gateway"})
+#: The peer (certificate name) public calls come from.
+PUBLIC_PEER = "gateway"
 _NO_SUCH_CIPHERTEXT_KEY = (
     "The ciphertext refers to a customer master key that does not exist, does not exist in this region, "
     "or you are not allowed to access."
@@ -86,6 +101,7 @@ class KeyTx(Protocol):
         ...
 
     async def notify_key_changed(self, key_arn: str) -> None: ...
+    async def set_key_policy(self, key_id: str, policy: str) -> None: ...
 
 
 class KeyStore(Protocol):
@@ -289,6 +305,90 @@ class KmsApp:
                 f"kms:{operation.value} calls by {caller} are not allowed."
             )
 
+    # --- authorization (key policies) -----------------------------------------------------------------------
+
+    def key_policy_text(self, key: Key) -> str:
+        """The key's policy document (AWS-managed keys: their service's fixed policy)."""
+        if key.policy is not None:
+            return key.policy
+        if key.key_manager is KeyManager.AWS:
+            return aws_managed_key_policy_text(
+                key.account_id, key.region, key.managed_service or "secretsmanager"
+            )
+        return default_key_policy_text(key.account_id, self.scope.partition)
+
+    def key_policy(self, key: Key) -> Policy:
+        return _compiled(self.key_policy_text(key))
+
+    def _authz(self, operation: Operation | str, key: Key) -> None:
+        """Public calls (from the gateway) are decided on the key policy (AWS KMS's rule, coffer.core.policy
+        .keypolicy). Calls from Coffer's own services (the store using a key on behalf of Secrets Manager) are
+        decided by that service (the store's KeyPolicies) and pass here."""
+        if current_peer() != PUBLIC_PEER:
+            return
+        caller = current_caller()
+        if caller is None:
+            raise errors.AccessDenied("The caller of this kms call is unknown.")
+        if caller.kind is PrincipalKind.SERVICE:
+            return  # Coffer's own services are trusted peers (the old rule: only the default key is refused)
+        action = f"kms:{operation.value}" if isinstance(operation, Operation) else operation
+        authorize_key(caller, action, key.arn, self.key_policy(key), key_account=key.account_id)
+
+    def _authz_account(self, action: str) -> bool:
+        """Public calls without a key (ListKeys, ListAliases): the caller's identity policies, on the caller's
+        own account. Whether the caller's account is the one this kms serves (its scope): lists show only
+        the caller's account, so another account sees none."""
+        if current_peer() != PUBLIC_PEER:
+            return True
+        caller = current_caller()
+        if caller is None:
+            raise errors.AccessDenied("The caller of this kms call is unknown.")
+        if caller.kind is not PrincipalKind.SERVICE:
+            authorize(caller, action, "*", resource_account=caller.account)
+        return caller.account == self.scope.account_id
+
+    def _authz_create(self) -> None:
+        """CreateKey: the identity policies decide (there is no key policy yet); the key goes in the caller's
+        account, which must be the one this kms serves."""
+        caller = current_caller()
+        if not self._authz_account("kms:CreateKey") and caller is not None:
+            raise errors.UnsupportedOperation(
+                f"This kms serves the keys of account {self.scope.account_id}; keys of account "
+                f"{caller.account} are not supported yet."
+            )
+
+    async def get_key_policy(self, *, key_id: str, policy_name: str | None = None) -> tuple[str, str]:
+        name = _policy_name(policy_name)
+        key = await self._resolve(key_id)
+        self._authz("kms:GetKeyPolicy", key)
+        return self.key_policy_text(key), name
+
+    async def put_key_policy(
+        self, *, key_id: str, policy: str, policy_name: str | None = None, bypass_lockout_check: bool = False
+    ) -> None:
+        _policy_name(policy_name)
+        kid = self._key_id_only(key_id)
+        compiled = parse_key_policy(policy)
+        async with self._store.transaction() as tx:
+            key = await self._locked(tx, kid)
+            self._authz("kms:PutKeyPolicy", key)
+            if key.key_manager is KeyManager.AWS:
+                raise errors.AccessDenied(
+                    f"{key.arn} is an AWS managed key: its key policy cannot be changed."
+                )
+            if key.key_state is KeyState.PENDING_DELETION:
+                raise errors.KmsInvalidState(f"{key.arn} is pending deletion.")
+            caller = current_caller()
+            if not bypass_lockout_check and caller is not None and _human(caller):
+                check_lockout(caller, key.arn, compiled, key_account=key.account_id)
+            await tx.set_key_policy(key.key_id, policy)
+            await tx.notify_key_changed(key.arn)
+        log.info("kms.key_policy_put", key_arn=key.arn)
+
+    async def key_for_service(self, *, key_arn: str) -> Key:
+        """The key behind an ARN or id, for Coffer's services (no authorization: peers only)."""
+        return await self._resolve(key_arn)
+
     # --- keys -----------------------------------------------------------------------------------------------
 
     async def create_key(
@@ -301,8 +401,12 @@ class KmsApp:
         origin: str | None = None,
         tags: Sequence[Tag] = (),
         multi_region: bool = False,
+        policy: str | None = None,
+        bypass_lockout_check: bool = False,
     ) -> Key:
+        self._authz_create()
         self._roots.current()  # new key material needs the root key
+        compiled = parse_key_policy(policy) if policy is not None else None
         desc = v.description(description or "")
         if key_spec is not None and customer_master_key_spec is not None:
             raise errors.Validation(
@@ -339,7 +443,13 @@ class KmsApp:
             current_material_id=material.material_id,
             multi_region=multi_region,
             tags=checked_tags,
+            policy=policy
+            if policy is not None
+            else default_key_policy_text(self.scope.account_id, self.scope.partition),
         )
+        caller = current_caller()
+        if compiled is not None and not bypass_lockout_check and _human(caller):
+            check_lockout(caller, key.arn, compiled, key_account=key.account_id)
         async with self._store.transaction() as tx:
             await tx.insert_key(key, material)
         log.info("kms.key_created", key_arn=key.arn)
@@ -347,6 +457,7 @@ class KmsApp:
 
     async def describe_key(self, *, key_id: str) -> Key:
         key = await self._resolve(key_id)
+        self._authz(Operation.DESCRIBE_KEY, key)
         check(Operation.DESCRIBE_KEY, key.key_state, key.key_manager, arn=key.arn)
         return key
 
@@ -355,6 +466,8 @@ class KmsApp:
     ) -> Page[tuple[str, str]]:
         n = v.limit(limit, default=100)
         after = v.decode_marker(marker, "keys")
+        if not self._authz_account("kms:ListKeys"):
+            return Page(items=(), next_marker=None)
         ids = await self._store.list_key_ids(after=after, limit=n + 1)
         page = ids[:n]
         return Page(
@@ -366,6 +479,7 @@ class KmsApp:
         kid = self._key_id_only(key_id)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.ENABLE_KEY, key)
             check(Operation.ENABLE_KEY, key.key_state, key.key_manager, arn=key.arn)
             updated = await self._rotate_if_overdue(
                 tx, replace(key, key_state=KeyState.ENABLED), now=self._clock.now()
@@ -378,6 +492,7 @@ class KmsApp:
         kid = self._key_id_only(key_id)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.DISABLE_KEY, key)
             check(Operation.DISABLE_KEY, key.key_state, key.key_manager, arn=key.arn)
             await tx.update_key(replace(key, key_state=KeyState.DISABLED))
             await tx.notify_key_changed(key.arn)
@@ -390,6 +505,7 @@ class KmsApp:
         window = v.pending_window(pending_window_in_days)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.SCHEDULE_KEY_DELETION, key)
             check(Operation.SCHEDULE_KEY_DELETION, key.key_state, key.key_manager, arn=key.arn)
             updated = replace(
                 key,
@@ -405,6 +521,7 @@ class KmsApp:
         kid = self._key_id_only(key_id)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.CANCEL_KEY_DELETION, key)
             check(Operation.CANCEL_KEY_DELETION, key.key_state, key.key_manager, arn=key.arn)
             updated = replace(key, key_state=KeyState.DISABLED, deletion_date=None)
             updated = await self._rotate_if_overdue(tx, updated, now=self._clock.now())
@@ -434,6 +551,7 @@ class KmsApp:
         kid = self._target_key_id(target_key_id)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.CREATE_ALIAS, key)
             check(Operation.CREATE_ALIAS, key.key_state, key.key_manager, arn=key.arn)
             if await tx.get_alias(name) is not None:
                 raise errors.KmsAlreadyExists(
@@ -454,6 +572,7 @@ class KmsApp:
             if alias is None or alias.target_key_id is None:
                 raise self._alias_not_found(name)
             key = await self._locked(tx, alias.target_key_id)
+            self._authz(Operation.DELETE_ALIAS, key)
             check(Operation.DELETE_ALIAS, key.key_state, key.key_manager, arn=key.arn)
             await tx.delete_alias(name)
         log.info("kms.alias_deleted", alias=name, key_arn=key.arn)
@@ -468,7 +587,10 @@ class KmsApp:
             key = await self._store.find_key(kid)
             if key is None:
                 raise self._not_found(kid)
+            self._authz(Operation.LIST_ALIASES, key)
             check(Operation.LIST_ALIASES, key.key_state, key.key_manager, arn=key.arn)
+        elif not self._authz_account("kms:ListAliases"):
+            return Page(items=(), next_marker=None)
         after = v.decode_marker(marker, "aliases")
         rows = await self._store.list_aliases(key_id=kid, after=after, limit=n + 1)
         if kid is None:
@@ -497,6 +619,7 @@ class KmsApp:
         period = v.rotation_period(rotation_period_in_days)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.ENABLE_KEY_ROTATION, key)
             check(Operation.ENABLE_KEY_ROTATION, key.key_state, key.key_manager, arn=key.arn)
             if key.rotation_enabled and key.rotation_period_days == period:
                 return
@@ -514,6 +637,7 @@ class KmsApp:
         kid = self._key_id_only(key_id)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.DISABLE_KEY_ROTATION, key)
             check(Operation.DISABLE_KEY_ROTATION, key.key_state, key.key_manager, arn=key.arn)
             await tx.update_key(
                 replace(key, rotation_enabled=False, rotation_period_days=None, next_rotation_at=None)
@@ -525,6 +649,7 @@ class KmsApp:
         key = await self._store.find_key(kid)
         if key is None:
             raise self._not_found(kid)
+        self._authz(Operation.GET_KEY_ROTATION_STATUS, key)
         check(Operation.GET_KEY_ROTATION_STATUS, key.key_state, key.key_manager, arn=key.arn)
         if key.key_state is KeyState.PENDING_DELETION or not key.rotation_enabled:
             return RotationStatus(key_arn=key.arn, enabled=False)
@@ -540,6 +665,7 @@ class KmsApp:
         kid = self._key_id_only(key_id)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.ROTATE_KEY_ON_DEMAND, key)
             check(Operation.ROTATE_KEY_ON_DEMAND, key.key_state, key.key_manager, arn=key.arn)
             if key.on_demand_rotations >= MAX_ON_DEMAND_ROTATIONS:
                 raise errors.LimitExceeded(
@@ -582,6 +708,7 @@ class KmsApp:
         """Resolve → caller policy → state gate → usage → encrypt under the key's current material."""
         key, material = await self._resolve_for_encrypt(value)
         self._check_caller(operation, key, caller)
+        self._authz(operation, key)
         check(operation, key.key_state, key.key_manager, arn=key.arn)
         self._check_algorithm(algorithm)
         raw = self._unwrap(key, material)
@@ -660,6 +787,7 @@ class KmsApp:
             if requested.key_id != key.key_id:
                 raise errors.IncorrectKey()
         self._check_caller(Operation.DECRYPT, key, caller)
+        self._authz(Operation.DECRYPT, key)
         check(Operation.DECRYPT, key.key_state, key.key_manager, arn=key.arn)
         self._check_algorithm(algorithm)
         if material is None:
@@ -696,3 +824,21 @@ class KmsApp:
                     await tx.update_key(updated)
                     rotated.append(kid)
         return MaintenanceReport(purged=tuple(purged), rotated=tuple(rotated))
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str) -> Policy:
+    return parse_key_policy(text)
+
+
+def _policy_name(name: str | None) -> str:
+    if name is None or name == "":
+        return DEFAULT_POLICY_NAME
+    if name != DEFAULT_POLICY_NAME:
+        raise errors.Validation("The only valid value for PolicyName is default.")
+    return name
+
+
+def _human(caller: Principal | None) -> TypeGuard[Principal]:
+    """An end caller the lockout safety check applies to (not one of Coffer's own services)."""
+    return caller is not None and caller.kind is not PrincipalKind.SERVICE

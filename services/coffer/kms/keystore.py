@@ -38,7 +38,8 @@ MIGRATIONS = migrations.MigrationSet(
 _KEY_COLUMNS = """
     k.key_id, k.account_id, k.region, k.description, k.key_manager, k.managed_service, k.key_state,
     k.multi_region, k.created_at, k.deletion_date, k.rotation_enabled, k.rotation_period_days,
-    k.next_rotation_at, k.on_demand_rotations, k.tags::text AS tags, cur.material_id AS current_material_id
+    k.next_rotation_at, k.on_demand_rotations, k.tags::text AS tags, k.key_policy,
+    cur.material_id AS current_material_id
 """
 _FROM_KEYS = """
     FROM kms.keys k
@@ -79,6 +80,7 @@ def _key(row: asyncpg.Record, scope: Scope) -> Key:
         on_demand_rotations=row["on_demand_rotations"],
         tags=tags,
         managed_service=row["managed_service"],
+        policy=row["key_policy"],
     )
 
 
@@ -129,8 +131,8 @@ class PgKeyTx:
                 """
                 INSERT INTO kms.keys (key_id, account_id, region, description, key_manager,
                     managed_service, key_state, multi_region, created_at, deletion_date, rotation_enabled,
-                    rotation_period_days, next_rotation_at, on_demand_rotations, tags)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb)
+                    rotation_period_days, next_rotation_at, on_demand_rotations, tags, key_policy)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16)
                 """,
                 key.key_id,
                 key.account_id,
@@ -147,6 +149,7 @@ class PgKeyTx:
                 key.next_rotation_at,
                 key.on_demand_rotations,
                 tags,
+                key.policy,
             )
         except asyncpg.UniqueViolationError:
             raise errors.KmsAlreadyExists(f"Key {key.arn} already exists") from None
@@ -168,6 +171,9 @@ class PgKeyTx:
             material.rotated_at,
             material.created_at,
         )
+
+    async def set_key_policy(self, key_id: str, policy: str) -> None:
+        await self._conn.execute("UPDATE kms.keys SET key_policy = $2 WHERE key_id = $1", key_id, policy)
 
     async def update_key(self, key: Key) -> None:
         await self._conn.execute(

@@ -80,6 +80,8 @@ class KmsServicer(kms_pb2_grpc.KeyManagementServiceServicer):
             origin=_opt(request, "origin"),
             tags=[Tag(key=t.tag_key, value=t.tag_value) for t in request.tags],
             multi_region=request.multi_region,
+            policy=_opt(request, "policy"),
+            bypass_lockout_check=request.bypass_policy_lockout_safety_check,
         )
         return kms_pb2.CreateKeyResponse(key_metadata=key_metadata(key))
 
@@ -232,3 +234,22 @@ class KmsServicer(kms_pb2_grpc.KeyManagementServiceServicer):
             encryption_algorithm=ENCRYPTION_ALGORITHM,
             key_material_id=result.key_material_id,
         )
+
+    async def GetKeyPolicy(
+        self, request: kms_pb2.GetKeyPolicyRequest, context: Any
+    ) -> kms_pb2.GetKeyPolicyResponse:
+        policy, name = await self._app.get_key_policy(
+            key_id=request.key_id, policy_name=_opt(request, "policy_name")
+        )
+        return kms_pb2.GetKeyPolicyResponse(policy=policy, policy_name=name)
+
+    async def PutKeyPolicy(
+        self, request: kms_pb2.PutKeyPolicyRequest, context: Any
+    ) -> kms_pb2.PutKeyPolicyResponse:
+        await self._app.put_key_policy(
+            key_id=request.key_id,
+            policy=request.policy,
+            policy_name=_opt(request, "policy_name"),
+            bypass_lockout_check=request.bypass_policy_lockout_safety_check,
+        )
+        return kms_pb2.PutKeyPolicyResponse()

@@ -43,11 +43,13 @@ from coffer.store.app import StoreApp, StoreConfig
 from coffer.store.due_rotations import rotation_request_hub
 from coffer.store.housekeeping import Housekeeper
 from coffer.store.key_events import KeyEventsFollower
+from coffer.store.key_policies import KeyPolicies, grpc_source
 from coffer.store.kms_client import DataKeyCache, KmsClient
 from coffer.store.replication import ReplicationApp
 from coffer.store.replicator import PeerLink, Replicator
 from coffer.store.repository import ReplicationRepository, StoreRepository, apply_migrations, create_pool
 from coffer.store.rotation import RotationApp
+from coffer.store.sealer import ValueSealer
 from coffer.store.servicer import ReplicationServicer, RotationControlServicer, SecretStoreServicer
 from coffer.targets import TargetGuard
 
@@ -161,7 +163,9 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             kms_pb2_grpc.KeyManagementServiceStub(kms_channel),
             cache=DataKeyCache(ttl=settings.data_key_cache_seconds),
         )
-        key_events = KeyEventsFollower(kms_pb2_grpc.KeyEventsServiceStub(kms_channel), kms.cache)
+        key_events_stub = kms_pb2_grpc.KeyEventsServiceStub(kms_channel)
+        key_policies = KeyPolicies(grpc_source(key_events_stub))
+        key_events = KeyEventsFollower(key_events_stub, kms.cache, key_policies=key_policies)
         key_events.start()
         undo.push_async_callback(key_events.aclose)
         if not await key_events.wait_following(within=KEY_EVENTS_WAIT_SECONDS):
@@ -172,6 +176,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         app = StoreApp(
             repo=StoreRepository(pool),
             kms=kms,
+            sealer=ValueSealer(kms, key_policies=key_policies),
             config=StoreConfig(
                 partition=settings.partition,
                 region=settings.region,
