@@ -1,8 +1,8 @@
 """The store follows the kms's key-state changes over ``KeyEventsService/WatchKeyChanges`` and keeps its
-data-key cache
-(and its cache of key policies, ``coffer.store.key_policies``) in step: a reset event (sent first on every new stream, and whenever the kms may have missed
-changes) drops every cached data key; a key event drops those wrapped under that key. When the stream breaks
-it reconnects with back-off; the reset that opens the new stream drops whatever was cached meanwhile.
+data-key cache and its cache of key policies (``coffer.store.key_policies``) in step: a reset event (sent
+first on every new stream, and whenever the kms may have missed changes) drops every cached data key and key
+policy; a key event (a state or key-policy change) drops those of that key. When the stream breaks it
+reconnects with back-off; the reset that opens the new stream drops whatever was cached meanwhile.
 
 Works whatever databases the kms and the store use: the two meet only through this stream."""
 
