@@ -121,6 +121,12 @@ class AsyncKmsClient(_AsyncService):
     async def decrypt(self, **fields: Any) -> kms_pb2.DecryptResponse:
         return await self._call("Decrypt", kms_pb2.DecryptResponse, fields)
 
+    async def get_key_policy(self, **fields: Any) -> kms_pb2.GetKeyPolicyResponse:
+        return await self._call("GetKeyPolicy", kms_pb2.GetKeyPolicyResponse, fields)
+
+    async def put_key_policy(self, **fields: Any) -> kms_pb2.PutKeyPolicyResponse:
+        return await self._call("PutKeyPolicy", kms_pb2.PutKeyPolicyResponse, fields)
+
 
 class AsyncCofferClient(_AsyncService):
     """Secrets Manager operations through the gateway; ``.kms`` for key operations."""

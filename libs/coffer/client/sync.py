@@ -117,6 +117,12 @@ class KmsClient(_SyncService):
     def decrypt(self, **fields: Any) -> kms_pb2.DecryptResponse:
         return self._call("Decrypt", kms_pb2.DecryptResponse, fields)
 
+    def get_key_policy(self, **fields: Any) -> kms_pb2.GetKeyPolicyResponse:
+        return self._call("GetKeyPolicy", kms_pb2.GetKeyPolicyResponse, fields)
+
+    def put_key_policy(self, **fields: Any) -> kms_pb2.PutKeyPolicyResponse:
+        return self._call("PutKeyPolicy", kms_pb2.PutKeyPolicyResponse, fields)
+
 
 class CofferClient(_SyncService):
     """Secrets Manager operations through the gateway; ``.kms`` for key operations."""
