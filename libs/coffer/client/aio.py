@@ -152,6 +152,8 @@ class AsyncCofferClient(_AsyncService):
         self.kms = AsyncKmsClient(channel, _ops.KMS, timeout, endpoint)
         #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
         self.operator = _AsyncService(channel, _ops.SEAL, timeout, endpoint)
+        #: Metering (``coffer usage get``): ``.usage.call("GetUsage", month="2026-03")``.
+        self.usage = _AsyncService(channel, _ops.USAGE, timeout, endpoint)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> AsyncCofferClient:

@@ -148,6 +148,8 @@ class CofferClient(_SyncService):
         self.kms = KmsClient(channel, _ops.KMS, timeout, endpoint)
         #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
         self.operator = _SyncService(channel, _ops.SEAL, timeout, endpoint)
+        #: Metering (``coffer usage get``): ``.usage.call("GetUsage", month="2026-03")``.
+        self.usage = _SyncService(channel, _ops.USAGE, timeout, endpoint)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> CofferClient:

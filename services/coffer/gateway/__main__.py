@@ -25,6 +25,7 @@ import grpc
 from coffer import logs
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.store.v1 import store_pb2_grpc
+from coffer.api.usage.v1 import usage_pb2_grpc
 from coffer.audit import StructlogAudit
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.auth import BearerAuthenticator, CredentialStore
@@ -92,9 +93,10 @@ async def serve(settings: Settings) -> GatewayRuntime:
     store = store_pb2_grpc.SecretStoreServiceStub(store_channel)
     kms = kms_pb2_grpc.KeyManagementServiceStub(kms_channel)
     seal = kms_pb2_grpc.SealServiceStub(kms_channel)
+    usage = usage_pb2_grpc.UsageServiceStub(store_channel)  # the store serves metering
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
-        return add_gateway_services(server, app, store=store, kms=kms, seal=seal)
+        return add_gateway_services(server, app, store=store, kms=kms, seal=seal, usage=usage)
 
     try:
         server = await start_server(

@@ -25,6 +25,7 @@ from google.protobuf.message_factory import GetMessageClass
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
+from coffer.api.usage.v1 import usage_pb2, usage_pb2_grpc
 from coffer.core import errors
 from coffer.core.password import DEFAULT_LENGTH, PasswordRequest
 from coffer.gateway.app import GatewayApp
@@ -42,6 +43,7 @@ PUBLIC_SERVICES: Final[tuple[ServiceDescriptor, ...]] = (
     sm.DESCRIPTOR.services_by_name["SecretsManagerService"],
     kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"],
     kms_pb2.DESCRIPTOR.services_by_name["SealService"],
+    usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
 )
 
 
@@ -51,6 +53,7 @@ class Downstream(enum.Enum):
     STORE = store_pb2.DESCRIPTOR.services_by_name["SecretStoreService"].full_name
     KMS = kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"].full_name
     SEAL = kms_pb2.DESCRIPTOR.services_by_name["SealService"].full_name
+    USAGE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +200,10 @@ ROUTES: Final[Mapping[str, Route]] = {
     _SEAL + "OperatorUnseal": Route("kms:OperatorUnseal", None, _seal("OperatorUnseal")),
     _SEAL + "OperatorSeal": Route("kms:OperatorSeal", None, _seal("OperatorSeal")),
     _SEAL + "OperatorStatus": Route("kms:OperatorStatus", None, _seal("OperatorStatus")),
+    # UsageService (served by the store, which decides coffer:GetUsage)
+    "/coffer.api.usage.v1.UsageService/GetUsage": Route(
+        "coffer:GetUsage", None, Forward(Downstream.USAGE, "GetUsage")
+    ),
 }
 
 
@@ -279,6 +286,7 @@ def gateway_handlers(
     store: store_pb2_grpc.SecretStoreServiceStub,
     kms: kms_pb2_grpc.KeyManagementServiceStub,
     seal: kms_pb2_grpc.SealServiceStub | None = None,
+    usage: usage_pb2_grpc.UsageServiceStub | None = None,
     services: Iterable[ServiceDescriptor] = PUBLIC_SERVICES,
     routes: Mapping[str, Route] = ROUTES,
 ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
@@ -289,6 +297,7 @@ def gateway_handlers(
         Downstream.STORE: store,
         Downstream.KMS: kms,
         Downstream.SEAL: seal if seal is not None else _NoSeal(),
+        Downstream.USAGE: usage if usage is not None else _NoSeal("usage"),
     }
     out: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for service in services:
@@ -303,11 +312,16 @@ def gateway_handlers(
 
 
 class _NoSeal:
-    """Stands for a missing seal stub: every call fails as a dependency that cannot be reached."""
+    """Stands for a missing seal (or usage) stub: every call fails as a dependency that cannot be reached."""
+
+    def __init__(self, what: str = "kms seal") -> None:
+        self._what = what
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+        what = self._what
+
         async def call(_request: Any, **_kw: Any) -> Any:
-            raise errors.Unavailable(f"The kms seal service is not connected ({method}).")
+            raise errors.Unavailable(f"The {what} service is not connected ({method}).")
 
         return call
 
@@ -319,9 +333,10 @@ def add_gateway_services(
     store: store_pb2_grpc.SecretStoreServiceStub,
     kms: kms_pb2_grpc.KeyManagementServiceStub,
     seal: kms_pb2_grpc.SealServiceStub | None = None,
+    usage: usage_pb2_grpc.UsageServiceStub | None = None,
 ) -> tuple[str, ...]:
     """Register the public services on ``server``; returns their full names (for the health service)."""
-    services = gateway_handlers(app, store=store, kms=kms, seal=seal)
+    services = gateway_handlers(app, store=store, kms=kms, seal=seal, usage=usage)
     for name, handlers in services.items():
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
         server.add_registered_method_handlers(name, handlers)

@@ -22,6 +22,7 @@ from coffer import logs
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.replication.v1 import replication_pb2, replication_pb2_grpc
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
+from coffer.api.usage.v1 import usage_pb2_grpc
 from coffer.audit import StructlogAudit
 from coffer.clock import Clock
 from coffer.core import errors
@@ -51,6 +52,8 @@ from coffer.store.repository import ReplicationRepository, StoreRepository, appl
 from coffer.store.rotation import RotationApp
 from coffer.store.sealer import ValueSealer
 from coffer.store.servicer import ReplicationServicer, RotationControlServicer, SecretStoreServicer
+from coffer.store.usage import SERVICE_NAME as USAGE_SERVICE_NAME
+from coffer.store.usage import MeteringAudit, UsageMeter, UsageServicer
 from coffer.targets import TargetGuard
 
 log = logs.get_logger("coffer.store")
@@ -113,6 +116,7 @@ class StoreRuntime:
     replication: ReplicationApp
     replicator: Replicator
     housekeeper: Housekeeper
+    usage_meter: UsageMeter | None = None
     purge_task: asyncio.Task[None] | None = None
     replicator_task: asyncio.Task[None] | None = None
     housekeeping_task: asyncio.Task[None] | None = None
@@ -140,6 +144,8 @@ class StoreRuntime:
             await self.key_events.aclose()
             await self.kms_channel.close()
             self.kms.cache.clear()
+            if self.usage_meter is not None:
+                await self.usage_meter.aclose()  # the last batch of call counts
             await self.pool.close()
 
 
@@ -231,6 +237,8 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             repo=replication_repo, store=app, clock=app.clock, notify_detach=replicator.detach
         )
         servicer = SecretStoreServicer(app, rotation, replication)
+        usage_meter = UsageMeter(pool, app.clock)
+        usage = UsageServicer(pool, usage_meter, app.clock)
         control = RotationControlServicer(rotation, rotation_requests)
         receiver = ReplicationServicer(replication)
 
@@ -238,7 +246,8 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             store_pb2_grpc.add_SecretStoreServiceServicer_to_server(servicer, server)
             store_pb2_grpc.add_RotationControlServiceServicer_to_server(control, server)
             replication_pb2_grpc.add_ReplicationServiceServicer_to_server(receiver, server)
-            return [SERVICE_NAME, CONTROL_SERVICE_NAME, REPLICATION_SERVICE_NAME]
+            usage_pb2_grpc.add_UsageServiceServicer_to_server(usage, server)
+            return [SERVICE_NAME, CONTROL_SERVICE_NAME, REPLICATION_SERVICE_NAME, USAGE_SERVICE_NAME]
 
         server = await start_server(
             service="store",
@@ -249,9 +258,11 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             peers=store_peers(settings.peers),
             foreign_identities={replicator_identity(p.region): p.ca_file for p in settings.peers},
             assertions=PrincipalVerifier.from_file(settings.pki_dir / SIGNING_PUB, audience="store"),
-            audit=StructlogAudit(),
+            audit=MeteringAudit(StructlogAudit(), usage_meter),
         )
         targets.add_own(f"{settings.store_addr.rpartition(':')[0]}:{server.port}")  # bound to port 0 in tests
+        usage_meter.start()
+        undo.push_async_callback(usage_meter.aclose)
         undo.pop_all()
     runtime = StoreRuntime(
         server=server,
@@ -264,6 +275,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         rotation_requests=rotation_requests,
         replication=replication,
         replicator=replicator,
+        usage_meter=usage_meter,
         housekeeper=Housekeeper(
             StoreRepository(pool),
             app.clock,

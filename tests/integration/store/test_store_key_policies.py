@@ -15,26 +15,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
+from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2 as pb
-from coffer.api.store.v1 import store_pb2_grpc
 from coffer.core import errors
 from coffer.core.policy.keypolicy import LOCKOUT_MESSAGE, default_key_policy_text
-from coffer.pki import SIGNING_KEY
-from coffer.rpc.assertions import PrincipalSigner
-from coffer.rpc.channel import secure_channel
-from coffer.rpc.context import principal_var
-from coffer.rpc.tls import TlsFiles
 from coffer.testing.wait import eventually
 
 from .conftest import ACCOUNT, StoreStack
+from .signed_clients import Clients, acting_as, signed_clients
 
 pytestmark = pytest.mark.integration
 
@@ -42,43 +34,10 @@ ADMIN = "user/admin"
 CAROL = f"arn:aws:iam::{ACCOUNT}:user/carol"
 
 
-@contextmanager
-def acting_as(principal: str) -> Iterator[None]:
-    token = principal_var.set(principal)
-    try:
-        yield
-    finally:
-        principal_var.reset(token)
-
-
-class Clients:
-    def __init__(
-        self, store: store_pb2_grpc.SecretStoreServiceStub, kms: kms_pb2_grpc.KeyManagementServiceStub
-    ):
-        self.store = store
-        self.kms = kms
-
-
 @pytest.fixture
 async def clients(stack: StoreStack) -> AsyncIterator[Clients]:
-    """Stubs under the gateway's certificate that sign the principal in ``principal_var`` (as the gateway
-    does for its authenticated callers)."""
-    key = serialization.load_pem_private_key((stack.settings.pki_dir / SIGNING_KEY).read_bytes(), None)
-    assert isinstance(key, ed25519.Ed25519PrivateKey)
-    signer = PrincipalSigner(key)
-    tls = TlsFiles.for_identity(stack.settings.pki_dir, "gateway")
-    store_channel = secure_channel(
-        f"127.0.0.1:{stack.store_runtime.port}", tls, server_name="store", signer=signer
-    )
-    kms_channel = secure_channel(f"127.0.0.1:{stack.kms_runtime.port}", tls, server_name="kms", signer=signer)
-    try:
-        yield Clients(
-            store_pb2_grpc.SecretStoreServiceStub(store_channel),
-            kms_pb2_grpc.KeyManagementServiceStub(kms_channel),
-        )
-    finally:
-        await store_channel.close()
-        await kms_channel.close()
+    async with signed_clients(stack) as c:
+        yield c
 
 
 def _only(principal_arn: str) -> str:
