@@ -122,6 +122,11 @@ class KeyStore(Protocol):
     async def list_aliases(self, *, key_id: str | None, after: str | None, limit: int) -> list[Alias]: ...
     async def alias_exists(self, alias_name: str) -> bool: ...
     async def due_for_rotation(self, now: datetime, *, limit: int) -> list[str]: ...
+    def scoped(self, scope: Scope) -> KeyStore:
+        """The same store for another account."""
+        ...
+
+    async def accounts(self) -> list[str]: ...
 
 
 class RootKeySource(Protocol):
@@ -155,6 +160,31 @@ class KmsApp:
         self.scope = scope
         self._clock = clock
         self._aws_key_crypto_denied = aws_key_crypto_denied
+        self._accounts: dict[str, KmsApp] = {scope.account_id: self}
+
+    def for_account(self, account: str) -> KmsApp:
+        """This kms for the keys of ``account`` (keys, aliases and lists are per account)."""
+        app = self._accounts.get(account)
+        if app is None:
+            scope = replace(self.scope, account_id=account)
+            app = KmsApp(
+                store=self._store.scoped(scope),
+                root_key=self._roots,
+                scope=scope,
+                clock=self._clock,
+                aws_key_crypto_denied=self._aws_key_crypto_denied,
+            )
+            app._accounts = self._accounts
+            self._accounts[account] = app
+        return app
+
+    def for_call(self) -> KmsApp:
+        """The app for the call in progress: the caller's account; Coffer's own services (no end caller)
+        act in the deployment's account."""
+        caller = current_caller()
+        if caller is None or caller.kind is PrincipalKind.SERVICE:
+            return self
+        return self.for_account(caller.account)
 
     # --- key material ---------------------------------------------------------------------------------------
 
@@ -163,15 +193,20 @@ class KmsApp:
         """The root key now (``errors.KmsSealed`` while sealed: no key material is made or opened)."""
         return self._roots.current()
 
-    def _binding(self, key_id: str, material_id: str) -> MaterialBinding:
+    def _binding(self, key_id: str, material_id: str, account: str | None = None) -> MaterialBinding:
         return MaterialBinding(
-            account_id=self.scope.account_id, region=self.scope.region, key_id=key_id, material_id=material_id
+            account_id=account or self.scope.account_id,
+            region=self.scope.region,
+            key_id=key_id,
+            material_id=material_id,
         )
 
-    def _new_material(self, key_id: str, *, now: datetime, rotation_type: RotationType | None) -> Material:
+    def _new_material(
+        self, key_id: str, *, now: datetime, rotation_type: RotationType | None, account: str | None = None
+    ) -> Material:
         material_id = secrets.token_hex(blobs.MATERIAL_ID_SIZE)
         wrapped = self._root.wrap(
-            secrets.token_bytes(blobs.MATERIAL_SIZE), self._binding(key_id, material_id)
+            secrets.token_bytes(blobs.MATERIAL_SIZE), self._binding(key_id, material_id, account)
         )
         return Material(
             key_id=key_id,
@@ -186,7 +221,9 @@ class KmsApp:
 
     def _unwrap(self, key: Key, material: Material) -> bytes:
         try:
-            return self._root.unwrap(material.wrapped, self._binding(key.key_id, material.material_id))
+            return self._root.unwrap(
+                material.wrapped, self._binding(key.key_id, material.material_id, key.account_id)
+            )
         except UnwrapError:
             log.error(
                 "kms.unwrap_failed",
@@ -200,7 +237,9 @@ class KmsApp:
             ) from None
 
     async def _rotate(self, tx: KeyTx, key: Key, *, now: datetime, rotation_type: RotationType) -> Key:
-        material = self._new_material(key.key_id, now=now, rotation_type=rotation_type)
+        material = self._new_material(
+            key.key_id, now=now, rotation_type=rotation_type, account=key.account_id
+        )
         await tx.add_material(material)
         log.info(
             "kms.key_rotated", key_arn=key.arn, key_material_id=material.material_id, type=rotation_type.value
@@ -334,28 +373,16 @@ class KmsApp:
         action = f"kms:{operation.value}" if isinstance(operation, Operation) else operation
         authorize_key(caller, action, key.arn, self.key_policy(key), key_account=key.account_id)
 
-    def _authz_account(self, action: str) -> bool:
-        """Public calls without a key (ListKeys, ListAliases): the caller's identity policies, on the caller's
-        own account. Whether the caller's account is the one this kms serves (its scope): lists show only
-        the caller's account, so another account sees none."""
+    def _authz_account(self, action: str) -> None:
+        """Public calls without a key (CreateKey, ListKeys, ListAliases): the caller's identity policies, on
+        the caller's own account (the app serving the call is the caller's account's: ``for_call``)."""
         if current_peer() != PUBLIC_PEER:
-            return True
+            return
         caller = current_caller()
         if caller is None:
             raise errors.AccessDenied("The caller of this kms call is unknown.")
         if caller.kind is not PrincipalKind.SERVICE:
             authorize(caller, action, "*", resource_account=caller.account)
-        return caller.account == self.scope.account_id
-
-    def _authz_create(self) -> None:
-        """CreateKey: the identity policies decide (there is no key policy yet); the key goes in the caller's
-        account, which must be the one this kms serves."""
-        caller = current_caller()
-        if not self._authz_account("kms:CreateKey") and caller is not None:
-            raise errors.UnsupportedOperation(
-                f"This kms serves the keys of account {self.scope.account_id}; keys of account "
-                f"{caller.account} are not supported yet."
-            )
 
     async def get_key_policy(self, *, key_id: str, policy_name: str | None = None) -> tuple[str, str]:
         name = _policy_name(policy_name)
@@ -386,8 +413,11 @@ class KmsApp:
         log.info("kms.key_policy_put", key_arn=key.arn)
 
     async def key_for_service(self, *, key_arn: str) -> Key:
-        """The key behind an ARN or id, for Coffer's services (no authorization: peers only)."""
-        return await self._resolve(key_arn)
+        """The key behind an ARN (in its own account) or an id/alias (in the caller's account), for Coffer's
+        services (no authorization: peers only)."""
+        parts = key_arn.split(":")
+        app = self.for_account(parts[4]) if key_arn.startswith("arn:") and len(parts) > 5 else self.for_call()
+        return await app._resolve(key_arn)
 
     # --- keys -----------------------------------------------------------------------------------------------
 
@@ -404,7 +434,7 @@ class KmsApp:
         policy: str | None = None,
         bypass_lockout_check: bool = False,
     ) -> Key:
-        self._authz_create()
+        self._authz_account("kms:CreateKey")
         self._roots.current()  # new key material needs the root key
         compiled = parse_key_policy(policy) if policy is not None else None
         desc = v.description(description or "")
@@ -466,8 +496,7 @@ class KmsApp:
     ) -> Page[tuple[str, str]]:
         n = v.limit(limit, default=100)
         after = v.decode_marker(marker, "keys")
-        if not self._authz_account("kms:ListKeys"):
-            return Page(items=(), next_marker=None)
+        self._authz_account("kms:ListKeys")
         ids = await self._store.list_key_ids(after=after, limit=n + 1)
         page = ids[:n]
         return Page(
@@ -589,8 +618,8 @@ class KmsApp:
                 raise self._not_found(kid)
             self._authz(Operation.LIST_ALIASES, key)
             check(Operation.LIST_ALIASES, key.key_state, key.key_manager, arn=key.arn)
-        elif not self._authz_account("kms:ListAliases"):
-            return Page(items=(), next_marker=None)
+        else:
+            self._authz_account("kms:ListAliases")
         after = v.decode_marker(marker, "aliases")
         rows = await self._store.list_aliases(key_id=kid, after=after, limit=n + 1)
         if kid is None:
@@ -801,7 +830,18 @@ class KmsApp:
 
     async def run_maintenance(self, *, rotation_batch: int = 100) -> MaintenanceReport:
         """Purge keys whose DeletionDate has passed (key, aliases, material: crypto-shred) and rotate keys
-        whose automatic rotation is due. Idempotent; safe to run from several instances."""
+        whose automatic rotation is due, in every account. Idempotent; safe to run from several instances."""
+        purged: list[str] = []
+        rotated: list[str] = []
+        accounts = set(await self._store.accounts()) | {self.scope.account_id}
+        for account in sorted(accounts):
+            report = await self.for_account(account)._maintain(rotation_batch)
+            purged.extend(report.purged)
+            rotated.extend(report.rotated)
+        return MaintenanceReport(purged=tuple(purged), rotated=tuple(rotated))
+
+    async def _maintain(self, rotation_batch: int) -> MaintenanceReport:
+        """run_maintenance for this app's account."""
         now = self._clock.now()
         async with self._store.transaction() as tx:
             purged = await tx.delete_due_keys(now)

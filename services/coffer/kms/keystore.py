@@ -64,7 +64,8 @@ def _key(row: asyncpg.Record, scope: Scope) -> Key:
     tags = tuple(Tag(key=t["TagKey"], value=t["TagValue"]) for t in json.loads(row["tags"]))
     return Key(
         key_id=row["key_id"],
-        arn=scope.key_arn(row["key_id"]),
+        # the key's own account (a Decrypt may find a key of another account: the blob names it)
+        arn=Scope(scope.partition, row["region"], row["account_id"]).key_arn(row["key_id"]),
         account_id=row["account_id"],
         region=row["region"],
         description=row["description"],
@@ -262,6 +263,18 @@ class PgKeyStore:
         self._pool = pool
         self._scope = scope
 
+    def scoped(self, scope: Scope) -> PgKeyStore:
+        """The same store for another account (keys, aliases and lists are per account)."""
+        return PgKeyStore(self._pool, scope)
+
+    async def accounts(self) -> list[str]:
+        """The accounts that have keys in this region (maintenance visits each)."""
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT account_id FROM kms.keys WHERE region = $1 ORDER BY account_id",
+            self._scope.region,
+        )
+        return [r["account_id"] for r in rows]
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgKeyTx]:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -316,10 +329,9 @@ class PgKeyStore:
         row = await self._pool.fetchrow(
             f"SELECT {_KEY_COLUMNS}, {_material_columns('m')} {_FROM_KEYS}"
             " LEFT JOIN kms.key_materials m ON m.key_id = k.key_id AND m.material_id = $2"
-            " WHERE k.key_id = $1 AND k.account_id = $3 AND k.region = $4",
+            " WHERE k.key_id = $1 AND k.region = $3",
             key_id,
             material_id,
-            self._scope.account_id,
             self._scope.region,
         )
         if row is None:

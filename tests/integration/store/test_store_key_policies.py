@@ -152,3 +152,40 @@ async def test_key_policy_decides_secrets_under_a_customer_key(clients: Clients)
             await eventually(lambda: _get(clients, "kp/carol"), timeout=10, retry_on=(errors.AccessDenied,))
             == "carol's"
         )
+
+
+async def test_keys_are_per_account(clients: Clients) -> None:
+    other = "111111111111"
+    other_root = f"arn:aws:iam::{other}:root"
+    with acting_as(other_root):
+        mine = (await clients.kms.CreateKey(kms_pb2.CreateKeyRequest(description="other's"))).key_metadata
+        assert mine.aws_account_id == other
+        assert mine.arn == f"arn:aws:kms:local-1:{other}:key/{mine.key_id}"
+        listed = await clients.kms.ListKeys(kms_pb2.ListKeysRequest())
+        assert [k.key_arn for k in listed.keys] == [mine.arn]
+        got = await clients.kms.GetKeyPolicy(kms_pb2.GetKeyPolicyRequest(key_id=mine.key_id))
+        assert json.loads(got.policy) == json.loads(default_key_policy_text(other))
+        sealed = await clients.kms.Encrypt(kms_pb2.EncryptRequest(key_id=mine.key_id, plaintext=b"hello"))
+        opened = await clients.kms.Decrypt(kms_pb2.DecryptRequest(ciphertext_blob=sealed.ciphertext_blob))
+        assert (opened.plaintext, opened.key_id) == (b"hello", mine.arn)
+        await clients.kms.CreateAlias(
+            kms_pb2.CreateAliasRequest(alias_name="alias/shared-name", target_key_id=mine.key_id)
+        )
+    with acting_as(ADMIN):
+        ours = (await clients.kms.CreateKey(kms_pb2.CreateKeyRequest())).key_metadata
+        assert ours.aws_account_id == ACCOUNT
+        listed = await clients.kms.ListKeys(kms_pb2.ListKeysRequest())
+        assert mine.arn not in [k.key_arn for k in listed.keys]
+        assert ours.arn in [k.key_arn for k in listed.keys]
+        # alias names are per account
+        await clients.kms.CreateAlias(
+            kms_pb2.CreateAliasRequest(alias_name="alias/shared-name", target_key_id=ours.key_id)
+        )
+        # the other account's key is not visible by id; by ARN, its key policy does not let this account in
+        with pytest.raises(errors.NotFound):
+            await clients.kms.DescribeKey(kms_pb2.DescribeKeyRequest(key_id=mine.key_id))
+        with pytest.raises(errors.CofferError):
+            await clients.kms.DescribeKey(kms_pb2.DescribeKeyRequest(key_id=mine.arn))
+        # a ciphertext names its key: Decrypt finds it, and the key policy refuses this account
+        with pytest.raises(errors.AccessDenied):
+            await clients.kms.Decrypt(kms_pb2.DecryptRequest(ciphertext_blob=sealed.ciphertext_blob))
