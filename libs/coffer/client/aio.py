@@ -122,6 +122,12 @@ class AsyncKmsClient(_AsyncService):
     async def decrypt(self, **fields: Any) -> kms_pb2.DecryptResponse:
         return await self._call("Decrypt", kms_pb2.DecryptResponse, fields)
 
+    async def get_key_policy(self, **fields: Any) -> kms_pb2.GetKeyPolicyResponse:
+        return await self._call("GetKeyPolicy", kms_pb2.GetKeyPolicyResponse, fields)
+
+    async def put_key_policy(self, **fields: Any) -> kms_pb2.PutKeyPolicyResponse:
+        return await self._call("PutKeyPolicy", kms_pb2.PutKeyPolicyResponse, fields)
+
 
 class AsyncIamClient(_AsyncService):
     """IAM operations (``coffer.api.iam.v1.IdentityManagementService``) through the gateway."""
@@ -253,6 +259,8 @@ class AsyncCofferClient(_AsyncService):
         self.organizations = AsyncOrganizationsClient(channel, _ops.ORGANIZATIONS, timeout, endpoint)
         #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
         self.operator = _AsyncService(channel, _ops.SEAL, timeout, endpoint)
+        #: Metering (``coffer usage get``): ``.usage.call("GetUsage", month="2026-03")``.
+        self.usage = _AsyncService(channel, _ops.USAGE, timeout, endpoint)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> AsyncCofferClient:
