@@ -911,10 +911,19 @@ class StoreApp:
             raise errors.InvalidRequest(NEED_VALUE_MESSAGE)
         check_token_present(has_value=True, token=token)
         assert token is not None
-        ref = self.ref(secret_id)
+        caller = self.authz.caller()
+        ref = self.ref_or_none(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            locked = await tx.lock_existing(ref)
+            # decided on the locked row (its tags, resource policy, account): no extra round trip
+            found = await tx.lock(ref) if ref is not None else None
+            if caller is not None:
+                await self.authz.check(
+                    caller, _SM + "PutSecretValue", secret_id, found.facts if found is not None else None
+                )
+            if found is None:
+                raise errors.NotFound()
+            locked = found
             check_writable(locked)
             outcome = await self._token_outcome(tx, locked, token, value)
             if outcome is v.TokenOutcome.REPLAY:

@@ -117,6 +117,8 @@ class LockedSecret:
     replica_regions: tuple[str, ...]
     versions: Mapping[str, VersionMeta]
     labels: Mapping[str, str]
+    #: The secret as authorization sees it (read by the same locking query).
+    facts: SecretFacts | None = None
 
 
 @dataclass(frozen=True, slots=True)

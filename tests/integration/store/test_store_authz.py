@@ -141,7 +141,9 @@ async def test_identity_policy_on_a_name_prefix(stack: StoreStack) -> None:
     before = await stack.counts()
     with acting_as(alice), pytest.raises(errors.AccessDenied) as info:
         await servicer_of(stack).PutSecretValue(
-            pb.PutSecretValueRequest(secret_id="app/x", secret_string="new"),
+            pb.PutSecretValueRequest(
+                secret_id="app/x", secret_string="new", client_request_token=str(uuid.uuid4())
+            ),
             None,
         )
     assert info.value.message == denial(alice, "PutSecretValue", app_x, NO_IDENTITY.format("PutSecretValue"))

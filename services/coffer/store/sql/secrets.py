@@ -185,8 +185,9 @@ class SecretStatements(Statements):
 
     async def _lock(self, where: str, *args: Any) -> LockedSecret | None:
         row = await self._conn.fetchrow(
-            "SELECT s.id, s.arn, s.name, s.deleted_at IS NOT NULL AS deleted, s.is_replica, s.kms_key_id,"
-            " s.tags, ARRAY(SELECT r.region FROM store.replication_status r WHERE r.secret_id = s.id"
+            "SELECT s.id, s.arn, s.name, s.deleted_at IS NOT NULL AS deleted, s.is_replica,"
+            f" {FACTS_COLUMNS},"
+            " ARRAY(SELECT r.region FROM store.replication_status r WHERE r.secret_id = s.id"
             " ORDER BY r.region) AS replica_regions"
             f" FROM store.secrets s WHERE {where} FOR UPDATE",
             *args,
@@ -217,6 +218,7 @@ class SecretStatements(Statements):
                 for v in versions
             },
             labels={r["label"]: r["version_id"] for r in labels},
+            facts=facts_of(row),
         )
 
     async def lock(self, ref: SecretRef) -> LockedSecret | None:
