@@ -143,8 +143,10 @@ class Repository(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
 
     async def fetch_value(
-        self, ref: SecretRef, *, version_id: str | None, stage: str | None, today: date
+        self, ref: SecretRef, *, version_id: str | None, stage: str | None, today: date, touch: bool = True
     ) -> ValueRow | None: ...
+
+    async def touch_accessed(self, secret_id: int, version_id: str, today: date) -> None: ...
 
     async def describe(self, ref: SecretRef) -> Secret | None: ...
 
@@ -671,9 +673,11 @@ class StoreApp:
         """GetSecretValue: one query reads the value and the secret's tags, resource policy and account, then
         the caller (when a public call) is decided before any not-found or state answer."""
         stage = version_stage if version_stage is not None or version_id is not None else AWSCURRENT
+        today = self._clock.now().astimezone(UTC).date()
+        # a call still to be decided must not leave a trace (LastAccessedDate) when it is refused
         row = (
             await self._repo.fetch_value(
-                ref, version_id=version_id, stage=stage, today=self._clock.now().astimezone(UTC).date()
+                ref, version_id=version_id, stage=stage, today=today, touch=caller is None
             )
             if ref is not None
             else None
@@ -714,6 +718,8 @@ class StoreApp:
             wrapped_key=row.wrapped_key,
         )
         value = await self._sealer.open(arn=row.arn, stored=stored)
+        if caller is not None and not row.accessed_today:
+            await self._repo.touch_accessed(row.secret_id, row.version_id, today)
         return ValueResult(
             arn=row.arn,
             name=row.name,

@@ -87,6 +87,8 @@ class ValueRow:
     stages: tuple[str, ...]
     #: The secret as authorization sees it (tags, resource policy, account ...), from the same query.
     facts: SecretFacts | None = None
+    #: LastAccessedDate of secret and version already say today (no touch needed).
+    accessed_today: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,6 +136,13 @@ async def test_identity_policy_on_a_name_prefix(stack: StoreStack) -> None:
         await get(stack, alice, "db/y")
     assert info.value.code == "AccessDeniedException"
     assert info.value.message == denial(alice, "GetSecretValue", db_y, NO_IDENTITY.format("GetSecretValue"))
+    # a refused read leaves no trace; an allowed one sets LastAccessedDate (secret and version)
+    accessed = (
+        "SELECT s.last_accessed_on, v.last_accessed_on FROM store.secrets s"
+        " JOIN store.versions v ON v.secret_id = s.id WHERE s.arn = $1"
+    )
+    assert tuple(await stack.db.fetchrow(accessed, db_y)) == (None, None)
+    assert None not in tuple(await stack.db.fetchrow(accessed, app_x))
 
     # GetSecretValue only: PutSecretValue on app/x is refused, and nothing was written
     before = await stack.counts()

@@ -105,19 +105,21 @@ def facts_of(row: asyncpg.Record) -> SecretFacts:
 
 _GET_VALUE_SQL = f"""
 WITH s AS (
-    SELECT s.id, s.arn, s.name, s.deleted_at, {FACTS_COLUMNS} FROM store.secrets s WHERE {LOOKUP}
+    SELECT s.id, s.arn, s.name, s.deleted_at, s.last_accessed_on, {FACTS_COLUMNS}
+    FROM store.secrets s WHERE {LOOKUP}
 ),
 holder AS (
     SELECT l.version_id FROM store.labels l JOIN s ON l.secret_id = s.id WHERE l.label = $4::text
 ),
 v AS (
-    SELECT ver.secret_id, ver.version_id, ver.created_at, ver.value_kind, ver.ciphertext, ver.wrapped_key
+    SELECT ver.secret_id, ver.version_id, ver.created_at, ver.value_kind, ver.ciphertext, ver.wrapped_key,
+           ver.last_accessed_on
     FROM store.versions ver JOIN s ON ver.secret_id = s.id
     WHERE ver.version_id = COALESCE($3::text, (SELECT version_id FROM holder))
 ),
 ok AS (
     SELECT 1 FROM s, v
-    WHERE s.deleted_at IS NULL AND v.value_kind IS NOT NULL
+    WHERE $6::boolean AND s.deleted_at IS NULL AND v.value_kind IS NOT NULL
       AND ($3::text IS NULL OR $4::text IS NULL OR (SELECT version_id FROM holder) = $3::text)
 ),
 touch_secret AS (
@@ -136,7 +138,9 @@ SELECT s.id AS secret_id, s.arn, s.name, s.deleted_at IS NOT NULL AS deleted, {F
        v.version_id, v.created_at, v.value_kind, v.ciphertext, v.wrapped_key,
        ARRAY(SELECT l.label FROM store.labels l
              WHERE l.secret_id = s.id AND l.version_id = v.version_id ORDER BY l.label) AS stages,
-       (SELECT count(*) FROM touch_secret) + (SELECT count(*) FROM touch_version) AS touched
+       (SELECT count(*) FROM touch_secret) + (SELECT count(*) FROM touch_version) AS touched,
+       s.last_accessed_on IS NOT DISTINCT FROM $5 AND v.last_accessed_on IS NOT DISTINCT FROM $5
+           AS accessed_today
 FROM s LEFT JOIN v ON true
 """
 
@@ -381,11 +385,14 @@ class SecretStatements(Statements):
 
 class SecretReads(Reads):
     async def fetch_value(
-        self, ref: SecretRef, *, version_id: str | None, stage: str | None, today: date
+        self, ref: SecretRef, *, version_id: str | None, stage: str | None, today: date, touch: bool = True
     ) -> ValueRow | None:
         """GetSecretValue in one round trip: resolve the secret, find the version by id or label, and bump
-        LastAccessedDate of secret and version (only when the request will succeed and the day changed)."""
-        row = await self._pool.fetchrow(_GET_VALUE_SQL, ref.arn, ref.name_key, version_id, stage, today)
+        LastAccessedDate of secret and version (only when the request will succeed and the day changed, and
+        ``touch``: a call still to be authorized touches afterwards, with ``touch_accessed``)."""
+        row = await self._pool.fetchrow(
+            _GET_VALUE_SQL, ref.arn, ref.name_key, version_id, stage, today, touch
+        )
         if row is None:
             return None
         return ValueRow(
@@ -401,6 +408,19 @@ class SecretReads(Reads):
             wrapped_key=row["wrapped_key"],
             stages=tuple(row["stages"]),
             facts=facts_of(row),
+            accessed_today=bool(row["accessed_today"]),
+        )
+
+    async def touch_accessed(self, secret_id: int, version_id: str, today: date) -> None:
+        """Set LastAccessedDate of a secret and one of its versions to ``today`` (once a day at most)."""
+        await self._pool.execute(
+            "WITH t AS (UPDATE store.secrets SET last_accessed_on = $3 WHERE id = $1"
+            " AND last_accessed_on IS DISTINCT FROM $3 RETURNING 1)"
+            " UPDATE store.versions SET last_accessed_on = $3 WHERE secret_id = $1 AND version_id = $2"
+            " AND last_accessed_on IS DISTINCT FROM $3",
+            secret_id,
+            version_id,
+            today,
         )
 
     async def secret_facts(self, ref: SecretRef) -> SecretFacts | None:
