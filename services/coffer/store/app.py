@@ -1199,6 +1199,7 @@ class StoreApp:
             check_writable(locked)
             merged = _merge_tags(locked.tags, tags)
             _check_tags(merged)
+            await self._keeps_access(secret_id, locked, "TagResource", merged)
             await tx.update_secret(locked.id, {"tags": merged})
             await tx.record_change(
                 locked.id, event="TagResource", now=now, payload={"keys": [t.key for t in tags]}
@@ -1219,10 +1220,23 @@ class StoreApp:
             drop = set(tag_keys)
             kept = tuple(t for t in locked.tags if t.key not in drop)
             if kept != locked.tags:
+                await self._keeps_access(secret_id, locked, "UntagResource", kept)
                 await tx.update_secret(locked.id, {"tags": kept})
                 await tx.record_change(
                     locked.id, event="UntagResource", now=now, payload={"keys": sorted(drop)}
                 )
+
+    async def _keeps_access(
+        self, secret_id: str, locked: LockedSecret, action: str, tags: Sequence[Tag]
+    ) -> None:
+        """A TagResource/UntagResource that would take the caller's own access away (the same action, or
+        DescribeSecret, on the secret with its new tags) fails with AccessDeniedException and changes nothing
+        (iam-policies.md §5 b)."""
+        caller = self.authz.caller()
+        if caller is None or locked.facts is None:
+            return
+        for act in (action, "DescribeSecret"):
+            await self.authz.check(caller, _SM + act, secret_id, locked.facts, tags=tuple(tags))
 
     # --- resource policies ----------------------------------------------------------------------------------
 

@@ -407,3 +407,25 @@ async def test_internal_and_legacy_service_callers_are_not_decided(stack: StoreS
     # no caller at all (housekeeping, replication apply) and the legacy rotation service principal
     assert (await app_of(stack).get_secret_value(secret_id="svc/x", version_id=None, version_stage=None)).arn
     assert await get(stack, legacy_principal("service/rotation"), "svc/x") == "value"
+
+
+async def test_retagging_away_ones_own_access_is_refused(stack: StoreStack) -> None:
+    await create(stack, "team/secret", tags={"team": "payments"})
+    frank = user(
+        "frank",
+        {
+            "Effect": "Allow",
+            "Action": "secretsmanager:*",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:ResourceTag/team": "${aws:PrincipalTag/team}"}},
+        },
+        team="payments",
+    )
+    with acting_as(frank):
+        await app_of(stack).tag_resource(secret_id="team/secret", tags=[Tag("env", "prod")])
+        with pytest.raises(errors.AccessDenied):
+            await app_of(stack).tag_resource(secret_id="team/secret", tags=[Tag("team", "hr")])
+        with pytest.raises(errors.AccessDenied):
+            await app_of(stack).untag_resource(secret_id="team/secret", tag_keys=["team"])
+        described = await app_of(stack).describe_secret(secret_id="team/secret")
+    assert described.tags == (Tag("team", "payments"), Tag("env", "prod"))
