@@ -429,3 +429,26 @@ async def test_retagging_away_ones_own_access_is_refused(stack: StoreStack) -> N
             await app_of(stack).untag_resource(secret_id="team/secret", tag_keys=["team"])
         described = await app_of(stack).describe_secret(secret_id="team/secret")
     assert described.tags == (Tag("team", "payments"), Tag("env", "prod"))
+
+
+async def test_create_secret_is_decided_on_the_arn_it_will_get(stack: StoreStack) -> None:
+    gina = user(
+        "gina", {"Effect": "Allow", "Action": "secretsmanager:CreateSecret", "Resource": SECRETS + "app/*"}
+    )
+    arn = await create(stack, "app/new", principal=gina)
+    assert arn.startswith(SECRETS + "app/new-")
+    with pytest.raises(errors.AccessDenied) as info:
+        await create(stack, "db/new", principal=gina)
+    assert info.value.message.startswith(
+        f"User: {gina.arn} is not authorized to perform: secretsmanager:CreateSecret"
+        f" on resource: {SECRETS}db/new-"
+    )
+    # Tags also need TagResource (aws:RequestTag / aws:TagKeys are in the request)
+    with pytest.raises(errors.AccessDenied) as info:
+        await create(stack, "app/tagged", tags={"team": "x"}, principal=gina)
+    assert "secretsmanager:TagResource" in info.value.message
+    # an existing name is not revealed to a caller who may not create it
+    await create(stack, "db/existing")
+    with pytest.raises(errors.AccessDenied):
+        await create(stack, "db/existing", principal=gina)
+    assert await stack.db.fetchval("SELECT count(*) FROM store.secrets WHERE name LIKE 'db/new%'") == 0
