@@ -328,5 +328,17 @@ class AsyncCofferClient(_AsyncService):
     async def untag_resource(self, **fields: Any) -> sm.UntagResourceResponse:
         return await self._call("UntagResource", sm.UntagResourceResponse, fields)
 
+    async def put_resource_policy(self, **fields: Any) -> sm.PutResourcePolicyResponse:
+        return await self._call("PutResourcePolicy", sm.PutResourcePolicyResponse, fields)
+
+    async def get_resource_policy(self, **fields: Any) -> sm.GetResourcePolicyResponse:
+        return await self._call("GetResourcePolicy", sm.GetResourcePolicyResponse, fields)
+
+    async def delete_resource_policy(self, **fields: Any) -> sm.DeleteResourcePolicyResponse:
+        return await self._call("DeleteResourcePolicy", sm.DeleteResourcePolicyResponse, fields)
+
+    async def validate_resource_policy(self, **fields: Any) -> sm.ValidateResourcePolicyResponse:
+        return await self._call("ValidateResourcePolicy", sm.ValidateResourcePolicyResponse, fields)
+
     async def get_random_password(self, **fields: Any) -> sm.GetRandomPasswordResponse:
         return await self._call("GetRandomPassword", sm.GetRandomPasswordResponse, fields)

@@ -324,5 +324,17 @@ class CofferClient(_SyncService):
     def untag_resource(self, **fields: Any) -> sm.UntagResourceResponse:
         return self._call("UntagResource", sm.UntagResourceResponse, fields)
 
+    def put_resource_policy(self, **fields: Any) -> sm.PutResourcePolicyResponse:
+        return self._call("PutResourcePolicy", sm.PutResourcePolicyResponse, fields)
+
+    def get_resource_policy(self, **fields: Any) -> sm.GetResourcePolicyResponse:
+        return self._call("GetResourcePolicy", sm.GetResourcePolicyResponse, fields)
+
+    def delete_resource_policy(self, **fields: Any) -> sm.DeleteResourcePolicyResponse:
+        return self._call("DeleteResourcePolicy", sm.DeleteResourcePolicyResponse, fields)
+
+    def validate_resource_policy(self, **fields: Any) -> sm.ValidateResourcePolicyResponse:
+        return self._call("ValidateResourcePolicy", sm.ValidateResourcePolicyResponse, fields)
+
     def get_random_password(self, **fields: Any) -> sm.GetRandomPasswordResponse:
         return self._call("GetRandomPassword", sm.GetRandomPasswordResponse, fields)

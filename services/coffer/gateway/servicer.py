@@ -200,6 +200,18 @@ ROUTES: Final[Mapping[str, Route]] = {
     _SM + "StopReplicationToReplica": Route(
         "secretsmanager:StopReplicationToReplica", "secret_id", _store("StopReplicationToReplica")
     ),
+    _SM + "PutResourcePolicy": Route(
+        "secretsmanager:PutResourcePolicy", "secret_id", _store("PutResourcePolicy")
+    ),
+    _SM + "GetResourcePolicy": Route(
+        "secretsmanager:GetResourcePolicy", "secret_id", _store("GetResourcePolicy")
+    ),
+    _SM + "DeleteResourcePolicy": Route(
+        "secretsmanager:DeleteResourcePolicy", "secret_id", _store("DeleteResourcePolicy")
+    ),
+    _SM + "ValidateResourcePolicy": Route(
+        "secretsmanager:ValidateResourcePolicy", "secret_id", _store("ValidateResourcePolicy")
+    ),
     # KeyManagementService
     _KMS + "CreateKey": Route("kms:CreateKey", None, _kms("CreateKey")),
     _KMS + "DescribeKey": Route("kms:DescribeKey", "key_id", _kms("DescribeKey")),
