@@ -53,7 +53,7 @@ from coffer.store.iam import (
     ensure_root_account,
 )
 from coffer.store.key_events import KeyEventsFollower
-from coffer.store.key_policies import KeyPolicies, grpc_source
+from coffer.store.key_policies import KeyPolicies, KmsKeyPolicyCheck, grpc_source
 from coffer.store.kms_client import DataKeyCache, KmsClient
 from coffer.store.replication import ReplicationApp
 from coffer.store.replicator import PeerLink, Replicator
@@ -206,6 +206,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
                 peer_regions=frozenset(p.region for p in settings.peers),
             ),
             clock=clock,
+            key_policy=KmsKeyPolicyCheck(key_policies),
         )
         targets = TargetGuard.from_settings(settings)
         rotation = RotationApp(

@@ -20,9 +20,10 @@ import structlog
 
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.core import errors
-from coffer.core.policy import Policy
+from coffer.core.policy import KeyAccess, Policy
 from coffer.core.policy.keypolicy import allows_account, decide_key, parse_key_policy
 from coffer.core.principal import Principal, PrincipalKind
+from coffer.core.secret_keys import SecretFacts
 
 log = structlog.get_logger("coffer.store.key_policies")
 
@@ -160,3 +161,24 @@ class KeyPolicies:
 def _region(arn: str) -> str:
     parts = arn.split(":")
     return parts[3] if len(parts) > 3 else ""
+
+
+class KmsKeyPolicyCheck:
+    """The store authorization's ``KeyPolicyCheck`` (``coffer.store.authz``) over the kms's key policies: a
+    cross-account request may use the secret's key only when it is customer managed and its key policy lets
+    the caller's account decrypt with it. The policy is fetched once per key and then kept in memory,
+    evicted by the kms's key-change stream."""
+
+    def __init__(self, policies: KeyPolicies) -> None:
+        self._policies = policies
+
+    async def __call__(self, secret: SecretFacts, caller_account: str) -> KeyAccess:
+        key_arn = secret.kms_key_arn
+        if secret.kms_key_id is None or key_arn is None:
+            return KeyAccess(customer_managed=False, key_policy_allows_account=False, key_arn=key_arn)
+        await self._policies.load(key_arn)
+        return KeyAccess(
+            customer_managed=True,
+            key_policy_allows_account=self._policies.allows_account(key_arn, caller_account),
+            key_arn=key_arn,
+        )

@@ -6,6 +6,7 @@ tests/integration/gateway/test_gateway_resource_policies.py."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -290,12 +291,33 @@ async def test_names_are_per_account(stack: StoreStack) -> None:
 
 
 async def test_cross_account_role_needs_resource_policy_and_customer_key(stack: StoreStack) -> None:
-    key = (await stack.kms.CreateKey(kms_pb2.CreateKeyRequest(description="shared"))).key_metadata
+    # The key policy shares the key with the other account (as AWS requires across accounts); a key with
+    # the default key policy (its own account only) is refused even with the resource policy's grant.
+    shared_policy = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": [f"arn:aws:iam::{acct}:root" for acct in (ADMIN.account, OTHER)]},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                }
+            ],
+        }
+    )
+    key = (
+        await stack.kms.CreateKey(kms_pb2.CreateKeyRequest(description="shared", policy=shared_policy))
+    ).key_metadata
+    own_key = (await stack.kms.CreateKey(kms_pb2.CreateKeyRequest(description="unshared"))).key_metadata
     plain = await create(stack, "xacct/default-key", "default")
     cmk = await create(stack, "xacct/cmk", "customer", kms_key_id=key.arn)
+    unshared = await create(stack, "xacct/unshared", "unshared", kms_key_id=own_key.arn)
     reader = session(
         "reader",
         {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"},
+        # across accounts the caller's own policy must also allow it to use the key (AWS's rule)
+        {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"},
         account=OTHER,
     )
     grant = _doc(
@@ -309,7 +331,7 @@ async def test_cross_account_role_needs_resource_policy_and_customer_key(stack: 
     # no resource policy yet: refused
     with pytest.raises(errors.AccessDenied):
         await get(stack, reader, cmk)
-    for arn in (plain, cmk):
+    for arn in (plain, cmk, unshared):
         with acting_as(ADMIN):
             await app_of(stack).put_resource_policy(
                 secret_id=arn, resource_policy=grant, block_public_policy=True
@@ -318,6 +340,9 @@ async def test_cross_account_role_needs_resource_policy_and_customer_key(stack: 
         await get(stack, reader, plain)
     assert info.value.message == "Access to KMS is not allowed"
     assert await get(stack, reader, cmk) == "customer"
+    with pytest.raises(errors.AccessDenied) as info:
+        await get(stack, reader, unshared)
+    assert "kms:" in info.value.message or info.value.message == "Access to KMS is not allowed"
     # by name the role's own account is searched: nothing there
     with pytest.raises(errors.NotFound):
         await get(stack, reader, "xacct/cmk")
