@@ -403,6 +403,12 @@ class StoreApp:
         caller = self.authz.caller()
         if caller is None:
             return None
+        # The SecretId's own constraints come first (AWS answers ValidationException before deciding), and
+        # text PostgreSQL cannot hold (NUL) never reaches the lookup.
+        check = Checker()
+        if check.text("secretId", secret_id):
+            check.secret_id(secret_id)
+        check.done()
         ref = self.ref_or_none(secret_id)
         facts = await self._repo.secret_facts(ref) if ref is not None else None
         await self.authz.check(caller, action, secret_id, facts, params)
