@@ -35,12 +35,24 @@ class _ContextPropagator(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
             metadata.append((ctx.REQUEST_ID_HEADER, rid))
         principal = ctx.current_principal()
         if principal is not None:
-            assertion = (
-                self._signer.assertion_for(principal) if self._signer is not None else ctx.current_assertion()
-            )
+            if self._signer is not None:
+                caller = ctx.caller_var.get()
+                assertion: str | None = self._signer.assertion_for(
+                    principal,
+                    access_key_id=caller.access_key_id if caller is not None else None,
+                    account=caller.account if caller is not None else None,
+                )
+            else:
+                assertion = ctx.current_assertion()
             if assertion is not None:
                 metadata.append((ctx.PRINCIPAL_HEADER, principal))
                 metadata.append((ctx.ASSERTION_HEADER, assertion))
+                source_ip = ctx.source_ip_var.get()
+                if source_ip:
+                    metadata.append((ctx.SOURCE_IP_HEADER, source_ip))
+                user_agent = ctx.user_agent_var.get()
+                if user_agent:
+                    metadata.append((ctx.USER_AGENT_HEADER, user_agent))
         details = grpc.aio.ClientCallDetails(
             method=client_call_details.method,
             timeout=client_call_details.timeout,

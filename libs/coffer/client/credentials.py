@@ -1,0 +1,54 @@
+"""Access-key credentials of the SDK and the CLI, and the signature each call carries.
+
+``Credentials`` (AccessKeyId, SecretAccessKey, optional SessionToken) sign every call
+(``coffer.crypto.signing``); the signing key is derived once per credentials. A client may instead be given a
+:class:`CredentialProvider`, asked for the current credentials on every call (session credentials that are
+refreshed before they expire, as the rotation service's are).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
+
+from coffer.crypto.access_keys import derive_signing_key
+from coffer.crypto.signing import sign_request
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    signing_key: bytes = field(default=b"", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.signing_key:
+            object.__setattr__(self, "signing_key", derive_signing_key(self.secret_access_key))
+
+
+CredentialProvider = Callable[[], Credentials]
+
+
+def as_provider(credentials: Credentials | CredentialProvider | None) -> CredentialProvider | None:
+    if credentials is None or callable(credentials):
+        return credentials
+    fixed = credentials
+    return lambda: fixed
+
+
+def signed_metadata(
+    credentials: Credentials, method: str, request: Message, *, clock: Callable[[], float] = time.time
+) -> list[tuple[str, str]]:
+    """The ``authorization`` (and session token) metadata of one call of ``method`` with ``request``."""
+    return sign_request(
+        access_key_id=credentials.access_key_id,
+        signing_key=credentials.signing_key,
+        method=method,
+        body=request.SerializeToString(deterministic=True),
+        timestamp=int(clock()),
+        session_token=credentials.session_token,
+    )
