@@ -30,7 +30,7 @@ COMMON_KEYS = frozenset(
 #: The other COFFER_* variables each service reads. A process is given these and COMMON_KEYS only: the gateway
 #: no database URL and no Redis URL, the rotation service no database URL, the kms no Redis URL.
 SERVICE_KEYS: Mapping[str, frozenset[str]] = {
-    "gateway": frozenset({"COFFER_CREDENTIALS_FILE", "COFFER_OPERATOR_PRINCIPALS"}),
+    "gateway": frozenset({"COFFER_OPERATOR_PRINCIPALS"}),
     "kms": frozenset(
         {"COFFER_DATABASE_URL", "COFFER_ROOT_KEY_FILE", "COFFER_PURGE_INTERVAL_SECONDS", "COFFER_SEAL"}
     ),
@@ -126,7 +126,6 @@ class Settings:
     rotation_addr: str
     pki_dir: Path
     root_key_file: Path
-    credentials_file: Path
     log_level: str
     log_file: Path | None
     data_key_cache_seconds: float
@@ -195,7 +194,6 @@ class Settings:
             rotation_addr=addr("rotation"),
             pki_dir=Path(e.get("COFFER_PKI_DIR", str(home / "pki"))),
             root_key_file=Path(e.get("COFFER_ROOT_KEY_FILE", str(home / "keys" / "root.key"))),
-            credentials_file=Path(e.get("COFFER_CREDENTIALS_FILE", str(home / "credentials.json"))),
             log_level=e.get("COFFER_LOG_LEVEL", "info"),
             log_file=Path(log_file) if log_file else None,
             data_key_cache_seconds=float(e.get("COFFER_DATA_KEY_CACHE_SECONDS", "30")),
