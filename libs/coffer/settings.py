@@ -58,6 +58,7 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_ROTATION_ACCESS_KEY_ID",
             "COFFER_ROTATION_SECRET_ACCESS_KEY",
             "COFFER_ROTATION_SESSION_TOKEN",
+            "COFFER_ROTATION_CREDENTIALS_FILE",
             "COFFER_ROTATION_POLL_SECONDS",
             "COFFER_ROTATION_LEASE_SECONDS",
             "COFFER_ROTATION_WORKERS",
@@ -135,6 +136,8 @@ class Settings:
     rotation_access_key_id: str = ""
     rotation_secret_access_key: str = ""
     rotation_session_token: str = ""
+    #: Or a 0600 JSON file {access_key_id, secret_access_key, session_token} (container deployments).
+    rotation_credentials_file: Path | None = None
     #: The store: a 0600 JSON file of access keys to insert at start when absent
     #: (``coffer.store.iam_bootstrap``).
     bootstrap_keys_file: Path | None = None
@@ -201,6 +204,11 @@ class Settings:
             rotation_access_key_id=e.get("COFFER_ROTATION_ACCESS_KEY_ID", ""),
             rotation_secret_access_key=e.get("COFFER_ROTATION_SECRET_ACCESS_KEY", ""),
             rotation_session_token=e.get("COFFER_ROTATION_SESSION_TOKEN", ""),
+            rotation_credentials_file=(
+                Path(e["COFFER_ROTATION_CREDENTIALS_FILE"])
+                if e.get("COFFER_ROTATION_CREDENTIALS_FILE")
+                else None
+            ),
             bootstrap_keys_file=Path(e["COFFER_BOOTSTRAP_KEYS_FILE"])
             if e.get("COFFER_BOOTSTRAP_KEYS_FILE")
             else None,

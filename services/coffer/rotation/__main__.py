@@ -128,7 +128,7 @@ async def serve(settings: Settings) -> RotationRuntime:
         await redis.aclose()
         raise
     runtime = RotationRuntime(server=server, redis=redis, store_channel=store_channel)
-    if settings.rotation_access_key_id:
+    if settings.rotation_access_key_id or settings.rotation_credentials_file is not None:
         start_rotation_work(runtime, settings)
     else:
         log.warning(

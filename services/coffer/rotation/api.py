@@ -6,6 +6,7 @@ authenticated, authorized and audited like any other caller's."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from coffer.api.secrets.v1 import secrets_pb2 as sm
@@ -19,6 +20,27 @@ PENDING = "AWSPENDING"
 CURRENT = "AWSCURRENT"
 
 
+def rotation_credentials(settings: Settings) -> Credentials | None:
+    """The rotation service's credentials: from its settings, else from its credentials file; None: none."""
+    if settings.rotation_access_key_id and settings.rotation_secret_access_key:
+        return Credentials(
+            settings.rotation_access_key_id,
+            settings.rotation_secret_access_key,
+            settings.rotation_session_token or None,
+        )
+    if settings.rotation_credentials_file is not None:
+        try:
+            doc = json.loads(settings.rotation_credentials_file.read_text(encoding="utf-8"))
+            return Credentials(
+                doc["access_key_id"], doc["secret_access_key"], doc.get("session_token") or None
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise errors.Unavailable(
+                f"The rotation credentials file {settings.rotation_credentials_file} is unreadable: {exc}"
+            ) from None
+    return None
+
+
 class GatewaySecretsApi:
     """The rotation service's view of the public Secrets Manager API."""
 
@@ -27,20 +49,17 @@ class GatewaySecretsApi:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewaySecretsApi:
-        if not settings.rotation_access_key_id or not settings.rotation_secret_access_key:
+        credentials = rotation_credentials(settings)
+        if credentials is None:
             raise errors.Unavailable(
                 "The rotation service needs its access key for the public API: set "
-                "COFFER_ROTATION_ACCESS_KEY_ID, COFFER_ROTATION_SECRET_ACCESS_KEY and COFFER_ROTATION_SESSION_TOKEN "
-                "(`make run` issues the coffer-rotation role's session and passes it)."
+                "COFFER_ROTATION_ACCESS_KEY_ID, COFFER_ROTATION_SECRET_ACCESS_KEY and COFFER_ROTATION_SESSION_TOKEN, "
+                "or COFFER_ROTATION_CREDENTIALS_FILE (`make run` issues the coffer-rotation role's session)."
             )
         client = AsyncCofferClient(
             connect_address(settings.gateway_addr),
             Path(settings.pki_dir) / "ca.crt",
-            Credentials(
-                settings.rotation_access_key_id,
-                settings.rotation_secret_access_key,
-                settings.rotation_session_token or None,
-            ),
+            credentials,
             region=settings.region,
         )
         return cls(client)

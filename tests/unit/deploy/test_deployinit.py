@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
 import pytest
-
-import json
 
 from coffer import deployinit, pki
 from coffer.crypto.access_keys import derive_signing_key, token_digest
