@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import grpc
 from google.protobuf.message import Message
 
 from coffer.crypto.access_keys import derive_signing_key
-from coffer.crypto.signing import sign_request
+from coffer.crypto.signing import AUTHORIZATION_HEADER, SESSION_TOKEN_HEADER, sign_request
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +54,37 @@ def signed_metadata(
         timestamp=int(clock()),
         session_token=credentials.session_token,
     )
+
+
+class SigningInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Signs every unary call of a ``grpc.aio`` channel (for code that uses the generated stubs directly):
+    ``grpc.aio.secure_channel(..., interceptors=[SigningInterceptor(credentials)])``."""
+
+    def __init__(self, credentials: Credentials | CredentialProvider) -> None:
+        provider = as_provider(credentials)
+        assert provider is not None
+        self._provider = provider
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        method = client_call_details.method
+        if isinstance(method, bytes):
+            method = method.decode("ascii")
+        metadata = [
+            (k, v)
+            for k, v in (client_call_details.metadata or ())
+            if k not in (AUTHORIZATION_HEADER, SESSION_TOKEN_HEADER)
+        ]
+        metadata.extend(signed_metadata(self._provider(), method, request))
+        details = grpc.aio.ClientCallDetails(
+            method=client_call_details.method,
+            timeout=client_call_details.timeout,
+            metadata=grpc.aio.Metadata(*metadata),
+            credentials=client_call_details.credentials,
+            wait_for_ready=client_call_details.wait_for_ready,
+        )
+        return await continuation(details, request)

@@ -7,13 +7,12 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import Any
 
 import pytest
 from google.protobuf.message import Message
 
-from coffer.client.credentials import Credentials, signed_metadata
+from coffer.client.credentials import Credentials, SigningInterceptor, signed_metadata
 from coffer.gateway.__main__ import GatewayRuntime
 from coffer.settings import Settings
 from coffer.testing.stack import ServiceStack, provisioned_stack
@@ -32,6 +31,10 @@ class Gateway:
     def auth(self, method: str, request: Message, **kw: Any) -> tuple[tuple[str, str], ...]:
         """The metadata that signs one raw call of ``method`` (full name) with ``request`` as the admin."""
         return tuple(signed_metadata(self.credentials, method, request, **kw))
+
+    def signer(self) -> SigningInterceptor:
+        """An interceptor signing every call of a raw ``grpc.aio`` channel as the admin."""
+        return SigningInterceptor(self.credentials)
 
 
 def write_profile(

@@ -18,7 +18,7 @@ import pytest
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.secrets.v1 import secrets_pb2_grpc
 from coffer.client import AsyncCofferClient
-from coffer.client.credentials import Credentials, signed_metadata
+from coffer.client.credentials import Credentials
 from coffer.core import errors
 from coffer.core.principal import PrincipalKind
 from coffer.rpc import context as ctx
@@ -155,14 +155,14 @@ async def test_environment_credentials_win_over_the_profile(stack: Any, tmp_path
     other = await stack.services.credential("user/envuser")
     env = {"COFFER_PROFILE": str(stack.profile)}
     async with AsyncCofferClient.from_env(env) as client:
-        assert client._credentials is not None  # noqa: SLF001 - which key the client signs with
-        assert client._credentials().access_key_id == stack.credentials.access_key_id  # noqa: SLF001
+        assert client._credentials is not None
+        assert client._credentials().access_key_id == stack.credentials.access_key_id
         await client.get_random_password()
     env.update(
         {"COFFER_ACCESS_KEY_ID": other.access_key_id, "COFFER_SECRET_ACCESS_KEY": other.secret_access_key}
     )
     async with AsyncCofferClient.from_env(env) as client:
-        assert client._credentials().access_key_id == other.access_key_id  # type: ignore[misc]  # noqa: SLF001
+        assert client._credentials().access_key_id == other.access_key_id  # type: ignore[misc]
         await client.get_random_password()
     env["COFFER_SECRET_ACCESS_KEY"] = "wrong"
     async with AsyncCofferClient.from_env(env) as client:
