@@ -80,7 +80,9 @@ async def main_async(duration: float, list_secrets: int) -> None:
     await asyncio.to_thread(deployment.start)
     try:
         info = deployment.info()
-        client = AsyncCofferClient(endpoint=info.endpoint, ca_file=str(info.ca_file), token=info.token)
+        client = AsyncCofferClient(
+            endpoint=info.endpoint, ca_file=str(info.ca_file), credentials=info.credentials
+        )
         name = f"bench/{uuid.uuid4().hex[:8]}"
         value = "x" * 256
         await client.create_secret(name=name, secret_string=value)

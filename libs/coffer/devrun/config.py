@@ -89,8 +89,8 @@ def service_env(
     """The whole environment of the service process ``name`` (``python -m coffer.<name>``): ``base_env``
     plus the deployment's COFFER_* settings, the database (logged in as the service's own role, from
     ``service_dsns``) and Redis it actually runs on, the service's own log file, the rotation service's
-    session credentials (for the rotation service only) and the bootstrap keys file (the store's); then filtered to the settings that service uses
-    (``coffer.settings.service_env``)."""
+    session credentials (for the rotation service only) and the bootstrap keys file (the store's); then
+    filtered to the settings that service uses (``coffer.settings.service_env``)."""
     env = dict(base_env)
     env.update(settings_env(settings))
     env["COFFER_DATABASE_URL"] = database_url
