@@ -54,7 +54,8 @@ class GatewaySecretsApi:
             raise errors.Unavailable(
                 "The rotation service needs its access key for the public API: set "
                 "COFFER_ROTATION_ACCESS_KEY_ID, COFFER_ROTATION_SECRET_ACCESS_KEY and "
-                "COFFER_ROTATION_SESSION_TOKEN, or COFFER_ROTATION_CREDENTIALS_FILE (`make run` issues the coffer-rotation role's session)."
+                "COFFER_ROTATION_SESSION_TOKEN, or COFFER_ROTATION_CREDENTIALS_FILE (`make run` issues the "
+                "coffer-rotation role's session)."
             )
         client = AsyncCofferClient(
             connect_address(settings.gateway_addr),
