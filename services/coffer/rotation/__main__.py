@@ -3,9 +3,8 @@
 It proves its dependencies at start-up (Redis answers PING; the channel to the store is built with the
 ``rotation`` identity; the public API is reached with the coffer-rotation role's session credentials), then
 runs the scheduler (``scheduler.py``: ClaimDueRotations on NOTIFY and every
-``COFFER_ROTATION_POLL_SECONDS``, jobs onto the Redis stream) and ``COFFER_ROTATION_WORKERS`` workers (``worker.py``), serves the
-standard gRPC health
-service over mTLS, and stops gracefully on SIGTERM/SIGINT.
+``COFFER_ROTATION_POLL_SECONDS``, jobs onto the Redis stream) and ``COFFER_ROTATION_WORKERS`` workers
+(``worker.py``), serves the standard gRPC health service over mTLS, and stops gracefully on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
