@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -246,6 +245,17 @@ class DirectoryCache:
             return Resolved(record, record.principal())
         return self.cache.put(record, generation)
 
+    async def resolve_caller(self, principal: str, access_key_id: str | None) -> Principal | None:
+        """A ``coffer.rpc.server.CallerResolver``: the Principal of a call's verified assertion (its ARN and
+        access key id); None without an access key (a legacy principal); AccessDenied for a key that no
+        longer exists or belongs to someone else."""
+        if not access_key_id:
+            return None
+        resolved = await self.resolve(access_key_id)
+        if resolved is None or resolved.principal.arn != principal:
+            raise errors.AccessDenied("The caller's access key no longer exists.")
+        return resolved.principal
+
     def apply(self, event: pb.WatchPrincipalChangesResponse) -> None:
         if event.reset:
             self.cache.clear()
@@ -275,9 +285,15 @@ class DirectoryCache:
             logger=log,
         )
 
+    async def retarget(self, stub: pb_grpc.PrincipalDirectoryServiceStub) -> None:
+        """Follow another directory from now on (everything cached is dropped)."""
+        await cancel_and_wait(self._task, logger=log)
+        self._stub = stub
+        self._following.clear()
+        self.cache.clear()
+        self.start()
+
     async def aclose(self) -> None:
         await cancel_and_wait(self._task, logger=log)
 
 
-def now_seconds() -> float:
-    return time.time()

@@ -105,6 +105,8 @@ class ServiceStack:
         if root_key is None and settings.seal == "file":
             ensure_root_key(settings.root_key_file)
         self.kms = await serve_kms(settings, clock=clock, root_key=root_key)
+        if self.store is not None:
+            await self.kms.use_store(self.env["COFFER_STORE_ADDR"], self.pki_dir)
         self._closers.append(self.kms.aclose)
         self._started("kms", self.kms.port)
         return self.kms
@@ -120,7 +122,9 @@ class ServiceStack:
     async def start_store(self, *, clock: Clock | None = None) -> StoreRuntime:
         self.store = await serve_store(self.settings("store"), clock=clock)
         self._closers.append(self.store.aclose)
-        self._started("store", self.store.port)
+        addr = self._started("store", self.store.port)
+        if self.kms is not None:  # the kms resolves its callers through the store's directory
+            await self.kms.use_store(addr, self.pki_dir)
         return self.store
 
     async def credential(self, principal: str) -> Credentials:

@@ -221,3 +221,29 @@ async def test_a_changed_policy_reaches_the_stores_cache(stack: Any) -> None:
         return [p.name for p in found.policies] if found is not None else []
 
     await eventually(names, until=lambda n: n == ["Inline", "Second"], timeout=1.0, message="the new policy")
+
+
+async def test_the_kms_sees_the_resolved_principal(stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    app = stack.services.kms.app
+    for name in ("create_key", "generate_data_key"):
+        original = getattr(app, name)
+
+        def spy(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+            seen[_name] = (ctx.current_caller(), ctx.current_peer())
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(app, name, spy)
+    reader = await stack.services.credential("user/keymaker")
+    async with AsyncCofferClient(stack.endpoint, stack.ca_file, reader) as client:
+        await client.kms.create_key(description="whose")  # forwarded by the gateway
+        await client.create_secret(
+            name="kms/whose", secret_string="v"
+        )  # the store asks the kms for a data key
+    (direct, direct_peer), (via_store, store_peer) = seen["create_key"], seen["generate_data_key"]
+    assert (direct_peer, store_peer) == ("gateway", "store")
+    for caller in (direct, via_store):
+        assert caller.arn == "arn:aws:iam::000000000000:user/keymaker"
+        assert caller.access_key_id == reader.access_key_id and [p.name for p in caller.policies] == [
+            "Inline"
+        ]
