@@ -34,9 +34,9 @@ from coffer.kms.servicer import SERVICE_NAME, KmsServicer
 from coffer.pgnotify import NotifyHub
 from coffer.pki import SIGNING_PUB
 from coffer.principal_directory import DirectoryCache
-from coffer.rpc.channel import secure_channel
 from coffer.rootkey_file import RootKeyFileError, load_root_key
 from coffer.rpc.assertions import PrincipalVerifier
+from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import (
     PeerPolicy,
     RunningServer,
