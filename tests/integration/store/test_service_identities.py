@@ -8,6 +8,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from coffer.api.iam.v1 import directory_pb2, directory_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2
 from coffer.api.store.v1 import store_pb2_grpc
@@ -73,15 +74,24 @@ async def test_kms_refuses_identities_other_than_store_and_gateway(stack: StoreS
 
 
 @pytest.mark.parametrize("callee", ["store", "kms"])
-async def test_a_certificate_without_client_usage_cannot_call_at_all(stack: StoreStack, callee: str) -> None:
-    """The kms's certificate serves only: the TLS handshake itself refuses it as a client certificate."""
+async def test_the_kms_certificate_may_call_the_principal_directory_only(
+    stack: StoreStack, callee: str
+) -> None:
+    """The kms's certificate calls the store's principal directory (to resolve its callers), and nothing
+    else: the secrets API of the store and the kms itself refuse it."""
     channel, stub = _store_stub(stack, "kms") if callee == "store" else _kms_stub(stack, "kms")
     try:
-        with pytest.raises(errors.Unavailable):
+        with pytest.raises(errors.AccessDenied):
             if isinstance(stub, store_pb2_grpc.SecretStoreServiceStub):
                 await stub.ListSecrets(secrets_pb2.ListSecretsRequest(), timeout=5)
             else:
                 await stub.ListKeys(kms_pb2.ListKeysRequest(), timeout=5)
+        if callee == "store":
+            directory = directory_pb2_grpc.PrincipalDirectoryServiceStub(channel)
+            with pytest.raises(errors.NotFound):
+                await directory.ResolveAccessKey(
+                    directory_pb2.ResolveAccessKeyRequest(access_key_id="AKIA" + "N" * 16), timeout=5
+                )
     finally:
         await channel.close()
 
@@ -103,5 +113,25 @@ async def test_a_client_without_a_certificate_cannot_reach_the_store(stack: Stor
                 secrets_pb2.ListSecretsRequest(), timeout=5
             )
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # the TLS handshake is refused
+    finally:
+        await channel.close()
+
+
+@pytest.mark.parametrize("identity", ["rotation", "operator"])
+async def test_only_the_gateway_and_the_kms_may_read_the_principal_directory(
+    stack: StoreStack, identity: str
+) -> None:
+    channel, _ = _store_stub(stack, identity)
+    directory = directory_pb2_grpc.PrincipalDirectoryServiceStub(channel)
+    try:
+        with pytest.raises(errors.AccessDenied):
+            await directory.ResolveAccessKey(
+                directory_pb2.ResolveAccessKeyRequest(access_key_id="AKIA" + "N" * 16), timeout=5
+            )
+        stream = directory.WatchPrincipalChanges(directory_pb2.WatchPrincipalChangesRequest(), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in stream:
+                pass
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await channel.close()
