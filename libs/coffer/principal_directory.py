@@ -295,5 +295,3 @@ class DirectoryCache:
 
     async def aclose(self) -> None:
         await cancel_and_wait(self._task, logger=log)
-
-

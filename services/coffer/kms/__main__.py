@@ -84,8 +84,9 @@ class KmsRuntime:
     async def use_store(self, addr: str, pki_dir: Path) -> None:
         """Resolve callers through the store at ``addr`` (test stacks start the kms before they know the
         store's port)."""
-        old, self.store_channel = self.store_channel, secure_channel(
-            addr, TlsFiles.for_identity(pki_dir, "kms"), server_name="store"
+        old, self.store_channel = (
+            self.store_channel,
+            secure_channel(addr, TlsFiles.for_identity(pki_dir, "kms"), server_name="store"),
         )
         await self.directory.retarget(directory_pb2_grpc.PrincipalDirectoryServiceStub(self.store_channel))
         await old.close()
