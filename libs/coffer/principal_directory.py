@@ -235,7 +235,9 @@ class DirectoryCache:
         generation = self.cache.generation
         try:
             msg = await self._stub.ResolveAccessKey(
-                pb.ResolveAccessKeyRequest(access_key_id=access_key_id), timeout=self._timeout
+                pb.ResolveAccessKeyRequest(access_key_id=access_key_id),
+                timeout=self._timeout,
+                wait_for_ready=True,  # the store may be (re)starting: wait for it, within the timeout
             )
         except errors.NotFound:
             return None
@@ -266,7 +268,8 @@ class DirectoryCache:
             self.cache.drop(list(event.access_key_ids), list(event.principal_arns))
 
     async def _follow_once(self) -> None:
-        call = self._stub.WatchPrincipalChanges(pb.WatchPrincipalChangesRequest())
+        # wait_for_ready: while the store is not up (the kms starts first) the stream waits, quietly
+        call = self._stub.WatchPrincipalChanges(pb.WatchPrincipalChangesRequest(), wait_for_ready=True)
         try:
             async for event in call:
                 self.apply(event)

@@ -73,8 +73,22 @@ class _ContextPropagator(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
 KEEPALIVE_MS = 30_000
 
 
+#: For channels whose peer may start after them (the kms's channel to the store's principal directory): retry
+#: connecting at least every second instead of grpc's default back-off of up to two minutes.
+FAST_RECONNECT: tuple[tuple[str, Any], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
 def secure_channel(
-    target: str, tls: TlsFiles, *, server_name: str, signer: PrincipalSigner | None = None
+    target: str,
+    tls: TlsFiles,
+    *,
+    server_name: str,
+    signer: PrincipalSigner | None = None,
+    options: tuple[tuple[str, Any], ...] = (),
 ) -> grpc.aio.Channel:
     """A channel to another Coffer service. ``server_name`` is the identity of the service meant (``store``):
     its certificate must carry that service's name (``store.coffer.internal``, checked whatever address
@@ -83,6 +97,10 @@ def secure_channel(
     return grpc.aio.secure_channel(
         target,
         channel_credentials(tls),
-        options=[*name_options(service_host(server_name)), ("grpc.keepalive_time_ms", KEEPALIVE_MS)],
+        options=[
+            *name_options(service_host(server_name)),
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+            *options,
+        ],
         interceptors=[_ContextPropagator(signer)],
     )

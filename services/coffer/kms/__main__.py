@@ -36,7 +36,7 @@ from coffer.pki import SIGNING_PUB
 from coffer.principal_directory import DirectoryCache
 from coffer.rootkey_file import RootKeyFileError, load_root_key
 from coffer.rpc.assertions import PrincipalVerifier
-from coffer.rpc.channel import secure_channel
+from coffer.rpc.channel import FAST_RECONNECT, secure_channel
 from coffer.rpc.server import (
     PeerPolicy,
     RunningServer,
@@ -117,7 +117,10 @@ async def serve(
     pool = await db.create_pool(settings.database_url, service="kms")
     hub = key_change_hub(settings.database_url)
     store_channel = secure_channel(
-        settings.store_addr, TlsFiles.for_identity(settings.pki_dir, "kms"), server_name="store"
+        settings.store_addr,
+        TlsFiles.for_identity(settings.pki_dir, "kms"),
+        server_name="store",
+        options=FAST_RECONNECT,
     )
     directory = DirectoryCache(directory_pb2_grpc.PrincipalDirectoryServiceStub(store_channel), name="kms")
     try:
