@@ -159,7 +159,7 @@ class FromProfile:
 
     endpoint: str
     ca_file: Path
-    admin_credentials: Credentials
+    admin: Credentials
 
 
 def test_a_rotation_in_flight_completes_after_the_supervisor_restarts_rotation(
@@ -184,7 +184,7 @@ def test_a_rotation_in_flight_completes_after_the_supervisor_restarts_rotation(
         target = FromProfile(
             doc["endpoint"], Path(doc["ca_file"]), Credentials(doc["access_key_id"], doc["secret_access_key"])
         )
-        client = CofferClient(target.endpoint, target.ca_file, target.admin_credentials)
+        client = CofferClient(target.endpoint, target.ca_file, target.admin)
         fn = FunctionThread(target, tmp_path)  # type: ignore[arg-type]
         fn.start()
         reply = client.call(
