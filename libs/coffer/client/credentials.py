@@ -8,9 +8,11 @@ refreshed before they expire, as the rotation service's are).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -88,3 +90,35 @@ class SigningInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
             wait_for_ready=client_call_details.wait_for_ready,
         )
         return await continuation(details, request)
+
+
+class FileCredentials:
+    """A :data:`CredentialProvider` reading a JSON file ``{access_key_id, secret_access_key, session_token}``
+    and re-reading it when it changes (checked at most once a second): whoever renews the session (a
+    deployment job) replaces the file, and the next call signs with the new credentials."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._path = path
+        self._clock = clock
+        self._stamp: tuple[int, int] | None = None
+        self._next_check = float("-inf")
+        self._current = self._load()
+
+    def _load(self) -> Credentials:
+        st = self._path.stat()
+        doc = json.loads(self._path.read_text(encoding="utf-8"))
+        creds = Credentials(doc["access_key_id"], doc["secret_access_key"], doc.get("session_token") or None)
+        self._stamp = (st.st_mtime_ns, st.st_ino)
+        return creds
+
+    def __call__(self) -> Credentials:
+        now = self._clock()
+        if now >= self._next_check:
+            self._next_check = now + 1.0
+            try:
+                st = self._path.stat()
+                if (st.st_mtime_ns, st.st_ino) != self._stamp:
+                    self._current = self._load()
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # keep signing with the last good credentials; the file is being replaced
+        return self._current

@@ -6,12 +6,11 @@ authenticated, authorized and audited like any other caller's."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.client.aio import AsyncCofferClient
-from coffer.client.credentials import Credentials
+from coffer.client.credentials import CredentialProvider, Credentials, FileCredentials
 from coffer.core import errors
 from coffer.rotation.rotators.base import SecretValue
 from coffer.settings import Settings, connect_address
@@ -20,8 +19,9 @@ PENDING = "AWSPENDING"
 CURRENT = "AWSCURRENT"
 
 
-def rotation_credentials(settings: Settings) -> Credentials | None:
-    """The rotation service's credentials: from its settings, else from its credentials file; None: none."""
+def rotation_credentials(settings: Settings) -> Credentials | CredentialProvider | None:
+    """The rotation service's credentials: from its settings, else from its credentials file (re-read when
+    it is replaced, so a renewed session is used without a restart); None: none."""
     if settings.rotation_access_key_id and settings.rotation_secret_access_key:
         return Credentials(
             settings.rotation_access_key_id,
@@ -30,10 +30,7 @@ def rotation_credentials(settings: Settings) -> Credentials | None:
         )
     if settings.rotation_credentials_file is not None:
         try:
-            doc = json.loads(settings.rotation_credentials_file.read_text(encoding="utf-8"))
-            return Credentials(
-                doc["access_key_id"], doc["secret_access_key"], doc.get("session_token") or None
-            )
+            return FileCredentials(settings.rotation_credentials_file)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise errors.Unavailable(
                 f"The rotation credentials file {settings.rotation_credentials_file} is unreadable: {exc}"
