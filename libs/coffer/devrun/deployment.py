@@ -264,7 +264,8 @@ class Deployment:
                 self.echo(f"{name:<9} SERVING on {self.settings.addr_of(name)}")
 
     def profile_entry(self) -> dict[str, Any]:
-        """This region's part of the CLI profile (endpoint, CA file, admin token, services, operator cert)."""
+        """This region's part of the CLI profile (endpoint, CA file, the admin's access key, services,
+        operator cert)."""
         pki = self.settings.pki_dir
         return {
             "endpoint": self.endpoint,
