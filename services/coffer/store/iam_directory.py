@@ -21,8 +21,12 @@ from coffer.core.principal import Principal, PrincipalKind
 from coffer.loops import cancel_and_wait
 from coffer.pgnotify import NotifyHub
 from coffer.principal_directory import IAM_CHANNEL, AccessKeyRecord, ResolvedCache, to_proto
+from coffer.rpc.context import current_peer
 
 log = logs.get_logger("coffer.store.iam_directory")
+
+#: The one peer given signing keys (and session token digests) with a resolved access key.
+SIGNATURE_VERIFIER = "gateway"
 
 _KEY_SQL = """
 SELECT k.access_key_id, k.signing_key, k.status, k.session_name, k.token_sha256, k.expires_at,
@@ -177,7 +181,12 @@ class DirectoryServicer(pb_grpc.PrincipalDirectoryServiceServicer):
             raise errors.NotFound(
                 f"The access key {request.access_key_id} does not exist.", code="NoSuchEntity"
             )
-        return to_proto(record)
+        msg = to_proto(record)
+        if current_peer() != SIGNATURE_VERIFIER:
+            # Only the gateway verifies signatures: the kms resolves callers and gets no key material.
+            msg.ClearField("signing_key")
+            msg.ClearField("token_sha256")
+        return msg
 
     async def WatchPrincipalChanges(
         self, request: pb.WatchPrincipalChangesRequest, context: grpc.aio.ServicerContext

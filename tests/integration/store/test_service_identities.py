@@ -135,3 +135,25 @@ async def test_only_the_gateway_and_the_kms_may_read_the_principal_directory(
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await channel.close()
+
+
+async def test_only_the_gateway_gets_key_material_from_the_directory(stack: StoreStack) -> None:
+    akid = await stack.db.fetchval(
+        "SELECT k.access_key_id FROM store.iam_access_keys k"
+        " JOIN store.iam_principals p ON p.id = k.principal_id WHERE p.name = 'admin'"
+    )
+    answers = {}
+    for identity in ("gateway", "kms"):
+        channel, _ = _store_stub(stack, identity)
+        try:
+            directory = directory_pb2_grpc.PrincipalDirectoryServiceStub(channel)
+            answers[identity] = await directory.ResolveAccessKey(
+                directory_pb2.ResolveAccessKeyRequest(access_key_id=akid), timeout=5
+            )
+        finally:
+            await channel.close()
+    for answer in answers.values():
+        assert answer.principal_arn == "arn:aws:iam::000000000000:user/admin" and answer.status == "Active"
+        assert [p.name for p in answer.policies] == ["AdministratorAccess"]
+    assert len(answers["gateway"].signing_key) == 32
+    assert answers["kms"].signing_key == b""
