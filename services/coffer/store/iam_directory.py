@@ -94,12 +94,13 @@ async def read_access_key(
 
 
 def parse_change(payload: str) -> tuple[list[str], list[str]] | None:
-    """The access key ids and principal ARNs of a ``coffer_iam`` notification; None when unreadable."""
+    """The access key ids and principal ARNs of a ``coffer_iam`` notification; None for a reset (``{"reset":
+    true}``: too many changes for one notification) or an unreadable payload (drop everything either way)."""
     try:
         doc = json.loads(payload)
     except ValueError:
         return None
-    if not isinstance(doc, dict):
+    if not isinstance(doc, dict) or doc.get("reset"):
         return None
     keys = doc.get("access_key_ids") or []
     arns = doc.get("principal_arns") or []
@@ -134,7 +135,8 @@ class IamDirectory:
                     continue
                 change = parse_change(notice.payload)
                 if change is None:
-                    log.warning("iam.unreadable_notification", payload=notice.payload[:200])
+                    if '"reset"' not in notice.payload:
+                        log.warning("iam.unreadable_notification", payload=notice.payload[:200])
                     self.cache.clear()
                 else:
                     self.cache.drop(*change)

@@ -93,6 +93,7 @@ def test_change_notifications() -> None:
     assert parse_change('{"access_key_ids": ["A"], "principal_arns": ["arn"]}') == (["A"], ["arn"])
     assert parse_change('{"access_key_ids": ["A"]}') == (["A"], [])
     assert parse_change("not json") is None and parse_change('["x"]') is None
+    assert parse_change('{"reset": true, "access_key_ids": [], "principal_arns": []}') is None  # drop all
 
 
 def test_source_ip_of_grpc_peers() -> None:
