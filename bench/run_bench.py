@@ -80,7 +80,9 @@ async def main_async(duration: float, list_secrets: int) -> None:
     await asyncio.to_thread(deployment.start)
     try:
         info = deployment.info()
-        client = AsyncCofferClient(endpoint=info.endpoint, ca_file=str(info.ca_file), token=info.token)
+        client = AsyncCofferClient(
+            endpoint=info.endpoint, ca_file=str(info.ca_file), credentials=info.credentials
+        )
         name = f"bench/{uuid.uuid4().hex[:8]}"
         value = "x" * 256
         await client.create_secret(name=name, secret_string=value)
@@ -118,7 +120,7 @@ async def main_async(duration: float, list_secrets: int) -> None:
         echo = await _echo_results(info.pki_dir, duration, payload=300)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         print(f"\nCoffer bench, {stamp}, {os.cpu_count()} CPUs, {duration:.0f} s per point")
-        print("client → gateway (TLS, bearer) → store (mTLS) → kms (mTLS) vs a bare grpc.aio TLS echo\n")
+        print("client → gateway (TLS, signed) → store (mTLS) → kms (mTLS) vs a bare grpc.aio TLS echo\n")
         _print([(r, echo[r.concurrency]) for r in results])
     finally:
         await asyncio.to_thread(deployment.stop)

@@ -20,7 +20,8 @@ Run it (a mutual-TLS gRPC server; an operator registers it with ``RegisterRotati
 returned ARN to ``RotateSecret`` as ``RotationLambdaARN``; the endpoint must be allowed by the deployment's
 COFFER_ROTATION_ALLOWED_TARGETS, which ``make run`` does for 127.0.0.1:7600):
 
-    COFFER_ENDPOINT=127.0.0.1:7443 COFFER_CA_FILE=.coffer/pki/ca.crt COFFER_TOKEN=... \\
+    COFFER_ENDPOINT=127.0.0.1:7443 COFFER_CA_FILE=.coffer/pki/ca.crt \\
+    COFFER_ACCESS_KEY_ID=AKIA... COFFER_SECRET_ACCESS_KEY=... \\
     python examples/rotation_function/api_key_function.py --bind 127.0.0.1:7600 \\
         --cert fn.crt --key fn.key --caller-ca .coffer/pki/ca.crt --target-file keys.json
 """

@@ -7,10 +7,13 @@ the certificates).
     issuing/             CA key and certificate, every identity's key: this job's only, never a service's
     pki/<service>/       ca.crt and that service's own files (coffer.pki.install_service_dir): each service's
                          COFFER_PKI_DIR
-    operator/            ca.crt, operator.crt/.key and admin.token: what `coffer` needs from outside
+    operator/            ca.crt, operator.crt/.key and profile.json (the root admin's access key, 0600):
+                         what `coffer` needs from outside
     kms/root.key         the KMS root key (32 random bytes, 0600)
-    gateway/credentials.json   the gateway's bearer credentials (user/admin, service/rotation)
-    rotation/rotation.token    the rotation service's bearer token (its COFFER_ROTATION_TOKEN)
+    store/iam-bootstrap.json   the signing keys (never the secrets) of the admin's access key and of the
+                         rotation service's session: the store's COFFER_BOOTSTRAP_KEYS_FILE
+    rotation/rotation-credentials.json   the rotation service's session credentials (role coffer-rotation:
+                         its COFFER_ROTATION_ACCESS_KEY_ID / _SECRET_ACCESS_KEY / _SESSION_TOKEN)
 
 Everything already there is kept (a second run changes nothing but reissues certificates of an older PKI).
 
@@ -24,13 +27,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from coffer import dbroles
-from coffer.devrun.deployment import ROTATION_PRINCIPAL, ensure_admin_credential, ensure_service_credential
+from coffer.devrun import iam_keys
 from coffer.devrun.processes import write_private
 from coffer.pki import ensure_pki, install_service_dir
 from coffer.rootkey_file import ensure_root_key
@@ -59,14 +63,24 @@ def init_pki(state: Path) -> None:
     for name in ("ca.crt", "operator.crt", "operator.key"):
         write_private(operator / name, (issuing / name).read_text(encoding="utf-8"))
     ensure_root_key(_private_dir(state / "kms") / "root.key")
-    credentials_file = _private_dir(state / "gateway") / "credentials.json"
-    admin_token_file = operator / "admin.token"
-    known = admin_token_file.read_text(encoding="utf-8").strip() if admin_token_file.exists() else None
-    admin = ensure_admin_credential(credentials_file, known)
-    write_private(admin_token_file, admin + "\n")
-    ensure_service_credential(
-        credentials_file, _private_dir(state / "rotation") / "rotation.token", ROTATION_PRINCIPAL
+    profile = operator / "profile.json"
+    admin = iam_keys.ensure_admin(profile)
+    write_private(
+        profile,
+        json.dumps(
+            {
+                "ca_file": "ca.crt",
+                "access_key_id": admin.access_key_id,
+                "secret_access_key": admin.secret_access_key,
+                "operator_cert": "operator.crt",
+                "operator_key": "operator.key",
+            },
+            indent=2,
+        )
+        + "\n",
     )
+    session = iam_keys.ensure_rotation_session(_private_dir(state / "rotation") / iam_keys.ROTATION_FILE_NAME)
+    iam_keys.write_bootstrap(_private_dir(state / "store") / iam_keys.BOOTSTRAP_FILE_NAME, admin, session)
 
 
 def role_passwords(env: Mapping[str, str]) -> dict[str, str]:

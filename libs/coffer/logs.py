@@ -39,6 +39,11 @@ SENSITIVE_KEYS = frozenset(
         "rotation_token",
         "root_key",
         "material",
+        # access keys (issue 9): never the secret, the session token or the derived signing key
+        "secret_access_key",
+        "session_token",
+        "signing_key",
+        "x-coffer-session-token",
     }
 )
 

@@ -30,7 +30,7 @@ COMMON_KEYS = frozenset(
 #: The other COFFER_* variables each service reads. A process is given these and COMMON_KEYS only: the gateway
 #: no database URL and no Redis URL, the rotation service no database URL, the kms no Redis URL.
 SERVICE_KEYS: Mapping[str, frozenset[str]] = {
-    "gateway": frozenset({"COFFER_CREDENTIALS_FILE", "COFFER_OPERATOR_PRINCIPALS"}),
+    "gateway": frozenset({"COFFER_OPERATOR_PRINCIPALS"}),
     "kms": frozenset(
         {"COFFER_DATABASE_URL", "COFFER_ROOT_KEY_FILE", "COFFER_PURGE_INTERVAL_SECONDS", "COFFER_SEAL"}
     ),
@@ -49,12 +49,16 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_ROTATION_ATTEMPTS_KEPT",
             "COFFER_ROTATION_ALLOWED_TARGETS",
             "COFFER_ROTATION_DENIED_TARGETS",
+            "COFFER_BOOTSTRAP_KEYS_FILE",
         }
     ),
     "rotation": frozenset(
         {
             "COFFER_REDIS_URL",
-            "COFFER_ROTATION_TOKEN",
+            "COFFER_ROTATION_ACCESS_KEY_ID",
+            "COFFER_ROTATION_SECRET_ACCESS_KEY",
+            "COFFER_ROTATION_SESSION_TOKEN",
+            "COFFER_ROTATION_CREDENTIALS_FILE",
             "COFFER_ROTATION_POLL_SECONDS",
             "COFFER_ROTATION_LEASE_SECONDS",
             "COFFER_ROTATION_WORKERS",
@@ -123,13 +127,20 @@ class Settings:
     rotation_addr: str
     pki_dir: Path
     root_key_file: Path
-    credentials_file: Path
     log_level: str
     log_file: Path | None
     data_key_cache_seconds: float
     purge_interval_seconds: float
-    # Rotation (issue 3). The token is the rotation service's bearer credential for the public API.
-    rotation_token: str = ""
+    # Rotation (issue 3). The rotation service's access key for the public API (issue 9: session credentials
+    # of role coffer-rotation).
+    rotation_access_key_id: str = ""
+    rotation_secret_access_key: str = ""
+    rotation_session_token: str = ""
+    #: Or a 0600 JSON file {access_key_id, secret_access_key, session_token} (container deployments).
+    rotation_credentials_file: Path | None = None
+    #: The store: a 0600 JSON file of access keys to insert at start when absent
+    #: (``coffer.store.iam_bootstrap``).
+    bootstrap_keys_file: Path | None = None
     rotation_max_tries: int = 5
     rotation_backoff_base_seconds: float = 2.0
     rotation_lease_seconds: float = 60.0
@@ -156,7 +167,7 @@ class Settings:
     rotation_denied_targets: tuple[str, ...] = ()
     #: The principals allowed operator-only actions (RegisterRotationFunction, ...) and shown the detail of
     #: rotation failures.
-    operator_principals: tuple[str, ...] = ("user/admin",)
+    operator_principals: tuple[str, ...] = ("user/admin", "arn:aws:iam::000000000000:user/admin")
     #: Where the service also serves the gRPC health service alone, in plaintext (``host:port``), for probes
     #: that cannot speak TLS (the kubelet's gRPC probe); empty: nowhere (``make run``).
     health_addr: str = ""
@@ -186,12 +197,21 @@ class Settings:
             rotation_addr=addr("rotation"),
             pki_dir=Path(e.get("COFFER_PKI_DIR", str(home / "pki"))),
             root_key_file=Path(e.get("COFFER_ROOT_KEY_FILE", str(home / "keys" / "root.key"))),
-            credentials_file=Path(e.get("COFFER_CREDENTIALS_FILE", str(home / "credentials.json"))),
             log_level=e.get("COFFER_LOG_LEVEL", "info"),
             log_file=Path(log_file) if log_file else None,
             data_key_cache_seconds=float(e.get("COFFER_DATA_KEY_CACHE_SECONDS", "30")),
             purge_interval_seconds=float(e.get("COFFER_PURGE_INTERVAL_SECONDS", "60")),
-            rotation_token=e.get("COFFER_ROTATION_TOKEN", ""),
+            rotation_access_key_id=e.get("COFFER_ROTATION_ACCESS_KEY_ID", ""),
+            rotation_secret_access_key=e.get("COFFER_ROTATION_SECRET_ACCESS_KEY", ""),
+            rotation_session_token=e.get("COFFER_ROTATION_SESSION_TOKEN", ""),
+            rotation_credentials_file=(
+                Path(e["COFFER_ROTATION_CREDENTIALS_FILE"])
+                if e.get("COFFER_ROTATION_CREDENTIALS_FILE")
+                else None
+            ),
+            bootstrap_keys_file=Path(e["COFFER_BOOTSTRAP_KEYS_FILE"])
+            if e.get("COFFER_BOOTSTRAP_KEYS_FILE")
+            else None,
             rotation_max_tries=int(e.get("COFFER_ROTATION_MAX_TRIES", "5")),
             rotation_backoff_base_seconds=float(e.get("COFFER_ROTATION_BACKOFF_BASE_SECONDS", "2.0")),
             rotation_lease_seconds=float(e.get("COFFER_ROTATION_LEASE_SECONDS", "60")),
@@ -209,7 +229,11 @@ class Settings:
             ),
             seal=e.get("COFFER_SEAL", "file"),
             operator_principals=tuple(
-                p.strip() for p in e.get("COFFER_OPERATOR_PRINCIPALS", "user/admin").split(",") if p.strip()
+                p.strip()
+                for p in e.get(
+                    "COFFER_OPERATOR_PRINCIPALS", "user/admin,arn:aws:iam::000000000000:user/admin"
+                ).split(",")
+                if p.strip()
             ),
             health_addr=e.get("COFFER_HEALTH_ADDR", ""),
         )

@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from coffer.client.credentials import Credentials
 from coffer.devrun import Deployment, MultiRegion, region_name, tail
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from coffer.settings import SERVICES, Settings
@@ -84,8 +85,8 @@ class E2E:
         return self.deployment.ca_file
 
     @property
-    def admin_token(self) -> str:
-        return self.deployment.admin_token
+    def admin_credentials(self) -> Credentials:
+        return self.deployment.admin
 
     @property
     def home(self) -> Path:

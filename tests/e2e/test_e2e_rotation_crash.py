@@ -77,9 +77,7 @@ class FunctionThread:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        client = AsyncCofferClient(
-            self.deployment.endpoint, self.deployment.ca_file, self.deployment.admin_token
-        )
+        client = AsyncCofferClient(self.deployment.endpoint, self.deployment.ca_file, self.deployment.admin)
         function = self.example.ApiKeyRotationFunction(client, self.target, before_step=self._before_step)
         server, self.port = await self.example.serve(
             function,
@@ -149,7 +147,7 @@ def wait_attempt(
 def test_sigkill_during_each_step_then_restart_completes_the_rotation(
     deployment: Deployment, tmp_path: Path
 ) -> None:
-    client = CofferClient(deployment.endpoint, deployment.ca_file, deployment.admin_token)
+    client = CofferClient(deployment.endpoint, deployment.ca_file, deployment.admin)
     fn = FunctionThread(deployment, tmp_path)
     fn.start()
     try:

@@ -226,7 +226,7 @@ async def test_sigkill_inside_each_postgres_rotation_step_then_restart_completes
     step: str, crashable: Crashable, target: ScramPostgres
 ) -> None:
     deployment = crashable.deployment
-    admin = AsyncCofferClient(deployment.endpoint, deployment.ca_file, deployment.admin_token)
+    admin = AsyncCofferClient(deployment.endpoint, deployment.ca_file, deployment.admin)
     tag = uuid.uuid4().hex[:8]
     user, dbname, name = f"crash_{tag}", f"crashdb_{tag}", f"db/crash-{step}-{tag}"
     first_password = secrets.token_urlsafe(18)

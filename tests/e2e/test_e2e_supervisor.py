@@ -87,7 +87,7 @@ def test_sigterm_stops_everything_and_a_restart_keeps_the_data(e2e_tools: Any, t
     first = Supervisor(env, tmp_path / "first.out")
     try:
         first.wait_running()
-        token = json.loads(profile.read_text())["token"]
+        key = json.loads(profile.read_text())["access_key_id"]
         created = e2e_tools.cli(profile, SM, "create-secret", "--name", name, "--secret-string", value)
         assert created.returncode == 0, created.stderr
         pids = {svc: int((home / "run" / f"{svc}.pid").read_text()) for svc in SERVICES}
@@ -108,7 +108,7 @@ def test_sigterm_stops_everything_and_a_restart_keeps_the_data(e2e_tools: Any, t
     second = Supervisor(env, tmp_path / "second.out")
     try:
         second.wait_running()
-        assert json.loads(profile.read_text())["token"] == token  # the admin credential is reused
+        assert json.loads(profile.read_text())["access_key_id"] == key  # the admin's access key is reused
         got = e2e_tools.cli(profile, SM, "get-secret-value", "--secret-id", name)
         assert got.returncode == 0, got.stderr
         assert json.loads(got.stdout)["SecretString"] == value
@@ -154,8 +154,19 @@ def test_make_run_on_embedded_servers_keeps_data_across_restarts(
         redis_port = (home / "redis" / "port").read_text()
         user_profile = user_home / ".config" / "coffer" / "profile.json"
         assert json.loads(user_profile.read_text()) == json.loads(profile.read_text())
-        for private_file in (profile, user_profile, home / "keys" / "root.key", home / "credentials.json"):
+        for private_file in (
+            profile,
+            user_profile,
+            home / "keys" / "root.key",
+            home / "iam-bootstrap.json",
+            home / "rotation-credentials.json",
+        ):
             assert mode(private_file) == 0o600, private_file
+        # the store is handed signing keys only: the admin's secret is in the profiles alone
+        assert (
+            json.loads(profile.read_text())["secret_access_key"]
+            not in (home / "iam-bootstrap.json").read_text()
+        )
         assert len((home / "keys" / "root.key").read_bytes()) == 32
         for private_dir in (home / "pki", home / "keys", home / "logs", home / "redis", user_profile.parent):
             assert mode(private_dir) == 0o700, private_dir

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from coffer.client.credentials import Credentials
 from coffer.client.sync import CofferClient
 from coffer.devrun.processes import port_free
 from coffer.embedded import free_port
@@ -158,7 +159,7 @@ class FromProfile:
 
     endpoint: str
     ca_file: Path
-    admin_token: str
+    admin: Credentials
 
 
 def test_a_rotation_in_flight_completes_after_the_supervisor_restarts_rotation(
@@ -180,8 +181,10 @@ def test_a_rotation_in_flight_completes_after_the_supervisor_restarts_rotation(
     try:
         supervisor.wait_running()
         doc = json.loads(profile.read_text())
-        target = FromProfile(doc["endpoint"], Path(doc["ca_file"]), doc["token"])
-        client = CofferClient(target.endpoint, target.ca_file, target.admin_token)
+        target = FromProfile(
+            doc["endpoint"], Path(doc["ca_file"]), Credentials(doc["access_key_id"], doc["secret_access_key"])
+        )
+        client = CofferClient(target.endpoint, target.ca_file, target.admin)
         fn = FunctionThread(target, tmp_path)  # type: ignore[arg-type]
         fn.start()
         reply = client.call(

@@ -20,6 +20,7 @@ from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as pb
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.client.aio import AsyncCofferClient
+from coffer.client.credentials import Credentials
 from coffer.crypto.rootkey import RootKey
 from coffer.devrun import Deployment
 from coffer.embedded import EmbeddedPostgres, free_port
@@ -115,12 +116,12 @@ def test_each_process_gets_only_the_settings_it_uses(tmp_path: Path) -> None:
         "COFFER_HOME": str(tmp_path),
         "COFFER_DATABASE_URL": "postgresql://admin:secret@db/coffer",
         "COFFER_REDIS_URL": "redis://:secret@redis:6379/0",
-        "COFFER_ROTATION_TOKEN": "token",
+        "COFFER_ROTATION_SECRET_ACCESS_KEY": "secret",
         "COFFER_ROOT_KEY_FILE": str(tmp_path / "root.key"),
     }
     gateway = service_env("gateway", everything)
     assert "COFFER_DATABASE_URL" not in gateway and "COFFER_REDIS_URL" not in gateway
-    assert "COFFER_ROOT_KEY_FILE" not in gateway and "COFFER_ROTATION_TOKEN" not in gateway
+    assert "COFFER_ROOT_KEY_FILE" not in gateway and "COFFER_ROTATION_SECRET_ACCESS_KEY" not in gateway
     assert gateway["PATH"] == "/usr/bin" and gateway["COFFER_HOME"] == str(tmp_path)
     rotation = service_env("rotation", everything)
     assert "COFFER_DATABASE_URL" not in rotation and rotation["COFFER_REDIS_URL"]
@@ -139,8 +140,13 @@ def test_each_process_gets_only_the_settings_it_uses(tmp_path: Path) -> None:
     assert "COFFER_REDIS_URL" not in spawned["kms"]
     assert spawned["kms"]["COFFER_DATABASE_URL"] == "postgresql://k:pw@db/coffer"
     assert spawned["store"]["COFFER_DATABASE_URL"] == "postgresql://s:pw@db/coffer"
-    assert spawned["rotation"]["COFFER_ROTATION_TOKEN"] == deployment.rotation_token
-    assert "COFFER_ROTATION_TOKEN" not in spawned["store"]
+    assert deployment.rotation_credentials is None  # prepare() was not run: nothing to hand over
+    assert "COFFER_ROTATION_SECRET_ACCESS_KEY" not in spawned["store"]
+    deployment.rotation_credentials = Credentials("ASIA" + "R" * 16, "rotation-secret", "rotation-token")
+    rotation = deployment.service_env("rotation")
+    assert rotation["COFFER_ROTATION_SECRET_ACCESS_KEY"] == "rotation-secret"
+    assert rotation["COFFER_ROTATION_SESSION_TOKEN"] == "rotation-token"
+    assert not any("rotation-secret" in v for v in deployment.service_env("store").values())
 
 
 async def test_the_data_key_cache_follows_the_kms_across_databases(
@@ -230,8 +236,8 @@ async def test_rotate_secret_wakes_a_scheduler_without_database_access(
     try:
         await stack.start_kms()
         await stack.start_store()
-        admin = stack.credential("user/admin")
-        stack.env["COFFER_ROTATION_TOKEN"] = stack.credential("service/rotation")
+        admin = await stack.credential("user/admin")
+        await stack.rotation_credentials()
         gateway = await stack.start_gateway()
         assert stack.settings("rotation").database_url == ""
         await stack.start_rotation()

@@ -10,8 +10,6 @@
     coffer status
     coffer rotation history --secret-id db/prod
     coffer usage get --month 2026-03
-    coffer admin create-credential --principal user/alice --expires-in 3600
-    coffer admin rotate-credential --principal user/alice
     coffer operator init --key-shares 5 --key-threshold 3
     coffer operator unseal 'academic acid ...'
 
@@ -21,16 +19,16 @@ from the proto descriptors (``coffer.cli.shapes``). Output is the AWS CLI's JSON
 CLI: 0 ok, 252 bad command line, 253 missing or bad configuration, 254 the service returned an error (``An
 error occurred (<Code>) when calling the <Op> operation: <message>`` on stderr), 255 anything else (e.g. the
 gateway cannot be reached); ``coffer status`` exits 1 when a service is not serving. Global options
-(``--endpoint``, ``--ca-file``, ``--token``, ``--region``, ``--profile``) go before or after the command.
-``--region local-2`` selects that region's endpoint, CA file and token from the profile (``make run
-REGIONS=2`` writes both); ``coffer status`` checks every region of the profile unless ``--region`` names one.
-"""
+(``--endpoint``, ``--ca-file``, ``--region``, ``--profile``) go before or after the command; the access key
+comes from ``COFFER_ACCESS_KEY_ID`` / ``COFFER_SECRET_ACCESS_KEY`` (/ ``COFFER_SESSION_TOKEN``), else the
+profile. ``--region local-2`` selects that region's endpoint, CA file and access key from the profile (``make
+run REGIONS=2`` writes both); ``coffer status`` checks every region of the profile unless ``--region`` names
+one."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -83,12 +81,11 @@ def _global_options(*, suppress: bool) -> _Parser:
     g = p.add_argument_group("global options")
     g.add_argument("--endpoint", "--endpoint-url", dest="endpoint", default=default, help="gateway host:port")
     g.add_argument("--ca-file", dest="ca_file", default=default, help="CA certificate to verify the gateway")
-    g.add_argument("--token", dest="token", default=default, help="bearer token (cfr_...)")
     g.add_argument(
         "--region",
         dest="region",
         default=default,
-        help="region whose endpoint/CA/token the profile gives (default: the profile's, local-1)",
+        help="region whose endpoint/CA/access key the profile gives (default: the profile's, local-1)",
     )
     g.add_argument("--profile", dest="profile", default=default, help="path of a profile JSON")
     g.add_argument("--output", dest="output", choices=["json"], default=default, help="output format")
@@ -103,7 +100,6 @@ def _connection(args: argparse.Namespace, profile: Profile | None = None) -> Con
     return resolve_connection(
         endpoint=args.endpoint,
         ca_file=args.ca_file,
-        token=args.token,
         region=args.region,
         profile=profile if profile is not None else _profile(args),
     )
@@ -116,7 +112,7 @@ def _operation_handler(service: str, operation: str) -> Handler:
         request = shapes.request_from_args(descriptor.input_type, args)
         conn = _connection(args)
         try:
-            client = CofferClient(conn.endpoint, conn.ca_file, conn.token, region=conn.region)
+            client = CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
         except OSError as exc:
             raise ConfigurationError(
                 f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
@@ -155,7 +151,7 @@ def _rotation_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
 
     conn = _connection(args)
     try:
-        client = CofferClient(conn.endpoint, conn.ca_file, conn.token, region=conn.region)
+        client = CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
     except OSError as exc:
         raise ConfigurationError(
             f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
@@ -201,7 +197,7 @@ def _usage_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     in the month (UsageService/GetUsage)."""
     conn = _connection(args)
     try:
-        client = CofferClient(conn.endpoint, conn.ca_file, conn.token, region=conn.region)
+        client = CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
     except OSError as exc:
         raise ConfigurationError(
             f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
@@ -233,7 +229,7 @@ def _operator_handler(operation: str) -> Handler:
             fields = {"share": args.share}
         conn = _connection(args)
         try:
-            client = CofferClient(conn.endpoint, conn.ca_file, conn.token, region=conn.region)
+            client = CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
         except OSError as exc:
             raise ConfigurationError(
                 f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
@@ -301,131 +297,11 @@ def _region_services(
     conn = resolve_connection(
         endpoint=args.endpoint or services.get("gateway"),
         ca_file=args.ca_file,
-        token=args.token,
         region=args.region,
         profile=profile,
     )
     services.setdefault("gateway", conn.endpoint)
     return services, conn, profile
-
-
-def _credentials_file(args: argparse.Namespace) -> Path:
-    if args.credentials_file:
-        return Path(args.credentials_file)
-    from coffer.settings import Settings
-
-    return Settings.from_env().credentials_file
-
-
-def _expiry(args: argparse.Namespace) -> dt.datetime | None:
-    """``--expires-in SECONDS`` or ``--expires-at ISO-8601`` (UTC when no zone is given); None: never."""
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    if args.expires_in is not None:
-        if args.expires_in <= 0:
-            raise shapes.UsageError("--expires-in must be a positive number of seconds")
-        return now + dt.timedelta(seconds=args.expires_in)
-    if args.expires_at is not None:
-        try:
-            at = dt.datetime.fromisoformat(args.expires_at)
-        except ValueError:
-            raise shapes.UsageError(
-                f"--expires-at {args.expires_at!r}: give an ISO-8601 time such as 2030-01-31T12:00:00Z"
-            ) from None
-        at = at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
-        if at <= now:
-            raise shapes.UsageError(f"--expires-at {args.expires_at}: that time has passed")
-        return at
-    return None
-
-
-def _until(expires: dt.datetime | None) -> str:
-    return f", valid until {expires.isoformat()}" if expires is not None else ""
-
-
-def _create_credential(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from coffer.credentials import create_credential
-
-    path = _credentials_file(args)
-    expires = _expiry(args)
-    try:
-        token = create_credential(path, principal=args.principal, expires=expires)
-    except CofferError as exc:
-        raise shapes.UsageError(exc.message) from None
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"Cannot update {path}: {exc}") from None
-    print(token, file=out)
-    print(
-        f"Credential for {args.principal} added to {path}{_until(expires)}. The token is shown only once.",
-        file=err,
-    )
-    return EXIT_OK
-
-
-def _rotate_credential(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from coffer.credentials import rotate_credential
-
-    path = _credentials_file(args)
-    expires = _expiry(args)
-    try:
-        token, replaced = rotate_credential(path, principal=args.principal, expires=expires)
-    except CofferError as exc:
-        print(f"coffer: {exc.message}", file=err)
-        return EXIT_OTHER
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"Cannot update {path}: {exc}") from None
-    print(token, file=out)
-    print(
-        f"Credential of {args.principal} rotated in {path}{_until(expires)}: {replaced} old token(s) stop "
-        "working within a second. The new token is shown only once.",
-        file=err,
-    )
-    return EXIT_OK
-
-
-def _list_credentials(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from coffer.credentials import read_credentials
-
-    path = _credentials_file(args)
-    try:
-        creds = read_credentials(path)
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"Cannot read {path}: {exc}") from None
-    body = {
-        "Credentials": [
-            {
-                "CredentialId": c.id,
-                "Principal": c.principal,
-                "CreatedDate": c.created,
-                **({"ExpirationDate": c.expires.isoformat()} if c.expires is not None else {}),
-            }
-            for c in creds.values()
-        ]
-    }
-    print(json.dumps(body, indent=4), file=out)
-    return EXIT_OK
-
-
-def _revoke_credential(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from coffer.credentials import revoke_credential
-
-    path = _credentials_file(args)
-    try:
-        removed = revoke_credential(path, credential_id=args.credential_id)
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"Cannot update {path}: {exc}") from None
-    if not removed:
-        print(f"No credential {args.credential_id} in {path}.", file=err)
-        return EXIT_OTHER
-    print(f"Credential {args.credential_id} revoked.", file=err)
-    return EXIT_OK
-
-
-def _expiry_options(parser: argparse.ArgumentParser) -> None:
-    when = parser.add_mutually_exclusive_group()
-    when.add_argument("--expires-in", type=int, default=None, metavar="SECONDS", help="expire after SECONDS")
-    when.add_argument(
-        "--expires-at", default=None, metavar="TIME", help="expire at TIME (ISO-8601, UTC default)"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -511,30 +387,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seal_status.set_defaults(handler=_operator_handler("OperatorStatus"))
 
-    admin = commands.add_parser("admin", help="local administration (credentials file)")
-    admin_commands = admin.add_subparsers(dest="admin_command", metavar="ACTION", parser_class=_Parser)
-    admin_commands.required = True
-    file_help = "credentials file (default: $COFFER_CREDENTIALS_FILE or $COFFER_HOME/credentials.json)"
-    create = admin_commands.add_parser("create-credential", help="add a bearer credential, print its token")
-    create.add_argument("--principal", required=True, help="e.g. user/admin")
-    create.add_argument("--credentials-file", default=None, help=file_help)
-    _expiry_options(create)
-    create.set_defaults(handler=_create_credential)
-    rotate = admin_commands.add_parser(
-        "rotate-credential",
-        help="replace a principal's credentials by a new one, print its token (old tokens stop working)",
-    )
-    rotate.add_argument("--principal", required=True, help="e.g. user/admin")
-    rotate.add_argument("--credentials-file", default=None, help=file_help)
-    _expiry_options(rotate)
-    rotate.set_defaults(handler=_rotate_credential)
-    listing = admin_commands.add_parser("list-credentials", help="credential ids and principals")
-    listing.add_argument("--credentials-file", default=None, help=file_help)
-    listing.set_defaults(handler=_list_credentials)
-    revoke = admin_commands.add_parser("revoke-credential", help="remove a credential")
-    revoke.add_argument("--credential-id", required=True)
-    revoke.add_argument("--credentials-file", default=None, help=file_help)
-    revoke.set_defaults(handler=_revoke_credential)
     return parser
 
 

@@ -1,5 +1,6 @@
 """Coffer's Python SDK. ``CofferClient`` (sync) and ``AsyncCofferClient`` (asyncio) talk to the gateway over
-TLS with a bearer token; methods return the response protobuf messages and raise ``CofferError`` subclasses
+TLS, each call signed with an access key (``coffer.client.credentials``);
+methods return the response protobuf messages and raise ``CofferError`` subclasses
 whose ``code`` is the AWS error name."""
 
 from coffer.client._ops import EndpointUnreachable
@@ -10,6 +11,7 @@ from coffer.client.aio import (
     AsyncOrganizationsClient,
     AsyncStsClient,
 )
+from coffer.client.credentials import Credentials
 from coffer.client.profile import ConfigurationError, Connection, Profile, load_profile, resolve_connection
 from coffer.client.sync import CofferClient, IamClient, KmsClient, OrganizationsClient, StsClient
 from coffer.core.errors import CofferError
@@ -24,6 +26,7 @@ __all__ = [
     "CofferError",
     "ConfigurationError",
     "Connection",
+    "Credentials",
     "EndpointUnreachable",
     "IamClient",
     "KmsClient",

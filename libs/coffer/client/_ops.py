@@ -108,12 +108,9 @@ def target_of(endpoint: str) -> str:
     return endpoint
 
 
-def credentials(ca_file: str | Path, token: str | None) -> grpc.ChannelCredentials:
-    """TLS verified against ``ca_file``; every call carries ``authorization: Bearer <token>``."""
-    tls = grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
-    if token is None:
-        return tls
-    return grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(token))
+def credentials(ca_file: str | Path) -> grpc.ChannelCredentials:
+    """TLS verified against ``ca_file`` (each call is signed with the client's access key, not here)."""
+    return grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
 
 
 def channel_options(server_name: str | None) -> list[tuple[str, Any]]:

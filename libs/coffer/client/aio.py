@@ -28,6 +28,7 @@ from coffer.api.iam.v1 import iam_pb2
 from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.client import _ops
+from coffer.client.credentials import CredentialProvider, Credentials, as_provider, signed_metadata
 from coffer.client.profile import Profile, load_profile, resolve_connection
 
 R = TypeVar("R", bound=Message)
@@ -35,9 +36,15 @@ R = TypeVar("R", bound=Message)
 
 class _AsyncService:
     def __init__(
-        self, channel: grpc.aio.Channel, service: ServiceDescriptor, timeout: float, endpoint: str
+        self,
+        channel: grpc.aio.Channel,
+        service: ServiceDescriptor,
+        timeout: float,
+        endpoint: str,
+        credentials: CredentialProvider | None = None,
     ) -> None:
         self._channel = channel
+        self._credentials = credentials
         self._endpoint = endpoint
         self._service = service
         self._timeout = timeout
@@ -56,7 +63,10 @@ class _AsyncService:
             )
             self._callables[operation] = callable_
         try:
-            response: Message = await callable_(msg, timeout=self._timeout)
+            metadata = (
+                signed_metadata(self._credentials(), op.path, msg) if self._credentials is not None else None
+            )
+            response: Message = await callable_(msg, timeout=self._timeout, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             raise _ops.map_rpc_error(exc, self._endpoint) from None
         return response
@@ -238,7 +248,7 @@ class AsyncCofferClient(_AsyncService):
         self,
         endpoint: str,
         ca_file: str | Path,
-        token: str | None,
+        credentials: Credentials | CredentialProvider | None,
         *,
         region: str | None = None,
         server_name: str | None = None,
@@ -246,27 +256,31 @@ class AsyncCofferClient(_AsyncService):
     ) -> None:
         channel = grpc.aio.secure_channel(
             _ops.target_of(endpoint),
-            _ops.credentials(ca_file, token),
+            _ops.credentials(ca_file),
             options=_ops.channel_options(server_name),
         )
-        super().__init__(channel, _ops.SECRETS, timeout, endpoint)
+        provider = as_provider(credentials)
+        super().__init__(channel, _ops.SECRETS, timeout, endpoint, provider)
         self.endpoint = endpoint
         self.region = region
-        self.kms = AsyncKmsClient(channel, _ops.KMS, timeout, endpoint)
+        self.kms = AsyncKmsClient(channel, _ops.KMS, timeout, endpoint, provider)
         #: IAM (users, roles, policies, access keys), STS and Organizations: served by the store.
-        self.iam = AsyncIamClient(channel, _ops.IAM, timeout, endpoint)
-        self.sts = AsyncStsClient(channel, _ops.STS, timeout, endpoint)
-        self.organizations = AsyncOrganizationsClient(channel, _ops.ORGANIZATIONS, timeout, endpoint)
+        self.iam = AsyncIamClient(channel, _ops.IAM, timeout, endpoint, provider)
+        self.sts = AsyncStsClient(channel, _ops.STS, timeout, endpoint, provider)
+        self.organizations = AsyncOrganizationsClient(
+            channel, _ops.ORGANIZATIONS, timeout, endpoint, provider
+        )
         #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
-        self.operator = _AsyncService(channel, _ops.SEAL, timeout, endpoint)
+        self.operator = _AsyncService(channel, _ops.SEAL, timeout, endpoint, provider)
         #: Metering (``coffer usage get``): ``.usage.call("GetUsage", month="2026-03")``.
-        self.usage = _AsyncService(channel, _ops.USAGE, timeout, endpoint)
+        self.usage = _AsyncService(channel, _ops.USAGE, timeout, endpoint, provider)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> AsyncCofferClient:
-        """COFFER_ENDPOINT / COFFER_CA_FILE / COFFER_TOKEN / COFFER_REGION, else the profile's values."""
+        """COFFER_ENDPOINT / COFFER_CA_FILE / COFFER_ACCESS_KEY_ID + COFFER_SECRET_ACCESS_KEY (+
+        COFFER_SESSION_TOKEN) / COFFER_REGION, else the profile's values."""
         conn = resolve_connection(env=env)
-        return cls(conn.endpoint, conn.ca_file, conn.token, region=conn.region, **options)
+        return cls(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region, **options)
 
     @classmethod
     def from_profile(
@@ -276,7 +290,7 @@ class AsyncCofferClient(_AsyncService):
         ``region`` picks one of its regions (default: the profile's own, e.g. ``local-1``)."""
         profile: Profile = load_profile(path)
         conn = resolve_connection(profile=profile, region=region, env={})
-        return cls(conn.endpoint, conn.ca_file, conn.token, region=conn.region, **options)
+        return cls(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region, **options)
 
     async def close(self) -> None:
         await self._channel.close()

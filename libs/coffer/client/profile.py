@@ -1,17 +1,20 @@
-"""Where the SDK and the CLI find their endpoint, CA file and token.
+"""Where the SDK and the CLI find their endpoint, CA file and access key.
 
-Precedence: explicit arguments (CLI flags) > ``COFFER_ENDPOINT`` / ``COFFER_CA_FILE`` / ``COFFER_TOKEN`` /
-``COFFER_REGION`` > the profile JSON written by ``make run``. The profile is ``$COFFER_PROFILE`` when set
+Precedence: explicit arguments (CLI flags) > ``COFFER_ENDPOINT`` / ``COFFER_CA_FILE`` / ``COFFER_REGION`` and
+the access key ``COFFER_ACCESS_KEY_ID`` + ``COFFER_SECRET_ACCESS_KEY`` (+ ``COFFER_SESSION_TOKEN``) > the
+profile JSON written by ``make run``. The access key is taken whole from one place: the environment's when
+``COFFER_ACCESS_KEY_ID`` is set, else the profile's. The profile is ``$COFFER_PROFILE`` when set
 (then it must exist), else the first of ``./.coffer/profile.json`` and ``~/.config/coffer/profile.json``.
 
-Profile keys: ``endpoint``, ``ca_file``, ``token``, ``region``, ``services`` (``{"gateway": "host:port",
+Profile keys: ``endpoint``, ``ca_file``, ``access_key_id``, ``secret_access_key`` (the profile is written
+0600), ``session_token``, ``region``, ``services`` (``{"gateway": "host:port",
 "store": ..., "kms": ..., "rotation": ...}``), ``operator_cert``, ``operator_key``. Relative file paths are
 relative to the profile's directory.
 
 Regions: a profile written by ``make run REGIONS=2`` also has ``"regions": {"local-1": {...}, "local-2":
 {...}}``, each entry with the same keys as above (``region`` excepted); the top-level keys describe the
 default region (``region``). A region (``--region``, ``COFFER_REGION``, else the profile's ``region``, else
-``local-1``) selects its entry's endpoint, CA file, token and services; an explicit endpoint (argument or
+``local-1``) selects its entry's endpoint, CA file, access key and services; an explicit endpoint (argument or
 ``COFFER_ENDPOINT``) bypasses the selection. Naming a region the profile does not have is a
 ``ConfigurationError``.
 """
@@ -24,23 +27,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coffer.client.credentials import Credentials
+
 PROFILE_ENV = "COFFER_PROFILE"
 ENDPOINT_ENV = "COFFER_ENDPOINT"
 CA_FILE_ENV = "COFFER_CA_FILE"
-TOKEN_ENV = "COFFER_TOKEN"
+ACCESS_KEY_ID_ENV = "COFFER_ACCESS_KEY_ID"
+SECRET_ACCESS_KEY_ENV = "COFFER_SECRET_ACCESS_KEY"
+SESSION_TOKEN_ENV = "COFFER_SESSION_TOKEN"
 REGION_ENV = "COFFER_REGION"
 DEFAULT_REGION = "local-1"
 
 
 class ConfigurationError(ValueError):
-    """The endpoint, CA file or token cannot be determined, or the profile is unreadable."""
+    """The endpoint, CA file or access key cannot be determined, or the profile is unreadable."""
 
 
 @dataclass(frozen=True, slots=True)
 class Profile:
     endpoint: str | None = None
     ca_file: Path | None = None
-    token: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
     region: str | None = None
     services: Mapping[str, str] = field(default_factory=dict)
     operator_cert: Path | None = None
@@ -74,7 +83,10 @@ class Profile:
         return Profile(
             endpoint=entry.endpoint or (self.endpoint if region == self.region else None),
             ca_file=entry.ca_file or (self.ca_file if region == self.region else None),
-            token=entry.token or (self.token if region == self.region else None),
+            access_key_id=entry.access_key_id or (self.access_key_id if region == self.region else None),
+            secret_access_key=entry.secret_access_key
+            or (self.secret_access_key if region == self.region else None),
+            session_token=entry.session_token or (self.session_token if region == self.region else None),
             region=region,
             services=dict(entry.services) if entry.services else {},
             operator_cert=entry.operator_cert or self.operator_cert,
@@ -90,7 +102,7 @@ class Connection:
 
     endpoint: str
     ca_file: Path
-    token: str | None
+    credentials: Credentials | None
     region: str | None = None
 
 
@@ -139,7 +151,9 @@ def _regions(doc: Mapping[str, object], path: Path) -> dict[str, Profile]:
         name: Profile(
             endpoint=_opt_str(entry, "endpoint", path),
             ca_file=_opt_path(entry, "ca_file", path),
-            token=_opt_str(entry, "token", path),
+            access_key_id=_opt_str(entry, "access_key_id", path),
+            secret_access_key=_opt_str(entry, "secret_access_key", path),
+            session_token=_opt_str(entry, "session_token", path),
             region=name,
             services=_services(entry, path),
             operator_cert=_opt_path(entry, "operator_cert", path),
@@ -162,7 +176,9 @@ def read_profile(path: Path) -> Profile:
     return Profile(
         endpoint=_opt_str(doc, "endpoint", path),
         ca_file=_opt_path(doc, "ca_file", path),
-        token=_opt_str(doc, "token", path),
+        access_key_id=_opt_str(doc, "access_key_id", path),
+        secret_access_key=_opt_str(doc, "secret_access_key", path),
+        session_token=_opt_str(doc, "session_token", path),
         region=_opt_str(doc, "region", path),
         services=_services(doc, path),
         operator_cert=_opt_path(doc, "operator_cert", path),
@@ -187,11 +203,27 @@ def load_profile(path: Path | None = None, *, env: Mapping[str, str] | None = No
     return Profile()
 
 
+def _env_credentials(e: Mapping[str, str]) -> Credentials | None:
+    akid = e.get(ACCESS_KEY_ID_ENV)
+    if not akid:
+        return None
+    secret = e.get(SECRET_ACCESS_KEY_ENV)
+    if not secret:
+        raise ConfigurationError(f"{ACCESS_KEY_ID_ENV} is set but {SECRET_ACCESS_KEY_ENV} is not.")
+    return Credentials(akid, secret, e.get(SESSION_TOKEN_ENV) or None)
+
+
+def _profile_credentials(prof: Profile) -> Credentials | None:
+    if not prof.access_key_id or not prof.secret_access_key:
+        return None
+    return Credentials(prof.access_key_id, prof.secret_access_key, prof.session_token)
+
+
 def resolve_connection(
     *,
     endpoint: str | None = None,
     ca_file: str | Path | None = None,
-    token: str | None = None,
+    credentials: Credentials | None = None,
     region: str | None = None,
     profile: Profile | None = None,
     env: Mapping[str, str] | None = None,
@@ -207,7 +239,7 @@ def resolve_connection(
         prof = prof.select_region(final_region)
     final_endpoint = explicit_endpoint or prof.endpoint
     final_ca = ca_file or e.get(CA_FILE_ENV) or prof.ca_file
-    final_token = token or e.get(TOKEN_ENV) or prof.token
+    final_credentials = credentials or _env_credentials(e) or _profile_credentials(prof)
     if not final_endpoint:
         raise ConfigurationError(
             "No endpoint: pass --endpoint, set COFFER_ENDPOINT, or run `make run` (it writes a profile)."
@@ -217,5 +249,5 @@ def resolve_connection(
             "No CA file to verify the gateway with: pass --ca-file, set COFFER_CA_FILE, or use a profile."
         )
     return Connection(
-        endpoint=final_endpoint, ca_file=Path(final_ca), token=final_token or None, region=final_region
+        endpoint=final_endpoint, ca_file=Path(final_ca), credentials=final_credentials, region=final_region
     )

@@ -32,7 +32,7 @@ def _cli_command(deployment: Deployment) -> str:
 
 def _service_lines(settings: Settings, indent: str) -> Iterator[str]:
     for name in SERVICES:
-        kind = "public, TLS + bearer token" if name == "gateway" else "internal, mTLS"
+        kind = "public, TLS + signed requests" if name == "gateway" else "internal, mTLS"
         yield f"{indent}{name:<9} {connect_address(settings.addr_of(name)):<22} {kind}"
 
 
@@ -51,7 +51,10 @@ def _banner(deployment: Deployment, *, wrote_user_profile: bool) -> Iterator[str
     yield f"  {cli} status"
     yield f"  {cli} secretsmanager create-secret --name demo/hello --secret-string 'hi there'"
     yield f"  {cli} secretsmanager get-secret-value --secret-id demo/hello"
-    yield 'Or, for other clients (the admin token is the profile\'s "token"; it is never printed):'
+    yield (
+        "Or, for other clients (the admin's access key is the profile's access_key_id / secret_access_key; "
+        "the secret is never printed):"
+    )
     yield f"  export COFFER_PROFILE={deployment.profile_path}"
     yield f"  export COFFER_ENDPOINT={deployment.endpoint} COFFER_CA_FILE={deployment.ca_file}"
     yield ""

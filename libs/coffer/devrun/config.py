@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from coffer.client.credentials import Credentials
 from coffer.core.targets import url_endpoint
 from coffer.settings import SERVICES, Peer, Settings
 from coffer.settings import connect_address as connect_address
@@ -29,9 +30,11 @@ _REGION_OWN = frozenset(
     {
         "COFFER_PKI_DIR",
         "COFFER_ROOT_KEY_FILE",
-        "COFFER_CREDENTIALS_FILE",
         "COFFER_LOG_FILE",
-        "COFFER_ROTATION_TOKEN",
+        "COFFER_ROTATION_ACCESS_KEY_ID",
+        "COFFER_ROTATION_SECRET_ACCESS_KEY",
+        "COFFER_ROTATION_SESSION_TOKEN",
+        "COFFER_BOOTSTRAP_KEYS_FILE",
         "COFFER_PEERS",
     }
 )
@@ -48,7 +51,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "COFFER_REDIS_URL": settings.redis_url,
         "COFFER_PKI_DIR": str(settings.pki_dir),
         "COFFER_ROOT_KEY_FILE": str(settings.root_key_file),
-        "COFFER_CREDENTIALS_FILE": str(settings.credentials_file),
         "COFFER_LOG_LEVEL": settings.log_level,
         "COFFER_DATA_KEY_CACHE_SECONDS": repr(settings.data_key_cache_seconds),
         "COFFER_PURGE_INTERVAL_SECONDS": repr(settings.purge_interval_seconds),
@@ -80,14 +82,15 @@ def service_env(
     database_url: str,
     redis_url: str,
     log_dir: Path,
-    rotation_token: str,
+    rotation_credentials: Credentials | None,
     service_dsns: Mapping[str, str] | None = None,
+    bootstrap_keys_file: Path | None = None,
 ) -> dict[str, str]:
     """The whole environment of the service process ``name`` (``python -m coffer.<name>``): ``base_env``
     plus the deployment's COFFER_* settings, the database (logged in as the service's own role, from
-    ``service_dsns``) and Redis it actually runs on, the service's own log file, and the rotation service's
-    bearer token (for the rotation service only); then filtered to the settings that service uses
-    (``coffer.settings.service_env``)."""
+    ``service_dsns``) and Redis it actually runs on, the service's own log file, the rotation service's
+    session credentials (for the rotation service only) and the bootstrap keys file (the store's); then
+    filtered to the settings that service uses (``coffer.settings.service_env``)."""
     env = dict(base_env)
     env.update(settings_env(settings))
     env["COFFER_DATABASE_URL"] = database_url
@@ -96,8 +99,16 @@ def service_env(
     env["PYTHONUNBUFFERED"] = "1"
     if not settings.peers:
         env.pop("COFFER_PEERS", None)
-    if name == "rotation":
-        env["COFFER_ROTATION_TOKEN"] = rotation_token
+    if name == "rotation" and rotation_credentials is not None:
+        env.update(
+            {
+                "COFFER_ROTATION_ACCESS_KEY_ID": rotation_credentials.access_key_id,
+                "COFFER_ROTATION_SECRET_ACCESS_KEY": rotation_credentials.secret_access_key,
+                "COFFER_ROTATION_SESSION_TOKEN": rotation_credentials.session_token or "",
+            }
+        )
+    if bootstrap_keys_file is not None:
+        env["COFFER_BOOTSTRAP_KEYS_FILE"] = str(bootstrap_keys_file)
     if not settings.rotation_allowed_targets:
         env["COFFER_ROTATION_ALLOWED_TARGETS"] = DEV_ALLOWED_TARGETS
     env["COFFER_ROTATION_DENIED_TARGETS"] = ",".join(

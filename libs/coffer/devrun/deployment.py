@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from coffer import credentials, dbroles
-from coffer.core import errors
+from coffer import dbroles
+from coffer.client.credentials import Credentials
+from coffer.devrun import iam_keys
 from coffer.devrun.config import (
     DATABASE_NAME,
     DB_ROLES_FILE,
@@ -51,9 +52,7 @@ from coffer.pki import ensure_pki, install_service_dir
 from coffer.rootkey_file import ensure_root_key
 from coffer.settings import SERVICES, Peer, Settings
 
-ADMIN_PRINCIPAL = "user/admin"
-#: The rotation service calls the public API (through the gateway) as this principal.
-ROTATION_PRINCIPAL = "service/rotation"
+ADMIN_PRINCIPAL = "arn:aws:iam::000000000000:user/admin"
 
 
 def print_line(line: str) -> None:
@@ -61,40 +60,6 @@ def print_line(line: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------- collaborators
-
-
-def _still_valid(credentials_file: Path, token: str, principal: str | None = None) -> bool:
-    """``token`` verifies against the credentials file (as ``principal``, when given)."""
-    if not token:
-        return False
-    try:
-        found = credentials.verify_token(credentials.read_credentials(credentials_file), token)
-    except errors.Unauthenticated:
-        return False
-    return principal is None or found == principal
-
-
-def ensure_admin_credential(credentials_file: Path, known_token: str | None) -> str:
-    """An admin bearer token for the profile. A credential is created only when the credentials file has none
-    that the profile knows: on a restart the token in the profile still verifies and is reused; when the file
-    is new (or the profile lost its token) a ``user/admin`` credential is added and its token returned."""
-    if known_token and _still_valid(credentials_file, known_token):
-        return known_token
-    return credentials.create_credential(credentials_file, principal=ADMIN_PRINCIPAL)
-
-
-def ensure_service_credential(credentials_file: Path, token_file: Path, principal: str) -> str:
-    """A bearer token for a service principal (``service/rotation``), kept in ``token_file`` (0600): reused
-    while it still verifies, otherwise a new credential is added and its token written there."""
-    try:
-        known = token_file.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        known = ""
-    if _still_valid(credentials_file, known, principal):
-        return known
-    token = credentials.create_credential(credentials_file, principal=principal)
-    write_private(token_file, token + "\n")
-    return token
 
 
 async def _ensure_database(admin_url: str, name: str) -> None:
@@ -115,7 +80,7 @@ class DeploymentInfo:
 
     endpoint: str
     ca_file: Path
-    token: str
+    credentials: Credentials
     region: str
     services: dict[str, str]
     home: Path
@@ -145,8 +110,10 @@ class Deployment:
     #: With an external PostgreSQL (``settings.database_url``): create its database when it is missing.
     create_database: bool = False
 
-    admin_token: str = ""
-    rotation_token: str = ""
+    #: The root admin's access key (its secret is kept in the 0600 profile only).
+    admin_credentials: Credentials | None = None
+    #: The rotation service's session credentials (role coffer-rotation).
+    rotation_credentials: Credentials | None = None
     database_url: str = ""
     redis_url: str = ""
     #: Each data service's own database login (``coffer.dbroles``), set by ``start_servers``.
@@ -212,7 +179,7 @@ class Deployment:
         return DeploymentInfo(
             endpoint=self.endpoint,
             ca_file=self.ca_file,
-            token=self.admin_token,
+            credentials=self.admin,
             region=self.settings.region,
             services={name: connect_address(self.settings.addr_of(name)) for name in SERVICES},
             home=self.home,
@@ -252,10 +219,10 @@ class Deployment:
         ensure_pki(self.settings.pki_dir, region=self.settings.region)
         if self.settings.seal == "file":  # COFFER_SEAL=shamir: no key file; `coffer operator init` makes it
             ensure_root_key(self.settings.root_key_file)
-        self.admin_token = ensure_admin_credential(self.settings.credentials_file, self._known_token())
-        self.rotation_token = ensure_service_credential(
-            self.settings.credentials_file, self.home / "rotation.token", ROTATION_PRINCIPAL
-        )
+        self.admin_credentials = iam_keys.ensure_admin(self.profile_path)
+        session = iam_keys.ensure_rotation_session(self.home / iam_keys.ROTATION_FILE_NAME)
+        self.rotation_credentials = session.credentials
+        iam_keys.write_bootstrap(self.bootstrap_keys_file, self.admin_credentials, session)
 
     def start_servers(self) -> None:
         self.database_url = self.settings.database_url
@@ -297,12 +264,14 @@ class Deployment:
                 self.echo(f"{name:<9} SERVING on {self.settings.addr_of(name)}")
 
     def profile_entry(self) -> dict[str, Any]:
-        """This region's part of the CLI profile (endpoint, CA file, admin token, services, operator cert)."""
+        """This region's part of the CLI profile (endpoint, CA file, the admin's access key, services,
+        operator cert)."""
         pki = self.settings.pki_dir
         return {
             "endpoint": self.endpoint,
             "ca_file": str(self.ca_file),
-            "token": self.admin_token,
+            "access_key_id": self.admin.access_key_id,
+            "secret_access_key": self.admin.secret_access_key,
             "region": self.settings.region,
             "services": self.info().services,
             "operator_cert": str(pki / "operator.crt"),
@@ -386,8 +355,9 @@ class Deployment:
             database_url=self.database_url,
             redis_url=self.redis_url,
             log_dir=self.log_dir,
-            rotation_token=self.rotation_token,
+            rotation_credentials=self.rotation_credentials,
             service_dsns=self.service_dsns,
+            bootstrap_keys_file=self.bootstrap_keys_file,
         )
         env["COFFER_PKI_DIR"] = str(self.service_pki_dir(name))
         if name == "store" and self.settings.peers:
@@ -435,12 +405,16 @@ class Deployment:
             run_dir=self.run_dir,
         )
 
-    def _known_token(self) -> str | None:
-        try:
-            token = json.loads(self.profile_path.read_text()).get("token")
-        except (FileNotFoundError, ValueError, AttributeError):
-            return None
-        return token if isinstance(token, str) and token else None
+    @property
+    def admin(self) -> Credentials:
+        """The admin's access key (``prepare`` makes or reuses it)."""
+        if self.admin_credentials is None:
+            self.admin_credentials = iam_keys.ensure_admin(self.profile_path)
+        return self.admin_credentials
+
+    @property
+    def bootstrap_keys_file(self) -> Path:
+        return self.home / iam_keys.BOOTSTRAP_FILE_NAME
 
     def _take_lock(self) -> None:
         if self._lock is not None:

@@ -22,6 +22,7 @@ import binascii
 import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -38,7 +39,7 @@ REUSE_SECONDS = 60.0
 AUDIENCE = ("store", "kms")
 #: Bound on each side's cache; when full it is emptied (the entries are rebuilt on the next calls).
 CACHE_MAX = 4096
-#: Longest principal accepted in an assertion (principals are short names such as ``user/alice``).
+#: Longest principal accepted in an assertion (an ARN, or a service name such as ``service/rotation``).
 MAX_PRINCIPAL_CHARS = 256
 
 
@@ -48,6 +49,16 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What a valid assertion says: the principal (``sub``: an ARN, or ``service/<name>``), and for IAM
+    principals the access key id the gateway verified (``akid``) and the principal's account (``acct``)."""
+
+    principal: str
+    access_key_id: str | None = None
+    account: str | None = None
 
 
 class PrincipalSigner:
@@ -63,7 +74,7 @@ class PrincipalSigner:
         self._key = key
         self._audience = list(audience)
         self._clock = clock
-        self._cache: dict[str, tuple[float, str]] = {}
+        self._cache: dict[tuple[str, str | None], tuple[float, str]] = {}
 
     @classmethod
     def from_file(cls, path: Path) -> PrincipalSigner:
@@ -72,20 +83,29 @@ class PrincipalSigner:
             raise ValueError(f"{path} is not an Ed25519 private key")
         return cls(key)
 
-    def assertion_for(self, principal: str) -> str:
+    def assertion_for(
+        self, principal: str, *, access_key_id: str | None = None, account: str | None = None
+    ) -> str:
         now = self._clock()
-        cached = self._cache.get(principal)
+        cache_key = (principal, access_key_id)
+        cached = self._cache.get(cache_key)
         if cached is not None and now - cached[0] < REUSE_SECONDS:
             return cached[1]
-        payload = json.dumps(
-            {"sub": principal, "aud": self._audience, "exp": int(now + LIFETIME_SECONDS)},
-            separators=(",", ":"),
-        ).encode()
+        claims: dict[str, object] = {
+            "sub": principal,
+            "aud": self._audience,
+            "exp": int(now + LIFETIME_SECONDS),
+        }
+        if access_key_id is not None:
+            claims["akid"] = access_key_id
+        if account is not None:
+            claims["acct"] = account
+        payload = json.dumps(claims, separators=(",", ":")).encode()
         signed = f"{VERSION}.{_b64(payload)}"
         token = f"{signed}.{_b64(self._key.sign(signed.encode('ascii')))}"
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
-        self._cache[principal] = (now, token)
+        self._cache[cache_key] = (now, token)
         return token
 
 
@@ -103,7 +123,7 @@ class PrincipalVerifier:
         self._key = public_key
         self._audience = audience
         self._clock = clock
-        self._verified: dict[str, tuple[str, float]] = {}
+        self._verified: dict[str, tuple[Claims, float]] = {}
 
     @classmethod
     def from_file(cls, path: Path, *, audience: str) -> PrincipalVerifier:
@@ -113,6 +133,9 @@ class PrincipalVerifier:
         return cls(key, audience=audience)
 
     def verify(self, token: str) -> str:
+        return self.verify_claims(token).principal
+
+    def verify_claims(self, token: str) -> Claims:
         now = self._clock()
         hit = self._verified.get(token)
         if hit is not None:
@@ -120,13 +143,13 @@ class PrincipalVerifier:
                 return hit[0]
             del self._verified[token]
             raise errors.AccessDenied("The principal assertion has expired.")
-        principal, expires = self._check(token, now)
+        claims, expires = self._check(token, now)
         if len(self._verified) >= CACHE_MAX:
             self._verified.clear()
-        self._verified[token] = (principal, expires)
-        return principal
+        self._verified[token] = (claims, expires)
+        return claims
 
-    def _check(self, token: str, now: float) -> tuple[str, float]:
+    def _check(self, token: str, now: float) -> tuple[Claims, float]:
         version, _, rest = token.partition(".")
         payload_b64, _, sig_b64 = rest.partition(".")
         try:
@@ -150,4 +173,10 @@ class PrincipalVerifier:
             raise errors.AccessDenied(f"The principal assertion is not meant for {self._audience}.")
         if now >= expires:
             raise errors.AccessDenied("The principal assertion has expired.")
-        return principal, float(expires)
+        akid = claims.get("akid")
+        acct = claims.get("acct")
+        if (akid is not None and not isinstance(akid, str)) or (
+            acct is not None and not isinstance(acct, str)
+        ):
+            raise errors.AccessDenied("The principal assertion is not valid.")
+        return Claims(principal, akid, acct), float(expires)

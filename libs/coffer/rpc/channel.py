@@ -35,12 +35,24 @@ class _ContextPropagator(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
             metadata.append((ctx.REQUEST_ID_HEADER, rid))
         principal = ctx.current_principal()
         if principal is not None:
-            assertion = (
-                self._signer.assertion_for(principal) if self._signer is not None else ctx.current_assertion()
-            )
+            if self._signer is not None:
+                caller = ctx.caller_var.get()
+                assertion: str | None = self._signer.assertion_for(
+                    principal,
+                    access_key_id=caller.access_key_id if caller is not None else None,
+                    account=caller.account if caller is not None else None,
+                )
+            else:
+                assertion = ctx.current_assertion()
             if assertion is not None:
                 metadata.append((ctx.PRINCIPAL_HEADER, principal))
                 metadata.append((ctx.ASSERTION_HEADER, assertion))
+                source_ip = ctx.source_ip_var.get()
+                if source_ip:
+                    metadata.append((ctx.SOURCE_IP_HEADER, source_ip))
+                user_agent = ctx.user_agent_var.get()
+                if user_agent:
+                    metadata.append((ctx.USER_AGENT_HEADER, user_agent))
         details = grpc.aio.ClientCallDetails(
             method=client_call_details.method,
             timeout=client_call_details.timeout,
@@ -61,8 +73,22 @@ class _ContextPropagator(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
 KEEPALIVE_MS = 30_000
 
 
+#: For channels whose peer may start after them (the kms's channel to the store's principal directory): retry
+#: connecting at least every second instead of grpc's default back-off of up to two minutes.
+FAST_RECONNECT: tuple[tuple[str, Any], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
 def secure_channel(
-    target: str, tls: TlsFiles, *, server_name: str, signer: PrincipalSigner | None = None
+    target: str,
+    tls: TlsFiles,
+    *,
+    server_name: str,
+    signer: PrincipalSigner | None = None,
+    options: tuple[tuple[str, Any], ...] = (),
 ) -> grpc.aio.Channel:
     """A channel to another Coffer service. ``server_name`` is the identity of the service meant (``store``):
     its certificate must carry that service's name (``store.coffer.internal``, checked whatever address
@@ -71,6 +97,10 @@ def secure_channel(
     return grpc.aio.secure_channel(
         target,
         channel_credentials(tls),
-        options=[*name_options(service_host(server_name)), ("grpc.keepalive_time_ms", KEEPALIVE_MS)],
+        options=[
+            *name_options(service_host(server_name)),
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+            *options,
+        ],
         interceptors=[_ContextPropagator(signer)],
     )

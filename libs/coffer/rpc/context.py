@@ -10,6 +10,9 @@ REQUEST_ID_HEADER = "x-request-id"
 PRINCIPAL_HEADER = "x-coffer-principal"
 #: The gateway-signed assertion that proves PRINCIPAL_HEADER (``coffer.rpc.assertions``).
 ASSERTION_HEADER = "x-coffer-assertion"
+#: The end caller's address and user agent, as the gateway saw them (trusted only with a valid assertion).
+SOURCE_IP_HEADER = "x-coffer-source-ip"
+USER_AGENT_HEADER = "x-coffer-user-agent"
 
 request_id_var: ContextVar[str | None] = ContextVar("coffer_request_id", default=None)
 principal_var: ContextVar[str | None] = ContextVar("coffer_principal", default=None)
@@ -20,6 +23,8 @@ caller_var: ContextVar[Principal | None] = ContextVar("coffer_caller", default=N
 #: The end caller's network address and user agent as the gateway saw them (audit, ``aws:SourceIp``).
 source_ip_var: ContextVar[str | None] = ContextVar("coffer_source_ip", default=None)
 user_agent_var: ContextVar[str | None] = ContextVar("coffer_user_agent", default=None)
+#: The access key id the end caller signed with (the gateway verified it; it travels in the assertion).
+access_key_id_var: ContextVar[str | None] = ContextVar("coffer_access_key_id", default=None)
 
 
 def current_request_id() -> str | None:
@@ -49,3 +54,11 @@ def current_caller() -> Principal | None:
         return caller
     name = principal_var.get()
     return legacy_principal(name) if name is not None else None
+
+
+def current_source_ip() -> str | None:
+    return source_ip_var.get()
+
+
+def current_user_agent() -> str | None:
+    return user_agent_var.get()

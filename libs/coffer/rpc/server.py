@@ -21,13 +21,15 @@ import grpc
 import structlog
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from coffer import logs
 from coffer.audit import AuditSink, Outcome
 from coffer.core import errors
+from coffer.core.principal import Principal
 from coffer.rpc import context as ctx
-from coffer.rpc.assertions import PrincipalVerifier
+from coffer.rpc.assertions import Claims, PrincipalVerifier
 from coffer.rpc.status import classify, to_status
 from coffer.rpc.tls import TlsFiles, server_credentials
 from coffer.settings import Settings
@@ -38,9 +40,15 @@ HEALTH_PREFIX = "/grpc.health.v1.Health/"
 #: Operators (``coffer status``, the ``make run`` supervisor) may ask any service for its health.
 OPERATOR_IDENTITY = "operator"
 
-Authenticator = Callable[[grpc.aio.ServicerContext, str], Awaitable[str]]
-"""Given the call context and the full method name, return the caller's principal or raise
-``errors.Unauthenticated`` (used by the public gateway, whose callers present bearer credentials)."""
+Authenticator = Callable[[grpc.aio.ServicerContext, str, Any], Awaitable[Principal]]
+"""Given the call context, the full method name and the request message (None for a client-streaming call:
+an authenticator that needs the request must then refuse), return the caller or raise
+``errors.Unauthenticated`` (used by the public gateway, whose callers sign each request with an access key).
+"""
+
+CallerResolver = Callable[[str, "str | None"], Awaitable["Principal | None"]]
+"""Given the principal a verified assertion names and its access key id, return the caller's Principal (or
+None to fall back to ``legacy_principal``), or raise to refuse the call (the store and the kms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +177,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         issuers: IssuerCheck | None = None,
         assertions: PrincipalVerifier | None = None,
         audit: AuditSink | None = None,
+        resolve_caller: CallerResolver | None = None,
     ) -> None:
         self._service = service
+        self._resolve_caller = resolve_caller
         self._peers = peers
         self._authenticator = authenticator
         self._issuers = issuers
@@ -222,7 +232,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             call = self._open(method, context)
             try:
                 try:
-                    await self._admit(call, context)
+                    await self._admit(call, context, request)
                     response = await behavior(request, context)
                 except grpc.aio.AbortError:
                     raise
@@ -243,7 +253,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             call = self._open(method, context)
             try:
                 try:
-                    await self._admit(call, context)
+                    await self._admit(call, context, request if isinstance(request, Message) else None)
                     async for response in behavior(request, context):
                         yield response
                 except grpc.aio.AbortError:
@@ -265,7 +275,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
         return call
 
-    async def _admit(self, call: _Call, context: grpc.aio.ServicerContext) -> None:
+    async def _admit(self, call: _Call, context: grpc.aio.ServicerContext, request: Any) -> None:
         """Check the peer and authenticate the caller; raise a CofferError to refuse the call."""
         method = call.method
         peers = self._peers
@@ -280,16 +290,24 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             call.peer = identity
             call.tokens.append(ctx.peer_var.set(identity))
             principal = f"service/{identity}"
+            akid: str | None = None
             if identity in peers.forwarders:
-                principal = self._claimed_principal(call) or principal
+                claims = self._claimed_principal(call)
+                if claims is not None:
+                    principal, akid = claims.principal, claims.access_key_id
             call.tokens.append(ctx.principal_var.set(principal))
+            if self._resolve_caller is not None and not principal.startswith("service/"):
+                caller = await self._resolve_caller(principal, akid)
+                if caller is not None:
+                    call.tokens.append(ctx.caller_var.set(caller))
         if self._authenticator is not None and not method.startswith(HEALTH_PREFIX):
-            principal = await self._authenticator(context, method)
-            call.tokens.append(ctx.principal_var.set(principal))
+            caller = await self._authenticator(context, method, request)
+            call.tokens.append(ctx.principal_var.set(caller.arn))
+            call.tokens.append(ctx.caller_var.set(caller))
         call.admitted = True
         structlog.contextvars.bind_contextvars(principal=ctx.current_principal())
 
-    def _claimed_principal(self, call: _Call) -> str | None:
+    def _claimed_principal(self, call: _Call) -> Claims | None:
         """The end caller a forwarder calls for: none claimed, or the principal of a valid assertion (bound
         for this call's own calls to forward). A claim without one is refused, never taken on trust."""
         claimed = call.metadata.get(ctx.PRINCIPAL_HEADER)
@@ -300,11 +318,20 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             raise errors.AccessDenied(
                 f"{self._service} accepts a caller's principal only with a valid principal assertion."
             )
-        principal = self._assertions.verify(token)
-        if claimed is not None and claimed != principal:
+        claims = self._assertions.verify_claims(token)
+        if claimed is not None and claimed != claims.principal:
             raise errors.AccessDenied("The principal claimed differs from the principal assertion's.")
         call.tokens.append(ctx.assertion_var.set(token))
-        return principal
+        if claims.access_key_id is not None:
+            call.tokens.append(ctx.access_key_id_var.set(claims.access_key_id))
+        # The end caller's address and user agent: trusted from a forwarder with a valid assertion only.
+        source_ip = call.metadata.get(ctx.SOURCE_IP_HEADER)
+        if source_ip:
+            call.tokens.append(ctx.source_ip_var.set(source_ip))
+        user_agent = call.metadata.get(ctx.USER_AGENT_HEADER)
+        if user_agent:
+            call.tokens.append(ctx.user_agent_var.set(user_agent))
+        return claims
 
     def _record(self, call: _Call, outcome: Outcome, error_code: str | None = None) -> None:
         if self._audit is None or call.method.startswith(HEALTH_PREFIX):
@@ -386,6 +413,7 @@ async def start_server(
     assertions: PrincipalVerifier | None = None,
     audit: AuditSink | None = None,
     health_bind: str | None = None,
+    resolve_caller: CallerResolver | None = None,
 ) -> RunningServer:
     """Start a TLS gRPC server. ``register`` adds the servicers and returns their full service names, which
     the health service reports SERVING. ``bind`` may use port 0; the bound port is returned.
@@ -410,6 +438,7 @@ async def start_server(
                 issuers=issuers,
                 assertions=assertions,
                 audit=audit,
+                resolve_caller=resolve_caller,
             )
         ],
         options=list({**dict(SERVER_DEFAULTS), **dict(options)}.items()),

@@ -11,6 +11,9 @@ everything that was started, in reverse order.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,8 +23,9 @@ from typing import Any
 import asyncpg
 
 from coffer import dbroles
+from coffer.client.credentials import Credentials
 from coffer.clock import Clock
-from coffer.credentials import create_credential
+from coffer.crypto.access_keys import derive_signing_key, new_access_key_id, new_secret_access_key
 from coffer.crypto.rootkey import RootKey
 from coffer.embedded import EmbeddedPostgres
 from coffer.gateway.__main__ import GatewayRuntime
@@ -34,6 +38,17 @@ from coffer.rotation.__main__ import serve as serve_rotation
 from coffer.settings import Settings, service_env
 from coffer.store.__main__ import StoreRuntime
 from coffer.store.__main__ import serve as serve_store
+from coffer.store.iam_bootstrap import (
+    ADMIN_USER,
+    ROTATION_NAME,
+    BootstrapKey,
+    bootstrap_entry,
+    issue_session,
+    issue_user_key,
+)
+
+#: The rotation service's session lifetime in test stacks (sessions are issued directly until STS exists).
+ROTATION_SESSION = dt.timedelta(days=1)
 
 
 def base_env(home: Path, pki_dir: Path) -> dict[str, str]:
@@ -42,7 +57,7 @@ def base_env(home: Path, pki_dir: Path) -> dict[str, str]:
         "COFFER_HOME": str(home),
         "COFFER_PKI_DIR": str(pki_dir),
         "COFFER_ROOT_KEY_FILE": str(home / "keys" / "root.key"),
-        "COFFER_CREDENTIALS_FILE": str(home / "credentials.json"),
+        "COFFER_BOOTSTRAP_KEYS_FILE": str(home / "iam-bootstrap.json"),
         "COFFER_GATEWAY_ADDR": "127.0.0.1:0",
         "COFFER_STORE_ADDR": "127.0.0.1:0",
         "COFFER_KMS_ADDR": "127.0.0.1:0",
@@ -59,6 +74,8 @@ class ServiceStack:
     store: StoreRuntime | None = None
     gateway: GatewayRuntime | None = None
     rotation: RotationRuntime | None = None
+    #: The root account admin's access key (inserted by the store at start, from the bootstrap keys file).
+    admin: Credentials | None = None
     _closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     @property
@@ -88,6 +105,8 @@ class ServiceStack:
         if root_key is None and settings.seal == "file":
             ensure_root_key(settings.root_key_file)
         self.kms = await serve_kms(settings, clock=clock, root_key=root_key)
+        if self.store is not None:
+            await self.kms.use_store(self.env["COFFER_STORE_ADDR"], self.pki_dir)
         self._closers.append(self.kms.aclose)
         self._started("kms", self.kms.port)
         return self.kms
@@ -103,12 +122,39 @@ class ServiceStack:
     async def start_store(self, *, clock: Clock | None = None) -> StoreRuntime:
         self.store = await serve_store(self.settings("store"), clock=clock)
         self._closers.append(self.store.aclose)
-        self._started("store", self.store.port)
+        addr = self._started("store", self.store.port)
+        if self.kms is not None:  # the kms resolves its callers through the store's directory
+            await self.kms.use_store(addr, self.pki_dir)
         return self.store
 
-    def credential(self, principal: str) -> str:
-        """A new bearer token for ``principal`` in the stack's credentials file."""
-        return create_credential(Path(self.env["COFFER_CREDENTIALS_FILE"]), principal=principal)
+    async def credential(self, principal: str) -> Credentials:
+        """Credentials of ``principal``: ``user/admin`` → the root admin's access key; ``user/<name>`` → a
+        new access key of IAM user ``<name>`` of the root account (created with an allow-all inline policy if
+        missing, as legacy ``user/*`` principals were administrators); ``service/rotation`` → a new session of
+        role ``coffer-rotation``. Needs the store started (its tables)."""
+        kind, _, name = principal.partition("/")
+        if principal == f"user/{ADMIN_USER}" and self.admin is not None:
+            return self.admin
+        conn = await asyncpg.connect(self.env["COFFER_DATABASE_URL"])
+        try:
+            if principal == "service/rotation":
+                akid, secret, token = await issue_session(
+                    conn, ROTATION_NAME, "coffer-rotation", lifetime=ROTATION_SESSION
+                )
+                return Credentials(akid, secret, token)
+            if kind != "user" or not name:
+                raise ValueError(f"unsupported test principal {principal!r}")
+            akid, secret = await issue_user_key(conn, name)
+            return Credentials(akid, secret)
+        finally:
+            await conn.close()
+
+    async def rotation_credentials(self) -> dict[str, str]:
+        """The settings that give the rotation service its session credentials (role coffer-rotation)."""
+        creds = await self.credential("service/rotation")
+        values = rotation_env(creds)
+        self.env.update(values)
+        return values
 
     async def start_gateway(self) -> GatewayRuntime:
         gateway = await serve_gateway(self.settings("gateway"))
@@ -118,8 +164,9 @@ class ServiceStack:
         return gateway
 
     async def start_rotation(self, **overrides: str) -> RotationRuntime:
-        """The rotation service (``overrides``: COFFER_* settings for this start only); give the stack a
-        ``COFFER_ROTATION_TOKEN`` first for it to run rotations."""
+        """The rotation service (``overrides``: COFFER_* settings for this start only); give the stack the
+        rotation service's credentials first (``await stack.rotation_credentials()``) for it to run
+        rotations."""
         rotation = await serve_rotation(self.settings("rotation", **overrides))
         self.rotation = rotation
         return rotation
@@ -146,7 +193,28 @@ async def provisioned_stack(*, home: Path, pki_dir: Path, database_url: str = ""
     if database_url:
         values["COFFER_DATABASE_URL"] = database_url
         dsns = dict((await dbroles.provision(database_url)).dsns)
-    return ServiceStack(env=values, dsns=dsns)
+    admin = write_admin_bootstrap(Path(values["COFFER_BOOTSTRAP_KEYS_FILE"]))
+    return ServiceStack(env=values, dsns=dsns, admin=admin)
+
+
+def rotation_env(creds: Credentials) -> dict[str, str]:
+    return {
+        "COFFER_ROTATION_ACCESS_KEY_ID": creds.access_key_id,
+        "COFFER_ROTATION_SECRET_ACCESS_KEY": creds.secret_access_key,
+        "COFFER_ROTATION_SESSION_TOKEN": creds.session_token or "",
+    }
+
+
+def write_admin_bootstrap(path: Path) -> Credentials:
+    """A new admin access key, written (its signing key only) to the bootstrap keys file at ``path`` (0600)
+    for the store to insert at start; returns the credentials."""
+    akid, secret = new_access_key_id(), new_secret_access_key()
+    key = BootstrapKey(access_key_id=akid, signing_key=derive_signing_key(secret), user=ADMIN_USER)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"keys": [bootstrap_entry(key)]}, fh)
+    return Credentials(akid, secret)
 
 
 @contextlib.asynccontextmanager

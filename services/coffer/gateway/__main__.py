@@ -1,14 +1,15 @@
 """The gateway process (composition root): settings → credentials, channels to store and kms → public server.
 
 The public port speaks TLS (server certificate "gateway", named ``gateway.coffer.internal``; clients present
-no certificate) and every call but the health check must carry ``authorization: Bearer <token>``. Calls
+no certificate) and every call but the health check must be signed with an access key (``authorization:
+COFFER1-HMAC-SHA256 …``, verified against the store's principal directory: ``coffer.gateway.auth``). Calls
 forwarded to the store and the kms carry the caller's principal with an assertion signed by the gateway's
 principal-signing key (``coffer.rpc.assertions``).
 
 The public port is bounded (``PUBLIC_LIMITS``): a request message over ``MAX_REQUEST_BYTES`` is refused by
 gRPC with RESOURCE_EXHAUSTED while it arrives, before it is parsed, logged or authenticated (gRPC reads and
 deserializes a request before any handler code runs, so this cap is what bounds the work an unauthenticated
-caller can cause; the bearer token itself is checked before the request is used). A connection carries at most
+caller can cause; the signature is checked before the request is used). A connection carries at most
 ``MAX_STREAMS_PER_CONNECTION`` concurrent calls, an idle connection is closed, clients that ping too often are
 disconnected, and at most ``MAX_CONCURRENT_RPCS`` calls are in progress in all (more are refused with
 RESOURCE_EXHAUSTED).
@@ -23,16 +24,17 @@ from dataclasses import dataclass
 import grpc
 
 from coffer import logs
-from coffer.api.iam.v1 import iam_pb2_grpc
+from coffer.api.iam.v1 import directory_pb2_grpc, iam_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.store.v1 import store_pb2_grpc
 from coffer.api.usage.v1 import usage_pb2_grpc
 from coffer.audit import StructlogAudit
 from coffer.gateway.app import GatewayApp
-from coffer.gateway.auth import BearerAuthenticator, CredentialStore
+from coffer.gateway.auth import SignatureAuthenticator
 from coffer.gateway.authz import Authorization
 from coffer.gateway.servicer import Downstream, add_gateway_services
 from coffer.pki import SIGNING_KEY
+from coffer.principal_directory import DirectoryCache
 from coffer.rpc.assertions import PrincipalSigner
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import RunningServer, service_main, start_server
@@ -49,6 +51,9 @@ MAX_REQUEST_BYTES = 256 * 1024
 #: failed at 100 (measured); the total is bounded by MAX_CONCURRENT_RPCS anyway.
 MAX_STREAMS_PER_CONNECTION = 1000
 MAX_CONCURRENT_RPCS = 512
+#: How long start-up waits for the store's principal-change stream (calls are still verified meanwhile,
+#: each access key then costing a directory lookup).
+DIRECTORY_WAIT_SECONDS = 5.0
 PUBLIC_LIMITS: tuple[tuple[str, int], ...] = (
     ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
     ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
@@ -66,7 +71,7 @@ class GatewayRuntime:
     server: RunningServer
     store_channel: grpc.aio.Channel
     kms_channel: grpc.aio.Channel
-    credentials: CredentialStore
+    directory: DirectoryCache
 
     @property
     def port(self) -> int:
@@ -77,6 +82,7 @@ class GatewayRuntime:
         try:
             await self.server.stop(grace)
         finally:
+            await self.directory.aclose()
             try:
                 await self.store_channel.close()
             finally:
@@ -84,7 +90,6 @@ class GatewayRuntime:
 
 
 async def serve(settings: Settings) -> GatewayRuntime:
-    credentials = CredentialStore(settings.credentials_file)
     internal_tls = TlsFiles.for_identity(settings.pki_dir, "gateway")
     signer = PrincipalSigner.from_file(settings.pki_dir / SIGNING_KEY)
     store_channel = secure_channel(settings.store_addr, internal_tls, server_name="store", signer=signer)
@@ -101,6 +106,12 @@ async def serve(settings: Settings) -> GatewayRuntime:
         Downstream.ORGANIZATIONS: iam_pb2_grpc.OrganizationsServiceStub(store_channel),
         Downstream.USAGE: usage_pb2_grpc.UsageServiceStub(store_channel),  # the store serves metering
     }
+    directory = DirectoryCache(
+        directory_pb2_grpc.PrincipalDirectoryServiceStub(store_channel), name="gateway"
+    )
+    directory.start()
+    if not await directory.wait_following(within=DIRECTORY_WAIT_SECONDS):
+        log.warning("gateway.iam_directory_not_following", store=settings.store_addr)
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
         return add_gateway_services(server, app, store=store, kms=kms, seal=seal, others=others)
@@ -113,12 +124,13 @@ async def serve(settings: Settings) -> GatewayRuntime:
             tls=TlsFiles.for_identity(settings.pki_dir, "gateway"),
             register=register,
             peers=None,
-            authenticator=BearerAuthenticator(credentials),
+            authenticator=SignatureAuthenticator(directory),
             require_client_cert=False,
             options=PUBLIC_LIMITS,
             maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         )
     except BaseException:
+        await directory.aclose()
         await store_channel.close()
         await kms_channel.close()
         raise
@@ -127,10 +139,9 @@ async def serve(settings: Settings) -> GatewayRuntime:
         port=server.port,
         store=settings.store_addr,
         kms=settings.kms_addr,
-        credentials=len(credentials),
     )
     return GatewayRuntime(
-        server=server, store_channel=store_channel, kms_channel=kms_channel, credentials=credentials
+        server=server, store_channel=store_channel, kms_channel=kms_channel, directory=directory
     )
 
 

@@ -1,109 +1,85 @@
-"""Bearer-credential authentication for the public gateway.
+"""Request-signature authentication for the public gateway.
 
-``BearerAuthenticator`` is the ``authenticator`` given to ``coffer.rpc.server.start_server``: it reads the
-``authorization: Bearer <token>`` metadata of each call and returns the principal, or raises
-``errors.Unauthenticated``. Credentials come from the credentials file (``coffer.credentials``), re-read when
-its modification time changes (a cheap ``stat``, at most once a second).
+``SignatureAuthenticator`` is the ``authenticator`` given to ``coffer.rpc.server.start_server``: for each call
+it reads the ``authorization: COFFER1-HMAC-SHA256 …`` metadata (``coffer.crypto.signing``), finds the access
+key in the principal directory (``coffer.principal_directory.DirectoryCache``: a dict lookup once cached,
+dropped as the store's change stream tells), and verifies the signature over the method, the timestamp, the
+request message and the session token. It returns the caller's :class:`~coffer.core.principal.Principal` and
+binds the end caller's address and user agent for the store and the kms (audit, ``aws:SourceIp``). Every
+public call goes through it before its handler runs; a call whose request it cannot see (client streaming)
+is refused.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
 import grpc
-import structlog
+from google.protobuf.message import Message
 
 from coffer.core import errors
-from coffer.credentials import Credential, read_credentials, verify_token
+from coffer.core.principal import Principal
+from coffer.crypto import signing
+from coffer.principal_directory import DirectoryCache
+from coffer.rpc import context as ctx
 
-log = structlog.get_logger("coffer.gateway.auth")
-
-AUTHORIZATION_HEADER = "authorization"
-MISSING_CODE = "MissingAuthenticationTokenException"
-MISSING_MESSAGE = (
-    "Missing credential: send the gRPC metadata 'authorization: Bearer <token>' "
-    "(create a token with `coffer admin create-credential --principal user/NAME`)."
-)
+USER_AGENT_HEADER = "user-agent"
 
 
-class CredentialStore:
-    """The credentials of the file at ``path``, reloaded when the file changes. A file that cannot be read
-    or parsed keeps the last good set (and logs why); a file that was deleted means no credential is valid."""
+def source_ip(peer: str | None) -> str | None:
+    """The address of a grpc peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``); None when there is none."""
+    if not peer:
+        return None
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or None
+    if kind == "ipv6":
+        host = rest.rpartition(":")[0]
+        return host.strip("[]") or None
+    return None
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        check_interval: float = 1.0,
-    ) -> None:
-        self._path = path
+
+class SignatureAuthenticator:
+    """``Authenticator`` for ``start_server``: call context, method, request → the caller."""
+
+    def __init__(self, directory: DirectoryCache, *, clock: Callable[[], float] = time.time) -> None:
+        self._directory = directory
         self._clock = clock
-        self._check_interval = check_interval
-        self._credentials: dict[str, Credential] = {}
-        self._stamp: tuple[int, int, int] | None = None
-        self._next_check = float("-inf")
-        self.refresh(force=True)
 
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    def __len__(self) -> int:
-        return len(self._credentials)
-
-    def refresh(self, *, force: bool = False) -> None:
-        now = self._clock()
-        if not force and now < self._next_check:
-            return
-        self._next_check = now + self._check_interval
-        try:
-            st = os.stat(self._path)
-        except FileNotFoundError:
-            if self._stamp is not None or force:
-                log.warning("credentials.missing", path=str(self._path))
-            self._credentials, self._stamp = {}, None
-            return
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if stamp == self._stamp and not force:
-            return
-        try:
-            self._credentials = read_credentials(self._path)
-        except (OSError, ValueError) as exc:
-            log.error("credentials.unreadable", path=str(self._path), error=str(exc))
-            return
-        self._stamp = stamp
-        log.info("credentials.loaded", path=str(self._path), count=len(self._credentials))
-
-    def principal_for(self, token: str) -> str:
-        """The principal ``token`` authenticates, or ``errors.Unauthenticated``."""
-        self.refresh()
-        return verify_token(self._credentials, token)
-
-
-def bearer_token(metadata: dict[str, str]) -> str:
-    """The token of an ``authorization: Bearer <token>`` header; Unauthenticated when absent or malformed."""
-    header = metadata.get(AUTHORIZATION_HEADER)
-    if header is None or not header.strip():
-        raise errors.Unauthenticated(MISSING_MESSAGE, code=MISSING_CODE)
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise errors.Unauthenticated()
-    return token.strip()
-
-
-class BearerAuthenticator:
-    """``Authenticator`` for ``start_server``: call context → principal."""
-
-    def __init__(self, store: CredentialStore) -> None:
-        self._store = store
-
-    async def __call__(self, context: grpc.aio.ServicerContext, method: str) -> str:
-        metadata: dict[str, str] = {}
+    async def __call__(self, context: grpc.aio.ServicerContext, method: str, request: Any) -> Principal:
+        auth: str | None = None
+        session_token: str | None = None
+        user_agent: str | None = None
         for key, value in context.invocation_metadata() or ():
-            if isinstance(value, str):
-                metadata[key.lower()] = value
-        return self._store.principal_for(bearer_token(metadata))
+            if not isinstance(value, str):
+                continue
+            lower = key.lower()
+            if lower == signing.AUTHORIZATION_HEADER:
+                auth = value
+            elif lower == signing.SESSION_TOKEN_HEADER:
+                session_token = value
+            elif lower == USER_AGENT_HEADER:
+                user_agent = value
+        header = signing.parse_authorization(auth)
+        if not isinstance(request, Message):
+            raise errors.Unauthenticated(
+                "This call cannot be signed (no request message).", code=signing.INCOMPLETE_CODE
+            )
+        resolved = await self._directory.resolve(header.access_key_id)
+        signing.verify_request(
+            resolved.record.key_material() if resolved is not None else None,
+            header,
+            method=method,
+            body=request.SerializeToString(deterministic=True),
+            session_token=session_token,
+            now=self._clock(),
+        )
+        assert resolved is not None  # verify_request refuses an unknown key
+        ip = source_ip(context.peer())
+        if ip:
+            ctx.source_ip_var.set(ip)
+        if user_agent:
+            ctx.user_agent_var.set(user_agent[:256])
+        return resolved.principal

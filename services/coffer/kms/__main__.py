@@ -1,9 +1,14 @@
 """Composition root of the kms service: settings → root key → PostgreSQL pool (+ migrations) → app → gRPC
-server (mTLS, peers store and gateway) → purge/rotation loop. ``python -m coffer.kms``."""
+server (mTLS, peers store and gateway) → purge/rotation loop. ``python -m coffer.kms``.
+
+The kms resolves its callers (the end caller a verified assertion names) through the store's principal
+directory (``coffer.principal_directory.DirectoryCache``: cached, dropped by the store's change stream); the
+channel to the store is opened lazily, since the kms starts first."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -11,6 +16,7 @@ import structlog
 from grpc_health.v1 import health_pb2
 
 from coffer import db
+from coffer.api.iam.v1 import directory_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.audit import StructlogAudit
 from coffer.clock import Clock, SystemClock
@@ -27,8 +33,10 @@ from coffer.kms.seal_servicer import SealServicer
 from coffer.kms.servicer import SERVICE_NAME, KmsServicer
 from coffer.pgnotify import NotifyHub
 from coffer.pki import SIGNING_PUB
+from coffer.principal_directory import DirectoryCache
 from coffer.rootkey_file import RootKeyFileError, load_root_key
 from coffer.rpc.assertions import PrincipalVerifier
+from coffer.rpc.channel import FAST_RECONNECT, secure_channel
 from coffer.rpc.server import (
     PeerPolicy,
     RunningServer,
@@ -67,15 +75,29 @@ class KmsRuntime:
     maintenance: MaintenanceLoop
     key_changes: NotifyHub
     seal: Seal
+    directory: DirectoryCache
+    store_channel: grpc.aio.Channel
 
     async def run_maintenance(self) -> MaintenanceReport:
         """One purge/rotation round now (tests move the clock and call this instead of waiting)."""
         return await self.app.run_maintenance()
 
+    async def use_store(self, addr: str, pki_dir: Path) -> None:
+        """Resolve callers through the store at ``addr`` (test stacks start the kms before they know the
+        store's port)."""
+        old, self.store_channel = (
+            self.store_channel,
+            secure_channel(addr, TlsFiles.for_identity(pki_dir, "kms"), server_name="store"),
+        )
+        await self.directory.retarget(directory_pb2_grpc.PrincipalDirectoryServiceStub(self.store_channel))
+        await old.close()
+
     async def aclose(self) -> None:
         await self.maintenance.stop()
         await self.key_changes.aclose()  # ends the watch streams, so the server stops without waiting on them
         await self.server.stop(grace=2.0)
+        await self.directory.aclose()
+        await self.store_channel.close()
         await self.pool.close()
 
 
@@ -95,6 +117,13 @@ async def serve(
     scope = Scope(partition=settings.partition, region=settings.region, account_id=settings.account_id)
     pool = await db.create_pool(settings.database_url, service="kms")
     hub = key_change_hub(settings.database_url)
+    store_channel = secure_channel(
+        settings.store_addr,
+        TlsFiles.for_identity(settings.pki_dir, "kms"),
+        server_name="store",
+        options=FAST_RECONNECT,
+    )
+    directory = DirectoryCache(directory_pb2_grpc.PrincipalDirectoryServiceStub(store_channel), name="kms")
     try:
         applied = await migrate(pool)
         if applied:
@@ -130,6 +159,7 @@ async def serve(
             peers=PEERS,
             assertions=PrincipalVerifier.from_file(settings.pki_dir / SIGNING_PUB, audience="kms"),
             audit=StructlogAudit(),
+            resolve_caller=directory.resolve_caller,
         )
         running = server
 
@@ -148,11 +178,21 @@ async def serve(
             await on_seal_change(seal.status())
     except BaseException:
         await hub.aclose()
+        await store_channel.close()
         await pool.close()
         raise
     loop.start()
+    directory.start()  # follows the store's principal changes once the store is up
     return KmsRuntime(
-        port=server.port, app=app, server=server, pool=pool, maintenance=loop, key_changes=hub, seal=seal
+        port=server.port,
+        app=app,
+        server=server,
+        pool=pool,
+        maintenance=loop,
+        key_changes=hub,
+        seal=seal,
+        directory=directory,
+        store_channel=store_channel,
     )
 
 

@@ -1,10 +1,10 @@
 """The rotation service process (composition root).
 
 It proves its dependencies at start-up (Redis answers PING; the channel to the store is built with the
-``rotation`` identity; the public API is reached with the ``service/rotation`` bearer token), then runs the
-scheduler (``scheduler.py``: ClaimDueRotations on NOTIFY and every ``COFFER_ROTATION_POLL_SECONDS``, jobs onto
-the Redis stream) and ``COFFER_ROTATION_WORKERS`` workers (``worker.py``), serves the standard gRPC health
-service over mTLS, and stops gracefully on SIGTERM/SIGINT.
+``rotation`` identity; the public API is reached with the coffer-rotation role's session credentials), then
+runs the scheduler (``scheduler.py``: ClaimDueRotations on NOTIFY and every
+``COFFER_ROTATION_POLL_SECONDS``, jobs onto the Redis stream) and ``COFFER_ROTATION_WORKERS`` workers
+(``worker.py``), serves the standard gRPC health service over mTLS, and stops gracefully on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -128,12 +128,12 @@ async def serve(settings: Settings) -> RotationRuntime:
         await redis.aclose()
         raise
     runtime = RotationRuntime(server=server, redis=redis, store_channel=store_channel)
-    if settings.rotation_token:
+    if settings.rotation_access_key_id or settings.rotation_credentials_file is not None:
         start_rotation_work(runtime, settings)
     else:
         log.warning(
             "rotation.no_token",
-            detail="COFFER_ROTATION_TOKEN is not set: serving health only, no rotations will run.",
+            detail="COFFER_ROTATION_ACCESS_KEY_ID is not set: serving health only, no rotations will run.",
         )
     log.info(
         "rotation.ready",

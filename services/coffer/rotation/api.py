@@ -1,5 +1,7 @@
 """``SecretsApi`` over the public API: the SDK's ``AsyncCofferClient`` talking to the gateway over TLS with
-the rotation service's own bearer token (principal ``service/rotation``), so every step a rotator takes is
+the rotation service's own IAM identity (session credentials of role ``coffer-rotation``: access key, secret
+and session token, ``COFFER_ROTATION_ACCESS_KEY_ID`` / ``_SECRET_ACCESS_KEY`` / ``_SESSION_TOKEN``), so every
+step a rotator takes is
 authenticated, authorized and audited like any other caller's."""
 
 from __future__ import annotations
@@ -8,12 +10,32 @@ from pathlib import Path
 
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.client.aio import AsyncCofferClient
+from coffer.client.credentials import CredentialProvider, Credentials, FileCredentials
 from coffer.core import errors
 from coffer.rotation.rotators.base import SecretValue
 from coffer.settings import Settings, connect_address
 
 PENDING = "AWSPENDING"
 CURRENT = "AWSCURRENT"
+
+
+def rotation_credentials(settings: Settings) -> Credentials | CredentialProvider | None:
+    """The rotation service's credentials: from its settings, else from its credentials file (re-read when
+    it is replaced, so a renewed session is used without a restart); None: none."""
+    if settings.rotation_access_key_id and settings.rotation_secret_access_key:
+        return Credentials(
+            settings.rotation_access_key_id,
+            settings.rotation_secret_access_key,
+            settings.rotation_session_token or None,
+        )
+    if settings.rotation_credentials_file is not None:
+        try:
+            return FileCredentials(settings.rotation_credentials_file)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise errors.Unavailable(
+                f"The rotation credentials file {settings.rotation_credentials_file} is unreadable: {exc}"
+            ) from None
+    return None
 
 
 class GatewaySecretsApi:
@@ -24,15 +46,18 @@ class GatewaySecretsApi:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewaySecretsApi:
-        if not settings.rotation_token:
+        credentials = rotation_credentials(settings)
+        if credentials is None:
             raise errors.Unavailable(
-                "The rotation service needs its bearer token for the public API: set COFFER_ROTATION_TOKEN "
-                "(`make run` creates the service/rotation credential and passes it)."
+                "The rotation service needs its access key for the public API: set "
+                "COFFER_ROTATION_ACCESS_KEY_ID, COFFER_ROTATION_SECRET_ACCESS_KEY and "
+                "COFFER_ROTATION_SESSION_TOKEN, or COFFER_ROTATION_CREDENTIALS_FILE (`make run` issues the "
+                "coffer-rotation role's session)."
             )
         client = AsyncCofferClient(
             connect_address(settings.gateway_addr),
             Path(settings.pki_dir) / "ca.crt",
-            settings.rotation_token,
+            credentials,
             region=settings.region,
         )
         return cls(client)

@@ -19,7 +19,7 @@ import asyncpg
 import grpc
 
 from coffer import logs
-from coffer.api.iam.v1 import iam_pb2, iam_pb2_grpc
+from coffer.api.iam.v1 import directory_pb2_grpc, iam_pb2, iam_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.replication.v1 import replication_pb2, replication_pb2_grpc
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
@@ -31,6 +31,8 @@ from coffer.core.rotation import RotationPolicy
 from coffer.loops import cancel_and_wait, run_forever
 from coffer.pgnotify import NotifyHub
 from coffer.pki import SIGNING_PUB, replicator_identity
+from coffer.principal_directory import DIRECTORY_PEERS
+from coffer.principal_directory import SERVICE as DIRECTORY_SERVICE
 from coffer.rpc.assertions import PrincipalVerifier
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import (
@@ -50,8 +52,9 @@ from coffer.store.iam import (
     IdentityManagementServicer,
     OrganizationsServicer,
     SecurityTokenServicer,
-    ensure_root_account,
 )
+from coffer.store.iam_bootstrap import ensure_root_account, read_bootstrap_keys
+from coffer.store.iam_directory import DirectoryServicer, IamDirectory, iam_hub
 from coffer.store.key_events import KeyEventsFollower
 from coffer.store.key_policies import KeyPolicies, KmsKeyPolicyCheck, grpc_source
 from coffer.store.kms_client import DataKeyCache, KmsClient
@@ -82,11 +85,13 @@ IAM_SERVICE_NAMES = tuple(
 
 #: The gateway calls the store's secrets API, for the end caller its principal assertion names.
 #: The internal RotationControlService is for the rotation service only, which calls nothing else here (it
-#: reads and writes secrets through the gateway, with its own bearer credential).
+#: reads and writes secrets through the gateway, with its own access key).
 STORE_PEERS = PeerPolicy(
     default=frozenset({"gateway"}),
     per_method={
-        f"/{CONTROL_SERVICE_NAME}/{m.name}": frozenset({"rotation"}) for m in CONTROL_SERVICE.methods
+        **{f"/{CONTROL_SERVICE_NAME}/{m.name}": frozenset({"rotation"}) for m in CONTROL_SERVICE.methods},
+        # The principal directory: the gateway verifies signatures with it, the kms resolves its callers.
+        **{f"/{DIRECTORY_SERVICE.full_name}/{m.name}": DIRECTORY_PEERS for m in DIRECTORY_SERVICE.methods},
     },
     forwarders=frozenset({"gateway"}),
 )
@@ -131,6 +136,7 @@ class StoreRuntime:
     replication: ReplicationApp
     replicator: Replicator
     housekeeper: Housekeeper
+    iam: IamDirectory
     usage_meter: UsageMeter | None = None
     purge_task: asyncio.Task[None] | None = None
     replicator_task: asyncio.Task[None] | None = None
@@ -152,6 +158,8 @@ class StoreRuntime:
         self._closed = True
         try:
             await self.rotation_requests.aclose()  # ends the watch streams first
+            await self.iam.hub.aclose()
+            await self.iam.aclose()
             await self.server.stop(grace)
         finally:
             await cancel_and_wait(self.purge_task, self.replicator_task, self.housekeeping_task, logger=log)
@@ -173,7 +181,15 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         applied = await apply_migrations(pool)
         if applied:
             log.info("store.migrated", applied=applied)
-        await ensure_root_account(pool)
+        await ensure_root_account(
+            pool, read_bootstrap_keys(settings.bootstrap_keys_file) if settings.bootstrap_keys_file else ()
+        )
+        hub = iam_hub(settings.database_url)
+        await hub.start()
+        undo.push_async_callback(hub.aclose)
+        iam = IamDirectory(pool, hub)
+        iam.start()
+        undo.push_async_callback(iam.aclose)
         indexed = await StoreRepository(pool).index_missing_terms()
         if indexed:
             log.info("store.list_terms_indexed", secrets=indexed)
@@ -270,12 +286,14 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             iam_pb2_grpc.add_SecurityTokenServiceServicer_to_server(SecurityTokenServicer(iam_core), server)
             iam_pb2_grpc.add_OrganizationsServiceServicer_to_server(OrganizationsServicer(iam_core), server)
             usage_pb2_grpc.add_UsageServiceServicer_to_server(usage, server)
+            directory_pb2_grpc.add_PrincipalDirectoryServiceServicer_to_server(DirectoryServicer(iam), server)
             return [
                 SERVICE_NAME,
                 CONTROL_SERVICE_NAME,
                 REPLICATION_SERVICE_NAME,
                 *IAM_SERVICE_NAMES,
                 USAGE_SERVICE_NAME,
+                DIRECTORY_SERVICE.full_name,
             ]
 
         server = await start_server(
@@ -288,6 +306,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             foreign_identities={replicator_identity(p.region): p.ca_file for p in settings.peers},
             assertions=PrincipalVerifier.from_file(settings.pki_dir / SIGNING_PUB, audience="store"),
             audit=MeteringAudit(StructlogAudit(), usage_meter),
+            resolve_caller=iam.resolve_caller,
         )
         targets.add_own(f"{settings.store_addr.rpartition(':')[0]}:{server.port}")  # bound to port 0 in tests
         usage_meter.start()
@@ -313,6 +332,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             outbox_keep_seconds=settings.outbox_keep_seconds,
             attempts_kept=settings.rotation_attempts_kept,
         ),
+        iam=iam,
     )
     if settings.peers:
         runtime.replicator_task = asyncio.get_running_loop().create_task(

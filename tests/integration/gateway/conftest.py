@@ -7,9 +7,12 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from google.protobuf.message import Message
 
+from coffer.client.credentials import Credentials, SigningInterceptor, signed_metadata
 from coffer.gateway.__main__ import GatewayRuntime
 from coffer.settings import Settings
 from coffer.testing.stack import ServiceStack, provisioned_stack
@@ -21,17 +24,30 @@ class Gateway:
     settings: Settings
     endpoint: str
     ca_file: Path
-    token: str
+    credentials: Credentials
     profile: Path
+    services: ServiceStack | None = None
+
+    def auth(self, method: str, request: Message, **kw: Any) -> tuple[tuple[str, str], ...]:
+        """The metadata that signs one raw call of ``method`` (full name) with ``request`` as the admin."""
+        return tuple(signed_metadata(self.credentials, method, request, **kw))
+
+    def signer(self) -> SigningInterceptor:
+        """An interceptor signing every call of a raw ``grpc.aio`` channel as the admin."""
+        return SigningInterceptor(self.credentials)
 
 
-def write_profile(path: Path, *, endpoint: str, pki_dir: Path, token: str, services: dict[str, str]) -> Path:
+def write_profile(
+    path: Path, *, endpoint: str, pki_dir: Path, credentials: Credentials, services: dict[str, str]
+) -> Path:
+    path.touch(mode=0o600)
     path.write_text(
         json.dumps(
             {
                 "endpoint": endpoint,
                 "ca_file": str(pki_dir / "ca.crt"),
-                "token": token,
+                "access_key_id": credentials.access_key_id,
+                "secret_access_key": credentials.secret_access_key,
                 "region": "local-1",
                 "services": services,
                 "operator_cert": str(pki_dir / "operator.crt"),
@@ -44,7 +60,7 @@ def write_profile(path: Path, *, endpoint: str, pki_dir: Path, token: str, servi
 
 async def start_gateway(services: ServiceStack, tmp_path: Path) -> Gateway:
     """The gateway of ``services`` in front of whatever of it already runs (named in the client profile)."""
-    token = services.credential("user/admin")
+    creds = await services.credential("user/admin")
     settings = services.settings("gateway")
     runtime = await services.start_gateway()
     endpoint = f"127.0.0.1:{runtime.port}"
@@ -53,18 +69,20 @@ async def start_gateway(services: ServiceStack, tmp_path: Path) -> Gateway:
         tmp_path / "profile.json",
         endpoint=endpoint,
         pki_dir=services.pki_dir,
-        token=token,
+        credentials=creds,
         services={"gateway": endpoint, **{k: v for k, v in running.items() if not v.endswith(":0")}},
     )
-    return Gateway(runtime, settings, endpoint, services.ca_file, token, profile)
+    return Gateway(runtime, settings, endpoint, services.ca_file, creds, profile, services)
 
 
 @pytest.fixture
-async def lone_gateway(tmp_path: Path, pki_dir: Path) -> AsyncIterator[Gateway]:
-    """The gateway alone (store and kms unreachable): enough for authentication, TLS and GetRandomPassword,
-    which the gateway answers itself."""
-    services = await provisioned_stack(home=tmp_path, pki_dir=pki_dir)
+async def lone_gateway(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterator[Gateway]:
+    """The gateway with what authentication needs (the store's principal directory, so the kms and the store
+    run too): enough for authentication, TLS and GetRandomPassword, which the gateway answers itself."""
+    services = await provisioned_stack(home=tmp_path, pki_dir=pki_dir, database_url=database_url)
     try:
+        await services.start_kms()
+        await services.start_store()
         yield await start_gateway(services, tmp_path)
     finally:
         await services.aclose()
@@ -72,10 +90,12 @@ async def lone_gateway(tmp_path: Path, pki_dir: Path) -> AsyncIterator[Gateway]:
 
 @pytest.fixture
 async def kms_stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterator[Gateway]:
-    """kms → gateway (no store), real, in-process, on a fresh database: the public KMS API."""
+    """kms → store → gateway, real, in-process, on a fresh database: the public KMS API (the store serves
+    the principal directory the gateway authenticates with)."""
     services = await provisioned_stack(home=tmp_path, pki_dir=pki_dir, database_url=database_url)
     try:
         await services.start_kms()
+        await services.start_store()
         yield await start_gateway(services, tmp_path)
     finally:
         await services.aclose()

@@ -1,4 +1,4 @@
-"""The public door: TLS 1.3 on the gateway port (and no non-ECDHE TLS 1.2), bearer credentials checked on
+"""The public door: TLS 1.3 on the gateway port (and no non-ECDHE TLS 1.2), request signatures checked on
 every call (missing / wrong → UNAUTHENTICATED with the AWS message), the right one works, and the health
 service answers without a credential."""
 
@@ -20,10 +20,9 @@ from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.secrets.v1 import secrets_pb2_grpc
 from coffer.cli.main import main
 from coffer.client import AsyncCofferClient, CofferClient, EndpointUnreachable
+from coffer.client.credentials import Credentials, signed_metadata
 from coffer.core import errors
-from coffer.credentials import create_credential
 from coffer.rpc.tls import GATEWAY_HOST, name_options
-from coffer.testing.wait import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -70,25 +69,34 @@ def _raw_channel(gw: Any) -> grpc.aio.Channel:
 
 
 async def test_missing_and_wrong_credentials_are_unauthenticated(lone_gateway: Any) -> None:
+    method = "/coffer.api.secrets.v1.SecretsManagerService/GetRandomPassword"
     async with _raw_channel(lone_gateway) as channel:
         stub = secrets_pb2_grpc.SecretsManagerServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.GetRandomPassword(sm.GetRandomPasswordRequest(), timeout=10)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert (info.value.details() or "").startswith("Missing credential")
+        assert (info.value.details() or "").startswith("Missing authentication")
 
-        wrong = lone_gateway.token[:-4] + ("AAAA" if not lone_gateway.token.endswith("AAAA") else "BBBB")
-        for token in (wrong, "cfr_0000000000000000_" + "x" * 43, "not-a-token"):
+        request = sm.GetRandomPasswordRequest()
+        right = lone_gateway.credentials
+        wrong_secret = Credentials(right.access_key_id, right.secret_access_key + "x")
+        unknown = Credentials("AKIA" + "Q" * 16, right.secret_access_key)
+        for creds, message in (
+            (wrong_secret, "The request signature we calculated does not match"),
+            (unknown, "The security token included in the request is invalid."),
+        ):
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.GetRandomPassword(
-                    sm.GetRandomPasswordRequest(),
-                    metadata=(("authorization", f"Bearer {token}"),),
-                    timeout=10,
+                    request, metadata=tuple(signed_metadata(creds, method, request)), timeout=10
                 )
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            assert info.value.details() == "The security token included in the request is invalid."
+            assert (info.value.details() or "").startswith(message)
+        # an old bearer token is refused as no signature at all
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetRandomPassword(request, metadata=(("authorization", "Bearer cfr_x_y"),), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
-        # Forwarded operations are refused before anything is forwarded (the store is not even running).
+        # Forwarded operations are refused before anything is forwarded.
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.GetSecretValue(sm.GetSecretValueRequest(secret_id="x"), timeout=10)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -100,7 +108,9 @@ async def test_missing_and_wrong_credentials_are_unauthenticated(lone_gateway: A
 
 
 async def test_right_credential_works_and_errors_carry_aws_names(lone_gateway: Any) -> None:
-    async with AsyncCofferClient(lone_gateway.endpoint, lone_gateway.ca_file, lone_gateway.token) as client:
+    async with AsyncCofferClient(
+        lone_gateway.endpoint, lone_gateway.ca_file, lone_gateway.credentials
+    ) as client:
         pw = await client.get_random_password(password_length=40, exclude_punctuation=True)
         assert len(pw.random_password) == 40 and pw.random_password.isalnum()
         with pytest.raises(errors.InvalidParameter) as info:
@@ -112,28 +122,24 @@ async def test_right_credential_works_and_errors_carry_aws_names(lone_gateway: A
         with pytest.raises(errors.Unauthenticated) as missing:
             await anonymous.get_random_password()
         assert missing.value.code == "MissingAuthenticationTokenException"
-    async with AsyncCofferClient(lone_gateway.endpoint, lone_gateway.ca_file, "cfr_bad") as bad:
+    bad_creds = Credentials("AKIA" + "B" * 16, "bad")
+    async with AsyncCofferClient(lone_gateway.endpoint, lone_gateway.ca_file, bad_creds) as bad:
         with pytest.raises(errors.Unauthenticated) as wrong:
             await bad.get_random_password()
         assert wrong.value.code == "UnrecognizedClientException"
 
 
-async def test_a_credential_added_while_running_is_picked_up(lone_gateway: Any) -> None:
-    new_token = create_credential(lone_gateway.settings.credentials_file, principal="user/late")
-    async with AsyncCofferClient(lone_gateway.endpoint, lone_gateway.ca_file, new_token) as client:
-        await eventually(
-            client.get_random_password,
-            until=lambda _reply: True,
-            timeout=5,
-            interval=0.2,
-            retry_on=(errors.Unauthenticated,),
-            message="the new credential to be accepted",
-        )
+async def test_an_access_key_created_while_running_works_at_once(lone_gateway: Any) -> None:
+    creds = await lone_gateway.services.credential("user/late")
+    async with AsyncCofferClient(lone_gateway.endpoint, lone_gateway.ca_file, creds) as client:
+        assert len((await client.get_random_password(password_length=12)).random_password) == 12
 
 
-async def test_sync_client_and_cli_reach_the_gateway(lone_gateway: Any) -> None:
+async def test_sync_client_and_cli_reach_the_gateway(
+    lone_gateway: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def sync_call() -> str:
-        with CofferClient(lone_gateway.endpoint, lone_gateway.ca_file, lone_gateway.token) as client:
+        with CofferClient(lone_gateway.endpoint, lone_gateway.ca_file, lone_gateway.credentials) as client:
             return client.get_random_password(password_length=12).random_password
 
     assert len(await asyncio.to_thread(sync_call)) == 12
@@ -142,8 +148,9 @@ async def test_sync_client_and_cli_reach_the_gateway(lone_gateway: Any) -> None:
     argv = [
         "secretsmanager", "get-random-password", "--password-length", "24", "--exclude-numbers",
         "--endpoint", lone_gateway.endpoint, "--ca-file", str(lone_gateway.ca_file),
-        "--token", lone_gateway.token,
     ]  # fmt: skip
+    monkeypatch.setenv("COFFER_ACCESS_KEY_ID", lone_gateway.credentials.access_key_id)
+    monkeypatch.setenv("COFFER_SECRET_ACCESS_KEY", lone_gateway.credentials.secret_access_key)
     code = await asyncio.to_thread(main, argv, stdout=out, stderr=err)
     assert code == 0, err.getvalue()
     body = json.loads(out.getvalue())
@@ -151,7 +158,7 @@ async def test_sync_client_and_cli_reach_the_gateway(lone_gateway: Any) -> None:
     assert not any(c.isdigit() for c in body["RandomPassword"])
 
     out, err = io.StringIO(), io.StringIO()
-    argv[-1] = "cfr_wrong"
+    monkeypatch.setenv("COFFER_ACCESS_KEY_ID", "AKIA" + "W" * 16)
     code = await asyncio.to_thread(main, argv, stdout=out, stderr=err)
     assert code == 254 and out.getvalue() == ""
     assert err.getvalue().strip() == (
@@ -162,7 +169,7 @@ async def test_sync_client_and_cli_reach_the_gateway(lone_gateway: Any) -> None:
 
 async def test_unreachable_endpoint(lone_gateway: Any) -> None:
     async with AsyncCofferClient(
-        "127.0.0.1:1", lone_gateway.ca_file, lone_gateway.token, timeout=5
+        "127.0.0.1:1", lone_gateway.ca_file, lone_gateway.credentials, timeout=5
     ) as client:
         with pytest.raises(EndpointUnreachable) as info:
             await client.get_random_password()

@@ -76,8 +76,10 @@ def _hostile(field: FieldDescriptor, char: str) -> str:
 
 async def test_control_characters_in_every_string_field_are_refused_not_internal(stack: Any) -> None:
     creds = grpc.ssl_channel_credentials(root_certificates=stack.ca_file.read_bytes())
-    metadata = (("authorization", f"Bearer {stack.token}"),)
-    async with grpc.aio.secure_channel(stack.endpoint, creds, options=name_options(GATEWAY_HOST)) as channel:
+    metadata: tuple[tuple[str, str], ...] = ()  # the channel signs each call
+    async with grpc.aio.secure_channel(
+        stack.endpoint, creds, options=name_options(GATEWAY_HOST), interceptors=[stack.signer()]
+    ) as channel:
         stub = secrets_pb2_grpc.SecretsManagerServiceStub(channel)
         await stub.CreateSecret(
             sm.CreateSecretRequest(
@@ -107,7 +109,7 @@ async def test_control_characters_in_every_string_field_are_refused_not_internal
 
 async def test_control_characters_in_create_secret_fields_are_validation_errors(stack: Any) -> None:
     creds = grpc.ssl_channel_credentials(root_certificates=stack.ca_file.read_bytes())
-    metadata = (("authorization", f"Bearer {stack.token}"),)
+    metadata: tuple[tuple[str, str], ...] = ()  # the channel signs each call
     token = str(uuid.uuid4())
     requests = {
         "description": sm.CreateSecretRequest(name="h/d", description="a\x00b"),
@@ -116,7 +118,9 @@ async def test_control_characters_in_create_secret_fields_are_validation_errors(
         "tags.1.member.key": sm.CreateSecretRequest(name="h/g", tags=[sm.Tag(key="k\x01", value="v")]),
         "tags.1.member.value": sm.CreateSecretRequest(name="h/v", tags=[sm.Tag(key="k", value="v\x00")]),
     }
-    async with grpc.aio.secure_channel(stack.endpoint, creds, options=name_options(GATEWAY_HOST)) as channel:
+    async with grpc.aio.secure_channel(
+        stack.endpoint, creds, options=name_options(GATEWAY_HOST), interceptors=[stack.signer()]
+    ) as channel:
         stub = secrets_pb2_grpc.SecretsManagerServiceStub(channel)
         for member, request in requests.items():
             with pytest.raises(grpc.aio.AioRpcError) as info:

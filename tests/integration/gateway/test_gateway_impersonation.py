@@ -1,6 +1,6 @@
 """Nobody but the gateway can pose as the gateway. A fake gateway served with another certificate of the same
 CA - the operator's (handed to users by the profile) or the store's - is refused by the SDK (async and sync)
-and the CLI in the TLS handshake, before any bearer token is sent: the fake server records every call's
+and the CLI in the TLS handshake, before any signed request is sent: the fake server records every call's
 metadata and sees none. And through the real gateway, the kms records the real caller: its audit line names
 the principal the gateway authenticated and the gateway's certificate that carried the call."""
 
@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 
 from coffer.cli.main import main
 from coffer.client import AsyncCofferClient, CofferClient, EndpointUnreachable
+from coffer.client.credentials import Credentials
 from coffer.rpc.tls import TlsFiles, server_credentials
 
 from .conftest import write_profile
@@ -62,7 +63,7 @@ async def fake_gateway(pki_dir: Path, identity: str) -> AsyncIterator[tuple[str,
 async def test_a_fake_gateway_with_another_certificate_of_the_ca_never_sees_the_token(
     pki_dir: Path, tmp_path: Path, identity: str
 ) -> None:
-    token = "cfr_0123456789abcdef_" + "s" * 43
+    token = Credentials("AKIA" + "S" * 16, "s" * 40)
     async with fake_gateway(pki_dir, identity) as (endpoint, recorder):
         async with AsyncCofferClient(endpoint, pki_dir / "ca.crt", token, timeout=5) as client:
             with pytest.raises(EndpointUnreachable):
@@ -76,7 +77,7 @@ async def test_a_fake_gateway_with_another_certificate_of_the_ca_never_sees_the_
             await asyncio.to_thread(sync_call)
 
         profile = write_profile(
-            tmp_path / "profile.json", endpoint=endpoint, pki_dir=pki_dir, token=token, services={}
+            tmp_path / "profile.json", endpoint=endpoint, pki_dir=pki_dir, credentials=token, services={}
         )
         err = io.StringIO()
 
@@ -92,28 +93,31 @@ async def test_a_fake_gateway_with_another_certificate_of_the_ca_never_sees_the_
 
 async def test_the_kms_records_the_principal_the_gateway_authenticated(stack: Any) -> None:
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
-        async with AsyncCofferClient(stack.endpoint, stack.ca_file, stack.token) as client:
+        async with AsyncCofferClient(stack.endpoint, stack.ca_file, stack.credentials) as client:
             await client.kms.create_key(description="audited")
             await client.create_secret(name="audited/x", secret_string="v")
     internal = [e for e in logs if e.get("event") == "audit" and "peer" in e]
     by_action = {e["action"].rsplit("/", 1)[1]: e for e in internal}
-    assert (by_action["CreateKey"]["peer"], by_action["CreateKey"]["principal"]) == ("gateway", "user/admin")
-    assert (by_action["CreateSecret"]["peer"], by_action["CreateSecret"]["principal"]) == (
-        "gateway",
-        "user/admin",
-    )
+    admin = "arn:aws:iam::000000000000:user/admin"
+    assert (by_action["CreateKey"]["peer"], by_action["CreateKey"]["principal"]) == ("gateway", admin)
+    assert (by_action["CreateSecret"]["peer"], by_action["CreateSecret"]["principal"]) == ("gateway", admin)
     assert (by_action["GenerateDataKey"]["peer"], by_action["GenerateDataKey"]["principal"]) == (
         "store",
-        "user/admin",
+        admin,
     )
-    assert stack.token not in repr(logs)
+    assert stack.credentials.secret_access_key not in repr(logs)
 
 
-async def test_control_a_server_with_the_gateway_certificate_receives_the_token(pki_dir: Path) -> None:
-    """The recorder above does see calls: served with the gateway's own certificate, it gets the token."""
-    token = "cfr_0123456789abcdef_" + "t" * 43
+async def test_control_a_server_with_the_gateway_certificate_receives_the_signature(pki_dir: Path) -> None:
+    """The recorder above does see calls: served with the gateway's own certificate, it gets the signed call
+    (the signature, never the secret access key)."""
+    token = Credentials("AKIA" + "T" * 16, "t" * 40)
     async with fake_gateway(pki_dir, "gateway") as (endpoint, recorder):
         client = AsyncCofferClient(endpoint, pki_dir / "ca.crt", token, timeout=5)
         async with client:
             await client.get_secret_value(secret_id="db/prod")
-    assert [seen.get("authorization") for seen in recorder.seen] == [f"Bearer {token}"]
+    [seen] = recorder.seen
+    assert seen["authorization"].startswith(
+        f"COFFER1-HMAC-SHA256 Credential={token.access_key_id}, Timestamp="
+    )
+    assert token.secret_access_key not in repr(seen)

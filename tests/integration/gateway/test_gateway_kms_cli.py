@@ -87,7 +87,7 @@ async def test_kms_errors_through_the_gateway(kms_stack: Any) -> None:
         "An error occurred (NotFoundException) when calling the DescribeKey operation: "
         "Invalid keyId 'fake-key-id'"
     )
-    async with AsyncCofferClient(kms_stack.endpoint, kms_stack.ca_file, kms_stack.token) as client:
+    async with AsyncCofferClient(kms_stack.endpoint, kms_stack.ca_file, kms_stack.credentials) as client:
         # The AWS-managed default key refuses crypto calls from the gateway.
         with pytest.raises(errors.AccessDenied):
             await client.kms.encrypt(key_id="alias/aws/secretsmanager", plaintext=b"x")
@@ -97,7 +97,11 @@ async def test_status_reports_every_service_and_names_the_one_that_is_down(kms_s
     code, out, err = await cli(kms_stack, "status")
     assert code == 0, err
     lines = out.splitlines()
-    assert [line.split()[0] for line in lines] == ["gateway", "kms"]
+    assert [line.split()[0] for line in lines] == [
+        "gateway",
+        "store",
+        "kms",
+    ]  # the store serves the principal directory
     assert all(line.split()[2] == "SERVING" for line in lines)
 
     # The profile's kms entry now points at a port where nothing listens.

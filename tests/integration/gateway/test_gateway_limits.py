@@ -40,17 +40,20 @@ def service_logging() -> Iterator[None]:
         structlog.configure(**previous)
 
 
-def _channel(gw: Any) -> grpc.aio.Channel:
+def _channel(gw: Any, *, signed: bool = True) -> grpc.aio.Channel:
     creds = grpc.ssl_channel_credentials(root_certificates=gw.ca_file.read_bytes())
     return grpc.aio.secure_channel(
-        gw.endpoint, creds, options=[("grpc.max_send_message_length", -1), *name_options(GATEWAY_HOST)]
+        gw.endpoint,
+        creds,
+        options=[("grpc.max_send_message_length", -1), *name_options(GATEWAY_HOST)],
+        interceptors=[gw.signer()] if signed else None,
     )
 
 
 async def test_ten_4mb_requests_are_refused_early_and_the_log_stays_small(
     stack: Any, capfd: pytest.CaptureFixture[str], service_logging: None
 ) -> None:
-    metadata = (("authorization", f"Bearer {stack.token}"),)
+    metadata: tuple[tuple[str, str], ...] = ()  # the channel signs each call
     capfd.readouterr()
     async with _channel(stack) as channel:
         stub = secrets_pb2_grpc.SecretsManagerServiceStub(channel)
@@ -70,7 +73,7 @@ async def test_ten_4mb_requests_are_refused_early_and_the_log_stays_small(
 async def test_oversized_fields_get_a_bounded_aws_message_and_a_bounded_log(
     stack: Any, capfd: pytest.CaptureFixture[str], service_logging: None
 ) -> None:
-    metadata = (("authorization", f"Bearer {stack.token}"),)
+    metadata: tuple[tuple[str, str], ...] = ()  # the channel signs each call
     near_limit = MAX_REQUEST_BYTES - 4096
     requests = {
         "description": sm.CreateSecretRequest(name="big/d", description="é" * (near_limit // 2)),
@@ -98,7 +101,7 @@ async def test_oversized_fields_get_a_bounded_aws_message_and_a_bounded_log(
 
 
 async def test_a_secret_value_over_64_kib_is_refused(stack: Any) -> None:
-    metadata = (("authorization", f"Bearer {stack.token}"),)
+    metadata: tuple[tuple[str, str], ...] = ()  # the channel signs each call
     async with _channel(stack) as channel:
         stub = secrets_pb2_grpc.SecretsManagerServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -116,7 +119,7 @@ async def test_a_secret_value_over_64_kib_is_refused(stack: Any) -> None:
 async def test_an_unauthenticated_oversized_request_is_refused_before_authentication(
     lone_gateway: Any,
 ) -> None:
-    async with _channel(lone_gateway) as channel:
+    async with _channel(lone_gateway, signed=False) as channel:
         stub = secrets_pb2_grpc.SecretsManagerServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.CreateSecret(sm.CreateSecretRequest(name="x", description="d" * FOUR_MB), timeout=30)
@@ -219,7 +222,7 @@ async def test_more_streams_than_allowed_on_one_connection_are_refused(lone_gate
 async def test_a_burst_above_a_hundred_calls_on_one_connection_is_served(stack: Any) -> None:
     """The stream limit bounds a connection without failing a client's ordinary burst: with 100 streams per
     connection grpc's server refused (REFUSED_STREAM) a few of 150 concurrent calls on one channel."""
-    client = AsyncCofferClient(stack.endpoint, stack.ca_file, stack.token)
+    client = AsyncCofferClient(stack.endpoint, stack.ca_file, stack.credentials)
     try:
         await client.create_secret(name="burst/one", secret_string="v")
         results = await asyncio.gather(

@@ -18,8 +18,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 async def test_replication_operations_are_forwarded(stack: Any) -> None:
     creds = grpc.ssl_channel_credentials(root_certificates=stack.ca_file.read_bytes())
-    auth = (("authorization", f"Bearer {stack.token}"),)
-    async with grpc.aio.secure_channel(stack.endpoint, creds, options=name_options(GATEWAY_HOST)) as channel:
+    auth: tuple[tuple[str, str], ...] = ()  # the channel signs each call
+    async with grpc.aio.secure_channel(
+        stack.endpoint, creds, options=name_options(GATEWAY_HOST), interceptors=[stack.signer()]
+    ) as channel:
         stub = secrets_pb2_grpc.SecretsManagerServiceStub(channel)
         created = await stub.CreateSecret(
             sm.CreateSecretRequest(

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coffer.cli.main import main
 from coffer.client.aio import AsyncCofferClient
+from coffer.client.credentials import Credentials
 from coffer.core import errors
 from coffer.crypto import aead, shamir
 from coffer.kms.servicer import SERVICE_NAME as KMS_SERVICE
@@ -40,11 +41,11 @@ class SealedStack:
     services: ServiceStack
     home: Path
     endpoint: str
-    admin: str
-    bob: str
+    admin: Credentials
+    bob: Credentials
     profile: Path
 
-    def client(self, token: str | None = None) -> AsyncCofferClient:
+    def client(self, token: Credentials | None = None) -> AsyncCofferClient:
         return AsyncCofferClient(self.endpoint, self.services.ca_file, token or self.admin)
 
 
@@ -58,12 +59,12 @@ async def sealed(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncItera
     try:
         await services.start_kms()
         await services.start_store()
-        admin = services.credential("user/admin")
-        bob = services.credential("user/bob")
+        admin = await services.credential("user/admin")
+        bob = await services.credential("user/bob")
         gateway = await services.start_gateway()
         endpoint = f"127.0.0.1:{gateway.port}"
         profile = write_profile(
-            tmp_path / "profile.json", endpoint=endpoint, pki_dir=pki_dir, token=admin, services={}
+            tmp_path / "profile.json", endpoint=endpoint, pki_dir=pki_dir, credentials=admin, services={}
         )
         yield SealedStack(services, home, endpoint, admin, bob, profile)
     finally:

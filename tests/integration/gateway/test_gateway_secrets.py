@@ -29,7 +29,7 @@ async def cli(gw: Any, *argv: str) -> tuple[int, str, str]:
 
 
 async def test_async_sdk_round_trip(stack: Any) -> None:
-    async with AsyncCofferClient(stack.endpoint, stack.ca_file, stack.token) as client:
+    async with AsyncCofferClient(stack.endpoint, stack.ca_file, stack.credentials) as client:
         created = await client.create_secret(name="app/db", secret_string='{"password": "one"}')
         assert created.name == "app/db" and created.arn.startswith(
             "arn:aws:secretsmanager:local-1:000000000000:"
@@ -52,7 +52,7 @@ async def test_async_sdk_round_trip(stack: Any) -> None:
 
 async def test_sync_sdk_round_trip(stack: Any) -> None:
     def scenario() -> tuple[str, str, list[str]]:
-        with CofferClient(stack.endpoint, stack.ca_file, stack.token) as client:
+        with CofferClient(stack.endpoint, stack.ca_file, stack.credentials) as client:
             client.create_secret(name="sync/one", secret_binary=b"\x00\x01\x02")
             client.put_secret_value(secret_id="sync/one", secret_binary=b"\x03")
             got = client.get_secret_value(secret_id="sync/one")
@@ -109,7 +109,7 @@ async def test_cli_create_get_and_error(stack: Any) -> None:
 async def test_each_call_is_audited_without_values(stack: Any) -> None:
     value = f"canary-{uuid.uuid4().hex}"
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
-        async with AsyncCofferClient(stack.endpoint, stack.ca_file, stack.token) as client:
+        async with AsyncCofferClient(stack.endpoint, stack.ca_file, stack.credentials) as client:
             await client.create_secret(name="audit/x", secret_string=value)
             await client.get_secret_value(secret_id="audit/x")
             with pytest.raises(errors.NotFound):
@@ -123,10 +123,16 @@ async def test_each_call_is_audited_without_values(stack: Any) -> None:
         ("secretsmanager:GetSecretValue", "audit/none", "failed"),
         ("secretsmanager:GetRandomPassword", "*", "allowed"),
     ]
-    assert all(e["principal"] == "user/admin" and e["request_id"] for e in audit)
+    admin_arn = "arn:aws:iam::000000000000:user/admin"
+    assert all(e["principal"] == admin_arn and e["request_id"] for e in audit)
+    # the store's own lines name the same caller (the principal the gateway's assertion carries)
+    store_lines = [
+        e for e in logs if e.get("event") == "audit" and "SecretStoreService" in e.get("action", "")
+    ]
+    assert store_lines and all(e["principal"] == admin_arn for e in store_lines)
     assert audit[2]["error_code"] == "ResourceNotFoundException"
     assert len({e["request_id"] for e in audit}) == 4
-    assert value not in repr(logs) and stack.token not in repr(logs)
+    assert value not in repr(logs) and stack.credentials.secret_access_key not in repr(logs)
 
 
 async def test_status_with_store_and_kms(stack: Any) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from coffer.client import AsyncCofferClient
+from coffer.client import AsyncCofferClient, Credentials
 from coffer.store.__main__ import StoreRuntime
 from coffer.testing.stack import ServiceStack, provisioned_stack
 
@@ -23,14 +23,14 @@ class IamStack:
     database_url: str
     admin: AsyncCofferClient
     profile: Path
-    tokens: dict[str, str]
+    tokens: dict[str, Credentials]
 
     def client(self, principal: str) -> AsyncCofferClient:
-        """An SDK client with the bearer token of ``principal`` (one of PRINCIPALS)."""
+        """An SDK client with the access key of ``principal`` (one of PRINCIPALS)."""
         return AsyncCofferClient(self.endpoint, self.services.ca_file, self.tokens[principal])
 
 
-#: The principals with a bearer token (the gateway reads its credentials file at start).
+#: The principals with credentials (the root admin's access key; the rotation role's session).
 PRINCIPALS = ("user/admin", "service/rotation")
 
 
@@ -40,7 +40,7 @@ async def iam_stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIt
     try:
         await services.start_kms()
         store = await services.start_store()
-        tokens = {p: services.credential(p) for p in PRINCIPALS}
+        tokens = {p: await services.credential(p) for p in PRINCIPALS}
         token = tokens["user/admin"]
         gateway = await services.start_gateway()
         endpoint = f"127.0.0.1:{gateway.port}"
@@ -50,7 +50,8 @@ async def iam_stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIt
                 {
                     "endpoint": endpoint,
                     "ca_file": str(services.ca_file),
-                    "token": token,
+                    "access_key_id": token.access_key_id,
+                    "secret_access_key": token.secret_access_key,
                     "region": "local-1",
                     "services": {"gateway": endpoint},
                 }

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from coffer.client.aio import AsyncCofferClient
+from coffer.client.credentials import Credentials
 from coffer.settings import Settings
 from coffer.testing.stack import ServiceStack, provisioned_stack
 
@@ -24,7 +25,7 @@ class Stack:
     client: AsyncCofferClient
     endpoint: str
     ca_file: Path
-    admin_token: str
+    admin_credentials: Credentials
 
     @property
     def env(self) -> dict[str, str]:
@@ -63,8 +64,8 @@ async def _start(tmp_path: Path, pki_dir: Path, database_url: str, redis_url: st
     try:
         await services.start_kms()
         await services.start_store()
-        admin = services.credential("user/admin")
-        services.env["COFFER_ROTATION_TOKEN"] = services.credential("service/rotation")
+        admin = await services.credential("user/admin")
+        await services.rotation_credentials()
         gateway = await services.start_gateway()
     except BaseException:
         await services.aclose()

@@ -39,6 +39,7 @@ from coffer.rotation.api import GatewaySecretsApi
 from coffer.targets import TargetGuard
 from coffer.testing.scram_postgres import ScramPostgres, scram_postgres, server_tls
 from coffer.testing.stack import provisioned_stack
+from coffer.testing.stack import rotation_env as rotation_credentials_env
 from coffer.testing.wait import eventually_sync
 
 PgTarget = ScramPostgres
@@ -232,14 +233,14 @@ async def _coffer(
     try:
         await services.start_kms()
         await services.start_store()
-        admin_token = services.credential("user/admin")
-        rotation_token = services.credential("service/rotation")
+        admin_credentials = await services.credential("user/admin")
+        rotation_credentials = await services.credential("service/rotation")
         gateway = await services.start_gateway()
         endpoint = f"127.0.0.1:{gateway.port}"
-        services.env["COFFER_ROTATION_TOKEN"] = rotation_token
-        admin = AsyncCofferClient(endpoint, services.ca_file, admin_token)
-        user = AsyncCofferClient(endpoint, services.ca_file, services.credential("user/reader"))
-        api = GatewaySecretsApi(AsyncCofferClient(endpoint, services.ca_file, rotation_token))
+        services.env.update(rotation_credentials_env(rotation_credentials))
+        admin = AsyncCofferClient(endpoint, services.ca_file, admin_credentials)
+        user = AsyncCofferClient(endpoint, services.ca_file, await services.credential("user/reader"))
+        api = GatewaySecretsApi(AsyncCofferClient(endpoint, services.ca_file, rotation_credentials))
         try:
             if redis_url is not None:
                 await services.start_rotation()

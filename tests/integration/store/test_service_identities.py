@@ -8,6 +8,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from coffer.api.iam.v1 import directory_pb2, directory_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2
 from coffer.api.store.v1 import store_pb2_grpc
@@ -73,15 +74,24 @@ async def test_kms_refuses_identities_other_than_store_and_gateway(stack: StoreS
 
 
 @pytest.mark.parametrize("callee", ["store", "kms"])
-async def test_a_certificate_without_client_usage_cannot_call_at_all(stack: StoreStack, callee: str) -> None:
-    """The kms's certificate serves only: the TLS handshake itself refuses it as a client certificate."""
+async def test_the_kms_certificate_may_call_the_principal_directory_only(
+    stack: StoreStack, callee: str
+) -> None:
+    """The kms's certificate calls the store's principal directory (to resolve its callers), and nothing
+    else: the secrets API of the store and the kms itself refuse it."""
     channel, stub = _store_stub(stack, "kms") if callee == "store" else _kms_stub(stack, "kms")
     try:
-        with pytest.raises(errors.Unavailable):
+        with pytest.raises(errors.AccessDenied):
             if isinstance(stub, store_pb2_grpc.SecretStoreServiceStub):
                 await stub.ListSecrets(secrets_pb2.ListSecretsRequest(), timeout=5)
             else:
                 await stub.ListKeys(kms_pb2.ListKeysRequest(), timeout=5)
+        if callee == "store":
+            directory = directory_pb2_grpc.PrincipalDirectoryServiceStub(channel)
+            with pytest.raises(errors.NotFound):
+                await directory.ResolveAccessKey(
+                    directory_pb2.ResolveAccessKeyRequest(access_key_id="AKIA" + "N" * 16), timeout=5
+                )
     finally:
         await channel.close()
 
@@ -105,3 +115,45 @@ async def test_a_client_without_a_certificate_cannot_reach_the_store(stack: Stor
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # the TLS handshake is refused
     finally:
         await channel.close()
+
+
+@pytest.mark.parametrize("identity", ["rotation", "operator"])
+async def test_only_the_gateway_and_the_kms_may_read_the_principal_directory(
+    stack: StoreStack, identity: str
+) -> None:
+    channel, _ = _store_stub(stack, identity)
+    directory = directory_pb2_grpc.PrincipalDirectoryServiceStub(channel)
+    try:
+        with pytest.raises(errors.AccessDenied):
+            await directory.ResolveAccessKey(
+                directory_pb2.ResolveAccessKeyRequest(access_key_id="AKIA" + "N" * 16), timeout=5
+            )
+        stream = directory.WatchPrincipalChanges(directory_pb2.WatchPrincipalChangesRequest(), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in stream:
+                pass
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await channel.close()
+
+
+async def test_only_the_gateway_gets_key_material_from_the_directory(stack: StoreStack) -> None:
+    akid = await stack.db.fetchval(
+        "SELECT k.access_key_id FROM store.iam_access_keys k"
+        " JOIN store.iam_principals p ON p.id = k.principal_id WHERE p.name = 'admin'"
+    )
+    answers = {}
+    for identity in ("gateway", "kms"):
+        channel, _ = _store_stub(stack, identity)
+        try:
+            directory = directory_pb2_grpc.PrincipalDirectoryServiceStub(channel)
+            answers[identity] = await directory.ResolveAccessKey(
+                directory_pb2.ResolveAccessKeyRequest(access_key_id=akid), timeout=5
+            )
+        finally:
+            await channel.close()
+    for answer in answers.values():
+        assert answer.principal_arn == "arn:aws:iam::000000000000:user/admin" and answer.status == "Active"
+        assert [p.name for p in answer.policies] == ["AdministratorAccess"]
+    assert len(answers["gateway"].signing_key) == 32
+    assert answers["kms"].signing_key == b""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from coffer.cli.main import EXIT_CONFIG, EXIT_NOT_SERVING, build_parser, main
-from coffer.client.profile import ConfigurationError, load_profile, resolve_connection
+from coffer.client.profile import ConfigurationError, Connection, load_profile, resolve_connection
 from coffer.client.sync import CofferClient
 from coffer.embedded import free_port
 
@@ -24,7 +24,8 @@ def two_region_profile(tmp_path: Path, *, ports: tuple[int, int] = (7443, 7453))
         return {
             "endpoint": f"127.0.0.1:{port}",
             "ca_file": f"{region}/ca.crt",
-            "token": f"cfr_{region}",
+            "access_key_id": f"AKIA{region.upper().replace('-', 'X')}AAAAAAAAAA",
+            "secret_access_key": f"secret-{region}",
             "services": {"gateway": f"127.0.0.1:{port}", "store": f"127.0.0.1:{port + 1}"},
             "operator_cert": f"{region}/operator.crt",
             "operator_key": f"{region}/operator.key",
@@ -40,13 +41,26 @@ def two_region_profile(tmp_path: Path, *, ports: tuple[int, int] = (7443, 7453))
     return path
 
 
-def test_region_selects_its_endpoint_ca_and_token(tmp_path: Path) -> None:
+def _akid(conn: Connection) -> str | None:
+    return conn.credentials.access_key_id if conn.credentials is not None else None
+
+
+def test_region_selects_its_endpoint_ca_and_access_key(tmp_path: Path) -> None:
     profile = load_profile(two_region_profile(tmp_path))
     assert profile.region_names == ["local-1", "local-2"]
     default = resolve_connection(profile=profile, env={})
-    assert (default.endpoint, default.token, default.region) == ("127.0.0.1:7443", "cfr_local-1", "local-1")
+    assert (default.endpoint, _akid(default), default.region) == (
+        "127.0.0.1:7443",
+        "AKIALOCALX1AAAAAAAAAA",
+        "local-1",
+    )
     second = resolve_connection(profile=profile, region="local-2", env={})
-    assert (second.endpoint, second.token, second.region) == ("127.0.0.1:7453", "cfr_local-2", "local-2")
+    assert (second.endpoint, _akid(second), second.region) == (
+        "127.0.0.1:7453",
+        "AKIALOCALX2AAAAAAAAAA",
+        "local-2",
+    )
+    assert second.credentials is not None and second.credentials.secret_access_key == "secret-local-2"
     assert second.ca_file == tmp_path / "local-2" / "ca.crt"
     from_env = resolve_connection(profile=profile, env={"COFFER_REGION": "local-2"})
     assert from_env.endpoint == "127.0.0.1:7453"

@@ -177,13 +177,13 @@ def test_kms_encryption_context_tags_and_blobs() -> None:
 def test_global_options_before_or_after_the_command() -> None:
     parser = build_parser()
     before = parser.parse_args(
-        ["--endpoint", "h:1", "--token", "t", "secretsmanager", "describe-secret", "--secret-id", "s"]
+        ["--endpoint", "h:1", "--region", "r", "secretsmanager", "describe-secret", "--secret-id", "s"]
     )
     after = parser.parse_args(
-        ["secretsmanager", "describe-secret", "--secret-id", "s", "--endpoint", "h:1", "--token", "t"]
+        ["secretsmanager", "describe-secret", "--secret-id", "s", "--endpoint", "h:1", "--region", "r"]
     )
     for args in (before, after):
-        assert (args.endpoint, args.token, args.ca_file, args.region) == ("h:1", "t", None, None)
+        assert (args.endpoint, args.ca_file, args.region) == ("h:1", None, "r")
 
 
 def run_main(*argv: str) -> tuple[int, str, str]:
@@ -202,7 +202,7 @@ def test_usage_errors_exit_252() -> None:
 
 
 def test_missing_configuration_exits_253(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("COFFER_ENDPOINT", "COFFER_CA_FILE", "COFFER_TOKEN", "COFFER_PROFILE"):
+    for var in ("COFFER_ENDPOINT", "COFFER_CA_FILE", "COFFER_ACCESS_KEY_ID", "COFFER_PROFILE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
@@ -229,8 +229,6 @@ def test_service_errors_are_printed_like_the_aws_cli(monkeypatch: pytest.MonkeyP
         "127.0.0.1:1",
         "--ca-file",
         str(ca),
-        "--token",
-        "t",
     )
     assert code == EXIT_SERVICE_ERROR and out == ""
     assert err.strip() == (

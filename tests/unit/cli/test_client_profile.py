@@ -10,6 +10,7 @@ import pytest
 
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.client import _ops
+from coffer.client.credentials import Credentials
 from coffer.client.profile import ConfigurationError, load_profile, resolve_connection
 
 
@@ -38,13 +39,32 @@ def test_profile_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 def test_env_overrides_profile_and_arguments_override_env(tmp_path: Path) -> None:
     prof_path = write_profile(
-        tmp_path / "p.json", endpoint="prof:1", ca_file=str(tmp_path / "ca"), token="cfr_p", region="local-1"
+        tmp_path / "p.json",
+        endpoint="prof:1",
+        ca_file=str(tmp_path / "ca"),
+        access_key_id="AKIAPROFILEPROFILE22",
+        secret_access_key="profile-secret",
+        region="local-1",
     )
-    env = {"COFFER_PROFILE": str(prof_path), "COFFER_TOKEN": "cfr_env"}
+    profile_only = resolve_connection(env={"COFFER_PROFILE": str(prof_path)})
+    assert profile_only.credentials == Credentials("AKIAPROFILEPROFILE22", "profile-secret")
+    env = {
+        "COFFER_PROFILE": str(prof_path),
+        "COFFER_ACCESS_KEY_ID": "ASIAENVENVENVENVENV2",
+        "COFFER_SECRET_ACCESS_KEY": "env-secret",
+        "COFFER_SESSION_TOKEN": "env-token",
+    }
     conn = resolve_connection(env=env)
-    assert (conn.endpoint, conn.token, conn.region) == ("prof:1", "cfr_env", "local-1")
-    conn = resolve_connection(env=env, endpoint="arg:2", token="cfr_arg")
-    assert (conn.endpoint, conn.token) == ("arg:2", "cfr_arg")
+    assert (conn.endpoint, conn.credentials, conn.region) == (
+        "prof:1",
+        Credentials("ASIAENVENVENVENVENV2", "env-secret", "env-token"),
+        "local-1",
+    )
+    arg = Credentials("AKIAARGARGARGARGARG2", "arg-secret")
+    conn = resolve_connection(env=env, endpoint="arg:2", credentials=arg)
+    assert (conn.endpoint, conn.credentials) == ("arg:2", arg)
+    with pytest.raises(ConfigurationError, match="COFFER_SECRET_ACCESS_KEY"):
+        resolve_connection(env={"COFFER_PROFILE": str(prof_path), "COFFER_ACCESS_KEY_ID": "AKIAX"})
 
 
 def test_missing_endpoint_or_ca_is_a_configuration_error(

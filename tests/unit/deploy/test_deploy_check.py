@@ -161,7 +161,8 @@ def test_each_service_mounts_the_ca_and_only_its_own_pki_files(rendered: list[di
         assert files == {"ca.crt", *pki.service_files(service)}
         secrets = {v.get("secret", {}).get("secretName") for v in volumes.values()}
         assert ("coffer-root-key" in secrets) == (service == "kms")
-        assert ("coffer-credentials" in secrets) == (service == "gateway")
+        assert ("coffer-iam-bootstrap" in secrets) == (service == "store")
+        assert ("coffer-rotation-credentials" in secrets) == (service == "rotation")
 
 
 def test_certificates_mirror_the_dev_pki(rendered: list[dict[str, Any]]) -> None:
@@ -189,7 +190,7 @@ def _callers(policy: dict[str, Any]) -> set[str] | None:
 def test_network_policies_admit_only_each_services_callers(rendered: list[dict[str, Any]]) -> None:
     policies = by_kind(rendered, "NetworkPolicy")
     assert _callers(policies["gateway"]) is None
-    assert _callers(policies["store"]) == {"gateway", "rotation"}
+    assert _callers(policies["store"]) == {"gateway", "rotation", "kms"}  # the kms: principal directory
     assert _callers(policies["kms"]) == {"store", "gateway"}
     assert _callers(policies["rotation"]) == set()
     for service in SERVICES:

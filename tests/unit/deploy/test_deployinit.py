@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
 import pytest
 
-from coffer import credentials, deployinit, pki
+from coffer import deployinit, pki
+from coffer.crypto.access_keys import derive_signing_key, token_digest
 from coffer.settings import SERVICES
 
 
@@ -29,13 +31,25 @@ def test_init_pki_gives_each_service_the_ca_and_only_its_own_files(tmp_path: Pat
         "ca.crt",
         "operator.crt",
         "operator.key",
-        "admin.token",
+        "profile.json",
     }
-    creds = credentials.read_credentials(state / "gateway" / "credentials.json")
-    rotation_token = (state / "rotation" / "rotation.token").read_text().strip()
-    admin_token = (state / "operator" / "admin.token").read_text().strip()
-    assert credentials.verify_token(creds, rotation_token) == "service/rotation"
-    assert credentials.verify_token(creds, admin_token) == "user/admin"
+    profile = json.loads((state / "operator" / "profile.json").read_text())
+    rotation = json.loads((state / "rotation" / "rotation-credentials.json").read_text())
+    bootstrap = json.loads((state / "store" / "iam-bootstrap.json").read_text())["keys"]
+    for path in ("operator/profile.json", "rotation/rotation-credentials.json", "store/iam-bootstrap.json"):
+        assert _mode(state / path) == 0o600
+    # the store gets signing keys only, never a secret access key or a session token
+    admin_entry, rotation_entry = bootstrap
+    assert admin_entry == {
+        "access_key_id": profile["access_key_id"],
+        "signing_key": derive_signing_key(profile["secret_access_key"]).hex(),
+        "user": "admin",
+    }
+    assert rotation_entry["role"] == "coffer-rotation"
+    assert rotation_entry["signing_key"] == derive_signing_key(rotation["secret_access_key"]).hex()
+    assert rotation_entry["token_sha256"] == token_digest(rotation["session_token"]).hex()
+    text = (state / "store" / "iam-bootstrap.json").read_text()
+    assert profile["secret_access_key"] not in text and rotation["session_token"] not in text
     assert not any("ca.key" in str(p) for p in (state / "pki").rglob("*"))
 
 

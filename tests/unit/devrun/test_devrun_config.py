@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from coffer.client.credentials import Credentials
 from coffer.client.profile import load_profile
 from coffer.devrun import (
     Deployment,
@@ -78,7 +79,6 @@ def test_region_envs_give_each_region_its_home_ports_database_and_stream(tmp_pat
     assert first.home == (tmp_path / "c").resolve()
     assert second.home == first.home / "regions" / "local-2"
     assert second.pki_dir == second.home / "pki" and second.root_key_file.is_relative_to(second.home)
-    assert second.credentials_file.is_relative_to(second.home)
     assert {first.addr_of(n) for n in SERVICES} == {f"127.0.0.1:{p}" for p in DEFAULT_PORTS.values()}
     assert {second.addr_of(n) for n in SERVICES} == {f"127.0.0.1:{p + 10}" for p in DEFAULT_PORTS.values()}
     assert first.database_url == base["COFFER_DATABASE_URL"]
@@ -99,14 +99,17 @@ def test_with_peers_points_each_region_at_the_others_store_and_ca(tmp_path: Path
 
 def test_multi_region_profile_keeps_the_default_region_at_the_top(tmp_path: Path) -> None:
     multi = MultiRegion.from_envs(region_envs({"COFFER_HOME": str(tmp_path / "c")}, 2), echo=lambda _: None)
-    for deployment, token in zip(multi.deployments, ("cfr_one", "cfr_two"), strict=True):
-        deployment.admin_token = token
+    for deployment, akid in zip(
+        multi.deployments, ("AKIAONEONEONEONEONE2", "AKIATWOTWOTWOTWOTWO2"), strict=True
+    ):
+        deployment.admin_credentials = Credentials(akid, f"secret-{akid}")
     multi.write_profile()
     doc = json.loads(multi.profile_path.read_text())
-    assert doc["region"] == "local-1" and doc["token"] == "cfr_one"
+    assert doc["region"] == "local-1" and doc["access_key_id"] == "AKIAONEONEONEONEONE2"
     assert doc["endpoint"] == doc["regions"]["local-1"]["endpoint"] == "127.0.0.1:7443"
     assert doc["regions"]["local-2"]["endpoint"] == "127.0.0.1:7453"
-    assert doc["regions"]["local-2"]["token"] == "cfr_two"
+    assert doc["regions"]["local-2"]["access_key_id"] == "AKIATWOTWOTWOTWOTWO2"
+    assert doc["regions"]["local-2"]["secret_access_key"] == "secret-AKIATWOTWOTWOTWOTWO2"
     local2 = load_profile(multi.profile_path).select_region("local-2")
     assert local2.ca_file == multi.deployments[1].ca_file and local2.services["store"] == "127.0.0.1:7454"
 

@@ -15,6 +15,7 @@ import pytest
 
 from coffer.cli.main import main
 from coffer.cli.status import read_restarts, supervisor_restarts
+from coffer.client.credentials import Credentials
 from coffer.devrun import MultiRegion, region_envs
 from coffer.devrun.healing import (
     CrashLoop,
@@ -277,7 +278,7 @@ def test_each_region_keeps_its_own_restarts_and_status_shows_them(tmp_path: Path
     multi = MultiRegion.from_envs(region_envs({"COFFER_HOME": str(tmp_path / "c")}, 2), echo=lambda _: None)
     healers = []
     for deployment in multi.deployments:
-        deployment.admin_token = "cfr_x"
+        deployment.admin_credentials = Credentials("AKIAXXXXXXXXXXXXXXXX", "secret")
         (deployment.home / "run").mkdir(parents=True)
         healers.append(Healer(deployment, RestartPolicy(), label=deployment.settings.region))
     multi.write_profile()

@@ -17,7 +17,7 @@ def env_of(name: str, tmp_path: Path, **extra: str) -> dict[str, str]:
         database_url="postgresql://x/coffer",
         redis_url="redis://x",
         log_dir=tmp_path,
-        rotation_token="t",
+        rotation_credentials=None,
     )
 
 

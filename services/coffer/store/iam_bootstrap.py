@@ -1,0 +1,298 @@
+"""What every store ensures at start (idempotent): the root account ``000000000000`` with its ``admin`` user
+(inline policy ``AdministratorAccess``: allow ``*`` on ``*``), the rotation service's identity (user
+``coffer-rotation`` that may only assume role ``coffer-rotation``; the role may only read and stage secret
+versions of secrets whose rotation is configured), and the access keys handed over by the deployment
+(``COFFER_BOOTSTRAP_KEYS_FILE``, see :func:`read_bootstrap_keys`): inserted when absent, never replaced.
+
+(Helper A1 writes the IAM admin API; this is the small bootstrap A2 needs, until A1's ``ensure_root_account``
+replaces :func:`ensure_root_account` here.)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from coffer import logs
+from coffer.core.principal import ADMIN_POLICY_TEXT, ROOT_ACCOUNT
+from coffer.principal_directory import IAM_CHANNEL
+
+log = logs.get_logger("coffer.store.iam_bootstrap")
+
+_BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+ADMIN_USER = "admin"
+ROTATION_NAME = "coffer-rotation"
+ROTATION_ACTIONS = (
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:UpdateSecretVersionStage",
+    "secretsmanager:ListSecretVersionIds",
+)
+
+
+def user_arn(name: str, account: str = ROOT_ACCOUNT) -> str:
+    return f"arn:aws:iam::{account}:user/{name}"
+
+
+def role_arn(name: str, account: str = ROOT_ACCOUNT) -> str:
+    return f"arn:aws:iam::{account}:role/{name}"
+
+
+def _policy(*statements: dict[str, object]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)}, separators=(",", ":"))
+
+
+ROTATION_USER_POLICY = _policy(
+    {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn(ROTATION_NAME)}
+)
+ROTATION_TRUST_POLICY = _policy(
+    {"Effect": "Allow", "Principal": {"AWS": user_arn(ROTATION_NAME)}, "Action": "sts:AssumeRole"}
+)
+ROTATION_ROLE_POLICY = _policy(
+    {
+        "Effect": "Allow",
+        "Action": list(ROTATION_ACTIONS),
+        "Resource": "*",
+        "Condition": {"Null": {"secretsmanager:resource/AllowRotationLambdaArn": "false"}},
+    },
+    # GetRandomPassword names no secret (no resource to carry the condition key).
+    {"Effect": "Allow", "Action": "secretsmanager:GetRandomPassword", "Resource": "*"},
+)
+
+
+def _unique_id(prefix: str) -> str:
+    return prefix + "".join(secrets.choice(_BASE32) for _ in range(17))
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapKey:
+    """An access key to insert: a user's (``principal`` a user name), or a role session's (``role``)."""
+
+    access_key_id: str
+    signing_key: bytes
+    user: str | None = None
+    role: str | None = None
+    session_name: str | None = None
+    token_sha256: bytes | None = None
+    expires: dt.datetime | None = None
+
+
+def read_bootstrap_keys(path: Path) -> list[BootstrapKey]:
+    """``{"keys": [{"user": "admin", "access_key_id": "AKIA…", "signing_key": "<64 hex>"}, {"role":
+    "coffer-rotation", "session_name": "…", "access_key_id": "ASIA…", "signing_key": "…", "token_sha256":
+    "<64 hex>", "expires": "<ISO-8601>"}]}`` (a missing file: none)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    out: list[BootstrapKey] = []
+    for entry in doc.get("keys", []):
+        out.append(
+            BootstrapKey(
+                access_key_id=entry["access_key_id"],
+                signing_key=bytes.fromhex(entry["signing_key"]),
+                user=entry.get("user"),
+                role=entry.get("role"),
+                session_name=entry.get("session_name"),
+                token_sha256=bytes.fromhex(entry["token_sha256"]) if entry.get("token_sha256") else None,
+                expires=dt.datetime.fromisoformat(entry["expires"]) if entry.get("expires") else None,
+            )
+        )
+    return out
+
+
+async def _ensure_principal(
+    conn: asyncpg.Connection,
+    *,
+    kind: str,
+    name: str,
+    trust_policy: str | None = None,
+    account: str = ROOT_ACCOUNT,
+) -> int:
+    arn = user_arn(name, account) if kind == "user" else role_arn(name, account)
+    row = await conn.fetchrow(
+        "SELECT id FROM store.iam_principals WHERE account_id = $1 AND kind = $2 AND lower(name) = lower($3)",
+        account,
+        kind,
+        name,
+    )
+    if row is not None:
+        return int(row["id"])
+    pid = await conn.fetchval(
+        """INSERT INTO store.iam_principals (account_id, kind, name, unique_id, arn, trust_policy)
+           VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
+        account,
+        kind,
+        name,
+        _unique_id("AIDA" if kind == "user" else "AROA"),
+        arn,
+        trust_policy,
+    )
+    return int(pid)
+
+
+async def _ensure_policy(conn: asyncpg.Connection, principal_id: int, name: str, document: str) -> None:
+    await conn.execute(
+        """INSERT INTO store.iam_policies (principal_id, policy_name, document) VALUES ($1, $2, $3)
+           ON CONFLICT (principal_id, policy_name) DO NOTHING""",
+        principal_id,
+        name,
+        document,
+    )
+
+
+async def ensure_root_account(pool: asyncpg.Pool, keys: Sequence[BootstrapKey] = ()) -> None:
+    """Create what is missing of the root account, its admin, the rotation identity and ``keys``."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('coffer-iam-bootstrap'))")
+        await conn.execute(
+            "INSERT INTO store.iam_accounts (account_id, name) VALUES ($1, 'root') ON CONFLICT DO NOTHING",
+            ROOT_ACCOUNT,
+        )
+        admin = await _ensure_principal(conn, kind="user", name=ADMIN_USER)
+        await _ensure_policy(conn, admin, "AdministratorAccess", ADMIN_POLICY_TEXT)
+        rot_user = await _ensure_principal(conn, kind="user", name=ROTATION_NAME)
+        await _ensure_policy(conn, rot_user, "AssumeRotationRole", ROTATION_USER_POLICY)
+        rot_role = await _ensure_principal(
+            conn, kind="role", name=ROTATION_NAME, trust_policy=ROTATION_TRUST_POLICY
+        )
+        await _ensure_policy(conn, rot_role, "RotationAccess", ROTATION_ROLE_POLICY)
+        added: list[str] = []
+        for key in keys:
+            if key.role is not None:
+                owner = await _ensure_principal(
+                    conn, kind="role", name=key.role, trust_policy=ROTATION_TRUST_POLICY
+                )
+            else:
+                owner = await _ensure_principal(conn, kind="user", name=key.user or ADMIN_USER)
+            status = await conn.execute(
+                """INSERT INTO store.iam_access_keys
+                     (access_key_id, principal_id, signing_key, session_name, token_sha256, expires_at)
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (access_key_id) DO NOTHING""",
+                key.access_key_id,
+                owner,
+                key.signing_key,
+                key.session_name,
+                key.token_sha256,
+                key.expires,
+            )
+            if status.endswith(" 1"):
+                added.append(key.access_key_id)
+        if added:
+            await conn.execute(
+                "SELECT pg_notify($1, $2)",
+                IAM_CHANNEL,
+                json.dumps({"access_key_ids": added, "principal_arns": []}),
+            )
+    log.info("iam.bootstrap", keys_added=len(added))
+
+
+async def issue_user_key(
+    conn: asyncpg.Connection,
+    name: str,
+    *,
+    policy: str | None = ADMIN_POLICY_TEXT,
+    account: str = ROOT_ACCOUNT,
+) -> tuple[str, str]:
+    """Create user ``name`` (with inline policy ``policy`` when given) if missing and a new access key of
+    it; returns ``(access key id, secret access key)``. For tests and bootstrap tooling (A1's IAM API is the
+    way for users)."""
+    from coffer.crypto.access_keys import derive_signing_key, new_access_key_id, new_secret_access_key
+
+    akid, secret = new_access_key_id(), new_secret_access_key()
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO store.iam_accounts (account_id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING",
+            account,
+        )
+        pid = await _ensure_principal(conn, kind="user", name=name, account=account)
+        if policy is not None:
+            await _ensure_policy(conn, pid, "Inline", policy)
+        await conn.execute(
+            """INSERT INTO store.iam_access_keys (access_key_id, principal_id, signing_key)
+               VALUES ($1, $2, $3)""",
+            akid,
+            pid,
+            derive_signing_key(secret),
+        )
+        await conn.execute(
+            "SELECT pg_notify($1, $2)",
+            IAM_CHANNEL,
+            json.dumps({"access_key_ids": [akid], "principal_arns": []}),
+        )
+    return akid, secret
+
+
+def session_key(
+    role: str, session_name: str, *, lifetime: dt.timedelta
+) -> tuple[BootstrapKey, tuple[str, str, str]]:
+    """A new session of ``role`` as a :class:`BootstrapKey` to insert, and its ``(access key id, secret
+    access key, session token)``. (Until STS AssumeRole exists, the rotation service's session is issued
+    this way, with a long lifetime.)"""
+    from coffer.crypto.access_keys import (
+        SESSION_PREFIX,
+        derive_signing_key,
+        new_access_key_id,
+        new_secret_access_key,
+        new_session_token,
+        token_digest,
+    )
+
+    akid, secret, token = new_access_key_id(SESSION_PREFIX), new_secret_access_key(), new_session_token()
+    key = BootstrapKey(
+        access_key_id=akid,
+        signing_key=derive_signing_key(secret),
+        role=role,
+        session_name=session_name,
+        token_sha256=token_digest(token),
+        expires=dt.datetime.now(dt.UTC) + lifetime,
+    )
+    return key, (akid, secret, token)
+
+
+def bootstrap_entry(key: BootstrapKey) -> dict[str, str]:
+    """``key`` as an entry of the bootstrap keys file."""
+    entry = {"access_key_id": key.access_key_id, "signing_key": key.signing_key.hex()}
+    if key.user is not None:
+        entry["user"] = key.user
+    if key.role is not None:
+        entry["role"] = key.role
+    if key.session_name is not None:
+        entry["session_name"] = key.session_name
+    if key.token_sha256 is not None:
+        entry["token_sha256"] = key.token_sha256.hex()
+    if key.expires is not None:
+        entry["expires"] = key.expires.isoformat()
+    return entry
+
+
+async def issue_session(
+    conn: asyncpg.Connection, role: str, session_name: str, *, lifetime: dt.timedelta
+) -> tuple[str, str, str]:
+    """Insert a new session of ``role`` (which must exist) and return its credentials."""
+    key, creds = session_key(role, session_name, lifetime=lifetime)
+    async with conn.transaction():
+        pid = await conn.fetchval(
+            "SELECT id FROM store.iam_principals WHERE account_id = $1 AND kind = 'role' AND name = $2",
+            ROOT_ACCOUNT,
+            role,
+        )
+        await conn.execute(
+            """INSERT INTO store.iam_access_keys
+                 (access_key_id, principal_id, signing_key, session_name, token_sha256, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
+            key.access_key_id,
+            pid,
+            key.signing_key,
+            key.session_name,
+            key.token_sha256,
+            key.expires,
+        )
+    return creds
