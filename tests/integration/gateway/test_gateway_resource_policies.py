@@ -47,7 +47,7 @@ async def cli(gw: Any, *argv: str) -> tuple[int, str, str]:
 
 
 async def test_sdk_put_get_validate_delete(stack: Any) -> None:
-    async with AsyncCofferClient(stack.endpoint, stack.ca_file, stack.token) as client:
+    async with AsyncCofferClient(stack.endpoint, stack.ca_file, stack.credentials) as client:
         created = await client.create_secret(name="rp/sdk", secret_string="v")
         put = await client.put_resource_policy(
             secret_id="rp/sdk", resource_policy=GRANT, block_public_policy=True
@@ -141,7 +141,7 @@ async def test_the_store_decides_wire_calls(stack: Any) -> None:
             ],
         }
     )
-    async with AsyncCofferClient(stack.endpoint, stack.ca_file, stack.token) as client:
+    async with AsyncCofferClient(stack.endpoint, stack.ca_file, stack.credentials) as client:
         created = await client.create_secret(name="rp/deny", secret_string="v")
         await client.put_resource_policy(secret_id="rp/deny", resource_policy=deny)
         with pytest.raises(errors.AccessDenied) as info:

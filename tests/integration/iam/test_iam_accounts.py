@@ -90,7 +90,11 @@ async def test_accounts_are_isolated_and_only_the_root_account_creates_accounts(
             await orgs.ListAccounts(pb.ListAccountsRequest(), CTX)
 
     with acting_as(admin_of(ROOT)):
-        assert list((await iam.ListUsers(pb.ListUsersRequest(), CTX)).users) == []
+        # the root account holds only its bootstrap users, not the other account's alice
+        assert [u.user_name for u in (await iam.ListUsers(pb.ListUsersRequest(), CTX)).users] == [
+            "admin",
+            "coffer-rotation",
+        ]
         with pytest.raises(errors.NoSuchEntity):
             await iam.GetUser(pb.GetUserRequest(user_name="alice"), CTX)
         await iam.CreateUser(pb.CreateUserRequest(user_name="alice"), CTX)  # same name, another account
@@ -128,6 +132,8 @@ async def test_calls_are_decided_by_the_callers_identity_policies(iam_stack: Iam
         await iam.CreateUser(pb.CreateUserRequest(user_name="other"), CTX)
     with acting_as(reader):
         assert [u.user_name for u in (await iam.ListUsers(pb.ListUsersRequest(), CTX)).users] == [
+            "admin",
+            "coffer-rotation",
             "other",
             "reader",
         ]

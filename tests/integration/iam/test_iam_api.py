@@ -65,11 +65,15 @@ async def test_users_create_get_list_tag_delete(iam_stack: IamStack) -> None:
 
     for name in ("bob", "carol", "dave"):
         await iam.create_user(user_name=name)
+    # the bootstrap's users (admin, coffer-rotation) are listed too, in name order
+    everyone = ["admin", "alice", "bob", "carol", "coffer-rotation", "dave"]
     page1 = await iam.list_users(max_items=2)
-    assert [u.user_name for u in page1.users] == ["alice", "bob"] and page1.is_truncated
+    assert [u.user_name for u in page1.users] == everyone[:2] and page1.is_truncated
     page2 = await iam.list_users(max_items=2, marker=page1.marker)
-    assert [u.user_name for u in page2.users] == ["carol", "dave"]
-    assert not page2.is_truncated and not page2.HasField("marker")
+    assert [u.user_name for u in page2.users] == everyone[2:4] and page2.is_truncated
+    page3 = await iam.list_users(max_items=2, marker=page2.marker)
+    assert [u.user_name for u in page3.users] == everyone[4:]
+    assert not page3.is_truncated and not page3.HasField("marker")
     with pytest.raises(errors.IamValidation, match="Invalid Marker"):
         await iam.list_users(marker="!!!")
 
@@ -131,7 +135,9 @@ async def test_roles_create_get_list_tag_update_delete(iam_stack: IamStack) -> N
     assert got.role_id == role.role_id and [(t.key, t.value) for t in got.tags] == [("team", "a")]
     await iam.create_role(role_name="batch", assume_role_policy_document=doc)
     listed = await iam.list_roles()
-    assert [r.role_name for r in listed.roles] == ["app", "batch"] and not listed.is_truncated
+    # coffer-rotation is the rotation service's role (the bootstrap's)
+    assert [r.role_name for r in listed.roles] == ["app", "batch", "coffer-rotation"]
+    assert not listed.is_truncated
 
     await iam.tag_role(role_name="app", tags=[{"key": "env", "value": "prod"}])
     await iam.untag_role(role_name="app", tag_keys=["team"])
@@ -271,9 +277,10 @@ async def test_access_keys_create_list_update_delete_and_the_limit(iam_stack: Ia
 async def test_get_caller_identity(iam_stack: IamStack) -> None:
     me = await iam_stack.admin.sts.get_caller_identity()
     assert (me.account, me.arn) == (ROOT, f"arn:aws:iam::{ROOT}:user/admin")
-    assert me.user_id  # the admin user's AIDA id once it exists; its name until then
+    assert me.user_id.startswith("AIDA")
 
-    await iam_stack.admin.iam.create_user(user_name="admin")
+    with pytest.raises(errors.EntityAlreadyExists):  # the bootstrap made it
+        await iam_stack.admin.iam.create_user(user_name="admin")
     row = (await iam_stack.admin.iam.get_user(user_name="admin")).user
     assert (await iam_stack.admin.sts.get_caller_identity()).user_id == row.user_id
     # Without a user name, GetUser and CreateAccessKey act on the calling user.
@@ -363,8 +370,9 @@ async def test_assume_role_allowed_refused_and_duration_bounds(iam_stack: IamSta
     conn = await asyncpg.connect(iam_stack.database_url)
     try:
         left = await conn.fetchval(
-            "SELECT count(*) FROM store.iam_access_keys WHERE access_key_id LIKE 'ASIA%'"
-        )
+            "SELECT count(*) FROM store.iam_access_keys WHERE access_key_id LIKE 'ASIA%' AND principal_id"
+            " NOT IN (SELECT id FROM store.iam_principals WHERE name = 'coffer-rotation')"
+        )  # the rotation service's own session stays
     finally:
         await conn.close()
     assert left == 0

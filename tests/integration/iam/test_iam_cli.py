@@ -41,7 +41,8 @@ async def test_iam_commands(iam_stack: IamStack, tmp_path: Path) -> None:
     code, out, err = await cli(iam_stack, "iam", "list-users")
     assert code == 0, err
     listed = json.loads(out)
-    assert [u["UserName"] for u in listed["Users"]] == ["alice"] and listed["IsTruncated"] is False
+    assert [u["UserName"] for u in listed["Users"]] == ["admin", "alice", "coffer-rotation"]
+    assert listed["IsTruncated"] is False
 
     code, out, err = await cli(iam_stack, "iam", "get-user", "--user-name", "nobody")
     assert (code, out) == (254, "")
