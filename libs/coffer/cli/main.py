@@ -35,6 +35,7 @@ from typing import NoReturn, TextIO
 from google.protobuf.descriptor import ServiceDescriptor
 
 from coffer.cli import shapes
+from coffer.cli.audit import add_audit_commands
 from coffer.cli.status import ServiceHealth, check_all, supervisor_restarts
 from coffer.client import _ops
 from coffer.client.profile import ConfigurationError, Connection, Profile, load_profile, resolve_connection
@@ -386,6 +387,16 @@ def _expiry_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _client(args: argparse.Namespace) -> CofferClient:
+    conn = _connection(args)
+    try:
+        return CofferClient(conn.endpoint, conn.ca_file, conn.token, region=conn.region)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="coffer",
@@ -430,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-items", type=int, default=None, help="at most this many attempts, newest first (default: all)"
     )
     history.set_defaults(handler=_rotation_history)
+
+    add_audit_commands(commands, leaf_parents, _client)
 
     operator = commands.add_parser("operator", help="the kms's seal: init, unseal, seal, status (operators)")
     operator_commands = operator.add_subparsers(

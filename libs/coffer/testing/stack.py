@@ -103,7 +103,10 @@ class ServiceStack:
     async def start_store(self, *, clock: Clock | None = None) -> StoreRuntime:
         self.store = await serve_store(self.settings("store"), clock=clock)
         self._closers.append(self.store.aclose)
-        self._started("store", self.store.port)
+        addr = self._started("store", self.store.port)
+        if self.kms is not None:
+            # The kms started first (the store needs it): tell it where the store's audit trail is now.
+            self.kms.audit_trail.retarget(addr)
         return self.store
 
     def credential(self, principal: str) -> str:

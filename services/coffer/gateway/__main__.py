@@ -23,13 +23,15 @@ from dataclasses import dataclass
 import grpc
 
 from coffer import logs
+from coffer.api.audit.v1 import audit_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.store.v1 import store_pb2_grpc
 from coffer.audit import StructlogAudit
+from coffer.audit_trail import ACTION_SOURCES, AppendTrail, PublicAudit
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.auth import BearerAuthenticator, CredentialStore
 from coffer.gateway.authz import Authorization
-from coffer.gateway.servicer import add_gateway_services
+from coffer.gateway.servicer import PUBLIC_SERVICES, ROUTES, add_gateway_services
 from coffer.pki import SIGNING_KEY
 from coffer.rpc.assertions import PrincipalSigner
 from coffer.rpc.channel import secure_channel
@@ -65,6 +67,7 @@ class GatewayRuntime:
     store_channel: grpc.aio.Channel
     kms_channel: grpc.aio.Channel
     credentials: CredentialStore
+    audit_trail: AppendTrail | None = None
 
     @property
     def port(self) -> int:
@@ -79,6 +82,8 @@ class GatewayRuntime:
                 await self.store_channel.close()
             finally:
                 await self.kms_channel.close()
+                if self.audit_trail is not None:
+                    await self.audit_trail.aclose()
 
 
 async def serve(settings: Settings) -> GatewayRuntime:
@@ -88,13 +93,27 @@ async def serve(settings: Settings) -> GatewayRuntime:
     store_channel = secure_channel(settings.store_addr, internal_tls, server_name="store", signer=signer)
     kms_channel = secure_channel(settings.kms_addr, internal_tls, server_name="kms", signer=signer)
     authorize = Authorization(settings.operator_principals)
-    app = GatewayApp(authorize=authorize, audit=StructlogAudit(), random=secrets.SystemRandom())
+    # The events of the calls the gateway refuses or answers itself go to the store's audit trail.
+    audit_trail = AppendTrail(
+        lambda address: secure_channel(address, internal_tls, server_name="store"),
+        settings.store_addr,
+        name="gateway-audit-append",
+    )
+    app = GatewayApp(
+        authorize=authorize,
+        audit=StructlogAudit(),
+        random=secrets.SystemRandom(),
+        trail=audit_trail,
+        region=settings.region,
+    )
     store = store_pb2_grpc.SecretStoreServiceStub(store_channel)
     kms = kms_pb2_grpc.KeyManagementServiceStub(kms_channel)
     seal = kms_pb2_grpc.SealServiceStub(kms_channel)
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
-        return add_gateway_services(server, app, store=store, kms=kms, seal=seal)
+        return add_gateway_services(
+            server, app, store=store, kms=kms, seal=seal, audit=audit_pb2_grpc.AuditServiceStub(store_channel)
+        )
 
     try:
         server = await start_server(
@@ -108,6 +127,20 @@ async def serve(settings: Settings) -> GatewayRuntime:
             require_client_cert=False,
             options=PUBLIC_LIMITS,
             maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+            # Calls refused before they are admitted (authentication failures) are recorded here, best
+            # effort; the rest by the service that serves (or the GatewayApp, for its own answers).
+            public_audit=PublicAudit(
+                trail=audit_trail,
+                sources={
+                    service.full_name: ACTION_SOURCES[
+                        ROUTES[f"/{service.full_name}/{service.methods[0].name}"].action.partition(":")[0]
+                    ]
+                    for service in PUBLIC_SERVICES
+                },
+                region=settings.region,
+                unadmitted_only=True,
+                fail_closed=False,
+            ),
         )
     except BaseException:
         await store_channel.close()
@@ -121,7 +154,11 @@ async def serve(settings: Settings) -> GatewayRuntime:
         credentials=len(credentials),
     )
     return GatewayRuntime(
-        server=server, store_channel=store_channel, kms_channel=kms_channel, credentials=credentials
+        server=server,
+        store_channel=store_channel,
+        kms_channel=kms_channel,
+        credentials=credentials,
+        audit_trail=audit_trail,
     )
 
 

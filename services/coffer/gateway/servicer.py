@@ -22,12 +22,14 @@ from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDesc
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
+from coffer.api.audit.v1 import audit_pb2, audit_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
+from coffer.audit_trail import ACTION_SOURCES
 from coffer.core import errors
 from coffer.core.password import DEFAULT_LENGTH, PasswordRequest
-from coffer.gateway.app import GatewayApp
+from coffer.gateway.app import GatewayApp, TrailCall
 from coffer.gateway.authz import ANY_RESOURCE
 from coffer.rpc.context import current_principal, current_request_id
 
@@ -42,6 +44,7 @@ PUBLIC_SERVICES: Final[tuple[ServiceDescriptor, ...]] = (
     sm.DESCRIPTOR.services_by_name["SecretsManagerService"],
     kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"],
     kms_pb2.DESCRIPTOR.services_by_name["SealService"],
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
 )
 
 
@@ -51,6 +54,8 @@ class Downstream(enum.Enum):
     STORE = store_pb2.DESCRIPTOR.services_by_name["SecretStoreService"].full_name
     KMS = kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"].full_name
     SEAL = kms_pb2.DESCRIPTOR.services_by_name["SealService"].full_name
+    #: The store's audit trail API (LookupEvents).
+    AUDIT = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,13 @@ _SEAL = "/coffer.api.kms.v1.SealService/"
 
 def _seal(method: str) -> Forward:
     return Forward(Downstream.SEAL, method)
+
+
+_AUDIT = "/coffer.api.audit.v1.AuditService/"
+
+
+def _audit(method: str) -> Forward:
+    return Forward(Downstream.AUDIT, method)
 
 
 #: Full method → (IAM action, resource field, target). The kms refuses the gateway's crypto and
@@ -195,6 +207,10 @@ ROUTES: Final[Mapping[str, Route]] = {
     _SEAL + "OperatorUnseal": Route("kms:OperatorUnseal", None, _seal("OperatorUnseal")),
     _SEAL + "OperatorSeal": Route("kms:OperatorSeal", None, _seal("OperatorSeal")),
     _SEAL + "OperatorStatus": Route("kms:OperatorStatus", None, _seal("OperatorStatus")),
+    # AuditService (the store decides cloudtrail:*)
+    _AUDIT + "LookupEvents": Route("cloudtrail:LookupEvents", None, _audit("LookupEvents")),
+    _AUDIT + "GetDigestPublicKey": Route("cloudtrail:GetDigestPublicKey", None, _audit("GetDigestPublicKey")),
+    _AUDIT + "ExportTrail": Route("cloudtrail:ExportTrail", None, _audit("ExportTrail")),
 }
 
 
@@ -251,6 +267,9 @@ def _method_handler(
         else _answerer(app, target)
     )
 
+    event_source = ACTION_SOURCES.get(action.partition(":")[0], "")
+    answered_here = isinstance(target, Local)
+
     async def behavior(request: Any, context: Context) -> Any:
         resource = resource_of(request)
         run = prepare(request, context)
@@ -260,6 +279,7 @@ def _method_handler(
             action=action,
             resource=resource,
             run=run,
+            trail=TrailCall(event_source, method.name, request, answered_here),
         )
 
     request_class: type[Message] = GetMessageClass(method.input_type)
@@ -277,6 +297,7 @@ def gateway_handlers(
     store: store_pb2_grpc.SecretStoreServiceStub,
     kms: kms_pb2_grpc.KeyManagementServiceStub,
     seal: kms_pb2_grpc.SealServiceStub | None = None,
+    audit: audit_pb2_grpc.AuditServiceStub | None = None,
     services: Iterable[ServiceDescriptor] = PUBLIC_SERVICES,
     routes: Mapping[str, Route] = ROUTES,
 ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
@@ -287,6 +308,7 @@ def gateway_handlers(
         Downstream.STORE: store,
         Downstream.KMS: kms,
         Downstream.SEAL: seal if seal is not None else _NoSeal(),
+        Downstream.AUDIT: audit if audit is not None else _NoSeal(),
     }
     out: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for service in services:
@@ -317,9 +339,10 @@ def add_gateway_services(
     store: store_pb2_grpc.SecretStoreServiceStub,
     kms: kms_pb2_grpc.KeyManagementServiceStub,
     seal: kms_pb2_grpc.SealServiceStub | None = None,
+    audit: audit_pb2_grpc.AuditServiceStub | None = None,
 ) -> tuple[str, ...]:
     """Register the public services on ``server``; returns their full names (for the health service)."""
-    services = gateway_handlers(app, store=store, kms=kms, seal=seal)
+    services = gateway_handlers(app, store=store, kms=kms, seal=seal, audit=audit)
     for name, handlers in services.items():
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
         server.add_registered_method_handlers(name, handlers)

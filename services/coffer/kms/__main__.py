@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2
 from coffer import db
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.audit import StructlogAudit
+from coffer.audit_trail import KMS_SOURCE, AppendTrail, PublicAudit
 from coffer.clock import Clock, SystemClock
 from coffer.crypto.rootkey import RootKey
 from coffer.kms.app import KmsApp
@@ -29,6 +30,7 @@ from coffer.pgnotify import NotifyHub
 from coffer.pki import SIGNING_PUB
 from coffer.rootkey_file import RootKeyFileError, load_root_key
 from coffer.rpc.assertions import PrincipalVerifier
+from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import (
     PeerPolicy,
     RunningServer,
@@ -66,6 +68,8 @@ class KmsRuntime:
     maintenance: MaintenanceLoop
     key_changes: NotifyHub
     seal: Seal
+    #: Where the events of the public calls this kms serves go (the store's AuditIngestService).
+    audit_trail: AppendTrail
 
     async def run_maintenance(self) -> MaintenanceReport:
         """One purge/rotation round now (tests move the clock and call this instead of waiting)."""
@@ -75,6 +79,7 @@ class KmsRuntime:
         await self.maintenance.stop()
         await self.key_changes.aclose()  # ends the watch streams, so the server stops without waiting on them
         await self.server.stop(grace=2.0)
+        await self.audit_trail.aclose()
         await self.pool.close()
 
 
@@ -120,6 +125,12 @@ async def serve(
             kms_pb2_grpc.add_SealServiceServicer_to_server(SealServicer(seal), server)
             return [SERVICE_NAME, EVENTS_SERVICE_NAME, SEAL_SERVICE_NAME]
 
+        tls = TlsFiles.for_identity(settings.pki_dir, "kms")
+        audit_trail = AppendTrail(
+            lambda address: secure_channel(address, tls, server_name="store"),
+            settings.store_addr,
+            name="kms-audit-append",
+        )
         server = await start_server(
             service="kms",
             bind=settings.kms_addr,
@@ -129,6 +140,12 @@ async def serve(
             peers=PEERS,
             assertions=PrincipalVerifier.from_file(settings.pki_dir / SIGNING_PUB, audience="kms"),
             audit=StructlogAudit(),
+            # The gateway's calls are the public ones; their events are stored by the store (fail closed).
+            public_audit=PublicAudit(
+                trail=audit_trail,
+                sources={SERVICE_NAME: KMS_SOURCE, SEAL_SERVICE_NAME: KMS_SOURCE},
+                region=settings.region,
+            ),
         )
         running = server
 
@@ -151,7 +168,14 @@ async def serve(
         raise
     loop.start()
     return KmsRuntime(
-        port=server.port, app=app, server=server, pool=pool, maintenance=loop, key_changes=hub, seal=seal
+        port=server.port,
+        app=app,
+        server=server,
+        pool=pool,
+        maintenance=loop,
+        key_changes=hub,
+        seal=seal,
+        audit_trail=audit_trail,
     )
 
 

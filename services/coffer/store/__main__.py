@@ -19,16 +19,18 @@ import asyncpg
 import grpc
 
 from coffer import logs
+from coffer.api.audit.v1 import audit_pb2, audit_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.replication.v1 import replication_pb2, replication_pb2_grpc
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.audit import StructlogAudit
+from coffer.audit_trail import CLOUDTRAIL_SOURCE, SECRETS_SOURCE, PublicAudit
 from coffer.clock import Clock
 from coffer.core import errors
 from coffer.core.rotation import RotationPolicy
 from coffer.loops import cancel_and_wait, run_forever
 from coffer.pgnotify import NotifyHub
-from coffer.pki import SIGNING_PUB, replicator_identity
+from coffer.pki import AUDIT_KEY, SIGNING_PUB, replicator_identity
 from coffer.rpc.assertions import PrincipalVerifier
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.server import (
@@ -40,6 +42,8 @@ from coffer.rpc.server import (
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Peer, Settings
 from coffer.store.app import StoreApp, StoreConfig
+from coffer.store.audit_servicer import AuditIngestServicer, AuditServicer
+from coffer.store.audit_trail import StoreAuditTrail, load_signing_key
 from coffer.store.due_rotations import rotation_request_hub
 from coffer.store.housekeeping import Housekeeper
 from coffer.store.key_events import KeyEventsFollower
@@ -57,6 +61,16 @@ SERVICE_NAME = store_pb2.DESCRIPTOR.services_by_name["SecretStoreService"].full_
 CONTROL_SERVICE = store_pb2.DESCRIPTOR.services_by_name["RotationControlService"]
 CONTROL_SERVICE_NAME = CONTROL_SERVICE.full_name
 
+AUDIT_SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+AUDIT_INGEST_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditIngestService"]
+AUDIT_INGEST_SERVICE_NAME = AUDIT_INGEST_SERVICE.full_name
+
+#: The public calls the store records in the audit trail (from the gateway): service → eventSource.
+STORE_AUDIT_SOURCES = {
+    SERVICE_NAME: SECRETS_SOURCE,
+    AUDIT_SERVICE_NAME: CLOUDTRAIL_SOURCE,
+}
+
 REPLICATION_SERVICE = replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"]
 REPLICATION_SERVICE_NAME = REPLICATION_SERVICE.full_name
 
@@ -66,7 +80,12 @@ REPLICATION_SERVICE_NAME = REPLICATION_SERVICE.full_name
 STORE_PEERS = PeerPolicy(
     default=frozenset({"gateway"}),
     per_method={
-        f"/{CONTROL_SERVICE_NAME}/{m.name}": frozenset({"rotation"}) for m in CONTROL_SERVICE.methods
+        **{f"/{CONTROL_SERVICE_NAME}/{m.name}": frozenset({"rotation"}) for m in CONTROL_SERVICE.methods},
+        # The kms and the gateway store the events of the public calls they serve themselves.
+        **{
+            f"/{AUDIT_INGEST_SERVICE_NAME}/{m.name}": frozenset({"gateway", "kms"})
+            for m in AUDIT_INGEST_SERVICE.methods
+        },
     },
     forwarders=frozenset({"gateway"}),
 )
@@ -111,6 +130,7 @@ class StoreRuntime:
     replication: ReplicationApp
     replicator: Replicator
     housekeeper: Housekeeper
+    audit_trail: StoreAuditTrail
     purge_task: asyncio.Task[None] | None = None
     replicator_task: asyncio.Task[None] | None = None
     housekeeping_task: asyncio.Task[None] | None = None
@@ -134,6 +154,7 @@ class StoreRuntime:
             await self.server.stop(grace)
         finally:
             await cancel_and_wait(self.purge_task, self.replicator_task, self.housekeeping_task, logger=log)
+            await self.audit_trail.aclose()
             await self.replicator.aclose()
             await self.key_events.aclose()
             await self.kms_channel.close()
@@ -225,6 +246,9 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         replication = ReplicationApp(
             repo=replication_repo, store=app, clock=app.clock, notify_detach=replicator.detach
         )
+        audit_trail = StoreAuditTrail(
+            pool, load_signing_key(settings.pki_dir / AUDIT_KEY), region=settings.region
+        )
         servicer = SecretStoreServicer(app, rotation, replication)
         control = RotationControlServicer(rotation, rotation_requests)
         receiver = ReplicationServicer(replication)
@@ -233,7 +257,15 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             store_pb2_grpc.add_SecretStoreServiceServicer_to_server(servicer, server)
             store_pb2_grpc.add_RotationControlServiceServicer_to_server(control, server)
             replication_pb2_grpc.add_ReplicationServiceServicer_to_server(receiver, server)
-            return [SERVICE_NAME, CONTROL_SERVICE_NAME, REPLICATION_SERVICE_NAME]
+            audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit_trail), server)
+            audit_pb2_grpc.add_AuditIngestServiceServicer_to_server(AuditIngestServicer(audit_trail), server)
+            return [
+                SERVICE_NAME,
+                CONTROL_SERVICE_NAME,
+                REPLICATION_SERVICE_NAME,
+                AUDIT_SERVICE_NAME,
+                AUDIT_INGEST_SERVICE_NAME,
+            ]
 
         server = await start_server(
             service="store",
@@ -245,6 +277,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             foreign_identities={replicator_identity(p.region): p.ca_file for p in settings.peers},
             assertions=PrincipalVerifier.from_file(settings.pki_dir / SIGNING_PUB, audience="store"),
             audit=StructlogAudit(),
+            public_audit=PublicAudit(trail=audit_trail, sources=STORE_AUDIT_SOURCES, region=settings.region),
         )
         targets.add_own(f"{settings.store_addr.rpartition(':')[0]}:{server.port}")  # bound to port 0 in tests
         undo.pop_all()
@@ -267,7 +300,9 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             outbox_keep_seconds=settings.outbox_keep_seconds,
             attempts_kept=settings.rotation_attempts_kept,
         ),
+        audit_trail=audit_trail,
     )
+    audit_trail.start()
     if settings.peers:
         runtime.replicator_task = asyncio.get_running_loop().create_task(
             replicator.run(), name="store-replicator"

@@ -29,6 +29,7 @@ ACTION_PREFIX = {
     "coffer.api.secrets.v1.SecretsManagerService": "secretsmanager",
     "coffer.api.kms.v1.KeyManagementService": "kms",
     "coffer.api.kms.v1.SealService": "kms",
+    "coffer.api.audit.v1.AuditService": "cloudtrail",
 }
 
 
