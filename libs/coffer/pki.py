@@ -28,7 +28,7 @@ SERVICE_IDENTITIES = ("gateway", "store", "kms", "rotation", "operator")
 #: Identities that serve (server auth, named ``<identity>.coffer.internal``).
 SERVERS = frozenset({"gateway", "store", "kms", "rotation"})
 #: Identities that call other services with their certificate (client auth).
-CLIENTS = frozenset({"gateway", "store", "rotation", "operator"})
+CLIENTS = frozenset({"gateway", "store", "kms", "rotation", "operator"})
 #: The gateway's principal assertions: the private key (gateway only) and the public key (store and kms).
 SIGNING_KEY = "principal-signing.key"
 SIGNING_PUB = "principal-signing.pub"
