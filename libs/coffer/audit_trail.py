@@ -77,14 +77,27 @@ def is_read_only(event_name: str) -> bool:
     return event_name.startswith(_READ_PREFIXES) or event_name in _READ_NAMES
 
 
+#: A request's string values are kept up to this many characters (a hostile request cannot bloat the trail;
+#: CloudTrail bounds requestParameters too), a resource name up to RESOURCE_NAME_LIMIT (it is indexed).
+VALUE_LIMIT: Final = 2048
+RESOURCE_NAME_LIMIT: Final = 1024
+TRUNCATED: Final = "...(truncated)"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + TRUNCATED
+
+
 def _jsonable(value: Any) -> Any:
-    """MessageToDict output with floats written as strings (records hold no floats)."""
+    """MessageToDict output with floats written as strings (records hold no floats) and long strings cut."""
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, str):
+        return _cut(value, VALUE_LIMIT)
     return value
 
 
@@ -170,7 +183,10 @@ def build_event(
         request_id=request_id or "",
         read_only=read_only,
         resources=[
-            AuditResource(arn=name, account_id=identity.account_id, type=resource_type) for name in names
+            AuditResource(
+                arn=_cut(name, RESOURCE_NAME_LIMIT), account_id=identity.account_id, type=resource_type
+            )
+            for name in names
         ],
     )
 
@@ -200,6 +216,14 @@ class PublicAudit:
             return None
         service = method.strip("/").partition("/")[0]
         return self.sources.get(service)
+
+
+class PartialFailure(Exception):
+    """Raised by a Batcher's flush when only some items failed: ``failures[i]`` is item i's error or None."""
+
+    def __init__(self, failures: list[Exception | None]) -> None:
+        super().__init__(f"{sum(f is not None for f in failures)} of {len(failures)} items failed")
+        self.failures = failures
 
 
 class Batcher(Generic[T]):
@@ -239,6 +263,14 @@ class Batcher(Generic[T]):
                 batch = [self._queue.popleft() for _ in range(min(self._max, len(self._queue)))]
                 try:
                     await self._flush([item for item, _ in batch])
+                except PartialFailure as partial:
+                    for (_, future), failure in zip(batch, partial.failures, strict=True):
+                        if future.done():
+                            continue
+                        if failure is None:
+                            future.set_result(None)
+                        else:
+                            future.set_exception(failure)
                 except Exception as exc:  # every waiter fails with it (fail closed)
                     for _, future in batch:
                         if not future.done():

@@ -30,7 +30,7 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from coffer.audit_trail import Batcher
+from coffer.audit_trail import Batcher, PartialFailure
 from coffer.core import errors
 from coffer.core.audit_event import AuditEvent
 from coffer.crypto.audit_chain import AuditChain, ChainedEvent, DigestSigner, SignedDigest
@@ -173,6 +173,22 @@ class StoreAuditTrail:
         await asyncio.gather(*(self._batcher.submit(e) for e in events))
 
     async def _write(self, events: list[AuditEvent]) -> None:
+        try:
+            await self._write_batch(events)
+        except errors.Unavailable as exc:
+            if len(events) == 1 or not isinstance(exc.__cause__, asyncpg.PostgresError):
+                raise
+            # One event the database refuses must not fail the others written with it: one by one.
+            failures: list[Exception | None] = []
+            for event in events:
+                try:
+                    await self._write_batch([event])
+                    failures.append(None)
+                except errors.Unavailable as single:
+                    failures.append(single)
+            raise PartialFailure(failures) from exc
+
+    async def _write_batch(self, events: list[AuditEvent]) -> None:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 head = await conn.fetchrow("SELECT seq, hash FROM store.audit_head WHERE id FOR UPDATE")

@@ -72,10 +72,12 @@ async def lone_gateway(tmp_path: Path, pki_dir: Path) -> AsyncIterator[Gateway]:
 
 @pytest.fixture
 async def kms_stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterator[Gateway]:
-    """kms → gateway (no store), real, in-process, on a fresh database: the public KMS API."""
+    """kms → gateway, real, in-process, on a fresh database: the public KMS API (with the store, which
+    holds the audit trail the kms records its calls in)."""
     services = await provisioned_stack(home=tmp_path, pki_dir=pki_dir, database_url=database_url)
     try:
         await services.start_kms()
+        await services.start_store()
         yield await start_gateway(services, tmp_path)
     finally:
         await services.aclose()
