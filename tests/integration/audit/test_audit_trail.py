@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from coffer.api.audit.v1 import audit_pb2
 from coffer.core import errors
@@ -156,7 +157,7 @@ async def test_lookup_filters_and_pages_newest_first(audit_stack: AuditStack) ->
             await audit.call(
                 "LookupEvents",
                 audit_pb2.LookupEventsRequest(
-                    start_time={"seconds": 2_000_000_000}, end_time={"seconds": 1_000_000_000}
+                    start_time=Timestamp(seconds=2_000_000_000), end_time=Timestamp(seconds=1_000_000_000)
                 ),
             )
         assert backwards.value.code == "InvalidTimeRangeException"
