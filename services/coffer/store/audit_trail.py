@@ -74,6 +74,40 @@ _ATTRIBUTES: Final[dict[str, str]] = {
 }
 
 
+_ROWS_FROM = (
+    "SELECT r.seq, r.event_id, r.event_time, r.account_id, r.event_name, r.event_source, r.user_name,"
+    " r.principal_arn, r.access_key_id,"
+    " ARRAY(SELECT jsonb_array_elements_text(r.resource_names::jsonb)),"
+    " ARRAY(SELECT jsonb_array_elements_text(r.resource_types::jsonb)),"
+    " r.read_only, r.error_code, r.record, r.prev_hash, r.hash"
+    " FROM unnest($N1::bigint[], $N2::uuid[], $N3::timestamptz[], $N4::text[], $N5::text[], $N6::text[],"
+    " $N7::text[], $N8::text[], $N9::text[], $N10::text[], $N11::text[], $N12::boolean[], $N13::text[],"
+    " $N14::text[], $N15::bytea[], $N16::bytea[]) AS r(seq, event_id, event_time, account_id, event_name,"
+    " event_source, user_name, principal_arn, access_key_id, resource_names, resource_types, read_only,"
+    " error_code, record, prev_hash, hash)"
+)
+
+
+def _numbered(sql: str, first: int) -> str:
+    for n in range(16, 0, -1):
+        sql = sql.replace(f"$N{n}:", f"${first + n - 1}:")
+    return sql
+
+
+_INSERT_INTO = f"INSERT INTO store.audit_events ({', '.join(_COLUMNS)}) "
+#: The batch's rows (one array per column), in the transaction that holds the head's row lock.
+_INSERT = _INSERT_INTO + _numbered(_ROWS_FROM, 1)
+#: One statement: move the head from ($3, $4) to ($1, $2) and insert the rows, only if the head was ($3, $4).
+_FAST_INSERT = (
+    "WITH head AS (UPDATE store.audit_head SET seq = $1, hash = $2 WHERE id AND seq = $3 AND hash = $4"
+    " RETURNING seq) " + _INSERT_INTO + _numbered(_ROWS_FROM, 5) + " WHERE EXISTS (SELECT 1 FROM head)"
+)
+
+
+def _columns_of(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
     """The audit digest key (``coffer.pki.AUDIT_KEY``); ``errors.Unavailable`` when absent or not Ed25519."""
     try:
@@ -160,6 +194,8 @@ class StoreAuditTrail:
             )
         ).digest()
         self._batcher: Batcher[AuditEvent] = Batcher(self._write, name="store-audit-writer")
+        #: The chain's head as this store last wrote it (None: read it under the row lock).
+        self._head: tuple[int, bytes] | None = None
         self._seal_lock = asyncio.Lock()
         self._digest_task: asyncio.Task[None] | None = None
 
@@ -188,54 +224,79 @@ class StoreAuditTrail:
                     failures.append(single)
             raise PartialFailure(failures) from exc
 
-    async def _write_batch(self, events: list[AuditEvent]) -> None:
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                head = await conn.fetchrow("SELECT seq, hash FROM store.audit_head WHERE id FOR UPDATE")
-                if head is None:
-                    raise errors.Unavailable("The audit trail has no head row.")
-                chain = AuditChain(head_seq=head["seq"], head_hash=bytes(head["hash"]))
-                rows: list[tuple[Any, ...]] = []
-                for event in events:
-                    text = event.canonical()
-                    link = chain.append(event.event_id, text)
-                    identity = event.user_identity
-                    rows.append(
-                        (
-                            link.seq,
-                            uuid.UUID(event.event_id),
-                            _event_time(event.event_time),
-                            identity.account_id,
-                            event.event_name,
-                            event.event_source,
-                            _user_name(event),
-                            identity.arn,
-                            identity.access_key_id,
-                            [r.arn for r in event.resources],
-                            sorted({r.type for r in event.resources if r.type}),
-                            event.read_only,
-                            event.error_code,
-                            text.decode("utf-8"),
-                            link.prev_hash,
-                            link.hash,
-                        )
-                    )
-                await conn.copy_records_to_table(
-                    "audit_events", schema_name="store", columns=_COLUMNS, records=rows
+    @staticmethod
+    def _rows(chain: AuditChain, events: list[AuditEvent]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        for event in events:
+            text = event.canonical()
+            link = chain.append(event.event_id, text)
+            identity = event.user_identity
+            rows.append(
+                (
+                    link.seq,
+                    uuid.UUID(event.event_id),
+                    _event_time(event.event_time),
+                    identity.account_id,
+                    event.event_name,
+                    event.event_source,
+                    _user_name(event),
+                    identity.arn,
+                    identity.access_key_id,
+                    json.dumps([r.arn for r in event.resources]),
+                    json.dumps(sorted({r.type for r in event.resources if r.type})),
+                    event.read_only,
+                    event.error_code,
+                    text.decode("utf-8"),
+                    link.prev_hash,
+                    link.hash,
                 )
+            )
+        return rows
+
+    async def _write_batch(self, events: list[AuditEvent]) -> None:
+        """One statement when the head is known (the usual case: this store wrote last): the head row is
+        moved from the head we know to the new one and the rows inserted only if it was still ours. Else,
+        or when another writer moved it, the head is read under its row lock and the batch written in that
+        transaction."""
+        try:
+            head = self._head
+            if head is not None:
+                chain = AuditChain(head_seq=head[0], head_hash=head[1])
+                rows = self._rows(chain, events)
+                status = await self._pool.execute(
+                    _FAST_INSERT, chain.head_seq, chain.head_hash, head[0], head[1], *_columns_of(rows)
+                )
+                if status.endswith(f" {len(rows)}"):
+                    self._head = (chain.head_seq, chain.head_hash)
+                    self._wrote(len(events))
+                    return
+            self._head = None
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow("SELECT seq, hash FROM store.audit_head WHERE id FOR UPDATE")
+                if row is None:
+                    raise errors.Unavailable("The audit trail has no head row.")
+                chain = AuditChain(head_seq=row["seq"], head_hash=bytes(row["hash"]))
+                rows = self._rows(chain, events)
+                await conn.execute(_INSERT, *_columns_of(rows))
                 await conn.execute(
                     "UPDATE store.audit_head SET seq = $1, hash = $2 WHERE id",
                     chain.head_seq,
                     chain.head_hash,
                 )
+            self._head = (chain.head_seq, chain.head_hash)
         except errors.CofferError:
+            self._head = None
             raise
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            self._head = None
             log.error("audit.write_failed", events=len(events), error_type=type(exc).__name__, error=str(exc))
             raise errors.Unavailable(
                 "The audit trail could not be written; the call was not answered."
             ) from exc
-        self._since_digest += len(events)
+        self._wrote(len(events))
+
+    def _wrote(self, count: int) -> None:
+        self._since_digest += count
         if self._since_digest >= self._every:
             self._digest_due.set()
 
