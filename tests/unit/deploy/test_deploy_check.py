@@ -189,7 +189,7 @@ def _callers(policy: dict[str, Any]) -> set[str] | None:
 def test_network_policies_admit_only_each_services_callers(rendered: list[dict[str, Any]]) -> None:
     policies = by_kind(rendered, "NetworkPolicy")
     assert _callers(policies["gateway"]) is None
-    assert _callers(policies["store"]) == {"gateway", "rotation"}
+    assert _callers(policies["store"]) == {"gateway", "rotation", "kms"}  # kms: audit Append
     assert _callers(policies["kms"]) == {"store", "gateway"}
     assert _callers(policies["rotation"]) == set()
     for service in SERVICES:

@@ -44,7 +44,7 @@ def test_each_certificate_names_only_its_service_with_the_usages_it_needs(tmp_pa
     expected = {
         "gateway": (["gateway.coffer.internal"], {SERVER, CLIENT}),
         "store": (["store.coffer.internal"], {SERVER, CLIENT}),
-        "kms": (["kms.coffer.internal"], {SERVER}),
+        "kms": (["kms.coffer.internal"], {SERVER, CLIENT}),  # it calls the store (audit Append)
         "rotation": (["rotation.coffer.internal"], {SERVER, CLIENT}),
         "operator": ([], {CLIENT}),
         "replicator.local-1": ([], {CLIENT}),
