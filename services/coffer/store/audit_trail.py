@@ -33,7 +33,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from coffer.audit_trail import Batcher, PartialFailure
 from coffer.core import errors
 from coffer.core.audit_event import AuditEvent
-from coffer.crypto.audit_chain import AuditChain, ChainedEvent, DigestSigner, SignedDigest
+from coffer.crypto.audit_chain import (
+    GENESIS_HASH,
+    AuditChain,
+    ChainedEvent,
+    DigestSigner,
+    SignedDigest,
+    record_hash,
+)
 
 log = structlog.get_logger("coffer.store.audit")
 
@@ -341,9 +348,27 @@ class StoreAuditTrail:
             )
             first = 1 if previous is None else previous.last_seq + 1
             rows = await conn.fetch(
-                "SELECT seq, event_id, hash FROM store.audit_events WHERE seq >= $1 ORDER BY seq", first
+                "SELECT seq, event_id, record, prev_hash, hash FROM store.audit_events WHERE seq >= $1"
+                " ORDER BY seq",
+                first,
             )
-            events = [ChainedEvent(r["seq"], str(r["event_id"]), b"", b"", bytes(r["hash"])) for r in rows]
+            events = [
+                ChainedEvent(
+                    r["seq"],
+                    str(r["event_id"]),
+                    r["record"].encode("utf-8"),
+                    bytes(r["prev_hash"]),
+                    bytes(r["hash"]),
+                )
+                for r in rows
+            ]
+            # Never sign over a tampered range: the events since the previous digest must chain from its head.
+            head = GENESIS_HASH if previous is None else bytes.fromhex(str(previous.body.get("headHash")))
+            for event in events:
+                if event.prev_hash != head or record_hash(head, event.seq, event.record) != event.hash:
+                    log.error("audit.seal_refused", seq=event.seq, error="the chain does not verify")
+                    return None
+                head = event.hash
             end_text = when.strftime("%Y-%m-%dT%H:%M:%SZ")
             start_text = end_text if previous is None else str(previous.body.get("endTime"))
             try:
