@@ -6,14 +6,17 @@ names the event after a record is edited, a row deleted, two rows' seq swapped."
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from coffer.api.audit.v1 import audit_pb2
+from coffer.api.audit.v1 import audit_pb2, audit_pb2_grpc
 from coffer.core import errors
+from coffer.rpc.channel import secure_channel
+from coffer.rpc.tls import TlsFiles
 
 from .conftest import AuditStack
 
@@ -207,8 +210,6 @@ async def test_kms_calls_arrive_through_append(audit_stack: AuditStack) -> None:
     assert record["requestParameters"]["keyId"] == key.key_metadata.key_id
     assert "plaintext" not in record["requestParameters"]
     rows = await stack.sql("SELECT record FROM store.audit_events")
-    import base64
-
     encoded = base64.b64encode(CANARY.encode()).decode()
     assert not [r for r in rows if CANARY in r["record"] or encoded in r["record"]]
 
@@ -268,3 +269,34 @@ async def test_verify_names_reordered_rows(audit_stack: AuditStack) -> None:
         await audit_stack.sql(f"UPDATE store.audit_events SET {step}")
     code, out = await _verify(audit_stack)
     assert code == 1 and "reordered" in out and any(m in out for m in moved), out
+
+
+async def test_verify_names_an_edited_digest(audit_stack: AuditStack) -> None:
+    await _make_trail(audit_stack)
+    code, out = await _verify(audit_stack)  # seals a first digest
+    assert code == 0, out
+    await audit_stack.sql(
+        "UPDATE store.audit_digests SET body = replace(body, '\"eventCount\":', '\"eventCount\":1') "
+        "WHERE digest_no = 1"
+    )
+    code, out = await _verify(audit_stack)
+    assert code == 1 and "digest_signature" in out, out
+
+
+@pytest.mark.parametrize("identity", ["rotation", "store"])
+async def test_only_the_gateway_and_the_kms_may_append(audit_stack: AuditStack, identity: str) -> None:
+    store = audit_stack.services.store
+    assert store is not None
+    channel = secure_channel(
+        f"127.0.0.1:{store.port}",
+        TlsFiles.for_identity(audit_stack.services.pki_dir, identity),
+        server_name="store",
+    )
+    try:
+        with pytest.raises(errors.AccessDenied):
+            await audit_pb2_grpc.AuditIngestServiceStub(channel).Append(
+                audit_pb2.AppendRequest(records=["{}"])
+            )
+    finally:
+        await channel.close()
+    assert not await audit_stack.sql("SELECT 1 FROM store.audit_events WHERE record = '{}'")
