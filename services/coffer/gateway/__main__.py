@@ -27,11 +27,11 @@ from coffer.api.audit.v1 import audit_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.store.v1 import store_pb2_grpc
 from coffer.audit import StructlogAudit
-from coffer.audit_trail import ACTION_SOURCES, AppendTrail, PublicAudit
+from coffer.audit_trail import AppendTrail, PublicAudit
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.auth import BearerAuthenticator, CredentialStore
 from coffer.gateway.authz import Authorization
-from coffer.gateway.servicer import PUBLIC_SERVICES, ROUTES, add_gateway_services
+from coffer.gateway.servicer import add_gateway_services, public_event_sources
 from coffer.pki import SIGNING_KEY
 from coffer.rpc.assertions import PrincipalSigner
 from coffer.rpc.channel import secure_channel
@@ -131,12 +131,7 @@ async def serve(settings: Settings) -> GatewayRuntime:
             # effort; the rest by the service that serves (or the GatewayApp, for its own answers).
             public_audit=PublicAudit(
                 trail=audit_trail,
-                sources={
-                    service.full_name: ACTION_SOURCES[
-                        ROUTES[f"/{service.full_name}/{service.methods[0].name}"].action.partition(":")[0]
-                    ]
-                    for service in PUBLIC_SERVICES
-                },
+                sources=public_event_sources(),
                 region=settings.region,
                 unadmitted_only=True,
                 fail_closed=False,

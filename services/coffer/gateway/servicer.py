@@ -214,6 +214,18 @@ ROUTES: Final[Mapping[str, Route]] = {
 }
 
 
+def public_event_sources(
+    services: Iterable[ServiceDescriptor] = PUBLIC_SERVICES, routes: Mapping[str, Route] = ROUTES
+) -> dict[str, str]:
+    """Public service full name → the audit eventSource of its calls (from its routes' action prefix)."""
+    out: dict[str, str] = {}
+    for service in services:
+        for method in service.methods:
+            prefix = routes[full_method(method)].action.partition(":")[0]
+            out[service.full_name] = ACTION_SOURCES[prefix]
+    return out
+
+
 def full_method(method: MethodDescriptor) -> str:
     return f"/{method.containing_service.full_name}/{method.name}"
 
@@ -323,11 +335,11 @@ def gateway_handlers(
 
 
 class _NoSeal:
-    """Stands for a missing seal stub: every call fails as a dependency that cannot be reached."""
+    """Stands for a missing stub (seal, audit): every call fails as a dependency that cannot be reached."""
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
         async def call(_request: Any, **_kw: Any) -> Any:
-            raise errors.Unavailable(f"The kms seal service is not connected ({method}).")
+            raise errors.Unavailable(f"The downstream service is not connected ({method}).")
 
         return call
 

@@ -300,3 +300,21 @@ async def test_only_the_gateway_and_the_kms_may_append(audit_stack: AuditStack, 
     finally:
         await channel.close()
     assert not await audit_stack.sql("SELECT 1 FROM store.audit_events WHERE record = '{}'")
+
+
+async def test_the_gateway_records_the_calls_it_refuses_before_authenticating(
+    audit_stack: AuditStack,
+) -> None:
+    async with audit_stack.client("cfr_not-a-real-token") as client:
+        with pytest.raises(errors.CofferError) as refused:
+            await client.get_secret_value(secret_id="app/db")
+    rows = await audit_stack.sql(
+        "SELECT event_name, event_source, account_id, record FROM store.audit_events WHERE error_code = $1",
+        refused.value.code,
+    )
+    assert len(rows) == 1 and rows[0]["event_name"] == "GetSecretValue"
+    record = json.loads(rows[0]["record"])
+    assert record["userIdentity"]["type"] == "Unknown" and record["requestParameters"] == {
+        "secretId": "app/db"
+    }
+    assert "cfr_not-a-real-token" not in rows[0]["record"]
