@@ -109,6 +109,24 @@ def message_fields(message: Message | None) -> dict[str, Any]:
     return out if isinstance(out, dict) else {}
 
 
+def response_identifiers(message: Message | None) -> dict[str, Any]:
+    """The response's top-level identifier fields (ARN, Name, VersionId, KeyId, ...), read straight from the
+    message: its other fields (values, plaintexts) are never converted, let alone kept."""
+    out: dict[str, Any] = {}
+    if message is None:
+        return out
+    for fd in message.DESCRIPTOR.fields:
+        name = fd.json_name
+        if name not in _RESPONSE_FIELDS or fd.is_repeated or fd.message_type is not None:
+            continue
+        if fd.has_presence and not message.HasField(fd.name):
+            continue
+        value = getattr(message, fd.name)
+        if isinstance(value, bool | int | str) and value != "":
+            out[name] = _cut(value, VALUE_LIMIT) if isinstance(value, str) else value
+    return out
+
+
 def user_identity(caller: Principal | None) -> UserIdentity:
     """CloudTrail's userIdentity of a caller (``Unknown`` when the call was refused before it was known)."""
     if caller is None:
@@ -150,12 +168,8 @@ def build_event(
 ) -> AuditEvent:
     read_only = is_read_only(event_name)
     params = message_fields(request)
-    answer = message_fields(response) if error is None else {}
-    response_elements: dict[str, Any] | None = None
-    if not read_only and error is None:
-        response_elements = {
-            k: v for k, v in answer.items() if k in _RESPONSE_FIELDS and isinstance(v, (str, int, bool))
-        }
+    answer = response_identifiers(response) if error is None else {}
+    response_elements = None if read_only or error is not None else answer
     identity = user_identity(caller)
     resource_type = RESOURCE_TYPES.get(event_source, "")
     names: list[str] = []
