@@ -32,6 +32,8 @@ CLIENTS = frozenset({"gateway", "store", "kms", "rotation", "operator"})
 #: The gateway's principal assertions: the private key (gateway only) and the public key (store and kms).
 SIGNING_KEY = "principal-signing.key"
 SIGNING_PUB = "principal-signing.pub"
+#: The store's Ed25519 key that signs the audit trail's digests (``coffer.store.audit_trail``).
+AUDIT_KEY = "audit-signing.key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +192,20 @@ def ensure_signing_key(pki_dir: Path) -> None:
     )
 
 
+def ensure_audit_key(pki_dir: Path) -> None:
+    """The store's Ed25519 audit-digest signing key (:data:`AUDIT_KEY`, PKCS#8 PEM), created when missing.
+    Its public half is served by ``AuditService/GetDigestPublicKey`` (``coffer audit verify``)."""
+    if (pki_dir / AUDIT_KEY).exists():
+        return
+    key = ed25519.Ed25519PrivateKey.generate()
+    _write_private(
+        pki_dir / AUDIT_KEY,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+
+
 def ensure_pki(
     pki_dir: Path, identities: Iterable[str] = SERVICE_IDENTITIES, *, region: str | None = None
 ) -> None:
@@ -208,6 +224,8 @@ def ensure_pki(
             issue(pki_dir, identity)
     if "gateway" in wanted:
         ensure_signing_key(pki_dir)
+    if "store" in wanted:
+        ensure_audit_key(pki_dir)
 
 
 def service_files(service: str, *, region: str | None = None) -> tuple[str, ...]:
@@ -219,6 +237,8 @@ def service_files(service: str, *, region: str | None = None) -> tuple[str, ...]
         files.append(SIGNING_KEY)
     if service in ("store", "kms"):
         files.append(SIGNING_PUB)
+    if service == "store":
+        files.append(AUDIT_KEY)
     if service == "store" and region is not None:
         files += [f"{replicator_identity(region)}.crt", f"{replicator_identity(region)}.key"]
     return tuple(files)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from coffer.pki import SIGNING_KEY, SIGNING_PUB
+from coffer.pki import AUDIT_KEY, SIGNING_KEY, SIGNING_PUB
 from coffer.settings import SERVICES
 
 pytestmark = pytest.mark.e2e
@@ -24,6 +24,7 @@ OWN_FILES = {
         "store.crt",
         "store.key",
         SIGNING_PUB,
+        AUDIT_KEY,
         "replicator.local-1.crt",
         "replicator.local-1.key",
     },

@@ -38,6 +38,7 @@ from typing import NoReturn, TextIO
 from google.protobuf.descriptor import ServiceDescriptor
 
 from coffer.cli import shapes
+from coffer.cli.audit import add_audit_commands
 from coffer.cli.status import ServiceHealth, check_all, supervisor_restarts
 from coffer.client import _ops
 from coffer.client.profile import ConfigurationError, Connection, Profile, load_profile, resolve_connection
@@ -304,6 +305,16 @@ def _region_services(
     return services, conn, profile
 
 
+def _client(args: argparse.Namespace) -> CofferClient:
+    conn = _connection(args)
+    try:
+        return CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="coffer",
@@ -357,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     usage_get.add_argument("--month", required=True, metavar="YYYY-MM", help="calendar month (UTC)")
     usage_get.set_defaults(handler=_usage_get)
+    add_audit_commands(commands, leaf_parents, _client)
 
     operator = commands.add_parser("operator", help="the kms's seal: init, unseal, seal, status (operators)")
     operator_commands = operator.add_subparsers(

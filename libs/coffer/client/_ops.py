@@ -15,6 +15,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
+from coffer.api.audit.v1 import audit_pb2
 from coffer.api.iam.v1 import iam_pb2
 from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2
@@ -33,6 +34,8 @@ STS = iam_pb2.DESCRIPTOR.services_by_name["SecurityTokenService"]
 ORGANIZATIONS = iam_pb2.DESCRIPTOR.services_by_name["OrganizationsService"]
 #: Metering (beyond AWS): GetUsage.
 USAGE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"]
+#: The audit trail (CloudTrail's LookupEvents; digests for ``coffer audit verify``).
+AUDIT = audit_pb2.DESCRIPTOR.services_by_name["AuditService"]
 
 #: Like boto3, fill ``client_request_token`` with ``str(uuid4())`` when the caller did not give one.
 TOKEN_AUTOFILL = frozenset({"CreateSecret", "PutSecretValue", "UpdateSecret"})

@@ -24,6 +24,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
+from coffer.api.audit.v1 import audit_pb2
 from coffer.api.iam.v1 import iam_pb2
 from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2 as sm
@@ -76,6 +77,19 @@ class _AsyncService:
         if not isinstance(response, response_type):  # pragma: no cover - the descriptor decides the type
             raise TypeError(f"{operation} returned {type(response).__name__}")
         return response
+
+
+class AsyncAuditClient(_AsyncService):
+    """The audit trail (``coffer.api.audit.v1.AuditService``) through the gateway."""
+
+    async def lookup_events(self, **fields: Any) -> audit_pb2.LookupEventsResponse:
+        return await self._call("LookupEvents", audit_pb2.LookupEventsResponse, fields)
+
+    async def get_digest_public_key(self, **fields: Any) -> audit_pb2.GetDigestPublicKeyResponse:
+        return await self._call("GetDigestPublicKey", audit_pb2.GetDigestPublicKeyResponse, fields)
+
+    async def export_trail(self, **fields: Any) -> audit_pb2.ExportTrailResponse:
+        return await self._call("ExportTrail", audit_pb2.ExportTrailResponse, fields)
 
 
 class AsyncKmsClient(_AsyncService):
@@ -270,6 +284,7 @@ class AsyncCofferClient(_AsyncService):
         self.organizations = AsyncOrganizationsClient(
             channel, _ops.ORGANIZATIONS, timeout, endpoint, provider
         )
+        self.audit = AsyncAuditClient(channel, _ops.AUDIT, timeout, endpoint, provider)
         #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
         self.operator = _AsyncService(channel, _ops.SEAL, timeout, endpoint, provider)
         #: Metering (``coffer usage get``): ``.usage.call("GetUsage", month="2026-03")``.

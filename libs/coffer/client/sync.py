@@ -20,6 +20,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
+from coffer.api.audit.v1 import audit_pb2
 from coffer.api.iam.v1 import iam_pb2
 from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2 as sm
@@ -72,6 +73,19 @@ class _SyncService:
         if not isinstance(response, response_type):  # pragma: no cover - the descriptor decides the type
             raise TypeError(f"{operation} returned {type(response).__name__}")
         return response
+
+
+class AuditClient(_SyncService):
+    """The audit trail (``coffer.api.audit.v1.AuditService``) through the gateway."""
+
+    def lookup_events(self, **fields: Any) -> audit_pb2.LookupEventsResponse:
+        return self._call("LookupEvents", audit_pb2.LookupEventsResponse, fields)
+
+    def get_digest_public_key(self, **fields: Any) -> audit_pb2.GetDigestPublicKeyResponse:
+        return self._call("GetDigestPublicKey", audit_pb2.GetDigestPublicKeyResponse, fields)
+
+    def export_trail(self, **fields: Any) -> audit_pb2.ExportTrailResponse:
+        return self._call("ExportTrail", audit_pb2.ExportTrailResponse, fields)
 
 
 class KmsClient(_SyncService):
@@ -264,6 +278,7 @@ class CofferClient(_SyncService):
         self.iam = IamClient(channel, _ops.IAM, timeout, endpoint, provider)
         self.sts = StsClient(channel, _ops.STS, timeout, endpoint, provider)
         self.organizations = OrganizationsClient(channel, _ops.ORGANIZATIONS, timeout, endpoint, provider)
+        self.audit = AuditClient(channel, _ops.AUDIT, timeout, endpoint, provider)
         #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
         self.operator = _SyncService(channel, _ops.SEAL, timeout, endpoint, provider)
         #: Metering (``coffer usage get``): ``.usage.call("GetUsage", month="2026-03")``.

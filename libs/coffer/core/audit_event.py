@@ -52,6 +52,9 @@ SECRET_FIELD_NAMES: Final[frozenset[str]] = frozenset(
         "rotationtoken",
         "password",
         "privatekey",
+        # the kms's unseal key shares (OperatorInit answers them, OperatorUnseal takes one)
+        "share",
+        "shares",
     }
 )
 # Any name ending in one of these is a secret too (``masterUserPassword``, ``newSecretAccessKey``, ...).
@@ -152,15 +155,20 @@ class UserIdentity:
     account_id: str
     access_key_id: str = ""
     principal_id: str = ""
+    #: IAM user name (users only; ``userName`` is left out when empty).
+    user_name: str = ""
 
     def to_record(self) -> dict[str, str]:
-        return {
+        record = {
             "type": self.type,
             "arn": self.arn,
             "accountId": self.account_id,
             "accessKeyId": self.access_key_id,
             "principalId": self.principal_id,
         }
+        if self.user_name:
+            record["userName"] = self.user_name
+        return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> UserIdentity:
@@ -170,6 +178,7 @@ class UserIdentity:
             account_id=str(record.get("accountId", "")),
             access_key_id=str(record.get("accessKeyId", "")),
             principal_id=str(record.get("principalId", "")),
+            user_name=str(record.get("userName", "")),
         )
 
 

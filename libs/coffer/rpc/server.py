@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from coffer import logs
 from coffer.audit import AuditSink, Outcome
+from coffer.audit_trail import PublicAudit, build_event
 from coffer.core import errors
 from coffer.core.principal import Principal
 from coffer.rpc import context as ctx
@@ -125,7 +126,7 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 class _Call:
     """One call's state between admission and the end of the call (what to unbind, when it started)."""
 
-    __slots__ = ("admitted", "metadata", "method", "peer", "started", "tokens")
+    __slots__ = ("admitted", "metadata", "method", "peer", "published", "request", "started", "tokens")
 
     def __init__(
         self, method: str, metadata: dict[str, str], started: float, tokens: list[contextvars.Token[Any]]
@@ -136,6 +137,9 @@ class _Call:
         self.tokens = tokens
         self.peer: str | None = None
         self.admitted = False
+        self.request: Any = None
+        #: Whether this call's public audit event was handed to the trail already (once per call).
+        self.published = False
 
 
 def _ms_since(started: float) -> float:
@@ -178,9 +182,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         assertions: PrincipalVerifier | None = None,
         audit: AuditSink | None = None,
         resolve_caller: CallerResolver | None = None,
+        public_audit: PublicAudit | None = None,
     ) -> None:
         self._service = service
         self._resolve_caller = resolve_caller
+        self._public = public_audit
         self._peers = peers
         self._authenticator = authenticator
         self._issuers = issuers
@@ -231,9 +237,13 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             call = self._open(method, context)
             try:
+                call.request = request
                 try:
                     await self._admit(call, context, request)
                     response = await behavior(request, context)
+                    if self._public is not None:
+                        # Fail closed: the event is stored before the response leaves.
+                        await self._publish(call, response, None)
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:  # every failure is mapped, logged and answered by _fail
@@ -346,6 +356,40 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             error_code=error_code,
         )
 
+    async def _publish(self, call: _Call, response: Any, error: errors.CofferError | None) -> None:
+        """Record a public call (a call from the gateway to a public service) in the audit trail, once;
+        raise ``errors.Unavailable`` when the trail could not store it."""
+        public = self._public
+        if public is None or call.published:
+            return
+        source = public.source_of(call.method, call.peer, admitted=call.admitted)
+        if source is None:
+            return
+        call.published = True
+        event = build_event(
+            event_source=source,
+            event_name=call.method.rpartition("/")[2],
+            region=public.region,
+            caller=ctx.current_caller() if call.admitted else None,
+            request=call.request,
+            response=response,
+            error=error,
+            request_id=ctx.current_request_id(),
+            source_ip=ctx.source_ip_var.get(),
+            user_agent=ctx.user_agent_var.get(),
+        )
+        try:
+            await public.trail.record(event)
+        except Exception as exc:
+            log.warning("audit.trail_failed", event_id=event.event_id, error_type=type(exc).__name__)
+            if not public.fail_closed:
+                return
+            if isinstance(exc, errors.CofferError):
+                raise
+            raise errors.Unavailable(
+                "The audit trail could not be written; the call was not answered."
+            ) from exc
+
     async def _fail(self, call: _Call, context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
         """Log the failure (with its traceback unless it is a CofferError raised on purpose) and abort the
         call with the status ``coffer.rpc.status`` maps it to."""
@@ -362,6 +406,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 ms=_ms_since(call.started),
                 exc_info=exc,
             )
+        if self._public is not None and not call.published:
+            try:
+                await self._publish(call, None, err)
+            except errors.CofferError as audit_err:
+                err = audit_err
         self._record(call, "failed" if call.admitted else "denied", err.code)
         code, message, trailers = to_status(err)
         await context.abort(code, message, trailing_metadata=trailers)
@@ -412,6 +461,7 @@ async def start_server(
     foreign_identities: Mapping[str, Path] | None = None,
     assertions: PrincipalVerifier | None = None,
     audit: AuditSink | None = None,
+    public_audit: PublicAudit | None = None,
     health_bind: str | None = None,
     resolve_caller: CallerResolver | None = None,
 ) -> RunningServer:
@@ -422,7 +472,9 @@ async def start_server(
     (e.g. ``replicator.local-2`` by local-2's CA): their CAs join the client-CA bundle, and every caller's
     certificate must then be issued by the CA trusted for its identity (ours for all the others).
     ``assertions`` verifies the principals that ``peers.forwarders`` claim; ``audit`` gets one line per
-    call. ``options`` are grpc server options (limits); ``maximum_concurrent_rpcs`` caps the calls in
+    call; ``public_audit`` stores one audit trail event per public call before its response leaves (a call
+    whose event cannot be stored fails UNAVAILABLE). ``options`` are grpc server options (limits);
+    ``maximum_concurrent_rpcs`` caps the calls in
     progress, a call beyond it being refused at once with RESOURCE_EXHAUSTED.
 
     ``health_bind`` (``COFFER_HEALTH_ADDR``): also serve the same health service, and nothing else, on a
@@ -439,6 +491,7 @@ async def start_server(
                 assertions=assertions,
                 audit=audit,
                 resolve_caller=resolve_caller,
+                public_audit=public_audit,
             )
         ],
         options=list({**dict(SERVER_DEFAULTS), **dict(options)}.items()),

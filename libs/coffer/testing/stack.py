@@ -125,6 +125,8 @@ class ServiceStack:
         addr = self._started("store", self.store.port)
         if self.kms is not None:  # the kms resolves its callers through the store's directory
             await self.kms.use_store(addr, self.pki_dir)
+            # and sends the events of the public calls it serves to the store's audit trail
+            self.kms.audit_trail.retarget(addr)
         return self.store
 
     async def credential(self, principal: str) -> Credentials:

@@ -24,15 +24,17 @@ from dataclasses import dataclass
 import grpc
 
 from coffer import logs
+from coffer.api.audit.v1 import audit_pb2_grpc
 from coffer.api.iam.v1 import directory_pb2_grpc, iam_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.store.v1 import store_pb2_grpc
 from coffer.api.usage.v1 import usage_pb2_grpc
 from coffer.audit import StructlogAudit
+from coffer.audit_trail import AppendTrail, PublicAudit
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.auth import SignatureAuthenticator
 from coffer.gateway.authz import Authorization
-from coffer.gateway.servicer import Downstream, add_gateway_services
+from coffer.gateway.servicer import Downstream, add_gateway_services, public_event_sources
 from coffer.pki import SIGNING_KEY
 from coffer.principal_directory import DirectoryCache
 from coffer.rpc.assertions import PrincipalSigner
@@ -72,6 +74,7 @@ class GatewayRuntime:
     store_channel: grpc.aio.Channel
     kms_channel: grpc.aio.Channel
     directory: DirectoryCache
+    audit_trail: AppendTrail | None = None
 
     @property
     def port(self) -> int:
@@ -87,6 +90,8 @@ class GatewayRuntime:
                 await self.store_channel.close()
             finally:
                 await self.kms_channel.close()
+                if self.audit_trail is not None:
+                    await self.audit_trail.aclose()
 
 
 async def serve(settings: Settings) -> GatewayRuntime:
@@ -95,7 +100,19 @@ async def serve(settings: Settings) -> GatewayRuntime:
     store_channel = secure_channel(settings.store_addr, internal_tls, server_name="store", signer=signer)
     kms_channel = secure_channel(settings.kms_addr, internal_tls, server_name="kms", signer=signer)
     authorize = Authorization(settings.operator_principals)
-    app = GatewayApp(authorize=authorize, audit=StructlogAudit(), random=secrets.SystemRandom())
+    # The events of the calls the gateway refuses or answers itself go to the store's audit trail.
+    audit_trail = AppendTrail(
+        lambda address: secure_channel(address, internal_tls, server_name="store"),
+        settings.store_addr,
+        name="gateway-audit-append",
+    )
+    app = GatewayApp(
+        authorize=authorize,
+        audit=StructlogAudit(),
+        random=secrets.SystemRandom(),
+        trail=audit_trail,
+        region=settings.region,
+    )
     store = store_pb2_grpc.SecretStoreServiceStub(store_channel)
     kms = kms_pb2_grpc.KeyManagementServiceStub(kms_channel)
     seal = kms_pb2_grpc.SealServiceStub(kms_channel)
@@ -105,6 +122,7 @@ async def serve(settings: Settings) -> GatewayRuntime:
         Downstream.STS: iam_pb2_grpc.SecurityTokenServiceStub(store_channel),
         Downstream.ORGANIZATIONS: iam_pb2_grpc.OrganizationsServiceStub(store_channel),
         Downstream.USAGE: usage_pb2_grpc.UsageServiceStub(store_channel),  # the store serves metering
+        Downstream.AUDIT: audit_pb2_grpc.AuditServiceStub(store_channel),  # and the audit trail
     }
     directory = DirectoryCache(
         directory_pb2_grpc.PrincipalDirectoryServiceStub(store_channel), name="gateway"
@@ -128,9 +146,19 @@ async def serve(settings: Settings) -> GatewayRuntime:
             require_client_cert=False,
             options=PUBLIC_LIMITS,
             maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+            # Calls refused before they are admitted (authentication failures) are recorded here, best
+            # effort; the rest by the service that serves (or the GatewayApp, for its own answers).
+            public_audit=PublicAudit(
+                trail=audit_trail,
+                sources=public_event_sources(),
+                region=settings.region,
+                unadmitted_only=True,
+                fail_closed=False,
+            ),
         )
     except BaseException:
         await directory.aclose()
+        await audit_trail.aclose()
         await store_channel.close()
         await kms_channel.close()
         raise
@@ -141,7 +169,11 @@ async def serve(settings: Settings) -> GatewayRuntime:
         kms=settings.kms_addr,
     )
     return GatewayRuntime(
-        server=server, store_channel=store_channel, kms_channel=kms_channel, directory=directory
+        server=server,
+        store_channel=store_channel,
+        kms_channel=kms_channel,
+        directory=directory,
+        audit_trail=audit_trail,
     )
 
 

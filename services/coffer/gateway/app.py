@@ -8,26 +8,75 @@ constructor (``__main__`` builds them).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
 from coffer.audit import AuditSink
+from coffer.audit_trail import AuditTrail, build_event
 from coffer.core import errors
 from coffer.core.password import PasswordRequest, RandomSource, generate_password
 from coffer.gateway.authz import Authorize
+from coffer.rpc import context as ctx
 
 T = TypeVar("T")
 
 log = structlog.get_logger("coffer.gateway")
 
 
+@dataclass(frozen=True, slots=True)
+class TrailCall:
+    """What the audit trail needs of a public call the gateway may record itself: its eventSource and
+    eventName, the request, and whether the gateway answers it (then every outcome is the gateway's to
+    record; else only its own refusal, the serving service recording the rest)."""
+
+    event_source: str
+    event_name: str
+    request: Any
+    answered_here: bool
+
+
 class GatewayApp:
-    def __init__(self, *, authorize: Authorize, audit: AuditSink, random: RandomSource) -> None:
+    def __init__(
+        self,
+        *,
+        authorize: Authorize,
+        audit: AuditSink,
+        random: RandomSource,
+        trail: AuditTrail | None = None,
+        region: str = "",
+    ) -> None:
         self._authorize = authorize
         self._audit = audit
         self._random = random
+        self._trail = trail
+        self._region = region
+
+    async def _trail_record(
+        self, call: TrailCall | None, response: Any, error: errors.CofferError | None
+    ) -> None:
+        """Store the event of a call the gateway refused or answered (through the store's Append). Best
+        effort: the gateway's own answers disclose no stored secret, so a lost event is logged, not fatal."""
+        if self._trail is None or call is None:
+            return
+        event = build_event(
+            event_source=call.event_source,
+            event_name=call.event_name,
+            region=self._region,
+            caller=ctx.current_caller(),
+            request=call.request,
+            response=response,
+            error=error,
+            request_id=ctx.current_request_id(),
+            source_ip=ctx.source_ip_var.get(),
+            user_agent=ctx.user_agent_var.get(),
+        )
+        try:
+            await self._trail.record(event)
+        except Exception as exc:
+            log.warning("gateway.audit_trail_failed", event_id=event.event_id, error_type=type(exc).__name__)
 
     async def call(
         self,
@@ -37,6 +86,7 @@ class GatewayApp:
         action: str,
         resource: str,
         run: Callable[[], Awaitable[T]],
+        trail: TrailCall | None = None,
     ) -> T:
         """Authorize ``action`` on ``resource``, run it, and write one audit line with the outcome."""
         audit = partial(
@@ -46,7 +96,9 @@ class GatewayApp:
             self._authorize(principal, action, resource)
         except errors.CofferError as exc:
             audit(outcome="denied", error_code=exc.code)
+            await self._trail_record(trail, None, exc)
             raise
+        local = trail if trail is not None and trail.answered_here else None
         try:
             result = await run()
         except errors.KmsSealed as exc:
@@ -61,8 +113,12 @@ class GatewayApp:
         except Exception as exc:
             code = exc.code if isinstance(exc, errors.CofferError) else errors.Internal.default_code
             audit(outcome="failed", error_code=code)
+            await self._trail_record(
+                local, None, exc if isinstance(exc, errors.CofferError) else errors.Internal()
+            )
             raise
         audit(outcome="allowed")
+        await self._trail_record(local, result, None)
         # Rules with a ``reply`` method (``authz.Authorization``) also trim what the caller may not read.
         shape = getattr(self._authorize, "reply", None)
         return shape(principal, action, result) if shape is not None else result

@@ -22,14 +22,16 @@ from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDesc
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
+from coffer.api.audit.v1 import audit_pb2
 from coffer.api.iam.v1 import iam_pb2
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.api.usage.v1 import usage_pb2, usage_pb2_grpc
+from coffer.audit_trail import ACTION_SOURCES
 from coffer.core import errors
 from coffer.core.password import DEFAULT_LENGTH, PasswordRequest
-from coffer.gateway.app import GatewayApp
+from coffer.gateway.app import GatewayApp, TrailCall
 from coffer.gateway.authz import ANY_RESOURCE
 from coffer.rpc.context import current_principal, current_request_id
 
@@ -48,6 +50,7 @@ PUBLIC_SERVICES: Final[tuple[ServiceDescriptor, ...]] = (
     iam_pb2.DESCRIPTOR.services_by_name["SecurityTokenService"],
     iam_pb2.DESCRIPTOR.services_by_name["OrganizationsService"],
     usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
 )
 
 
@@ -62,6 +65,8 @@ class Downstream(enum.Enum):
     STS = iam_pb2.DESCRIPTOR.services_by_name["SecurityTokenService"].full_name
     ORGANIZATIONS = iam_pb2.DESCRIPTOR.services_by_name["OrganizationsService"].full_name
     USAGE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
+    #: The store's audit trail API (LookupEvents).
+    AUDIT = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +154,13 @@ def _iam_routes() -> dict[str, Route]:
         resource = next((f for f in ("user_name", "role_name") if f in fields), None)
         out[_IAM + method.name] = Route(f"iam:{method.name}", resource, Forward(Downstream.IAM, method.name))
     return out
+
+
+_AUDIT = "/coffer.api.audit.v1.AuditService/"
+
+
+def _audit(method: str) -> Forward:
+    return Forward(Downstream.AUDIT, method)
 
 
 #: Full method → (IAM action, resource field, target). The kms refuses the gateway's crypto and
@@ -253,7 +265,23 @@ ROUTES: Final[Mapping[str, Route]] = {
     "/coffer.api.usage.v1.UsageService/GetUsage": Route(
         "coffer:GetUsage", None, Forward(Downstream.USAGE, "GetUsage")
     ),
+    # AuditService (the store decides cloudtrail:*)
+    _AUDIT + "LookupEvents": Route("cloudtrail:LookupEvents", None, _audit("LookupEvents")),
+    _AUDIT + "GetDigestPublicKey": Route("cloudtrail:GetDigestPublicKey", None, _audit("GetDigestPublicKey")),
+    _AUDIT + "ExportTrail": Route("cloudtrail:ExportTrail", None, _audit("ExportTrail")),
 }
+
+
+def public_event_sources(
+    services: Iterable[ServiceDescriptor] = PUBLIC_SERVICES, routes: Mapping[str, Route] = ROUTES
+) -> dict[str, str]:
+    """Public service full name → the audit eventSource of its calls (from its routes' action prefix)."""
+    out: dict[str, str] = {}
+    for service in services:
+        for method in service.methods:
+            prefix = routes[full_method(method)].action.partition(":")[0]
+            out[service.full_name] = ACTION_SOURCES[prefix]
+    return out
 
 
 def full_method(method: MethodDescriptor) -> str:
@@ -309,6 +337,9 @@ def _method_handler(
         else _answerer(app, target)
     )
 
+    event_source = ACTION_SOURCES.get(action.partition(":")[0], "")
+    answered_here = isinstance(target, Local)
+
     async def behavior(request: Any, context: Context) -> Any:
         resource = resource_of(request)
         run = prepare(request, context)
@@ -318,6 +349,7 @@ def _method_handler(
             action=action,
             resource=resource,
             run=run,
+            trail=TrailCall(event_source, method.name, request, answered_here),
         )
 
     request_class: type[Message] = GetMessageClass(method.input_type)

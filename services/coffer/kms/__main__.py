@@ -19,6 +19,7 @@ from coffer import db
 from coffer.api.iam.v1 import directory_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.audit import StructlogAudit
+from coffer.audit_trail import KMS_SOURCE, AppendTrail, PublicAudit
 from coffer.clock import Clock, SystemClock
 from coffer.crypto.rootkey import RootKey
 from coffer.kms.app import KmsApp
@@ -77,6 +78,8 @@ class KmsRuntime:
     seal: Seal
     directory: DirectoryCache
     store_channel: grpc.aio.Channel
+    #: Where the events of the public calls this kms serves go (the store's AuditIngestService).
+    audit_trail: AppendTrail
 
     async def run_maintenance(self) -> MaintenanceReport:
         """One purge/rotation round now (tests move the clock and call this instead of waiting)."""
@@ -98,6 +101,7 @@ class KmsRuntime:
         await self.server.stop(grace=2.0)
         await self.directory.aclose()
         await self.store_channel.close()
+        await self.audit_trail.aclose()
         await self.pool.close()
 
 
@@ -150,6 +154,12 @@ async def serve(
             kms_pb2_grpc.add_SealServiceServicer_to_server(SealServicer(seal), server)
             return [SERVICE_NAME, EVENTS_SERVICE_NAME, SEAL_SERVICE_NAME]
 
+        tls = TlsFiles.for_identity(settings.pki_dir, "kms")
+        audit_trail = AppendTrail(
+            lambda address: secure_channel(address, tls, server_name="store"),
+            settings.store_addr,
+            name="kms-audit-append",
+        )
         server = await start_server(
             service="kms",
             bind=settings.kms_addr,
@@ -160,6 +170,12 @@ async def serve(
             assertions=PrincipalVerifier.from_file(settings.pki_dir / SIGNING_PUB, audience="kms"),
             audit=StructlogAudit(),
             resolve_caller=directory.resolve_caller,
+            # The gateway's calls are the public ones; their events are stored by the store (fail closed).
+            public_audit=PublicAudit(
+                trail=audit_trail,
+                sources={SERVICE_NAME: KMS_SOURCE, SEAL_SERVICE_NAME: KMS_SOURCE},
+                region=settings.region,
+            ),
         )
         running = server
 
@@ -193,6 +209,7 @@ async def serve(
         seal=seal,
         directory=directory,
         store_channel=store_channel,
+        audit_trail=audit_trail,
     )
 
 

@@ -19,18 +19,20 @@ import asyncpg
 import grpc
 
 from coffer import logs
+from coffer.api.audit.v1 import audit_pb2, audit_pb2_grpc
 from coffer.api.iam.v1 import directory_pb2_grpc, iam_pb2, iam_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.replication.v1 import replication_pb2, replication_pb2_grpc
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.api.usage.v1 import usage_pb2_grpc
 from coffer.audit import StructlogAudit
+from coffer.audit_trail import ACTION_SOURCES, CLOUDTRAIL_SOURCE, SECRETS_SOURCE, PublicAudit
 from coffer.clock import Clock
 from coffer.core import errors
 from coffer.core.rotation import RotationPolicy
 from coffer.loops import cancel_and_wait, run_forever
 from coffer.pgnotify import NotifyHub
-from coffer.pki import SIGNING_PUB, replicator_identity
+from coffer.pki import AUDIT_KEY, SIGNING_PUB, replicator_identity
 from coffer.principal_directory import DIRECTORY_PEERS
 from coffer.principal_directory import SERVICE as DIRECTORY_SERVICE
 from coffer.rpc.assertions import PrincipalVerifier
@@ -44,6 +46,8 @@ from coffer.rpc.server import (
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Peer, Settings
 from coffer.store.app import StoreApp, StoreConfig
+from coffer.store.audit_servicer import AuditIngestServicer, AuditServicer
+from coffer.store.audit_trail import StoreAuditTrail, load_signing_key
 from coffer.store.due_rotations import rotation_request_hub
 from coffer.store.housekeeping import Housekeeper
 from coffer.store.iam import (
@@ -74,6 +78,12 @@ SERVICE_NAME = store_pb2.DESCRIPTOR.services_by_name["SecretStoreService"].full_
 CONTROL_SERVICE = store_pb2.DESCRIPTOR.services_by_name["RotationControlService"]
 CONTROL_SERVICE_NAME = CONTROL_SERVICE.full_name
 
+AUDIT_SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+AUDIT_INGEST_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditIngestService"]
+AUDIT_INGEST_SERVICE_NAME = AUDIT_INGEST_SERVICE.full_name
+
+#: The public calls the store records in the audit trail (from the gateway): service → eventSource.
+
 REPLICATION_SERVICE = replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"]
 REPLICATION_SERVICE_NAME = REPLICATION_SERVICE.full_name
 
@@ -92,6 +102,11 @@ STORE_PEERS = PeerPolicy(
         **{f"/{CONTROL_SERVICE_NAME}/{m.name}": frozenset({"rotation"}) for m in CONTROL_SERVICE.methods},
         # The principal directory: the gateway verifies signatures with it, the kms resolves its callers.
         **{f"/{DIRECTORY_SERVICE.full_name}/{m.name}": DIRECTORY_PEERS for m in DIRECTORY_SERVICE.methods},
+        # The kms and the gateway store the events of the public calls they serve themselves.
+        **{
+            f"/{AUDIT_INGEST_SERVICE_NAME}/{m.name}": frozenset({"gateway", "kms"})
+            for m in AUDIT_INGEST_SERVICE.methods
+        },
     },
     forwarders=frozenset({"gateway"}),
 )
@@ -123,6 +138,16 @@ async def purge_loop(app: StoreApp, interval: float) -> None:
     await run_forever(purge, name="store.purge", interval=interval, logger=log)
 
 
+#: The public services the gateway forwards here, and the CloudTrail eventSource of their events.
+STORE_AUDIT_SOURCES = {
+    SERVICE_NAME: SECRETS_SOURCE,
+    AUDIT_SERVICE_NAME: CLOUDTRAIL_SOURCE,
+    IAM_SERVICE_NAMES[0]: ACTION_SOURCES["iam"],
+    IAM_SERVICE_NAMES[1]: ACTION_SOURCES["sts"],
+    IAM_SERVICE_NAMES[2]: ACTION_SOURCES["organizations"],
+    USAGE_SERVICE_NAME: ACTION_SOURCES["coffer"],
+}
+
 @dataclass
 class StoreRuntime:
     server: RunningServer
@@ -137,6 +162,7 @@ class StoreRuntime:
     replicator: Replicator
     housekeeper: Housekeeper
     iam: IamDirectory
+    audit_trail: StoreAuditTrail
     usage_meter: UsageMeter | None = None
     purge_task: asyncio.Task[None] | None = None
     replicator_task: asyncio.Task[None] | None = None
@@ -163,6 +189,7 @@ class StoreRuntime:
             await self.server.stop(grace)
         finally:
             await cancel_and_wait(self.purge_task, self.replicator_task, self.housekeeping_task, logger=log)
+            await self.audit_trail.aclose()
             await self.replicator.aclose()
             await self.key_events.aclose()
             await self.kms_channel.close()
@@ -269,6 +296,9 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         replication = ReplicationApp(
             repo=replication_repo, store=app, clock=app.clock, notify_detach=replicator.detach
         )
+        audit_trail = StoreAuditTrail(
+            pool, load_signing_key(settings.pki_dir / AUDIT_KEY), region=settings.region
+        )
         servicer = SecretStoreServicer(app, rotation, replication)
         usage_meter = UsageMeter(pool, app.clock)
         usage = UsageServicer(pool, usage_meter, app.clock)
@@ -287,6 +317,8 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             iam_pb2_grpc.add_OrganizationsServiceServicer_to_server(OrganizationsServicer(iam_core), server)
             usage_pb2_grpc.add_UsageServiceServicer_to_server(usage, server)
             directory_pb2_grpc.add_PrincipalDirectoryServiceServicer_to_server(DirectoryServicer(iam), server)
+            audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit_trail), server)
+            audit_pb2_grpc.add_AuditIngestServiceServicer_to_server(AuditIngestServicer(audit_trail), server)
             return [
                 SERVICE_NAME,
                 CONTROL_SERVICE_NAME,
@@ -294,6 +326,8 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
                 *IAM_SERVICE_NAMES,
                 USAGE_SERVICE_NAME,
                 DIRECTORY_SERVICE.full_name,
+                AUDIT_SERVICE_NAME,
+                AUDIT_INGEST_SERVICE_NAME,
             ]
 
         server = await start_server(
@@ -307,6 +341,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             assertions=PrincipalVerifier.from_file(settings.pki_dir / SIGNING_PUB, audience="store"),
             audit=MeteringAudit(StructlogAudit(), usage_meter),
             resolve_caller=iam.resolve_caller,
+            public_audit=PublicAudit(trail=audit_trail, sources=STORE_AUDIT_SOURCES, region=settings.region),
         )
         targets.add_own(f"{settings.store_addr.rpartition(':')[0]}:{server.port}")  # bound to port 0 in tests
         usage_meter.start()
@@ -333,7 +368,9 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             attempts_kept=settings.rotation_attempts_kept,
         ),
         iam=iam,
+        audit_trail=audit_trail,
     )
+    audit_trail.start()
     if settings.peers:
         runtime.replicator_task = asyncio.get_running_loop().create_task(
             replicator.run(), name="store-replicator"

@@ -91,7 +91,8 @@ async def lone_gateway(tmp_path: Path, pki_dir: Path, database_url: str) -> Asyn
 @pytest.fixture
 async def kms_stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterator[Gateway]:
     """kms → store → gateway, real, in-process, on a fresh database: the public KMS API (the store serves
-    the principal directory the gateway authenticates with)."""
+    the principal directory the gateway authenticates with, and holds the audit trail the kms records its
+    calls in)."""
     services = await provisioned_stack(home=tmp_path, pki_dir=pki_dir, database_url=database_url)
     try:
         await services.start_kms()

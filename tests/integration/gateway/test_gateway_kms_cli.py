@@ -97,11 +97,7 @@ async def test_status_reports_every_service_and_names_the_one_that_is_down(kms_s
     code, out, err = await cli(kms_stack, "status")
     assert code == 0, err
     lines = out.splitlines()
-    assert [line.split()[0] for line in lines] == [
-        "gateway",
-        "store",
-        "kms",
-    ]  # the store serves the principal directory
+    assert [line.split()[0] for line in lines] == ["gateway", "store", "kms"]
     assert all(line.split()[2] == "SERVING" for line in lines)
 
     # The profile's kms entry now points at a port where nothing listens.

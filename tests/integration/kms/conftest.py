@@ -75,6 +75,8 @@ async def kms(
     root_key = ensure_root_key(settings.root_key_file)
     clock = ManualClock()
     runtime = await services.start_kms(clock=clock)
+    # The store holds the audit trail: the kms records the calls of the gateway (public calls) there.
+    await services.start_store()
     channels = []
 
     def stub_for(identity: str) -> kms_pb2_grpc.KeyManagementServiceStub:

@@ -13,10 +13,14 @@ from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2
 from coffer.api.store.v1 import store_pb2_grpc
 from coffer.core import errors
+from coffer.pki import issue
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_host
 
 from .conftest import StoreStack
+
+#: An identity with a server certificate only.
+SERVING_ONLY = "serving-only"
 
 
 def _store_stub(
@@ -74,11 +78,12 @@ async def test_kms_refuses_identities_other_than_store_and_gateway(stack: StoreS
 
 
 @pytest.mark.parametrize("callee", ["store", "kms"])
-async def test_the_kms_certificate_may_call_the_principal_directory_only(
+async def test_the_kms_certificate_may_call_the_directory_and_audit_append_only(
     stack: StoreStack, callee: str
 ) -> None:
-    """The kms's certificate calls the store's principal directory (to resolve its callers), and nothing
-    else: the secrets API of the store and the kms itself refuse it."""
+    """The kms's certificate calls the store's principal directory (to resolve its callers) and the audit
+    trail's Append (the events of the calls it serves), and nothing else: the secrets API of the store and
+    the kms itself refuse it."""
     channel, stub = _store_stub(stack, "kms") if callee == "store" else _kms_stub(stack, "kms")
     try:
         with pytest.raises(errors.AccessDenied):
@@ -92,6 +97,24 @@ async def test_the_kms_certificate_may_call_the_principal_directory_only(
                 await directory.ResolveAccessKey(
                     directory_pb2.ResolveAccessKeyRequest(access_key_id="AKIA" + "N" * 16), timeout=5
                 )
+    finally:
+        await channel.close()
+
+
+@pytest.mark.parametrize("callee", ["store", "kms"])
+async def test_a_certificate_without_client_usage_cannot_call_at_all(stack: StoreStack, callee: str) -> None:
+    """A certificate that serves only (no client-auth usage: an identity the PKI does not know as a caller):
+    the TLS handshake itself refuses it as a client certificate. (The kms's own certificate calls the store
+    since the audit trail: the kms sends its events to the store's Append.)"""
+    if not (stack.settings.pki_dir / f"{SERVING_ONLY}.crt").exists():
+        issue(stack.settings.pki_dir, SERVING_ONLY)
+    channel, stub = _store_stub(stack, SERVING_ONLY) if callee == "store" else _kms_stub(stack, SERVING_ONLY)
+    try:
+        with pytest.raises(errors.Unavailable):
+            if isinstance(stub, store_pb2_grpc.SecretStoreServiceStub):
+                await stub.ListSecrets(secrets_pb2.ListSecretsRequest(), timeout=5)
+            else:
+                await stub.ListKeys(kms_pb2.ListKeysRequest(), timeout=5)
     finally:
         await channel.close()
 

@@ -413,3 +413,9 @@ def test_canonical_bytes_are_stable() -> None:
     assert _event().canonical() == expected
     assert _event().canonical() == _event().canonical()
     assert hashlib.sha256(_event().canonical()).digest() == hashlib.sha256(expected).digest()
+
+
+def test_unseal_shares_are_left_out() -> None:
+    from coffer.core.audit_event import redact
+
+    assert redact({"share": "word word", "shares": ["a b"], "keyShares": 5}) == {"keyShares": 5}

@@ -190,7 +190,7 @@ def _callers(policy: dict[str, Any]) -> set[str] | None:
 def test_network_policies_admit_only_each_services_callers(rendered: list[dict[str, Any]]) -> None:
     policies = by_kind(rendered, "NetworkPolicy")
     assert _callers(policies["gateway"]) is None
-    assert _callers(policies["store"]) == {"gateway", "rotation", "kms"}  # the kms: principal directory
+    assert _callers(policies["store"]) == {"gateway", "rotation", "kms"}  # kms: directory, audit Append
     assert _callers(policies["kms"]) == {"store", "gateway"}
     assert _callers(policies["rotation"]) == set()
     for service in SERVICES:

@@ -22,6 +22,7 @@ from coffer.gateway.servicer import (
     Local,
     full_method,
     gateway_handlers,
+    public_event_sources,
 )
 from coffer.rpc import context as ctx
 
@@ -33,6 +34,7 @@ ACTION_PREFIX = {
     "coffer.api.iam.v1.SecurityTokenService": "sts",
     "coffer.api.iam.v1.OrganizationsService": "organizations",
     "coffer.api.usage.v1.UsageService": "coffer",
+    "coffer.api.audit.v1.AuditService": "cloudtrail",
 }
 
 
@@ -205,3 +207,11 @@ async def test_a_refused_call_is_not_forwarded() -> None:
         await h.call(SM, "PutSecretValue", sm.PutSecretValueRequest(secret_id="s", secret_string="v"))
     assert store.calls == []
     assert audit.lines[0]["outcome"] == "denied"
+
+
+def test_every_public_service_has_an_audit_event_source() -> None:
+    sources = public_event_sources()
+    assert sources["coffer.api.secrets.v1.SecretsManagerService"] == "secretsmanager.amazonaws.com"
+    assert sources["coffer.api.kms.v1.SealService"] == "kms.amazonaws.com"
+    assert sources["coffer.api.audit.v1.AuditService"] == "cloudtrail.amazonaws.com"
+    assert set(sources) == {s.full_name for s in PUBLIC_SERVICES}

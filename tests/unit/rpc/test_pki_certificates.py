@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from coffer.pki import SIGNING_KEY, SIGNING_PUB, ensure_pki, install_service_dir, is_current
+from coffer.pki import AUDIT_KEY, SIGNING_KEY, SIGNING_PUB, ensure_pki, install_service_dir, is_current
 
 SERVER, CLIENT = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
 
@@ -44,7 +44,7 @@ def test_each_certificate_names_only_its_service_with_the_usages_it_needs(tmp_pa
     expected = {
         "gateway": (["gateway.coffer.internal"], {SERVER, CLIENT}),
         "store": (["store.coffer.internal"], {SERVER, CLIENT}),
-        "kms": (["kms.coffer.internal"], {SERVER, CLIENT}),  # it calls the store's principal directory
+        "kms": (["kms.coffer.internal"], {SERVER, CLIENT}),  # it calls the store (directory, audit Append)
         "rotation": (["rotation.coffer.internal"], {SERVER, CLIENT}),
         "operator": ([], {CLIENT}),
         "replicator.local-1": ([], {CLIENT}),
@@ -115,6 +115,7 @@ def test_a_service_directory_holds_the_ca_certificate_and_its_own_files_only(tmp
             "store.crt",
             "store.key",
             SIGNING_PUB,
+            AUDIT_KEY,
             "replicator.local-1.crt",
             "replicator.local-1.key",
             "peer-local-2-ca.crt",
