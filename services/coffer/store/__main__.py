@@ -148,6 +148,7 @@ STORE_AUDIT_SOURCES = {
     USAGE_SERVICE_NAME: ACTION_SOURCES["coffer"],
 }
 
+
 @dataclass
 class StoreRuntime:
     server: RunningServer

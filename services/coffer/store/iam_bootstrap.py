@@ -62,8 +62,13 @@ ROTATION_ROLE_POLICY = _policy(
         "Resource": "*",
         "Condition": {"Null": {"secretsmanager:resource/AllowRotationLambdaArn": "false"}},
     },
-    # GetRandomPassword names no secret (no resource to carry the condition key).
-    {"Effect": "Allow", "Action": "secretsmanager:GetRandomPassword", "Resource": "*"},
+    # GetRandomPassword names no secret (no resource to carry the condition key), and a custom rotation
+    # looks its function up in ListRotationFunctions.
+    {
+        "Effect": "Allow",
+        "Action": ["secretsmanager:GetRandomPassword", "secretsmanager:ListRotationFunctions"],
+        "Resource": "*",
+    },
 )
 
 
@@ -138,10 +143,20 @@ async def _ensure_principal(
     return int(pid)
 
 
-async def _ensure_policy(conn: asyncpg.Connection, principal_id: int, name: str, document: str) -> None:
+async def _ensure_policy(
+    conn: asyncpg.Connection, principal_id: int, name: str, document: str, *, current: bool = False
+) -> None:
+    """Insert the inline policy if absent; ``current``: also replace an older text (the rotation service's
+    own policies follow the code that needs them, release after release)."""
+    conflict = (
+        "DO UPDATE SET document = EXCLUDED.document, updated_at = now()"
+        " WHERE store.iam_policies.document IS DISTINCT FROM EXCLUDED.document"
+        if current
+        else "DO NOTHING"
+    )
     await conn.execute(
-        """INSERT INTO store.iam_policies (principal_id, policy_name, document) VALUES ($1, $2, $3)
-           ON CONFLICT (principal_id, policy_name) DO NOTHING""",
+        "INSERT INTO store.iam_policies (principal_id, policy_name, document) VALUES ($1, $2, $3)"
+        f" ON CONFLICT (principal_id, policy_name) {conflict}",
         principal_id,
         name,
         document,
@@ -159,11 +174,11 @@ async def ensure_root_account(pool: asyncpg.Pool, keys: Sequence[BootstrapKey] =
         admin = await _ensure_principal(conn, kind="user", name=ADMIN_USER)
         await _ensure_policy(conn, admin, "AdministratorAccess", ADMIN_POLICY_TEXT)
         rot_user = await _ensure_principal(conn, kind="user", name=ROTATION_NAME)
-        await _ensure_policy(conn, rot_user, "AssumeRotationRole", ROTATION_USER_POLICY)
+        await _ensure_policy(conn, rot_user, "AssumeRotationRole", ROTATION_USER_POLICY, current=True)
         rot_role = await _ensure_principal(
             conn, kind="role", name=ROTATION_NAME, trust_policy=ROTATION_TRUST_POLICY
         )
-        await _ensure_policy(conn, rot_role, "RotationAccess", ROTATION_ROLE_POLICY)
+        await _ensure_policy(conn, rot_role, "RotationAccess", ROTATION_ROLE_POLICY, current=True)
         added: list[str] = []
         for key in keys:
             if key.role is not None:
