@@ -32,7 +32,19 @@ COMMON_KEYS = frozenset(
 SERVICE_KEYS: Mapping[str, frozenset[str]] = {
     "gateway": frozenset({"COFFER_CREDENTIALS_FILE", "COFFER_OPERATOR_PRINCIPALS"}),
     "kms": frozenset(
-        {"COFFER_DATABASE_URL", "COFFER_ROOT_KEY_FILE", "COFFER_PURGE_INTERVAL_SECONDS", "COFFER_SEAL"}
+        {
+            "COFFER_DATABASE_URL",
+            "COFFER_ROOT_KEY_FILE",
+            "COFFER_PURGE_INTERVAL_SECONDS",
+            "COFFER_SEAL",
+            "COFFER_PKCS11_MODULE",
+            "COFFER_PKCS11_TOKEN_LABEL",
+            "COFFER_PKCS11_PIN",
+            "COFFER_PKCS11_PIN_FILE",
+            "COFFER_PKCS11_KEY_LABEL",
+            "COFFER_ROOT_ROTATION_BATCH",
+            "COFFER_ROOT_ROTATION_STOP_AFTER",
+        }
     ),
     "store": frozenset(
         {
