@@ -1,9 +1,9 @@
 """The kms's root of trust (issue 12) against the real service, PostgreSQL and mTLS gRPC: the pkcs11 seal on
 SoftHSM2 (Encrypt/Decrypt and secrets through the HSM key, the key non-extractable, a removed token giving a
-clear retryable error and a restored one healing), ``rotate-root`` under concurrent Encrypt/Decrypt with zero
-failed calls in the file, shamir and pkcs11 modes, a kms SIGKILLed mid-rotation that resumes on restart, and
-``migrate-seal`` from file to shamir and to pkcs11, with a canary check that no file under COFFER_HOME and no row
-of the kms schema holds the root key or CMK material in plaintext.
+clear retryable error and a restored one healing), ``rotate-root`` under concurrent Encrypt/Decrypt with
+zero failed calls in the file, shamir and pkcs11 modes, a kms SIGKILLed mid-rotation that resumes on restart,
+and ``migrate-seal`` from file to shamir and to pkcs11, with a canary check that no file under COFFER_HOME and
+no row of the kms schema holds the root key or CMK material in plaintext.
 
 The SoftHSM tests need Debian's ``softhsm2`` (``make test`` installs it when missing and run as root); without
 it they skip and say so. Each makes its own token in a temporary SOFTHSM2_CONF directory."""
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import os
 import shutil
 import signal
@@ -53,8 +54,8 @@ _SOFTHSM_UTIL = shutil.which("softhsm2-util")
 def _need_softhsm() -> None:
     if _SOFTHSM_UTIL is None or not Path(DEFAULT_MODULE).exists():
         pytest.skip(
-            "SoftHSM2 is not installed (softhsm2-util / /usr/lib/softhsm/libsofthsm2.so): `make test` installs "
-            "Debian's softhsm2 when run as root with apt-get"
+            "SoftHSM2 is not installed (softhsm2-util / /usr/lib/softhsm/libsofthsm2.so): `make test` "
+            "installs Debian's softhsm2 when run as root with apt-get"
         )
 
 
@@ -112,10 +113,10 @@ class Kms:
         return channel
 
     def keys(self) -> kms_pb2_grpc.KeyManagementServiceStub:
-        return kms_pb2_grpc.KeyManagementServiceStub(self._channel("store"))  # type: ignore[arg-type]
+        return kms_pb2_grpc.KeyManagementServiceStub(self._channel("store"))
 
     def seal(self) -> kms_pb2_grpc.SealServiceStub:
-        return kms_pb2_grpc.SealServiceStub(self._channel("gateway"))  # type: ignore[arg-type]
+        return kms_pb2_grpc.SealServiceStub(self._channel("gateway"))
 
     async def close_channels(self) -> None:
         for channel in self.channels:
@@ -190,7 +191,7 @@ async def all_decrypt(kms: Kms, blobs: list[tuple[bytes, bytes]]) -> None:
         assert got.plaintext == plaintext
 
 
-# --- pkcs11 ----------------------------------------------------------------------------------------------------
+# --- pkcs11 -------------------------------------------------------------------------------------------------
 
 
 async def test_pkcs11_seal_encrypts_and_its_key_cannot_leave_the_hsm(
@@ -206,7 +207,6 @@ async def test_pkcs11_seal_encrypts_and_its_key_cannot_leave_the_hsm(
     # secrets too, through the store and the gateway
     await kms.services.start_store()
     token = kms.services.credential("user/admin")
-    bob = kms.services.credential("user/bob")
     await kms.services.start_gateway()
     endpoint = kms.services.env["COFFER_GATEWAY_ADDR"]
     async with AsyncCofferClient(endpoint, kms.services.ca_file, token) as client:
@@ -270,7 +270,7 @@ async def test_pkcs11_token_loss_is_a_clear_retryable_error_and_restoring_it_hea
     await stub.CreateKey(kms_pb2.CreateKeyRequest())
 
 
-# --- rotate-root under load ------------------------------------------------------------------------------------
+# --- rotate-root under load ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -304,7 +304,7 @@ async def _steady_load(
                     )
                     blobs.append((enc.ciphertext_blob, b"new-%d" % i))
                 load.calls += 1
-            except BaseException as exc:  # noqa: BLE001 - every failure is counted and shown
+            except BaseException as exc:  # every failure is counted and shown
                 load.failures.append(exc)
                 return
 
@@ -344,7 +344,7 @@ async def test_rotate_root_in_file_mode_under_load(
     stacks: list[Kms], tmp_path: Path, pki_dir: Path, database_url: str
 ) -> None:
     kms = await start(stacks, tmp_path, pki_dir, database_url)
-    old, new, blobs = await _rotate_under_load(kms)
+    _old, new, blobs = await _rotate_under_load(kms)
     root_file = kms.home / "keys" / "root.key"
     assert load_root_key(root_file).key_id == new  # the old key file is replaced: the old root is gone
     assert not (kms.home / "keys" / "root.key.next").exists()
@@ -358,7 +358,7 @@ async def test_rotate_root_in_shamir_mode_under_load(
 ) -> None:
     kms = await start(stacks, tmp_path, pki_dir, database_url, COFFER_SEAL="shamir")
     init = await kms.seal().OperatorInit(kms_pb2.OperatorInitRequest(key_shares=3, key_threshold=2))
-    old, new, blobs = await _rotate_under_load(kms)
+    _old, new, blobs = await _rotate_under_load(kms)
     unseal_key = shamir.combine([shamir.parse_share(s) for s in init.shares[:2]])
     conn = await kms.admin()
     try:
@@ -380,7 +380,7 @@ async def test_rotate_root_in_pkcs11_mode_under_load(
     softhsm: SoftHsm, stacks: list[Kms], tmp_path: Path, pki_dir: Path, database_url: str
 ) -> None:
     kms = await start(stacks, tmp_path, pki_dir, database_url, COFFER_SEAL="pkcs11", **softhsm.env())
-    old, new, blobs = await _rotate_under_load(kms)
+    _old, new, blobs = await _rotate_under_load(kms)
     hsm = kms.services.kms.hsm if kms.services.kms else None
     assert hsm is not None
     assert await hsm.key_ids() == [new]  # the old HSM key object is destroyed
@@ -392,7 +392,7 @@ async def test_rotate_root_in_pkcs11_mode_under_load(
     await _assert_no_plaintext_keys(kms, set(), blobs)
 
 
-# --- SIGKILL mid-rotation --------------------------------------------------------------------------------------
+# --- SIGKILL mid-rotation -----------------------------------------------------------------------------------
 
 
 def _free_port() -> int:
@@ -469,7 +469,7 @@ async def test_a_rotation_killed_midway_resumes_on_restart(
     await all_decrypt(kms, blobs)
 
 
-# --- migrate-seal ----------------------------------------------------------------------------------------------
+# --- migrate-seal -------------------------------------------------------------------------------------------
 
 
 async def test_migrate_seal_from_file_to_shamir_keeps_every_secret(
@@ -520,7 +520,7 @@ async def test_migrate_seal_from_file_to_shamir_keeps_every_secret(
     async with AsyncCofferClient(endpoint, kms.services.ca_file, token) as client:
         for name in names:
             got = await eventually(
-                lambda n=name: client.get_secret_value(secret_id=n),
+                functools.partial(client.get_secret_value, secret_id=name),
                 timeout=15,
                 retry_on=(errors.Unavailable,),
             )
@@ -548,12 +548,12 @@ async def test_migrate_seal_from_file_to_pkcs11(
     await _assert_no_plaintext_keys(kms, set(), blobs)
 
 
-# --- canary -----------------------------------------------------------------------------------------------------
+# --- canary -------------------------------------------------------------------------------------------------
 
 
 async def _assert_no_plaintext_keys(kms: Kms, roots: set[bytes], blobs: list[tuple[bytes, bytes]]) -> None:
-    """No file under COFFER_HOME and no row of the kms schema holds a root key or any CMK material in plaintext.
-    The CMK material is recovered through the running kms's roots (the test is the only one to do so)."""
+    """No file under COFFER_HOME and no row of the kms schema holds a root key or any CMK material in
+    plaintext. The CMK material is recovered through the running kms's roots (only the test does so)."""
     runtime = kms.services.kms
     assert runtime is not None
     conn = await kms.admin()
