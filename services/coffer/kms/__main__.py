@@ -165,7 +165,12 @@ async def _pkcs11_seal(hsm: Hsm, settings: Settings, rotations: PgRotationStore)
                 "move it with `coffer operator migrate-seal --to pkcs11` in that seal mode"
             )
         existing = await hsm.key_ids()
-        current = existing[0] if len(existing) == 1 else await hsm.generate()
+        if len(existing) > 1:
+            raise RootKeyFileError(
+                f"kms: the {hsm.name} holds {len(existing)} keys labelled '{settings.pkcs11_key_label}' and "
+                "this database names none of them: give this deployment its own COFFER_PKCS11_KEY_LABEL"
+            )
+        current = existing[0] if existing else await hsm.generate()
         await rotations.insert_hsm_root(settings.pkcs11_key_label, current)
     keep = {current} | ({record.old_root_key_id, record.new_root_key_id} if record else set())
     for stale in (
