@@ -257,7 +257,8 @@ class RootRotator:
         self._batch = batch
         self._stop_after = stop_after
         self._task: asyncio.Task[None] | None = None
-        self._pending_seal_record: SealRecord | None = None
+        #: the unseal key of a migration to shamir started by this process (kept once it ends)
+        self._migration_unseal_key: bytes | None = None
         self._lock = asyncio.Lock()
 
     # --- operations -----------------------------------------------------------------------------------------
@@ -318,6 +319,7 @@ class RootRotator:
                     key_shares=shares,
                     key_threshold=threshold,
                 )
+                self._migration_unseal_key = unseal_key
                 del secret, unseal_key
                 new: SoftRoot | HsmRoot = soft
             elif to is SealMode.PKCS11:
@@ -437,6 +439,9 @@ class RootRotator:
                 remove_file(nxt)
                 self._seal.mode = record.to_mode
                 self._seal.set_record(self._migrated_seal_record(record))
+                if self._migration_unseal_key is not None:
+                    self._seal.set_unseal_key(self._migration_unseal_key)
+                    self._migration_unseal_key = None
         elif record.from_mode is SealMode.PKCS11:
             await self._need_hsm().destroy(record.old_root_key_id)
         current = self._seal.seal_record

@@ -351,9 +351,17 @@ class Seal:
     @property
     def unseal_key(self) -> bytes:
         """The unseal key (shamir mode, while unsealed): a new root is stored encrypted under it."""
-        if self._unseal_key is None:
+        if self._active is None:
             raise errors.KmsSealed(self._sealed_message())
+        if self._unseal_key is None:
+            raise errors.InvalidRequest(
+                "This KMS process does not hold the unseal key (it was migrated to the shamir seal before a "
+                "restart): restart it with COFFER_SEAL=shamir and unseal it first."
+            )
         return self._unseal_key
+
+    def set_unseal_key(self, unseal_key: bytes) -> None:
+        self._unseal_key = unseal_key
 
     def _sealed_message(self) -> str:
         if self._record is None:

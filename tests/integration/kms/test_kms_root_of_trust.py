@@ -525,7 +525,19 @@ async def test_migrate_seal_from_file_to_shamir_keeps_every_secret(
                 retry_on=(errors.Unavailable,),
             )
             assert got.secret_string == f"value-of-{name}"
-    await _assert_no_plaintext_keys(kms, {root, unseal_key}, [])
+        await _assert_no_plaintext_keys(kms, {root, unseal_key}, [])
+        # and its root rotates in the shamir mode now, through the gateway, under the same shares
+        rotated = await client.operator.call("OperatorRotateRoot", wait=True)
+        assert rotated.status.root_key_id != RootKey(root).key_id  # type: ignore[attr-defined]
+        await client.put_secret_value(secret_id=names[0], secret_string="after-rotation")
+        assert (await client.get_secret_value(secret_id=names[0])).secret_string == "after-rotation"
+        for name in names[1:]:
+            assert (await client.get_secret_value(secret_id=name)).secret_string == f"value-of-{name}"
+    await kms.services.stop_kms()
+    await kms.services.start_kms()
+    for share in shares[1:]:
+        status = (await kms.seal().OperatorUnseal(kms_pb2.OperatorUnsealRequest(share=share))).status
+    assert not status.sealed and status.root_key_id == rotated.status.root_key_id  # type: ignore[attr-defined]
 
 
 async def test_migrate_seal_from_file_to_pkcs11(
