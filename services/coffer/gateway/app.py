@@ -49,8 +49,9 @@ class GatewayApp:
             raise
         try:
             result = await run()
-        except errors.KmsSealed as exc:
-            # A state operators must act on (unseal), named as such; its text names no internal address.
+        except (errors.KmsSealed, errors.KmsHsmUnavailable) as exc:
+            # A state operators must act on (unseal; bring the HSM token back), named as such; its text names
+            # no internal address.
             audit(outcome="failed", error_code=exc.code)
             raise
         except errors.Unavailable as exc:

@@ -118,7 +118,7 @@ class Hsm:
 
     @property
     def name(self) -> str:
-        return f"HSM token '{self.config.token_label}' ({self.config.module})"
+        return f"HSM token '{self.config.token_label}'"
 
     async def _run(self, fn: Callable[[pkcs11.Session], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -178,7 +178,12 @@ class Hsm:
         return True
 
     def _unavailable(self, exc: BaseException) -> errors.KmsHsmUnavailable:
-        log.warning("kms.hsm_unavailable", token=self.config.token_label, error=type(exc).__name__)
+        log.warning(
+            "kms.hsm_unavailable",
+            token=self.config.token_label,
+            module=self.config.module,
+            error=type(exc).__name__,
+        )
         return errors.KmsHsmUnavailable(
             f"The KMS cannot reach its {self.name}: {type(exc).__name__}. Retry when the token is back."
         )

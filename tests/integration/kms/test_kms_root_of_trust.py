@@ -247,11 +247,33 @@ async def test_pkcs11_seal_encrypts_and_its_key_cannot_leave_the_hsm(
 async def test_pkcs11_token_loss_is_a_clear_retryable_error_and_restoring_it_heals(
     softhsm: SoftHsm, stacks: list[Kms], tmp_path: Path, pki_dir: Path, database_url: str
 ) -> None:
-    kms = await start(stacks, tmp_path, pki_dir, database_url, COFFER_SEAL="pkcs11", **softhsm.env())
+    kms = await start(
+        stacks,
+        tmp_path,
+        pki_dir,
+        database_url,
+        COFFER_SEAL="pkcs11",
+        COFFER_DATA_KEY_CACHE_SECONDS="0",  # every read reaches the kms
+        **softhsm.env(),
+    )
     blobs = await make_keys_and_blobs(kms, 2)
+    await kms.services.start_store()
+    token = kms.services.credential("user/admin")
+    await kms.services.start_gateway()
+    client = AsyncCofferClient(kms.services.env["COFFER_GATEWAY_ADDR"], kms.services.ca_file, token)
+    async with client:
+        await client.create_secret(name="db/hsm", secret_string="hsm-secret-value")
     stub = kms.keys()
     away = softhsm.directory / "tokens.away"
     softhsm.tokens.rename(away)  # the token is gone
+    async with AsyncCofferClient(
+        kms.services.env["COFFER_GATEWAY_ADDR"], kms.services.ca_file, token
+    ) as client:
+        with pytest.raises(errors.KmsHsmUnavailable) as read:
+            await client.get_secret_value(secret_id="db/hsm")
+        assert (
+            read.value.code == "KMSHsmUnavailableException" and f"HSM token '{TOKEN}'" in read.value.message
+        )
     for _ in range(2):  # and stays a clear, retryable error (UNAVAILABLE), naming the HSM token
         with pytest.raises(errors.KmsHsmUnavailable) as info:
             await stub.Decrypt(kms_pb2.DecryptRequest(ciphertext_blob=blobs[0][0]))
@@ -264,10 +286,14 @@ async def test_pkcs11_token_loss_is_a_clear_retryable_error_and_restoring_it_hea
     with pytest.raises(errors.KmsHsmUnavailable):
         await stub.CreateKey(kms_pb2.CreateKeyRequest())
     # describe and list do not need the HSM
-    assert len((await stub.ListKeys(kms_pb2.ListKeysRequest())).keys) == 2
+    assert len((await stub.ListKeys(kms_pb2.ListKeysRequest())).keys) == 3  # 2 and the secrets default key
     away.rename(softhsm.tokens)  # the token is back: the next call logs in again
     await all_decrypt(kms, blobs)
     await stub.CreateKey(kms_pb2.CreateKeyRequest())
+    async with AsyncCofferClient(
+        kms.services.env["COFFER_GATEWAY_ADDR"], kms.services.ca_file, token
+    ) as client:
+        assert (await client.get_secret_value(secret_id="db/hsm")).secret_string == "hsm-secret-value"
 
 
 # --- rotate-root under load ---------------------------------------------------------------------------------
