@@ -34,7 +34,7 @@ from coffer.client.aio import AsyncCofferClient
 from coffer.core import errors
 from coffer.crypto import aead, shamir
 from coffer.crypto.rootkey import MaterialBinding, RootKey
-from coffer.kms.hsm import DEFAULT_MODULE, cka_id_of
+from coffer.kms.hsm import DEFAULT_MODULE, Hsm, HsmConfig, cka_id_of
 from coffer.rootkey_file import load_root_key
 from coffer.rpc.channel import secure_channel
 from coffer.rpc.tls import TlsFiles
@@ -626,3 +626,53 @@ async def _assert_no_plaintext_keys(kms: Kms, roots: set[bytes], blobs: list[tup
             assert secret not in data and secret.hex().encode() not in data
     if blobs:
         assert all(plaintext.decode() not in text for _, plaintext in blobs)
+
+
+# --- leftovers of a rotation's last step, finished at start -------------------------------------------------
+
+
+async def test_file_rotation_leftovers_are_finished_at_start(
+    stacks: list[Kms], tmp_path: Path, pki_dir: Path, database_url: str
+) -> None:
+    kms = await start(stacks, tmp_path, pki_dir, database_url)
+    blobs = await make_keys_and_blobs(kms, 3)
+    keys_dir = kms.home / "keys"
+    old_bytes = (keys_dir / "root.key").read_bytes()
+    # a successor written by a rotation that never got recorded: removed, the old root stays
+    (keys_dir / "root.key.next").write_bytes(os.urandom(32))
+    await kms.close_channels()
+    await kms.services.stop_kms()
+    await kms.services.start_kms()
+    assert not (keys_dir / "root.key.next").exists() and (keys_dir / "root.key").read_bytes() == old_bytes
+    done = await kms.seal().OperatorRotateRoot(kms_pb2.OperatorRotateRootRequest(wait=True))
+    new = done.status.root_key_id
+    new_bytes = (keys_dir / "root.key").read_bytes()
+    await kms.close_channels()
+    await kms.services.stop_kms()
+    # as if the kms died after the rotation committed but before the new file replaced the old one
+    (keys_dir / "root.key").write_bytes(old_bytes)
+    (keys_dir / "root.key.next").write_bytes(new_bytes)
+    await kms.services.start_kms()
+    assert load_root_key(keys_dir / "root.key").key_id == new and not (keys_dir / "root.key.next").exists()
+    await all_decrypt(kms, blobs)
+
+
+async def test_pkcs11_rotation_leftovers_are_destroyed_at_start(
+    softhsm: SoftHsm, stacks: list[Kms], tmp_path: Path, pki_dir: Path, database_url: str
+) -> None:
+
+    kms = await start(stacks, tmp_path, pki_dir, database_url, COFFER_SEAL="pkcs11", **softhsm.env())
+    blobs = await make_keys_and_blobs(kms, 2)
+    current = (await kms.seal().OperatorStatus(kms_pb2.OperatorStatusRequest())).status.root_key_id
+    await kms.close_channels()
+    await kms.services.stop_kms()
+    # a key a rotation generated but never recorded (or an old one it did not get to destroy)
+    hsm = Hsm(HsmConfig(module=DEFAULT_MODULE, token_label=TOKEN, pin=PIN, key_label=KEY_LABEL))
+    try:
+        orphan = await hsm.generate()
+        assert sorted(await hsm.key_ids()) == sorted([current, orphan])
+    finally:
+        await hsm.aclose()
+    runtime = await kms.services.start_kms()
+    assert runtime.hsm is not None and await runtime.hsm.key_ids() == [current]
+    await all_decrypt(kms, blobs)
