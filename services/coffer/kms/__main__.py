@@ -206,9 +206,14 @@ async def serve(
     root: RootKey | None = None
     if mode is SealMode.FILE:
         root = root_key if root_key is not None else load_root_key(settings.root_key_file)
-    hsm_config = _hsm_config(settings)
+    try:
+        hsm_config = _hsm_config(settings)
+    except ValueError as exc:
+        raise RootKeyFileError(f"kms: {exc}") from None
     if mode is SealMode.PKCS11 and hsm_config is None:
-        raise RuntimeError("kms: COFFER_SEAL=pkcs11 needs COFFER_PKCS11_TOKEN_LABEL and COFFER_PKCS11_PIN")
+        raise RootKeyFileError(
+            "kms: COFFER_SEAL=pkcs11 needs COFFER_PKCS11_TOKEN_LABEL and COFFER_PKCS11_PIN_FILE (or _PIN)"
+        )
     if settings.purge_interval_seconds <= 0:
         raise RuntimeError("kms: COFFER_PURGE_INTERVAL_SECONDS must be positive")
     scope = Scope(partition=settings.partition, region=settings.region, account_id=settings.account_id)
