@@ -428,10 +428,28 @@ def _free_port() -> int:
         return port
 
 
+@pytest.mark.parametrize("mode", ["file", "shamir", "pkcs11"])
 async def test_a_rotation_killed_midway_resumes_on_restart(
-    stacks: list[Kms], tmp_path: Path, pki_dir: Path, database_url: str
+    mode: str,
+    request: pytest.FixtureRequest,
+    stacks: list[Kms],
+    tmp_path: Path,
+    pki_dir: Path,
+    database_url: str,
 ) -> None:
-    kms = await start(stacks, tmp_path, pki_dir, database_url, COFFER_ROOT_ROTATION_BATCH="2")
+    env = {"COFFER_SEAL": mode, "COFFER_ROOT_ROTATION_BATCH": "2"}
+    if mode == "pkcs11":
+        env |= request.getfixturevalue("softhsm").env()
+    kms = await start(stacks, tmp_path, pki_dir, database_url, **env)
+    shares: list[str] = []
+    if mode == "shamir":
+        init = await kms.seal().OperatorInit(kms_pb2.OperatorInitRequest(key_shares=3, key_threshold=2))
+        shares = list(init.shares)
+
+    async def unseal() -> None:
+        for share in shares[:2]:
+            await kms.seal().OperatorUnseal(kms_pb2.OperatorUnsealRequest(share=share))
+
     blobs = await make_keys_and_blobs(kms, 10)
     old = (await kms.seal().OperatorStatus(kms_pb2.OperatorStatusRequest())).status.root_key_id
     await kms.close_channels()
@@ -442,12 +460,11 @@ async def test_a_rotation_killed_midway_resumes_on_restart(
     kms.services.env["COFFER_KMS_ADDR"] = addr
     values = {**kms.services.env, "COFFER_DATABASE_URL": kms.services.dsns["kms"]}
     values |= {"COFFER_ROOT_ROTATION_STOP_AFTER": "2", "COFFER_LOG_FILE": str(tmp_path / "kms.log")}
-    env = {**os.environ, **service_env("kms", values)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "coffer.kms",
-        env=env,
+        env={**os.environ, **service_env("kms", values)},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -457,6 +474,7 @@ async def test_a_rotation_killed_midway_resumes_on_restart(
             timeout=60,
             retry_on=(errors.Unavailable,),
         )
+        await unseal()
         started = await kms.seal().OperatorRotateRoot(kms_pb2.OperatorRotateRootRequest())
         new = started.status.new_root_key_id
         assert started.status.rotation == "rotate-root" and new and new != old
@@ -472,16 +490,18 @@ async def test_a_rotation_killed_midway_resumes_on_restart(
         await kms.close_channels()
     assert proc.returncode == -signal.SIGKILL
 
-    # killed in the middle: rows under both roots, the rotation recorded, the new root on disk beside the old
+    # killed in the middle: rows under both roots, the rotation recorded, the new root kept beside the old
     assert await kms.root_ids_of_material() == {old, new}
     row = await kms.rotation_row()
     assert row is not None and row["rewrapped"] == 4 and row["new_root_key_id"] == new
-    assert load_root_key(kms.home / "keys" / "root.key").key_id == old
-    assert load_root_key(kms.home / "keys" / "root.key.next").key_id == new
+    if mode == "file":
+        assert load_root_key(kms.home / "keys" / "root.key").key_id == old
+        assert load_root_key(kms.home / "keys" / "root.key.next").key_id == new
 
     # restarted (without the stop): serves at once with both roots, and finishes the rotation by itself
     kms.services.env["COFFER_KMS_ADDR"] = "127.0.0.1:0"
-    await kms.services.start_kms()
+    runtime = await kms.services.start_kms()
+    await unseal()  # a shamir kms resumes once unsealed
     await all_decrypt(kms, blobs)
     await eventually(kms.rotation_row, timeout=60, until=lambda r: r is None)
     await eventually(
@@ -490,8 +510,17 @@ async def test_a_rotation_killed_midway_resumes_on_restart(
         until=lambda r: r.status.rotation == "" and r.status.root_key_id == new,
     )
     assert await kms.root_ids_of_material() == {new}
-    assert load_root_key(kms.home / "keys" / "root.key").key_id == new
-    assert not (kms.home / "keys" / "root.key.next").exists()
+    if mode == "file":
+        assert load_root_key(kms.home / "keys" / "root.key").key_id == new
+        assert not (kms.home / "keys" / "root.key.next").exists()
+    elif mode == "pkcs11":
+        assert runtime.hsm is not None and await runtime.hsm.key_ids() == [new]
+    else:
+        conn = await kms.admin()
+        try:
+            assert await conn.fetchval("SELECT root_key_id FROM kms.seal") == new
+        finally:
+            await conn.close()
     await all_decrypt(kms, blobs)
 
 
