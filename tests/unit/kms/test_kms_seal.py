@@ -3,6 +3,7 @@ named and not counted, and the Seal state machine over an in-memory record store
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from coffer.core import errors
 from coffer.crypto import shamir
 from coffer.crypto.rootkey import MaterialBinding, RootKey
-from coffer.kms.seal import RotationRecord, Seal, SealMode, SealRecord
+from coffer.kms.seal import RootRetired, RotationRecord, Seal, SealMode, SealRecord, SoftRoot
 
 
 def corrupt(share: str, position: int = 5) -> str:
@@ -197,3 +198,35 @@ def test_shares_are_named_by_their_public_words_only() -> None:
     assert len(labels) == 5  # the member index is in the first four words
     for share, name in zip(shares, map(shamir.label, shares), strict=True):
         assert name == " ".join(share.split()[:4]) + " ..."
+
+
+async def test_a_retired_root_is_refused_by_name_and_destroyed_only_once_released() -> None:
+    old, new = RootKey.generate(), RootKey.generate()
+    seal = Seal(mode=SealMode.FILE, roots=[SoftRoot(old)])
+    seal.add_root(SoftRoot(new), active=True)  # a rotation began: new material under the new root
+    assert seal.current().key_id == new.key_id and seal.root_ids() == {old.key_id, new.key_id}
+    async with seal.writing() as root:
+        assert root.key_id == new.key_id
+    wrapped = await SoftRoot(old).wrap(b"m" * 32, BINDING)
+    released = asyncio.Event()
+
+    async def reader() -> bytes:
+        async with seal.using(old.key_id) as root:
+            await released.wait()  # a read under the old root still running when the rotation ends
+            return await root.unwrap(wrapped, BINDING)
+
+    read = asyncio.create_task(reader())
+    await asyncio.sleep(0)
+    retire = asyncio.create_task(seal.retire(old.key_id))
+    await asyncio.sleep(0)
+    assert not retire.done()  # waits for the reader
+    with pytest.raises(RootRetired):  # a row read under the old root before the rewrap: read it again
+        async with seal.using(old.key_id):
+            pass
+    released.set()
+    assert await read == b"m" * 32
+    await retire
+    assert seal.root_ids() == {new.key_id}
+    with pytest.raises(errors.Internal, match="No root key"):
+        async with seal.using("0000000000000000"):
+            pass
