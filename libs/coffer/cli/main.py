@@ -9,6 +9,7 @@
     coffer organizations create-account --account-name team-a --email team-a@example.com
     coffer status
     coffer rotation history --secret-id db/prod
+    coffer usage get --month 2026-03
     coffer admin create-credential --principal user/alice --expires-in 3600
     coffer admin rotate-credential --principal user/alice
     coffer operator init --key-shares 5 --key-threshold 3
@@ -194,6 +195,31 @@ def _rotation_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     if next_token:
         body["NextToken"] = next_token
     print(json.dumps(body, indent=4, ensure_ascii=False), file=out)
+    return EXIT_OK
+
+
+def _usage_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``coffer usage get --month YYYY-MM``: the caller's account's API calls per operation and SecretMonths
+    in the month (UsageService/GetUsage)."""
+    conn = _connection(args)
+    try:
+        client = CofferClient(conn.endpoint, conn.ca_file, conn.token, region=conn.region)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
+        ) from None
+    with client:
+        try:
+            response = client.usage.call("GetUsage", month=args.month)
+        except _ops.EndpointUnreachable as exc:
+            print(exc.message, file=err)
+            return EXIT_OTHER
+        except CofferError as exc:
+            print(
+                f"An error occurred ({exc.code}) when calling the GetUsage operation: {exc.message}", file=err
+            )
+            return EXIT_SERVICE_ERROR
+    print(json.dumps(shapes.to_aws(response), indent=4, ensure_ascii=False), file=out)
     return EXIT_OK
 
 
@@ -457,6 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-items", type=int, default=None, help="at most this many attempts, newest first (default: all)"
     )
     history.set_defaults(handler=_rotation_history)
+
+    usage = commands.add_parser("usage", help="metering: API calls and SecretMonths per month (beyond AWS)")
+    usage_commands = usage.add_subparsers(dest="usage_command", metavar="ACTION", parser_class=_Parser)
+    usage_commands.required = True
+    usage_get = usage_commands.add_parser(
+        "get", parents=leaf_parents, help="the caller's account's usage in a month (JSON)"
+    )
+    usage_get.add_argument("--month", required=True, metavar="YYYY-MM", help="calendar month (UTC)")
+    usage_get.set_defaults(handler=_usage_get)
 
     operator = commands.add_parser("operator", help="the kms's seal: init, unseal, seal, status (operators)")
     operator_commands = operator.add_subparsers(

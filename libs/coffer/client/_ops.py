@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from coffer.api.iam.v1 import iam_pb2
 from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2
+from coffer.api.usage.v1 import usage_pb2
 from coffer.core import errors
 from coffer.rpc.status import error_info_of, from_rpc_error
 from coffer.rpc.tls import GATEWAY_HOST, name_options
@@ -31,6 +32,8 @@ SEAL = kms_pb2.DESCRIPTOR.services_by_name["SealService"]
 IAM = iam_pb2.DESCRIPTOR.services_by_name["IdentityManagementService"]
 STS = iam_pb2.DESCRIPTOR.services_by_name["SecurityTokenService"]
 ORGANIZATIONS = iam_pb2.DESCRIPTOR.services_by_name["OrganizationsService"]
+#: Metering (beyond AWS): GetUsage.
+USAGE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"]
 
 #: Like boto3, fill ``client_request_token`` with ``str(uuid4())`` when the caller did not give one.
 TOKEN_AUTOFILL = frozenset({"CreateSecret", "PutSecretValue", "UpdateSecret"})

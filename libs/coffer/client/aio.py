@@ -122,6 +122,12 @@ class AsyncKmsClient(_AsyncService):
     async def decrypt(self, **fields: Any) -> kms_pb2.DecryptResponse:
         return await self._call("Decrypt", kms_pb2.DecryptResponse, fields)
 
+    async def get_key_policy(self, **fields: Any) -> kms_pb2.GetKeyPolicyResponse:
+        return await self._call("GetKeyPolicy", kms_pb2.GetKeyPolicyResponse, fields)
+
+    async def put_key_policy(self, **fields: Any) -> kms_pb2.PutKeyPolicyResponse:
+        return await self._call("PutKeyPolicy", kms_pb2.PutKeyPolicyResponse, fields)
+
 
 class AsyncIamClient(_AsyncService):
     """IAM operations (``coffer.api.iam.v1.IdentityManagementService``) through the gateway."""
@@ -253,6 +259,8 @@ class AsyncCofferClient(_AsyncService):
         self.organizations = AsyncOrganizationsClient(channel, _ops.ORGANIZATIONS, timeout, endpoint)
         #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
         self.operator = _AsyncService(channel, _ops.SEAL, timeout, endpoint)
+        #: Metering (``coffer usage get``): ``.usage.call("GetUsage", month="2026-03")``.
+        self.usage = _AsyncService(channel, _ops.USAGE, timeout, endpoint)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> AsyncCofferClient:
@@ -319,6 +327,18 @@ class AsyncCofferClient(_AsyncService):
 
     async def untag_resource(self, **fields: Any) -> sm.UntagResourceResponse:
         return await self._call("UntagResource", sm.UntagResourceResponse, fields)
+
+    async def put_resource_policy(self, **fields: Any) -> sm.PutResourcePolicyResponse:
+        return await self._call("PutResourcePolicy", sm.PutResourcePolicyResponse, fields)
+
+    async def get_resource_policy(self, **fields: Any) -> sm.GetResourcePolicyResponse:
+        return await self._call("GetResourcePolicy", sm.GetResourcePolicyResponse, fields)
+
+    async def delete_resource_policy(self, **fields: Any) -> sm.DeleteResourcePolicyResponse:
+        return await self._call("DeleteResourcePolicy", sm.DeleteResourcePolicyResponse, fields)
+
+    async def validate_resource_policy(self, **fields: Any) -> sm.ValidateResourcePolicyResponse:
+        return await self._call("ValidateResourcePolicy", sm.ValidateResourcePolicyResponse, fields)
 
     async def get_random_password(self, **fields: Any) -> sm.GetRandomPasswordResponse:
         return await self._call("GetRandomPassword", sm.GetRandomPasswordResponse, fields)

@@ -118,6 +118,12 @@ class KmsClient(_SyncService):
     def decrypt(self, **fields: Any) -> kms_pb2.DecryptResponse:
         return self._call("Decrypt", kms_pb2.DecryptResponse, fields)
 
+    def get_key_policy(self, **fields: Any) -> kms_pb2.GetKeyPolicyResponse:
+        return self._call("GetKeyPolicy", kms_pb2.GetKeyPolicyResponse, fields)
+
+    def put_key_policy(self, **fields: Any) -> kms_pb2.PutKeyPolicyResponse:
+        return self._call("PutKeyPolicy", kms_pb2.PutKeyPolicyResponse, fields)
+
 
 class IamClient(_SyncService):
     """IAM operations (``coffer.api.iam.v1.IdentityManagementService``) through the gateway."""
@@ -249,6 +255,8 @@ class CofferClient(_SyncService):
         self.organizations = OrganizationsClient(channel, _ops.ORGANIZATIONS, timeout, endpoint)
         #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
         self.operator = _SyncService(channel, _ops.SEAL, timeout, endpoint)
+        #: Metering (``coffer usage get``): ``.usage.call("GetUsage", month="2026-03")``.
+        self.usage = _SyncService(channel, _ops.USAGE, timeout, endpoint)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> CofferClient:
@@ -315,6 +323,18 @@ class CofferClient(_SyncService):
 
     def untag_resource(self, **fields: Any) -> sm.UntagResourceResponse:
         return self._call("UntagResource", sm.UntagResourceResponse, fields)
+
+    def put_resource_policy(self, **fields: Any) -> sm.PutResourcePolicyResponse:
+        return self._call("PutResourcePolicy", sm.PutResourcePolicyResponse, fields)
+
+    def get_resource_policy(self, **fields: Any) -> sm.GetResourcePolicyResponse:
+        return self._call("GetResourcePolicy", sm.GetResourcePolicyResponse, fields)
+
+    def delete_resource_policy(self, **fields: Any) -> sm.DeleteResourcePolicyResponse:
+        return self._call("DeleteResourcePolicy", sm.DeleteResourcePolicyResponse, fields)
+
+    def validate_resource_policy(self, **fields: Any) -> sm.ValidateResourcePolicyResponse:
+        return self._call("ValidateResourcePolicy", sm.ValidateResourcePolicyResponse, fields)
 
     def get_random_password(self, **fields: Any) -> sm.GetRandomPasswordResponse:
         return self._call("GetRandomPassword", sm.GetRandomPasswordResponse, fields)

@@ -61,23 +61,34 @@ def partial_arn(*, partition: str, region: str, account: str, name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SecretRef:
-    """How to look a SecretId up: by exact ARN first (when given), else by name."""
+    """How to look a SecretId up: by exact ARN first (when given), else by name in ``account``."""
 
     arn: str | None
     name: str
+    account: str = "000000000000"
+
+    @property
+    def name_key(self) -> list[str]:
+        """The (account, name) pair the name lookup matches (``LOOKUP``'s second parameter)."""
+        return [self.account, self.name]
 
 
 def resolve_secret_id(secret_id: str, *, partition: str, region: str, account: str) -> SecretRef | None:
-    """Turn a SecretId into a lookup, or None when it can name nothing here (another account, region or
-    partition, or not a Secrets Manager ARN) - callers answer ResourceNotFoundException."""
+    """Turn a SecretId into a lookup, or None when it can name nothing here (another region or partition, or
+    not a Secrets Manager ARN) - callers answer ResourceNotFoundException.
+
+    ``account`` is the caller's: a name resolves there. An ARN resolves in the account it names (another
+    account's full ARN is a cross-account request, which the policies decide); a partial ARN of another
+    account resolves by name in that account."""
     if not secret_id.startswith("arn:"):
-        return SecretRef(arn=None, name=secret_id)
+        return SecretRef(arn=None, name=secret_id, account=account)
     m = _ARN_RE.match(secret_id)
     if m is None:
         return None
-    if (m["partition"], m["region"], m["account"]) != (partition, region, account):
+    if (m["partition"], m["region"]) != (partition, region):
         return None
     resource = m["resource"]
+    owner = m["account"]
     if _SUFFIXED_RE.match(resource):
-        return SecretRef(arn=secret_id, name=resource)
-    return SecretRef(arn=None, name=resource)
+        return SecretRef(arn=secret_id, name=resource, account=owner)
+    return SecretRef(arn=None, name=resource, account=owner)

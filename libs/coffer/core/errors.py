@@ -252,3 +252,7 @@ _KINDS: tuple[type[CofferError], ...] = (
 
 #: AWS error name -> the class that carries it by default (used to rebuild errors on the client side).
 ERRORS_BY_CODE: dict[str, type[CofferError]] = {cls.default_code: cls for cls in _KINDS}
+# Resource-policy failures (their classes live with the policy engine, coffer.core.policy.model): rebuilt
+# on the client side as InvalidParameter kinds carrying the AWS name.
+ERRORS_BY_CODE.setdefault("MalformedPolicyDocumentException", InvalidParameter)
+ERRORS_BY_CODE.setdefault("PublicPolicyException", InvalidParameter)

@@ -26,6 +26,7 @@ from coffer import logs
 from coffer.api.iam.v1 import iam_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.store.v1 import store_pb2_grpc
+from coffer.api.usage.v1 import usage_pb2_grpc
 from coffer.audit import StructlogAudit
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.auth import BearerAuthenticator, CredentialStore
@@ -98,6 +99,7 @@ async def serve(settings: Settings) -> GatewayRuntime:
         Downstream.IAM: iam_pb2_grpc.IdentityManagementServiceStub(store_channel),
         Downstream.STS: iam_pb2_grpc.SecurityTokenServiceStub(store_channel),
         Downstream.ORGANIZATIONS: iam_pb2_grpc.OrganizationsServiceStub(store_channel),
+        Downstream.USAGE: usage_pb2_grpc.UsageServiceStub(store_channel),  # the store serves metering
     }
 
     def register(server: grpc.aio.Server) -> Iterable[str]:

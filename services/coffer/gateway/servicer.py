@@ -26,6 +26,7 @@ from coffer.api.iam.v1 import iam_pb2
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
+from coffer.api.usage.v1 import usage_pb2, usage_pb2_grpc
 from coffer.core import errors
 from coffer.core.password import DEFAULT_LENGTH, PasswordRequest
 from coffer.gateway.app import GatewayApp
@@ -46,6 +47,7 @@ PUBLIC_SERVICES: Final[tuple[ServiceDescriptor, ...]] = (
     iam_pb2.DESCRIPTOR.services_by_name["IdentityManagementService"],
     iam_pb2.DESCRIPTOR.services_by_name["SecurityTokenService"],
     iam_pb2.DESCRIPTOR.services_by_name["OrganizationsService"],
+    usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
 )
 
 
@@ -59,6 +61,7 @@ class Downstream(enum.Enum):
     IAM = iam_pb2.DESCRIPTOR.services_by_name["IdentityManagementService"].full_name
     STS = iam_pb2.DESCRIPTOR.services_by_name["SecurityTokenService"].full_name
     ORGANIZATIONS = iam_pb2.DESCRIPTOR.services_by_name["OrganizationsService"].full_name
+    USAGE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +200,18 @@ ROUTES: Final[Mapping[str, Route]] = {
     _SM + "StopReplicationToReplica": Route(
         "secretsmanager:StopReplicationToReplica", "secret_id", _store("StopReplicationToReplica")
     ),
+    _SM + "PutResourcePolicy": Route(
+        "secretsmanager:PutResourcePolicy", "secret_id", _store("PutResourcePolicy")
+    ),
+    _SM + "GetResourcePolicy": Route(
+        "secretsmanager:GetResourcePolicy", "secret_id", _store("GetResourcePolicy")
+    ),
+    _SM + "DeleteResourcePolicy": Route(
+        "secretsmanager:DeleteResourcePolicy", "secret_id", _store("DeleteResourcePolicy")
+    ),
+    _SM + "ValidateResourcePolicy": Route(
+        "secretsmanager:ValidateResourcePolicy", "secret_id", _store("ValidateResourcePolicy")
+    ),
     # KeyManagementService
     _KMS + "CreateKey": Route("kms:CreateKey", None, _kms("CreateKey")),
     _KMS + "DescribeKey": Route("kms:DescribeKey", "key_id", _kms("DescribeKey")),
@@ -215,6 +230,8 @@ ROUTES: Final[Mapping[str, Route]] = {
     _KMS + "GenerateDataKey": Route("kms:GenerateDataKey", "key_id", _kms("GenerateDataKey")),
     _KMS + "Encrypt": Route("kms:Encrypt", "key_id", _kms("Encrypt")),
     _KMS + "Decrypt": Route("kms:Decrypt", "key_id", _kms("Decrypt")),
+    _KMS + "GetKeyPolicy": Route("kms:GetKeyPolicy", "key_id", _kms("GetKeyPolicy")),
+    _KMS + "PutKeyPolicy": Route("kms:PutKeyPolicy", "key_id", _kms("PutKeyPolicy")),
     # SealService (operators only: see coffer.gateway.authz.OPERATOR_ACTIONS)
     _SEAL + "OperatorInit": Route("kms:OperatorInit", None, _seal("OperatorInit")),
     _SEAL + "OperatorUnseal": Route("kms:OperatorUnseal", None, _seal("OperatorUnseal")),
@@ -233,6 +250,10 @@ ROUTES: Final[Mapping[str, Route]] = {
     ),
     _ORG + "ListAccounts": Route(
         "organizations:ListAccounts", None, Forward(Downstream.ORGANIZATIONS, "ListAccounts")
+    ),
+    # UsageService (served by the store, which decides coffer:GetUsage)
+    "/coffer.api.usage.v1.UsageService/GetUsage": Route(
+        "coffer:GetUsage", None, Forward(Downstream.USAGE, "GetUsage")
     ),
 }
 
@@ -316,6 +337,7 @@ def gateway_handlers(
     store: store_pb2_grpc.SecretStoreServiceStub,
     kms: kms_pb2_grpc.KeyManagementServiceStub,
     seal: kms_pb2_grpc.SealServiceStub | None = None,
+    usage: usage_pb2_grpc.UsageServiceStub | None = None,
     services: Iterable[ServiceDescriptor] = PUBLIC_SERVICES,
     routes: Mapping[str, Route] = ROUTES,
     others: Mapping[Downstream, Any] | None = None,
@@ -346,11 +368,16 @@ def gateway_handlers(
 
 
 class _NoSeal:
-    """Stands for a missing seal stub: every call fails as a dependency that cannot be reached."""
+    """Stands for a missing seal (or usage) stub: every call fails as a dependency that cannot be reached."""
+
+    def __init__(self, what: str = "kms seal") -> None:
+        self._what = what
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+        what = self._what
+
         async def call(_request: Any, **_kw: Any) -> Any:
-            raise errors.Unavailable(f"The kms seal service is not connected ({method}).")
+            raise errors.Unavailable(f"The {what} service is not connected ({method}).")
 
         return call
 

@@ -50,6 +50,7 @@ PEERS = PeerPolicy(
     default=frozenset({"store", "gateway"}),
     per_method={
         f"/{EVENTS_SERVICE_NAME}/WatchKeyChanges": WATCHERS,
+        f"/{EVENTS_SERVICE_NAME}/DescribeKeyPolicy": WATCHERS,
         **{
             f"/{SEAL_SERVICE_NAME}/{m}": frozenset({"gateway"})
             for m in (
@@ -255,7 +256,7 @@ async def serve(
 
         def register(server: grpc.aio.Server) -> list[str]:
             kms_pb2_grpc.add_KeyManagementServiceServicer_to_server(KmsServicer(app), server)
-            kms_pb2_grpc.add_KeyEventsServiceServicer_to_server(KeyEventsServicer(hub), server)
+            kms_pb2_grpc.add_KeyEventsServiceServicer_to_server(KeyEventsServicer(hub, app), server)
             kms_pb2_grpc.add_SealServiceServicer_to_server(SealServicer(seal, rotator), server)
             return [SERVICE_NAME, EVENTS_SERVICE_NAME, SEAL_SERVICE_NAME]
 

@@ -8,18 +8,30 @@ inside it.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 import structlog
 
 from coffer.clock import Clock
 from coffer.core import errors
+from coffer.core.authorize import authorize
+from coffer.core.policy import Policy
+from coffer.core.policy.keypolicy import (
+    DEFAULT_POLICY_NAME,
+    authorize_key,
+    aws_managed_key_policy_text,
+    check_lockout,
+    default_key_policy_text,
+    parse_key_policy,
+)
+from coffer.core.principal import Principal, PrincipalKind
 from coffer.crypto import blob as blobs
 from coffer.crypto.rootkey import MaterialBinding, RootKey, UnwrapError
 from coffer.kms import validation as v
@@ -51,6 +63,7 @@ from coffer.kms.model import (
 )
 from coffer.kms.seal import Root, RootRetired, SoftRoot
 from coffer.kms.state import Operation, check
+from coffer.rpc.context import current_caller, current_peer
 
 log = structlog.get_logger("coffer.kms")
 
@@ -59,6 +72,8 @@ MAX_ON_DEMAND_ROTATIONS = 25
 RESERVED_ALIAS_PREFIX = "alias/aws/"
 #: Service identities that may not use AWS-managed keys for crypto directly (only via Secrets Manager).
 DEFAULT_AWS_KEY_CRYPTO_DENIED = frozenset({"gateway"})
+#: The peer (certificate name) public calls come from.
+PUBLIC_PEER = "gateway"
 _NO_SUCH_CIPHERTEXT_KEY = (
     "The ciphertext refers to a customer master key that does not exist, does not exist in this region, "
     "or you are not allowed to access."
@@ -87,6 +102,7 @@ class KeyTx(Protocol):
         ...
 
     async def notify_key_changed(self, key_arn: str) -> None: ...
+    async def set_key_policy(self, key_id: str, policy: str) -> None: ...
 
 
 class KeyStore(Protocol):
@@ -107,6 +123,11 @@ class KeyStore(Protocol):
     async def list_aliases(self, *, key_id: str | None, after: str | None, limit: int) -> list[Alias]: ...
     async def alias_exists(self, alias_name: str) -> bool: ...
     async def due_for_rotation(self, now: datetime, *, limit: int) -> list[str]: ...
+    def scoped(self, scope: Scope) -> KeyStore:
+        """The same store for another account."""
+        ...
+
+    async def accounts(self) -> list[str]: ...
 
 
 class RootKeySource(Protocol):
@@ -156,20 +177,54 @@ class KmsApp:
         self.scope = scope
         self._clock = clock
         self._aws_key_crypto_denied = aws_key_crypto_denied
+        self._accounts: dict[str, KmsApp] = {scope.account_id: self}
+
+    def for_account(self, account: str) -> KmsApp:
+        """This kms for the keys of ``account`` (keys, aliases and lists are per account)."""
+        app = self._accounts.get(account)
+        if app is None:
+            scope = replace(self.scope, account_id=account)
+            app = KmsApp(
+                store=self._store.scoped(scope),
+                root_key=self._roots,
+                scope=scope,
+                clock=self._clock,
+                aws_key_crypto_denied=self._aws_key_crypto_denied,
+            )
+            app._accounts = self._accounts
+            self._accounts[account] = app
+        return app
+
+    def for_call(self) -> KmsApp:
+        """The app for the call in progress: the caller's account; Coffer's own services (no end caller)
+        act in the deployment's account."""
+        caller = current_caller()
+        if caller is None or caller.kind is PrincipalKind.SERVICE:
+            return self
+        return self.for_account(caller.account)
 
     # --- key material ---------------------------------------------------------------------------------------
 
-    def _binding(self, key_id: str, material_id: str) -> MaterialBinding:
+    def _binding(self, key_id: str, material_id: str, account: str | None = None) -> MaterialBinding:
         return MaterialBinding(
-            account_id=self.scope.account_id, region=self.scope.region, key_id=key_id, material_id=material_id
+            account_id=account or self.scope.account_id,
+            region=self.scope.region,
+            key_id=key_id,
+            material_id=material_id,
         )
 
     async def _new_material(
-        self, root: Root, key_id: str, *, now: datetime, rotation_type: RotationType | None
+        self,
+        root: Root,
+        key_id: str,
+        *,
+        now: datetime,
+        rotation_type: RotationType | None,
+        account: str | None = None,
     ) -> Material:
         material_id = secrets.token_hex(blobs.MATERIAL_ID_SIZE)
         wrapped = await root.wrap(
-            secrets.token_bytes(blobs.MATERIAL_SIZE), self._binding(key_id, material_id)
+            secrets.token_bytes(blobs.MATERIAL_SIZE), self._binding(key_id, material_id, account)
         )
         return Material(
             key_id=key_id,
@@ -185,7 +240,7 @@ class KmsApp:
     async def _unwrap(self, key: Key, material: Material) -> bytes:
         """The material's plaintext, under the root its row names. A row read just before a root rotation
         rewrapped it and retired the old root is read again (once)."""
-        binding = self._binding(key.key_id, material.material_id)
+        binding = self._binding(key.key_id, material.material_id, key.account_id)
         for attempt in range(2):
             try:
                 async with self._roots.using(material.root_key_id) as root:
@@ -209,7 +264,9 @@ class KmsApp:
 
     async def _rotate(self, tx: KeyTx, key: Key, *, now: datetime, rotation_type: RotationType) -> Key:
         async with self._roots.writing() as root:
-            material = await self._new_material(root, key.key_id, now=now, rotation_type=rotation_type)
+            material = await self._new_material(
+                root, key.key_id, now=now, rotation_type=rotation_type, account=key.account_id
+            )
             await tx.add_material(material)
         log.info(
             "kms.key_rotated", key_arn=key.arn, key_material_id=material.material_id, type=rotation_type.value
@@ -259,7 +316,21 @@ class KmsApp:
             key_id = str(uuid.uuid4())
             async with self._roots.writing() as root:
                 material = await self._new_material(root, key_id, now=now, rotation_type=None)
-                key = self._predefined_key(key_id, now, service, material)
+                key = Key(
+                    key_id=key_id,
+                    arn=self.scope.key_arn(key_id),
+                    account_id=self.scope.account_id,
+                    region=self.scope.region,
+                    description=DEFAULT_KEY_DESCRIPTION,
+                    key_manager=KeyManager.AWS,
+                    key_state=KeyState.ENABLED,
+                    created_at=now,
+                    current_material_id=material.material_id,
+                    rotation_enabled=True,
+                    rotation_period_days=AWS_MANAGED_ROTATION_DAYS,
+                    next_rotation_at=now + timedelta(days=AWS_MANAGED_ROTATION_DAYS),
+                    managed_service=service,
+                )
                 try:
                     async with self._store.transaction() as tx:
                         await tx.insert_key(key, material)
@@ -272,23 +343,6 @@ class KmsApp:
             log.info("kms.aws_managed_key_created", key_arn=key.arn, alias=ref.alias_name)
             return key
         raise errors.Internal(f"Could not create the AWS managed key for {ref.alias_name}; try again.")
-
-    def _predefined_key(self, key_id: str, now: datetime, service: str, material: Material) -> Key:
-        return Key(
-            key_id=key_id,
-            arn=self.scope.key_arn(key_id),
-            account_id=self.scope.account_id,
-            region=self.scope.region,
-            description=DEFAULT_KEY_DESCRIPTION,
-            key_manager=KeyManager.AWS,
-            key_state=KeyState.ENABLED,
-            created_at=now,
-            current_material_id=material.material_id,
-            rotation_enabled=True,
-            rotation_period_days=AWS_MANAGED_ROTATION_DAYS,
-            next_rotation_at=now + timedelta(days=AWS_MANAGED_ROTATION_DAYS),
-            managed_service=service,
-        )
 
     async def _resolve_for_encrypt(self, value: str) -> tuple[Key, Material]:
         ref = parse_key_ref(v.key_id(value), self.scope, allow_alias=True)
@@ -318,6 +372,81 @@ class KmsApp:
                 f"kms:{operation.value} calls by {caller} are not allowed."
             )
 
+    # --- authorization (key policies) -----------------------------------------------------------------------
+
+    def key_policy_text(self, key: Key) -> str:
+        """The key's policy document (AWS-managed keys: their service's fixed policy)."""
+        if key.policy is not None:
+            return key.policy
+        if key.key_manager is KeyManager.AWS:
+            return aws_managed_key_policy_text(
+                key.account_id, key.region, key.managed_service or "secretsmanager"
+            )
+        return default_key_policy_text(key.account_id, self.scope.partition)
+
+    def key_policy(self, key: Key) -> Policy:
+        return _compiled(self.key_policy_text(key))
+
+    def _authz(self, operation: Operation | str, key: Key) -> None:
+        """Public calls (from the gateway) are decided on the key policy (AWS KMS's rule, coffer.core.policy
+        .keypolicy). Calls from Coffer's own services (the store using a key on behalf of Secrets Manager) are
+        decided by that service (the store's KeyPolicies) and pass here."""
+        if current_peer() != PUBLIC_PEER:
+            return
+        caller = current_caller()
+        if caller is None:
+            raise errors.AccessDenied("The caller of this kms call is unknown.")
+        if caller.kind is PrincipalKind.SERVICE:
+            return  # Coffer's own services are trusted peers (the old rule: only the default key is refused)
+        action = f"kms:{operation.value}" if isinstance(operation, Operation) else operation
+        authorize_key(caller, action, key.arn, self.key_policy(key), key_account=key.account_id)
+
+    def _authz_account(self, action: str) -> None:
+        """Public calls without a key (CreateKey, ListKeys, ListAliases): the caller's identity policies, on
+        the caller's own account (the app serving the call is the caller's account's: ``for_call``)."""
+        if current_peer() != PUBLIC_PEER:
+            return
+        caller = current_caller()
+        if caller is None:
+            raise errors.AccessDenied("The caller of this kms call is unknown.")
+        if caller.kind is not PrincipalKind.SERVICE:
+            authorize(caller, action, "*", resource_account=caller.account)
+
+    async def get_key_policy(self, *, key_id: str, policy_name: str | None = None) -> tuple[str, str]:
+        name = _policy_name(policy_name)
+        key = await self._resolve(key_id)
+        self._authz("kms:GetKeyPolicy", key)
+        return self.key_policy_text(key), name
+
+    async def put_key_policy(
+        self, *, key_id: str, policy: str, policy_name: str | None = None, bypass_lockout_check: bool = False
+    ) -> None:
+        _policy_name(policy_name)
+        kid = self._key_id_only(key_id)
+        compiled = parse_key_policy(policy)
+        async with self._store.transaction() as tx:
+            key = await self._locked(tx, kid)
+            self._authz("kms:PutKeyPolicy", key)
+            if key.key_manager is KeyManager.AWS:
+                raise errors.AccessDenied(
+                    f"{key.arn} is an AWS managed key: its key policy cannot be changed."
+                )
+            if key.key_state is KeyState.PENDING_DELETION:
+                raise errors.KmsInvalidState(f"{key.arn} is pending deletion.")
+            caller = current_caller()
+            if not bypass_lockout_check and caller is not None and _human(caller):
+                check_lockout(caller, key.arn, compiled, key_account=key.account_id)
+            await tx.set_key_policy(key.key_id, policy)
+            await tx.notify_key_changed(key.arn)
+        log.info("kms.key_policy_put", key_arn=key.arn)
+
+    async def key_for_service(self, *, key_arn: str) -> Key:
+        """The key behind an ARN (in its own account) or an id/alias (in the caller's account), for Coffer's
+        services (no authorization: peers only)."""
+        parts = key_arn.split(":")
+        app = self.for_account(parts[4]) if key_arn.startswith("arn:") and len(parts) > 5 else self.for_call()
+        return await app._resolve(key_arn)
+
     # --- keys -----------------------------------------------------------------------------------------------
 
     async def create_key(
@@ -330,8 +459,12 @@ class KmsApp:
         origin: str | None = None,
         tags: Sequence[Tag] = (),
         multi_region: bool = False,
+        policy: str | None = None,
+        bypass_lockout_check: bool = False,
     ) -> Key:
+        self._authz_account("kms:CreateKey")
         self._roots.current()  # new key material needs the root key
+        compiled = parse_key_policy(policy) if policy is not None else None
         desc = v.description(description or "")
         if key_spec is not None and customer_master_key_spec is not None:
             raise errors.Validation(
@@ -357,37 +490,33 @@ class KmsApp:
         key_id = f"mrk-{secrets.token_hex(16)}" if multi_region else str(uuid.uuid4())
         async with self._roots.writing() as root:
             material = await self._new_material(root, key_id, now=now, rotation_type=None)
-            key = self._customer_key(key_id, now, desc, material, multi_region, checked_tags)
+            key = Key(
+                key_id=key_id,
+                arn=self.scope.key_arn(key_id),
+                account_id=self.scope.account_id,
+                region=self.scope.region,
+                description=desc,
+                key_manager=KeyManager.CUSTOMER,
+                key_state=KeyState.ENABLED,
+                created_at=now,
+                current_material_id=material.material_id,
+                multi_region=multi_region,
+                tags=checked_tags,
+                policy=policy
+                if policy is not None
+                else default_key_policy_text(self.scope.account_id, self.scope.partition),
+            )
+            caller = current_caller()
+            if compiled is not None and not bypass_lockout_check and _human(caller):
+                check_lockout(caller, key.arn, compiled, key_account=key.account_id)
             async with self._store.transaction() as tx:
                 await tx.insert_key(key, material)
         log.info("kms.key_created", key_arn=key.arn)
         return key
 
-    def _customer_key(
-        self,
-        key_id: str,
-        now: datetime,
-        desc: str,
-        material: Material,
-        multi_region: bool,
-        checked_tags: tuple[Tag, ...],
-    ) -> Key:
-        return Key(
-            key_id=key_id,
-            arn=self.scope.key_arn(key_id),
-            account_id=self.scope.account_id,
-            region=self.scope.region,
-            description=desc,
-            key_manager=KeyManager.CUSTOMER,
-            key_state=KeyState.ENABLED,
-            created_at=now,
-            current_material_id=material.material_id,
-            multi_region=multi_region,
-            tags=checked_tags,
-        )
-
     async def describe_key(self, *, key_id: str) -> Key:
         key = await self._resolve(key_id)
+        self._authz(Operation.DESCRIBE_KEY, key)
         check(Operation.DESCRIBE_KEY, key.key_state, key.key_manager, arn=key.arn)
         return key
 
@@ -396,6 +525,7 @@ class KmsApp:
     ) -> Page[tuple[str, str]]:
         n = v.limit(limit, default=100)
         after = v.decode_marker(marker, "keys")
+        self._authz_account("kms:ListKeys")
         ids = await self._store.list_key_ids(after=after, limit=n + 1)
         page = ids[:n]
         return Page(
@@ -407,6 +537,7 @@ class KmsApp:
         kid = self._key_id_only(key_id)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.ENABLE_KEY, key)
             check(Operation.ENABLE_KEY, key.key_state, key.key_manager, arn=key.arn)
             updated = await self._rotate_if_overdue(
                 tx, replace(key, key_state=KeyState.ENABLED), now=self._clock.now()
@@ -419,6 +550,7 @@ class KmsApp:
         kid = self._key_id_only(key_id)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.DISABLE_KEY, key)
             check(Operation.DISABLE_KEY, key.key_state, key.key_manager, arn=key.arn)
             await tx.update_key(replace(key, key_state=KeyState.DISABLED))
             await tx.notify_key_changed(key.arn)
@@ -431,6 +563,7 @@ class KmsApp:
         window = v.pending_window(pending_window_in_days)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.SCHEDULE_KEY_DELETION, key)
             check(Operation.SCHEDULE_KEY_DELETION, key.key_state, key.key_manager, arn=key.arn)
             updated = replace(
                 key,
@@ -446,6 +579,7 @@ class KmsApp:
         kid = self._key_id_only(key_id)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.CANCEL_KEY_DELETION, key)
             check(Operation.CANCEL_KEY_DELETION, key.key_state, key.key_manager, arn=key.arn)
             updated = replace(key, key_state=KeyState.DISABLED, deletion_date=None)
             updated = await self._rotate_if_overdue(tx, updated, now=self._clock.now())
@@ -475,6 +609,7 @@ class KmsApp:
         kid = self._target_key_id(target_key_id)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.CREATE_ALIAS, key)
             check(Operation.CREATE_ALIAS, key.key_state, key.key_manager, arn=key.arn)
             if await tx.get_alias(name) is not None:
                 raise errors.KmsAlreadyExists(
@@ -495,6 +630,7 @@ class KmsApp:
             if alias is None or alias.target_key_id is None:
                 raise self._alias_not_found(name)
             key = await self._locked(tx, alias.target_key_id)
+            self._authz(Operation.DELETE_ALIAS, key)
             check(Operation.DELETE_ALIAS, key.key_state, key.key_manager, arn=key.arn)
             await tx.delete_alias(name)
         log.info("kms.alias_deleted", alias=name, key_arn=key.arn)
@@ -509,7 +645,10 @@ class KmsApp:
             key = await self._store.find_key(kid)
             if key is None:
                 raise self._not_found(kid)
+            self._authz(Operation.LIST_ALIASES, key)
             check(Operation.LIST_ALIASES, key.key_state, key.key_manager, arn=key.arn)
+        else:
+            self._authz_account("kms:ListAliases")
         after = v.decode_marker(marker, "aliases")
         rows = await self._store.list_aliases(key_id=kid, after=after, limit=n + 1)
         if kid is None:
@@ -538,6 +677,7 @@ class KmsApp:
         period = v.rotation_period(rotation_period_in_days)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.ENABLE_KEY_ROTATION, key)
             check(Operation.ENABLE_KEY_ROTATION, key.key_state, key.key_manager, arn=key.arn)
             if key.rotation_enabled and key.rotation_period_days == period:
                 return
@@ -555,6 +695,7 @@ class KmsApp:
         kid = self._key_id_only(key_id)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.DISABLE_KEY_ROTATION, key)
             check(Operation.DISABLE_KEY_ROTATION, key.key_state, key.key_manager, arn=key.arn)
             await tx.update_key(
                 replace(key, rotation_enabled=False, rotation_period_days=None, next_rotation_at=None)
@@ -566,6 +707,7 @@ class KmsApp:
         key = await self._store.find_key(kid)
         if key is None:
             raise self._not_found(kid)
+        self._authz(Operation.GET_KEY_ROTATION_STATUS, key)
         check(Operation.GET_KEY_ROTATION_STATUS, key.key_state, key.key_manager, arn=key.arn)
         if key.key_state is KeyState.PENDING_DELETION or not key.rotation_enabled:
             return RotationStatus(key_arn=key.arn, enabled=False)
@@ -581,6 +723,7 @@ class KmsApp:
         kid = self._key_id_only(key_id)
         async with self._store.transaction() as tx:
             key = await self._locked(tx, kid)
+            self._authz(Operation.ROTATE_KEY_ON_DEMAND, key)
             check(Operation.ROTATE_KEY_ON_DEMAND, key.key_state, key.key_manager, arn=key.arn)
             if key.on_demand_rotations >= MAX_ON_DEMAND_ROTATIONS:
                 raise errors.LimitExceeded(
@@ -623,6 +766,7 @@ class KmsApp:
         """Resolve → caller policy → state gate → usage → encrypt under the key's current material."""
         key, material = await self._resolve_for_encrypt(value)
         self._check_caller(operation, key, caller)
+        self._authz(operation, key)
         check(operation, key.key_state, key.key_manager, arn=key.arn)
         self._check_algorithm(algorithm)
         raw = await self._unwrap(key, material)
@@ -701,6 +845,7 @@ class KmsApp:
             if requested.key_id != key.key_id:
                 raise errors.IncorrectKey()
         self._check_caller(Operation.DECRYPT, key, caller)
+        self._authz(Operation.DECRYPT, key)
         check(Operation.DECRYPT, key.key_state, key.key_manager, arn=key.arn)
         self._check_algorithm(algorithm)
         if material is None:
@@ -714,7 +859,18 @@ class KmsApp:
 
     async def run_maintenance(self, *, rotation_batch: int = 100) -> MaintenanceReport:
         """Purge keys whose DeletionDate has passed (key, aliases, material: crypto-shred) and rotate keys
-        whose automatic rotation is due. Idempotent; safe to run from several instances."""
+        whose automatic rotation is due, in every account. Idempotent; safe to run from several instances."""
+        purged: list[str] = []
+        rotated: list[str] = []
+        accounts = set(await self._store.accounts()) | {self.scope.account_id}
+        for account in sorted(accounts):
+            report = await self.for_account(account)._maintain(rotation_batch)
+            purged.extend(report.purged)
+            rotated.extend(report.rotated)
+        return MaintenanceReport(purged=tuple(purged), rotated=tuple(rotated))
+
+    async def _maintain(self, rotation_batch: int) -> MaintenanceReport:
+        """run_maintenance for this app's account."""
         now = self._clock.now()
         async with self._store.transaction() as tx:
             purged = await tx.delete_due_keys(now)
@@ -737,3 +893,21 @@ class KmsApp:
                     await tx.update_key(updated)
                     rotated.append(kid)
         return MaintenanceReport(purged=tuple(purged), rotated=tuple(rotated))
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str) -> Policy:
+    return parse_key_policy(text)
+
+
+def _policy_name(name: str | None) -> str:
+    if name is None or name == "":
+        return DEFAULT_POLICY_NAME
+    if name != DEFAULT_POLICY_NAME:
+        raise errors.Validation("The only valid value for PolicyName is default.")
+    return name
+
+
+def _human(caller: Principal | None) -> TypeGuard[Principal]:
+    """An end caller the lockout safety check applies to (not one of Coffer's own services)."""
+    return caller is not None and caller.kind is not PrincipalKind.SERVICE

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
+from coffer.kms.app import KmsApp
 from coffer.kms.keystore import KEY_CHANGED_CHANNEL
 from coffer.pgnotify import NotifyHub
 
@@ -25,8 +26,20 @@ def key_change_hub(database_url: str) -> NotifyHub:
 
 
 class KeyEventsServicer(kms_pb2_grpc.KeyEventsServiceServicer):
-    def __init__(self, hub: NotifyHub) -> None:
+    def __init__(self, hub: NotifyHub, app: KmsApp) -> None:
         self._hub = hub
+        self._app = app
+
+    async def DescribeKeyPolicy(
+        self, request: kms_pb2.DescribeKeyPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> kms_pb2.DescribeKeyPolicyResponse:
+        key = await self._app.key_for_service(key_arn=request.key_id)
+        return kms_pb2.DescribeKeyPolicyResponse(
+            key_arn=key.arn,
+            account_id=key.account_id,
+            key_manager=key.key_manager.value,
+            policy=self._app.key_policy_text(key),
+        )
 
     async def WatchKeyChanges(
         self, request: kms_pb2.WatchKeyChangesRequest, context: grpc.aio.ServicerContext

@@ -38,7 +38,8 @@ MIGRATIONS = migrations.MigrationSet(
 _KEY_COLUMNS = """
     k.key_id, k.account_id, k.region, k.description, k.key_manager, k.managed_service, k.key_state,
     k.multi_region, k.created_at, k.deletion_date, k.rotation_enabled, k.rotation_period_days,
-    k.next_rotation_at, k.on_demand_rotations, k.tags::text AS tags, cur.material_id AS current_material_id
+    k.next_rotation_at, k.on_demand_rotations, k.tags::text AS tags, k.key_policy,
+    cur.material_id AS current_material_id
 """
 _FROM_KEYS = """
     FROM kms.keys k
@@ -63,7 +64,8 @@ def _key(row: asyncpg.Record, scope: Scope) -> Key:
     tags = tuple(Tag(key=t["TagKey"], value=t["TagValue"]) for t in json.loads(row["tags"]))
     return Key(
         key_id=row["key_id"],
-        arn=scope.key_arn(row["key_id"]),
+        # the key's own account (a Decrypt may find a key of another account: the blob names it)
+        arn=Scope(scope.partition, row["region"], row["account_id"]).key_arn(row["key_id"]),
         account_id=row["account_id"],
         region=row["region"],
         description=row["description"],
@@ -79,6 +81,7 @@ def _key(row: asyncpg.Record, scope: Scope) -> Key:
         on_demand_rotations=row["on_demand_rotations"],
         tags=tags,
         managed_service=row["managed_service"],
+        policy=row["key_policy"],
     )
 
 
@@ -129,8 +132,8 @@ class PgKeyTx:
                 """
                 INSERT INTO kms.keys (key_id, account_id, region, description, key_manager,
                     managed_service, key_state, multi_region, created_at, deletion_date, rotation_enabled,
-                    rotation_period_days, next_rotation_at, on_demand_rotations, tags)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb)
+                    rotation_period_days, next_rotation_at, on_demand_rotations, tags, key_policy)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16)
                 """,
                 key.key_id,
                 key.account_id,
@@ -147,6 +150,7 @@ class PgKeyTx:
                 key.next_rotation_at,
                 key.on_demand_rotations,
                 tags,
+                key.policy,
             )
         except asyncpg.UniqueViolationError:
             raise errors.KmsAlreadyExists(f"Key {key.arn} already exists") from None
@@ -168,6 +172,9 @@ class PgKeyTx:
             material.rotated_at,
             material.created_at,
         )
+
+    async def set_key_policy(self, key_id: str, policy: str) -> None:
+        await self._conn.execute("UPDATE kms.keys SET key_policy = $2 WHERE key_id = $1", key_id, policy)
 
     async def update_key(self, key: Key) -> None:
         await self._conn.execute(
@@ -256,6 +263,18 @@ class PgKeyStore:
         self._pool = pool
         self._scope = scope
 
+    def scoped(self, scope: Scope) -> PgKeyStore:
+        """The same store for another account (keys, aliases and lists are per account)."""
+        return PgKeyStore(self._pool, scope)
+
+    async def accounts(self) -> list[str]:
+        """The accounts that have keys in this region (maintenance visits each)."""
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT account_id FROM kms.keys WHERE region = $1 ORDER BY account_id",
+            self._scope.region,
+        )
+        return [r["account_id"] for r in rows]
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgKeyTx]:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -310,10 +329,9 @@ class PgKeyStore:
         row = await self._pool.fetchrow(
             f"SELECT {_KEY_COLUMNS}, {_material_columns('m')} {_FROM_KEYS}"
             " LEFT JOIN kms.key_materials m ON m.key_id = k.key_id AND m.material_id = $2"
-            " WHERE k.key_id = $1 AND k.account_id = $3 AND k.region = $4",
+            " WHERE k.key_id = $1 AND k.region = $3",
             key_id,
             material_id,
-            self._scope.account_id,
             self._scope.region,
         )
         if row is None:

@@ -89,6 +89,8 @@ class Key:
     on_demand_rotations: int = 0
     tags: tuple[Tag, ...] = ()
     managed_service: str | None = None
+    #: the key policy document (``None`` for AWS-managed keys: their service's fixed policy)
+    policy: str | None = None
 
     @property
     def enabled(self) -> bool:

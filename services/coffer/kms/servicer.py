@@ -72,7 +72,7 @@ class KmsServicer(kms_pb2_grpc.KeyManagementServiceServicer):
         self._app = app
 
     async def CreateKey(self, request: kms_pb2.CreateKeyRequest, context: Any) -> kms_pb2.CreateKeyResponse:
-        key = await self._app.create_key(
+        key = await self._app.for_call().create_key(
             description=_opt(request, "description"),
             key_usage=_opt(request, "key_usage"),
             key_spec=_opt(request, "key_spec"),
@@ -80,17 +80,21 @@ class KmsServicer(kms_pb2_grpc.KeyManagementServiceServicer):
             origin=_opt(request, "origin"),
             tags=[Tag(key=t.tag_key, value=t.tag_value) for t in request.tags],
             multi_region=request.multi_region,
+            policy=_opt(request, "policy"),
+            bypass_lockout_check=request.bypass_policy_lockout_safety_check,
         )
         return kms_pb2.CreateKeyResponse(key_metadata=key_metadata(key))
 
     async def DescribeKey(
         self, request: kms_pb2.DescribeKeyRequest, context: Any
     ) -> kms_pb2.DescribeKeyResponse:
-        key = await self._app.describe_key(key_id=request.key_id)
+        key = await self._app.for_call().describe_key(key_id=request.key_id)
         return kms_pb2.DescribeKeyResponse(key_metadata=key_metadata(key))
 
     async def ListKeys(self, request: kms_pb2.ListKeysRequest, context: Any) -> kms_pb2.ListKeysResponse:
-        page = await self._app.list_keys(limit=_opt(request, "limit"), marker=_opt(request, "marker"))
+        page = await self._app.for_call().list_keys(
+            limit=_opt(request, "limit"), marker=_opt(request, "marker")
+        )
         response = kms_pb2.ListKeysResponse(
             keys=[kms_pb2.KeyListEntry(key_id=kid, key_arn=arn) for kid, arn in page.items],
             truncated=page.truncated,
@@ -100,19 +104,19 @@ class KmsServicer(kms_pb2_grpc.KeyManagementServiceServicer):
         return response
 
     async def EnableKey(self, request: kms_pb2.EnableKeyRequest, context: Any) -> kms_pb2.EnableKeyResponse:
-        await self._app.enable_key(key_id=request.key_id)
+        await self._app.for_call().enable_key(key_id=request.key_id)
         return kms_pb2.EnableKeyResponse()
 
     async def DisableKey(
         self, request: kms_pb2.DisableKeyRequest, context: Any
     ) -> kms_pb2.DisableKeyResponse:
-        await self._app.disable_key(key_id=request.key_id)
+        await self._app.for_call().disable_key(key_id=request.key_id)
         return kms_pb2.DisableKeyResponse()
 
     async def ScheduleKeyDeletion(
         self, request: kms_pb2.ScheduleKeyDeletionRequest, context: Any
     ) -> kms_pb2.ScheduleKeyDeletionResponse:
-        result = await self._app.schedule_key_deletion(
+        result = await self._app.for_call().schedule_key_deletion(
             key_id=request.key_id, pending_window_in_days=_opt(request, "pending_window_in_days")
         )
         assert result.key.deletion_date is not None
@@ -126,19 +130,21 @@ class KmsServicer(kms_pb2_grpc.KeyManagementServiceServicer):
     async def CancelKeyDeletion(
         self, request: kms_pb2.CancelKeyDeletionRequest, context: Any
     ) -> kms_pb2.CancelKeyDeletionResponse:
-        key = await self._app.cancel_key_deletion(key_id=request.key_id)
+        key = await self._app.for_call().cancel_key_deletion(key_id=request.key_id)
         return kms_pb2.CancelKeyDeletionResponse(key_id=key.arn)
 
     async def CreateAlias(
         self, request: kms_pb2.CreateAliasRequest, context: Any
     ) -> kms_pb2.CreateAliasResponse:
-        await self._app.create_alias(alias_name=request.alias_name, target_key_id=request.target_key_id)
+        await self._app.for_call().create_alias(
+            alias_name=request.alias_name, target_key_id=request.target_key_id
+        )
         return kms_pb2.CreateAliasResponse()
 
     async def ListAliases(
         self, request: kms_pb2.ListAliasesRequest, context: Any
     ) -> kms_pb2.ListAliasesResponse:
-        page = await self._app.list_aliases(
+        page = await self._app.for_call().list_aliases(
             key_id=_opt(request, "key_id"), limit=_opt(request, "limit"), marker=_opt(request, "marker")
         )
         response = kms_pb2.ListAliasesResponse(
@@ -151,13 +157,13 @@ class KmsServicer(kms_pb2_grpc.KeyManagementServiceServicer):
     async def DeleteAlias(
         self, request: kms_pb2.DeleteAliasRequest, context: Any
     ) -> kms_pb2.DeleteAliasResponse:
-        await self._app.delete_alias(alias_name=request.alias_name)
+        await self._app.for_call().delete_alias(alias_name=request.alias_name)
         return kms_pb2.DeleteAliasResponse()
 
     async def EnableKeyRotation(
         self, request: kms_pb2.EnableKeyRotationRequest, context: Any
     ) -> kms_pb2.EnableKeyRotationResponse:
-        await self._app.enable_key_rotation(
+        await self._app.for_call().enable_key_rotation(
             key_id=request.key_id, rotation_period_in_days=_opt(request, "rotation_period_in_days")
         )
         return kms_pb2.EnableKeyRotationResponse()
@@ -165,13 +171,13 @@ class KmsServicer(kms_pb2_grpc.KeyManagementServiceServicer):
     async def DisableKeyRotation(
         self, request: kms_pb2.DisableKeyRotationRequest, context: Any
     ) -> kms_pb2.DisableKeyRotationResponse:
-        await self._app.disable_key_rotation(key_id=request.key_id)
+        await self._app.for_call().disable_key_rotation(key_id=request.key_id)
         return kms_pb2.DisableKeyRotationResponse()
 
     async def GetKeyRotationStatus(
         self, request: kms_pb2.GetKeyRotationStatusRequest, context: Any
     ) -> kms_pb2.GetKeyRotationStatusResponse:
-        status = await self._app.get_key_rotation_status(key_id=request.key_id)
+        status = await self._app.for_call().get_key_rotation_status(key_id=request.key_id)
         response = kms_pb2.GetKeyRotationStatusResponse(
             key_id=status.key_arn, key_rotation_enabled=status.enabled
         )
@@ -184,13 +190,13 @@ class KmsServicer(kms_pb2_grpc.KeyManagementServiceServicer):
     async def RotateKeyOnDemand(
         self, request: kms_pb2.RotateKeyOnDemandRequest, context: Any
     ) -> kms_pb2.RotateKeyOnDemandResponse:
-        key = await self._app.rotate_key_on_demand(key_id=request.key_id)
+        key = await self._app.for_call().rotate_key_on_demand(key_id=request.key_id)
         return kms_pb2.RotateKeyOnDemandResponse(key_id=key.arn)
 
     async def GenerateDataKey(
         self, request: kms_pb2.GenerateDataKeyRequest, context: Any
     ) -> kms_pb2.GenerateDataKeyResponse:
-        result = await self._app.generate_data_key(
+        result = await self._app.for_call().generate_data_key(
             key_id=request.key_id,
             key_spec=_opt(request, "key_spec"),
             number_of_bytes=_opt(request, "number_of_bytes"),
@@ -205,7 +211,7 @@ class KmsServicer(kms_pb2_grpc.KeyManagementServiceServicer):
         )
 
     async def Encrypt(self, request: kms_pb2.EncryptRequest, context: Any) -> kms_pb2.EncryptResponse:
-        result = await self._app.encrypt(
+        result = await self._app.for_call().encrypt(
             key_id=request.key_id,
             plaintext=request.plaintext,
             encryption_context=request.encryption_context,
@@ -219,7 +225,7 @@ class KmsServicer(kms_pb2_grpc.KeyManagementServiceServicer):
         )
 
     async def Decrypt(self, request: kms_pb2.DecryptRequest, context: Any) -> kms_pb2.DecryptResponse:
-        result = await self._app.decrypt(
+        result = await self._app.for_call().decrypt(
             ciphertext_blob=request.ciphertext_blob,
             key_id=_opt(request, "key_id"),
             encryption_context=request.encryption_context,
@@ -232,3 +238,22 @@ class KmsServicer(kms_pb2_grpc.KeyManagementServiceServicer):
             encryption_algorithm=ENCRYPTION_ALGORITHM,
             key_material_id=result.key_material_id,
         )
+
+    async def GetKeyPolicy(
+        self, request: kms_pb2.GetKeyPolicyRequest, context: Any
+    ) -> kms_pb2.GetKeyPolicyResponse:
+        policy, name = await self._app.for_call().get_key_policy(
+            key_id=request.key_id, policy_name=_opt(request, "policy_name")
+        )
+        return kms_pb2.GetKeyPolicyResponse(policy=policy, policy_name=name)
+
+    async def PutKeyPolicy(
+        self, request: kms_pb2.PutKeyPolicyRequest, context: Any
+    ) -> kms_pb2.PutKeyPolicyResponse:
+        await self._app.for_call().put_key_policy(
+            key_id=request.key_id,
+            policy=request.policy,
+            policy_name=_opt(request, "policy_name"),
+            bypass_lockout_check=request.bypass_policy_lockout_safety_check,
+        )
+        return kms_pb2.PutKeyPolicyResponse()

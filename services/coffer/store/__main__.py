@@ -23,6 +23,7 @@ from coffer.api.iam.v1 import iam_pb2, iam_pb2_grpc
 from coffer.api.kms.v1 import kms_pb2_grpc
 from coffer.api.replication.v1 import replication_pb2, replication_pb2_grpc
 from coffer.api.store.v1 import store_pb2, store_pb2_grpc
+from coffer.api.usage.v1 import usage_pb2_grpc
 from coffer.audit import StructlogAudit
 from coffer.clock import Clock
 from coffer.core import errors
@@ -52,12 +53,16 @@ from coffer.store.iam import (
     ensure_root_account,
 )
 from coffer.store.key_events import KeyEventsFollower
+from coffer.store.key_policies import KeyPolicies, KmsKeyPolicyCheck, grpc_source
 from coffer.store.kms_client import DataKeyCache, KmsClient
 from coffer.store.replication import ReplicationApp
 from coffer.store.replicator import PeerLink, Replicator
 from coffer.store.repository import ReplicationRepository, StoreRepository, apply_migrations, create_pool
 from coffer.store.rotation import RotationApp
+from coffer.store.sealer import ValueSealer
 from coffer.store.servicer import ReplicationServicer, RotationControlServicer, SecretStoreServicer
+from coffer.store.usage import SERVICE_NAME as USAGE_SERVICE_NAME
+from coffer.store.usage import MeteringAudit, UsageMeter, UsageServicer
 from coffer.targets import TargetGuard
 
 log = logs.get_logger("coffer.store")
@@ -126,6 +131,7 @@ class StoreRuntime:
     replication: ReplicationApp
     replicator: Replicator
     housekeeper: Housekeeper
+    usage_meter: UsageMeter | None = None
     purge_task: asyncio.Task[None] | None = None
     replicator_task: asyncio.Task[None] | None = None
     housekeeping_task: asyncio.Task[None] | None = None
@@ -153,6 +159,8 @@ class StoreRuntime:
             await self.key_events.aclose()
             await self.kms_channel.close()
             self.kms.cache.clear()
+            if self.usage_meter is not None:
+                await self.usage_meter.aclose()  # the last batch of call counts
             await self.pool.close()
 
 
@@ -177,7 +185,9 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             kms_pb2_grpc.KeyManagementServiceStub(kms_channel),
             cache=DataKeyCache(ttl=settings.data_key_cache_seconds),
         )
-        key_events = KeyEventsFollower(kms_pb2_grpc.KeyEventsServiceStub(kms_channel), kms.cache)
+        key_events_stub = kms_pb2_grpc.KeyEventsServiceStub(kms_channel)
+        key_policies = KeyPolicies(grpc_source(key_events_stub))
+        key_events = KeyEventsFollower(key_events_stub, kms.cache, key_policies=key_policies)
         key_events.start()
         undo.push_async_callback(key_events.aclose)
         if not await key_events.wait_following(within=KEY_EVENTS_WAIT_SECONDS):
@@ -188,6 +198,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         app = StoreApp(
             repo=StoreRepository(pool),
             kms=kms,
+            sealer=ValueSealer(kms, key_policies=key_policies),
             config=StoreConfig(
                 partition=settings.partition,
                 region=settings.region,
@@ -195,6 +206,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
                 peer_regions=frozenset(p.region for p in settings.peers),
             ),
             clock=clock,
+            key_policy=KmsKeyPolicyCheck(key_policies),
         )
         targets = TargetGuard.from_settings(settings)
         rotation = RotationApp(
@@ -242,6 +254,8 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             repo=replication_repo, store=app, clock=app.clock, notify_detach=replicator.detach
         )
         servicer = SecretStoreServicer(app, rotation, replication)
+        usage_meter = UsageMeter(pool, app.clock)
+        usage = UsageServicer(pool, usage_meter, app.clock)
         control = RotationControlServicer(rotation, rotation_requests)
         receiver = ReplicationServicer(replication)
         iam_core = IamCore(IamRepository(pool), clock=app.clock)
@@ -255,7 +269,14 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             )
             iam_pb2_grpc.add_SecurityTokenServiceServicer_to_server(SecurityTokenServicer(iam_core), server)
             iam_pb2_grpc.add_OrganizationsServiceServicer_to_server(OrganizationsServicer(iam_core), server)
-            return [SERVICE_NAME, CONTROL_SERVICE_NAME, REPLICATION_SERVICE_NAME, *IAM_SERVICE_NAMES]
+            usage_pb2_grpc.add_UsageServiceServicer_to_server(usage, server)
+            return [
+                SERVICE_NAME,
+                CONTROL_SERVICE_NAME,
+                REPLICATION_SERVICE_NAME,
+                *IAM_SERVICE_NAMES,
+                USAGE_SERVICE_NAME,
+            ]
 
         server = await start_server(
             service="store",
@@ -266,9 +287,11 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             peers=store_peers(settings.peers),
             foreign_identities={replicator_identity(p.region): p.ca_file for p in settings.peers},
             assertions=PrincipalVerifier.from_file(settings.pki_dir / SIGNING_PUB, audience="store"),
-            audit=StructlogAudit(),
+            audit=MeteringAudit(StructlogAudit(), usage_meter),
         )
         targets.add_own(f"{settings.store_addr.rpartition(':')[0]}:{server.port}")  # bound to port 0 in tests
+        usage_meter.start()
+        undo.push_async_callback(usage_meter.aclose)
         undo.pop_all()
     runtime = StoreRuntime(
         server=server,
@@ -281,6 +304,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         rotation_requests=rotation_requests,
         replication=replication,
         replicator=replicator,
+        usage_meter=usage_meter,
         housekeeper=Housekeeper(
             StoreRepository(pool),
             app.clock,

@@ -23,8 +23,12 @@ from coffer.clock import Clock, SystemClock
 from coffer.core import errors, listing, schedule
 from coffer.core import versions as v
 from coffer.core.arn import SecretRef, make_arn, new_suffix, partial_arn, resolve_secret_id
+from coffer.core.authorize import authorize
 from coffer.core.listing import Listable, ListFilter
 from coffer.core.model import AWSCURRENT, AWSPENDING, AWSPREVIOUS, Secret, SecretValue, SecretVersion, Tag
+from coffer.core.policy import ValidationResult, check_resource_policy_for_put, validate_resource_policy
+from coffer.core.principal import Principal
+from coffer.core.secret_keys import RequestParams, SecretFacts, global_keys, request_keys
 from coffer.core.validation import (
     DEFAULT_RECOVERY_DAYS,
     MARKED_FOR_DELETION_MESSAGE,
@@ -40,6 +44,8 @@ from coffer.core.validation import (
     check_token_present,
     require_filter_parts,
 )
+from coffer.rpc.context import source_ip_var
+from coffer.store.authz import KeyPolicyCheck, StoreAuthz, resolve_caller
 from coffer.store.kms_client import key_state_failure
 from coffer.store.records import (
     KeyInfo,
@@ -72,7 +78,7 @@ class Tx(Protocol):
 
     async def lock_existing(self, ref: SecretRef) -> LockedSecret: ...
 
-    async def lock_by_name(self, name: str) -> LockedSecret | None: ...
+    async def lock_by_name(self, name: str, account: str) -> LockedSecret | None: ...
 
     async def insert_secret(
         self,
@@ -137,15 +143,25 @@ class Repository(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
 
     async def fetch_value(
-        self, ref: SecretRef, *, version_id: str | None, stage: str | None, today: date
+        self, ref: SecretRef, *, version_id: str | None, stage: str | None, today: date, touch: bool = True
     ) -> ValueRow | None: ...
 
+    async def touch_accessed(self, secret_id: int, version_id: str, today: date) -> None: ...
+
     async def describe(self, ref: SecretRef) -> Secret | None: ...
+
+    async def secret_facts(self, ref: SecretRef) -> SecretFacts | None: ...
 
     async def secrets_by_ids(self, ids: Sequence[int]) -> dict[int, Secret]: ...
 
     async def list_page(
-        self, filters: Sequence[ListFilter], cursor: listing.Cursor, *, include_deleted: bool, limit: int
+        self,
+        filters: Sequence[ListFilter],
+        cursor: listing.Cursor,
+        *,
+        include_deleted: bool,
+        limit: int,
+        account: str | None = None,
     ) -> list[Listable]: ...
 
     async def versions(self, ref: SecretRef) -> tuple[str, str, list[SecretVersion]] | None: ...
@@ -322,6 +338,11 @@ async def add_replica_regions(
         )
 
 
+#: The two spellings of a secret's tag as a condition key (on CreateSecret: the tags being created).
+_RESOURCE_TAG = ("secretsmanager:ResourceTag/", "aws:ResourceTag/")
+_SM = "secretsmanager:"
+
+
 class StoreApp:
     def __init__(
         self,
@@ -332,6 +353,7 @@ class StoreApp:
         clock: Clock | None = None,
         sealer: ValueSealer | None = None,
         randbelow: Callable[[int], int] = random_source.randbelow,
+        key_policy: KeyPolicyCheck | None = None,
     ) -> None:
         self._repo = repo
         self._kms = kms
@@ -339,6 +361,10 @@ class StoreApp:
         self._config = config
         self._clock = clock or SystemClock()
         self._randbelow = randbelow
+        #: Decides the public calls (see coffer.store.authz).
+        self.authz = StoreAuthz(
+            region=config.region, account=config.account, clock=self._clock, key_policy=key_policy
+        )
 
     @property
     def clock(self) -> Clock:
@@ -354,12 +380,33 @@ class StoreApp:
 
     # --- helpers -------------------------------------------------------------------------------------------
 
-    def ref(self, secret_id: str) -> SecretRef:
+    def ref_or_none(self, secret_id: str) -> SecretRef | None:
+        """The lookup of a SecretId: names resolve in the caller's account (the deployment's for internal
+        work), ARNs in the account they name; None when it can name nothing here."""
         cfg = self._config
-        ref = resolve_secret_id(secret_id, partition=cfg.partition, region=cfg.region, account=cfg.account)
+        return resolve_secret_id(
+            secret_id, partition=cfg.partition, region=cfg.region, account=self.authz.caller_account()
+        )
+
+    def ref(self, secret_id: str) -> SecretRef:
+        ref = self.ref_or_none(secret_id)
         if ref is None:
             raise errors.NotFound()
         return ref
+
+    async def authorize_secret(
+        self, action: str, secret_id: str, params: RequestParams | None = None
+    ) -> SecretFacts | None:
+        """Decide a public call's ``action`` on one secret before anything else happens (a no-op for internal
+        work): on the secret's ARN when it exists, else on the SecretId as supplied. Returns the secret's
+        facts (None when not found or not decided)."""
+        caller = self.authz.caller()
+        if caller is None:
+            return None
+        ref = self.ref_or_none(secret_id)
+        facts = await self._repo.secret_facts(ref) if ref is not None else None
+        await self.authz.check(caller, action, secret_id, facts, params)
+        return facts
 
     async def _resolve_key(self, kms_key_id: str) -> _ResolvedKey:
         """Resolve a caller's KmsKeyId with KMS DescribeKey; ``""`` means the default key."""
@@ -467,17 +514,34 @@ class StoreApp:
         merged_tags = _merge_tags(None, tags) if tags else None
         _check_tags(merged_tags or ())
         check_replica_regions(self._config, [region for region, _ in replica_regions])
-        key = await self._resolve_key(kms_key_id) if kms_key_id is not None else _ResolvedKey(key_id=None)
         cfg = self._config
+        account = self.authz.caller_account()
         arn = str(
             make_arn(
                 partition=cfg.partition,
                 region=cfg.region,
-                account=cfg.account,
+                account=account,
                 name=name,
                 suffix=new_suffix(self._randbelow),
             )
         )
+        caller = self.authz.caller()
+        if caller is not None:
+            self._authorize_create(
+                caller,
+                arn,
+                RequestParams(
+                    name=name,
+                    description=description,
+                    kms_key_id=kms_key_id,
+                    add_replica_regions=[region for region, _ in replica_regions],
+                    request_tags=merged_tags,
+                    extra={f"{p}{t.key}": (t.value,) for t in merged_tags or () for p in _RESOURCE_TAG},
+                ),
+                tagged=bool(tags),
+                replicated=bool(replica_regions),
+            )
+        key = await self._resolve_key(kms_key_id) if kms_key_id is not None else _ResolvedKey(key_id=None)
         for attempt in (1, 2):
             try:
                 return await self._create_once(
@@ -514,7 +578,7 @@ class StoreApp:
         cfg = self._config
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            existing = await tx.lock_by_name(name)
+            existing = await tx.lock_by_name(name, arn.split(":")[4])
             if existing is not None:
                 if existing.deleted:
                     raise errors.InvalidRequest(
@@ -555,6 +619,21 @@ class StoreApp:
         log.info("secret.created", arn=arn, version_id=version_id)
         return CreateResult(arn=arn, name=name, version_id=version_id)
 
+    def _authorize_create(
+        self, caller: Principal, arn: str, params: RequestParams, *, tagged: bool, replicated: bool
+    ) -> None:
+        """CreateSecret is decided on the ARN the secret will get, for CreateSecret, plus TagResource when it
+        carries Tags and ReplicateSecretToRegions when it adds replicas (no secretsmanager:SecretId)."""
+        actions = ["secretsmanager:CreateSecret"]
+        if tagged:
+            actions.append("secretsmanager:TagResource")
+        if replicated:
+            actions.append("secretsmanager:ReplicateSecretToRegions")
+        keys = global_keys(now=self._clock.now(), region=self._config.region, source_ip=source_ip_var.get())
+        keys.update(request_keys(params))
+        for action in actions:
+            authorize(caller, action, arn, resource_account=arn.split(":")[4], keys=keys)
+
     # --- reads ----------------------------------------------------------------------------------------------
 
     async def describe_secret(self, *, secret_id: str) -> Secret:
@@ -574,15 +653,43 @@ class StoreApp:
         c.version_id(version_id)
         c.version_stage(version_stage)
         c.done()
-        return await self._get_value(self.ref(secret_id), version_id=version_id, version_stage=version_stage)
+        return await self._get_value(
+            self.ref_or_none(secret_id),
+            version_id=version_id,
+            version_stage=version_stage,
+            caller=self.authz.caller(),
+            secret_id=secret_id,
+        )
 
     async def _get_value(
-        self, ref: SecretRef, *, version_id: str | None, version_stage: str | None
+        self,
+        ref: SecretRef | None,
+        *,
+        version_id: str | None,
+        version_stage: str | None,
+        caller: Principal | None = None,
+        secret_id: str = "",
     ) -> ValueResult:
+        """GetSecretValue: one query reads the value and the secret's tags, resource policy and account, then
+        the caller (when a public call) is decided before any not-found or state answer."""
         stage = version_stage if version_stage is not None or version_id is not None else AWSCURRENT
-        row = await self._repo.fetch_value(
-            ref, version_id=version_id, stage=stage, today=self._clock.now().astimezone(UTC).date()
+        today = self._clock.now().astimezone(UTC).date()
+        # a call still to be decided must not leave a trace (LastAccessedDate) when it is refused
+        row = (
+            await self._repo.fetch_value(
+                ref, version_id=version_id, stage=stage, today=today, touch=caller is None
+            )
+            if ref is not None
+            else None
         )
+        if caller is not None:
+            await self.authz.check(
+                caller,
+                _SM + "GetSecretValue",
+                secret_id,
+                row.facts if row is not None else None,
+                RequestParams(version_id=version_id, version_stage=version_stage),
+            )
         if row is None:
             raise errors.NotFound()
         if row.deleted:
@@ -611,6 +718,8 @@ class StoreApp:
             wrapped_key=row.wrapped_key,
         )
         value = await self._sealer.open(arn=row.arn, stored=stored)
+        if caller is not None and not row.accessed_today:
+            await self._repo.touch_accessed(row.secret_id, row.version_id, today)
         return ValueResult(
             arn=row.arn,
             name=row.name,
@@ -642,28 +751,35 @@ class StoreApp:
             raise errors.InvalidParameter("MaxResults is only valid together with Filters.")
         require_filter_parts([(f.key, f.values) for f in filters])
 
-        cfg = self._config
+        caller = self.authz.caller()
+        account = self.authz.caller_account()
+        if caller is not None:
+            # resource-less: BatchGetSecretValue, and ListSecrets when it lists by Filters (§3.1)
+            self.authz.check_global(caller, _SM + "BatchGetSecretValue")
+            if filters:
+                self.authz.check_global(caller, _SM + "ListSecrets")
 
-        async def one(label: str, ref: SecretRef | None) -> ValueResult | BatchError:
+        async def one(
+            label: str, ref: SecretRef | None, listed: bool = False
+        ) -> ValueResult | BatchError | None:
             try:
                 Checker().secret_id(label)
-                if ref is None:
-                    raise errors.NotFound()
-                return await self._get_value(ref, version_id=None, version_stage=None)
+                return await self._get_value(
+                    ref, version_id=None, version_stage=None, caller=caller, secret_id=label
+                )
             except (errors.Unavailable, errors.Internal):
                 raise
+            except errors.AccessDenied as exc:
+                # Filters: only the secrets the caller may read are returned; a listed id: an Errors entry.
+                return (
+                    None if listed else BatchError(secret_id=label, error_code=exc.code, message=exc.message)
+                )
             except errors.CofferError as exc:
                 return BatchError(secret_id=label, error_code=exc.code, message=exc.message)
 
         token: str | None = None
         if secret_id_list:
-            jobs = [
-                one(
-                    sid,
-                    resolve_secret_id(sid, partition=cfg.partition, region=cfg.region, account=cfg.account),
-                )
-                for sid in secret_id_list
-            ]
+            jobs = [one(sid, self.ref_or_none(sid)) for sid in secret_id_list]
         else:
             pg = await self._list_page(
                 filters,
@@ -673,9 +789,13 @@ class StoreApp:
                 next_token=next_token,
                 include_deleted=False,
                 scope="batch",
+                account=account,
             )
             token = pg.next_token
-            jobs = [one(item.name, SecretRef(arn=None, name=item.name)) for item in pg.items]
+            jobs = [
+                one(item.name, SecretRef(arn=None, name=item.name, account=account), listed=True)
+                for item in pg.items
+            ]
         outcomes = await asyncio.gather(*jobs)
         return BatchResult(
             values=[o for o in outcomes if isinstance(o, ValueResult)],
@@ -693,6 +813,7 @@ class StoreApp:
         next_token: str | None,
         include_deleted: bool,
         scope: str,
+        account: str | None = None,
     ) -> listing.Page:
         """One page, filtered, sorted and cut by the database (keyset pagination: one more row than the page
         tells whether there is a next one)."""
@@ -700,7 +821,7 @@ class StoreApp:
             filters, sort_by=sort_by, sort_order=sort_order, next_token=next_token, scope=scope
         )
         rows = await self._repo.list_page(
-            filters, cur, include_deleted=include_deleted, limit=max_results + 1
+            filters, cur, include_deleted=include_deleted, limit=max_results + 1, account=account
         )
         return listing.cut(cur, rows, max_results)
 
@@ -722,8 +843,12 @@ class StoreApp:
         c.enum("sortBy", sort_by, SORT_BY)
         c.done()
         require_filter_parts([(f.key, f.values) for f in filters])
+        caller = self.authz.caller()
+        if caller is not None:  # resource-less; the result is not filtered by per-secret policies (§3.1)
+            self.authz.check_global(caller, _SM + "ListSecrets")
         pg = await self._list_page(
             filters,
+            account=self.authz.caller_account(),
             sort_by=sort_by,
             sort_order=sort_order,
             max_results=max_results or MAX_LIST_RESULTS,
@@ -792,10 +917,19 @@ class StoreApp:
             raise errors.InvalidRequest(NEED_VALUE_MESSAGE)
         check_token_present(has_value=True, token=token)
         assert token is not None
-        ref = self.ref(secret_id)
+        caller = self.authz.caller()
+        ref = self.ref_or_none(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
-            locked = await tx.lock_existing(ref)
+            # decided on the locked row (its tags, resource policy, account): no extra round trip
+            found = await tx.lock(ref) if ref is not None else None
+            if caller is not None:
+                await self.authz.check(
+                    caller, _SM + "PutSecretValue", secret_id, found.facts if found is not None else None
+                )
+            if found is None:
+                raise errors.NotFound()
+            locked = found
             check_writable(locked)
             outcome = await self._token_outcome(tx, locked, token, value)
             if outcome is v.TokenOutcome.REPLAY:
@@ -978,7 +1112,7 @@ class StoreApp:
         check_recovery(recovery_window_in_days, force_delete_without_recovery)
         force = bool(force_delete_without_recovery)
         cfg = self._config
-        ref = resolve_secret_id(secret_id, partition=cfg.partition, region=cfg.region, account=cfg.account)
+        ref = self.ref_or_none(secret_id)
         now = self._clock.now()
 
         def absent() -> DeleteResult:
@@ -987,7 +1121,12 @@ class StoreApp:
             arn = (
                 ref.arn
                 if ref is not None and ref.arn is not None
-                else partial_arn(partition=cfg.partition, region=cfg.region, account=cfg.account, name=name)
+                else partial_arn(
+                    partition=cfg.partition,
+                    region=cfg.region,
+                    account=ref.account if ref is not None else self.authz.caller_account(),
+                    name=name,
+                )
             )
             return DeleteResult(arn=arn, name=name, deletion_date=now)
 
@@ -1060,6 +1199,7 @@ class StoreApp:
             check_writable(locked)
             merged = _merge_tags(locked.tags, tags)
             _check_tags(merged)
+            await self._keeps_access(secret_id, locked, "TagResource", merged)
             await tx.update_secret(locked.id, {"tags": merged})
             await tx.record_change(
                 locked.id, event="TagResource", now=now, payload={"keys": [t.key for t in tags]}
@@ -1080,7 +1220,88 @@ class StoreApp:
             drop = set(tag_keys)
             kept = tuple(t for t in locked.tags if t.key not in drop)
             if kept != locked.tags:
+                await self._keeps_access(secret_id, locked, "UntagResource", kept)
                 await tx.update_secret(locked.id, {"tags": kept})
                 await tx.record_change(
                     locked.id, event="UntagResource", now=now, payload={"keys": sorted(drop)}
                 )
+
+    async def _keeps_access(
+        self, secret_id: str, locked: LockedSecret, action: str, tags: Sequence[Tag]
+    ) -> None:
+        """A TagResource/UntagResource that would take the caller's own access away (the same action, or
+        DescribeSecret, on the secret with its new tags) fails with AccessDeniedException and changes nothing
+        (iam-policies.md §5 b)."""
+        caller = self.authz.caller()
+        if caller is None or locked.facts is None:
+            return
+        for act in (action, "DescribeSecret"):
+            await self.authz.check(caller, _SM + act, secret_id, locked.facts, tags=tuple(tags))
+
+    # --- resource policies ----------------------------------------------------------------------------------
+
+    async def put_resource_policy(
+        self, *, secret_id: str, resource_policy: str, block_public_policy: bool
+    ) -> NameArn:
+        """Attach (replace) the secret's resource policy: length, grammar, principals, and broad access when
+        ``block_public_policy`` (iam-policies.md §4), then store it; it replicates with the secret."""
+        c = Checker()
+        c.secret_id(secret_id)
+        c.done()
+        check_resource_policy_for_put(resource_policy, block_public_policy=block_public_policy)
+        ref = self.ref(secret_id)
+        now = self._clock.now()
+        async with self._repo.transaction() as tx:
+            locked = await tx.lock_existing(ref)
+            check_writable(locked)
+            await tx.update_secret(locked.id, {"resource_policy": resource_policy})
+            await tx.record_change(locked.id, event="PutResourcePolicy", now=now)
+        return NameArn(arn=locked.arn, name=locked.name)
+
+    async def get_resource_policy(self, *, secret_id: str) -> tuple[str, str, str | None]:
+        """(ARN, name, the policy or None)."""
+        c = Checker()
+        c.secret_id(secret_id)
+        c.done()
+        facts = await self._repo.secret_facts(self.ref(secret_id))
+        if facts is None:
+            raise errors.NotFound()
+        return facts.arn, facts.name, facts.resource_policy
+
+    async def delete_resource_policy(self, *, secret_id: str) -> NameArn:
+        """Remove the secret's resource policy (succeeds when there is none)."""
+        c = Checker()
+        c.secret_id(secret_id)
+        c.done()
+        ref = self.ref(secret_id)
+        now = self._clock.now()
+        async with self._repo.transaction() as tx:
+            locked = await tx.lock_existing(ref)
+            check_writable(locked)
+            await tx.update_secret(locked.id, {"resource_policy": None})
+            await tx.record_change(locked.id, event="DeleteResourcePolicy", now=now)
+        return NameArn(arn=locked.arn, name=locked.name)
+
+    async def validate_resource_policy(
+        self, *, secret_id: str | None, resource_policy: str
+    ) -> ValidationResult:
+        """Check a policy without storing it: syntax, broad access, and whether it locks the caller out."""
+        c = Checker()
+        if secret_id is not None:
+            c.secret_id(secret_id)
+        c.done()
+        if not 1 <= len(resource_policy) <= 20480:
+            check_resource_policy_for_put(resource_policy)  # raises the length ValidationException
+        secret_arn: str | None = None
+        if secret_id is not None:
+            facts = await self._repo.secret_facts(self.ref(secret_id))
+            if facts is None:
+                raise errors.NotFound()
+            secret_arn = facts.arn
+        caller = resolve_caller(self._config.account)
+        return validate_resource_policy(
+            resource_policy,
+            caller_arn=caller.arn if caller is not None and secret_arn is not None else None,
+            caller_account=caller.account if caller is not None else None,
+            secret_arn=secret_arn,
+        )

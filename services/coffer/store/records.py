@@ -11,6 +11,7 @@ from typing import Any
 from coffer.core import errors
 from coffer.core.model import RotationRules, Tag, ValueKind
 from coffer.core.rotation import OPEN_STATUSES, Attempt, AttemptStatus
+from coffer.core.secret_keys import SecretFacts
 
 # --- JSON forms of tags and rotation rules (as the secrets table and the outbox snapshots keep them) -----
 
@@ -84,6 +85,10 @@ class ValueRow:
     ciphertext: bytes | None
     wrapped_key: bytes | None
     stages: tuple[str, ...]
+    #: The secret as authorization sees it (tags, resource policy, account ...), from the same query.
+    facts: SecretFacts | None = None
+    #: LastAccessedDate of secret and version already say today (no touch needed).
+    accessed_today: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,8 @@ class LockedSecret:
     replica_regions: tuple[str, ...]
     versions: Mapping[str, VersionMeta]
     labels: Mapping[str, str]
+    #: The secret as authorization sees it (read by the same locking query).
+    facts: SecretFacts | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import structlog
 
 from coffer.clock import Clock
 from coffer.core import errors
-from coffer.core.arn import SecretRef, resolve_secret_id
+from coffer.core.arn import SecretRef
 from coffer.core.model import (
     AWSCURRENT,
     AWSPENDING,
@@ -107,11 +107,7 @@ class ReplicationApp:
         self._notify_detach = notify_detach
 
     def _ref_of(self, secret_id: str) -> SecretRef:
-        cfg = self._config
-        ref = resolve_secret_id(secret_id, partition=cfg.partition, region=cfg.region, account=cfg.account)
-        if ref is None:
-            raise errors.NotFound()
-        return ref
+        return self._store.ref(secret_id)
 
     async def _statuses(self, arn: str) -> tuple[ReplicationStatus, ...]:
         secret = await self._store.describe_secret(secret_id=arn)
@@ -331,7 +327,7 @@ class ReplicationApp:
             if ch.kind != UPSERT:
                 return outcome("failed", f"Unknown change kind {ch.kind!r}.")
             if head is None:
-                clash = await tx.head_by_name(ch.name)
+                clash = await tx.head_by_name(ch.name, replica_arn.split(":")[4])
                 if clash is not None:
                     if not ch.force_overwrite:
                         return outcome("failed", NAME_CLASH_MESSAGE)

@@ -9,6 +9,8 @@ from typing import Protocol
 
 from coffer.core.model import SecretValue
 from coffer.crypto import envelope
+from coffer.rpc.context import current_caller
+from coffer.store.key_policies import KeyPolicies
 from coffer.store.kms_client import DEFAULT_KEY_ALIAS
 from coffer.store.records import DataKey, SealedValue, StoredValue
 
@@ -24,16 +26,24 @@ class ValueSealer:
     value kind, so a stored value cannot be moved to another secret or version."""
 
     def __init__(
-        self, kms: DataKeys, *, token_bytes: Callable[[int], bytes] = random_source.token_bytes
+        self,
+        kms: DataKeys,
+        *,
+        token_bytes: Callable[[int], bytes] = random_source.token_bytes,
+        key_policies: KeyPolicies | None = None,
     ) -> None:
         self._kms = kms
         self._token_bytes = token_bytes
+        self.key_policies = key_policies
 
     async def seal(self, *, arn: str, version_id: str, key_id: str | None, value: SecretValue) -> SealedValue:
         """Encrypt ``value`` under a fresh data key of ``key_id`` (None: the default key)."""
         data_key = await self._kms.generate_data_key(
             key_id=key_id or DEFAULT_KEY_ALIAS, secret_arn=arn, version_id=version_id
         )
+        if self.key_policies is not None and key_id is not None:
+            # the caller must be allowed to use the secret's customer-managed key (its key policy decides)
+            await self.key_policies.check_use(current_caller(), "kms:GenerateDataKey", data_key.key_arn)
         ciphertext = envelope.seal(
             data_key.plaintext,
             value.data,
@@ -55,6 +65,8 @@ class ValueSealer:
         data_key = await self._kms.decrypt_data_key(
             wrapped=stored.wrapped_key, secret_arn=arn, version_id=stored.version_id
         )
+        if self.key_policies is not None:
+            await self.key_policies.check_use(current_caller(), "kms:Decrypt", data_key.key_arn)
         data = envelope.open_sealed(
             data_key.plaintext,
             stored.ciphertext,

@@ -18,6 +18,7 @@ from coffer.api.store.v1 import store_pb2, store_pb2_grpc
 from coffer.core import errors
 from coffer.core.listing import ListFilter
 from coffer.core.model import ReplicationStatus, RotationRules, Secret, SecretVersion, Tag
+from coffer.core.secret_keys import RequestParams
 from coffer.pgnotify import NotifyHub
 from coffer.rpc.context import current_peer
 from coffer.store import snapshot
@@ -28,6 +29,7 @@ from coffer.store.replication import ReplicationApp
 from coffer.store.rotation import Job, RotationApp
 
 REPLICATOR_PREFIX = "replicator."
+SM = "secretsmanager:"
 
 DEFAULT_KMS_KEY_IDS = ("DefaultEncryptionKey",)
 
@@ -218,9 +220,77 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
         self._rotation = rotation
         self._replication = replication
 
+    async def _authorize(self, action: str, secret_id: str, params: RequestParams | None = None) -> None:
+        """Decide the public call's action on its secret first (coffer.store.authz)."""
+        await self._app.authorize_secret(SM + action, secret_id, params)
+
+    def _authorize_global(self, action: str) -> None:
+        caller = self._app.authz.caller()
+        if caller is not None:
+            self._app.authz.check_global(caller, SM + action)
+
+    # --- resource policies ----------------------------------------------------------------------------------
+
+    async def PutResourcePolicy(
+        self, request: pb.PutResourcePolicyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutResourcePolicyResponse:
+        block = bool(_opt(request, "block_public_policy"))
+        await self._authorize(
+            "PutResourcePolicy", request.secret_id, RequestParams(block_public_policy=block)
+        )
+        result = await self._app.put_resource_policy(
+            secret_id=request.secret_id,
+            resource_policy=request.resource_policy,
+            block_public_policy=block,
+        )
+        return pb.PutResourcePolicyResponse(arn=result.arn, name=result.name)
+
+    async def GetResourcePolicy(
+        self, request: pb.GetResourcePolicyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetResourcePolicyResponse:
+        await self._authorize("GetResourcePolicy", request.secret_id)
+        arn, name, policy = await self._app.get_resource_policy(secret_id=request.secret_id)
+        resp = pb.GetResourcePolicyResponse(arn=arn, name=name)
+        if policy is not None:
+            resp.resource_policy = policy
+        return resp
+
+    async def DeleteResourcePolicy(
+        self, request: pb.DeleteResourcePolicyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteResourcePolicyResponse:
+        await self._authorize("DeleteResourcePolicy", request.secret_id)
+        result = await self._app.delete_resource_policy(secret_id=request.secret_id)
+        return pb.DeleteResourcePolicyResponse(arn=result.arn, name=result.name)
+
+    async def ValidateResourcePolicy(
+        self, request: pb.ValidateResourcePolicyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ValidateResourcePolicyResponse:
+        secret_id = _opt(request, "secret_id")
+        # needs ValidateResourcePolicy and PutResourcePolicy (on the secret, or * without a SecretId)
+        for action in ("ValidateResourcePolicy", "PutResourcePolicy"):
+            if secret_id is not None:
+                await self._authorize(action, secret_id)
+            else:
+                self._authorize_global(action)
+        result = await self._app.validate_resource_policy(
+            secret_id=secret_id, resource_policy=request.resource_policy
+        )
+        resp = pb.ValidateResourcePolicyResponse(policy_validation_passed=result.passed)
+        for err in result.errors:
+            resp.validation_errors.add(check_name=err.check_name, error_message=err.error_message)
+        return resp
+
     async def ReplicateSecretToRegions(
         self, request: pb.ReplicateSecretToRegionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReplicateSecretToRegionsResponse:
+        await self._authorize(
+            "ReplicateSecretToRegions",
+            request.secret_id,
+            RequestParams(
+                add_replica_regions=[r.region for r in request.add_replica_regions],
+                force_overwrite_replica_secret=request.force_overwrite_replica_secret,
+            ),
+        )
         result = await self._replication.replicate_secret_to_regions(
             secret_id=request.secret_id,
             regions=[(r.region, _opt(r, "kms_key_id")) for r in request.add_replica_regions],
@@ -233,6 +303,7 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def RemoveRegionsFromReplication(
         self, request: pb.RemoveRegionsFromReplicationRequest, context: grpc.aio.ServicerContext
     ) -> pb.RemoveRegionsFromReplicationResponse:
+        await self._authorize("RemoveRegionsFromReplication", request.secret_id)
         result = await self._replication.remove_regions_from_replication(
             secret_id=request.secret_id, regions=list(request.remove_replica_regions)
         )
@@ -243,6 +314,7 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def StopReplicationToReplica(
         self, request: pb.StopReplicationToReplicaRequest, context: grpc.aio.ServicerContext
     ) -> pb.StopReplicationToReplicaResponse:
+        await self._authorize("StopReplicationToReplica", request.secret_id)
         arn = await self._replication.stop_replication_to_replica(secret_id=request.secret_id)
         return pb.StopReplicationToReplicaResponse(arn=arn)
 
@@ -271,6 +343,7 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def DescribeSecret(
         self, request: pb.DescribeSecretRequest, context: grpc.aio.ServicerContext
     ) -> pb.DescribeSecretResponse:
+        await self._authorize("DescribeSecret", request.secret_id)
         secret = await self._app.describe_secret(secret_id=request.secret_id)
         resp = pb.DescribeSecretResponse()
         _fill_secret(resp, secret, stages_field="version_ids_to_stages")
@@ -310,6 +383,7 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def PutSecretValue(
         self, request: pb.PutSecretValueRequest, context: grpc.aio.ServicerContext
     ) -> pb.PutSecretValueResponse:
+        # decided by the use case, on the row it locks
         result = await self._app.put_secret_value(
             secret_id=request.secret_id,
             token=_opt(request, "client_request_token"),
@@ -325,6 +399,11 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def UpdateSecret(
         self, request: pb.UpdateSecretRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateSecretResponse:
+        await self._authorize(
+            "UpdateSecret",
+            request.secret_id,
+            RequestParams(description=_opt(request, "description"), kms_key_id=_opt(request, "kms_key_id")),
+        )
         result = await self._app.update_secret(
             secret_id=request.secret_id,
             token=_opt(request, "client_request_token"),
@@ -342,6 +421,9 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def UpdateSecretVersionStage(
         self, request: pb.UpdateSecretVersionStageRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateSecretVersionStageResponse:
+        await self._authorize(
+            "UpdateSecretVersionStage", request.secret_id, RequestParams(version_stage=request.version_stage)
+        )
         result = await self._app.update_secret_version_stage(
             secret_id=request.secret_id,
             version_stage=request.version_stage,
@@ -371,6 +453,7 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def ListSecretVersionIds(
         self, request: pb.ListSecretVersionIdsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSecretVersionIdsResponse:
+        await self._authorize("ListSecretVersionIds", request.secret_id)
         result = await self._app.list_secret_version_ids(
             secret_id=request.secret_id,
             max_results=_opt(request, "max_results"),
@@ -386,6 +469,14 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def DeleteSecret(
         self, request: pb.DeleteSecretRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteSecretResponse:
+        await self._authorize(
+            "DeleteSecret",
+            request.secret_id,
+            RequestParams(
+                force_delete_without_recovery=bool(_opt(request, "force_delete_without_recovery")),
+                recovery_window_in_days=_opt(request, "recovery_window_in_days"),
+            ),
+        )
         result = await self._app.delete_secret(
             secret_id=request.secret_id,
             recovery_window_in_days=_opt(request, "recovery_window_in_days"),
@@ -398,18 +489,25 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def RestoreSecret(
         self, request: pb.RestoreSecretRequest, context: grpc.aio.ServicerContext
     ) -> pb.RestoreSecretResponse:
+        await self._authorize("RestoreSecret", request.secret_id)
         result = await self._app.restore_secret(secret_id=request.secret_id)
         return pb.RestoreSecretResponse(arn=result.arn, name=result.name)
 
     async def TagResource(
         self, request: pb.TagResourceRequest, context: grpc.aio.ServicerContext
     ) -> pb.TagResourceResponse:
+        await self._authorize(
+            "TagResource", request.secret_id, RequestParams(request_tags=_tags(request.tags))
+        )
         await self._app.tag_resource(secret_id=request.secret_id, tags=_tags(request.tags))
         return pb.TagResourceResponse()
 
     async def UntagResource(
         self, request: pb.UntagResourceRequest, context: grpc.aio.ServicerContext
     ) -> pb.UntagResourceResponse:
+        await self._authorize(
+            "UntagResource", request.secret_id, RequestParams(tag_keys=list(request.tag_keys))
+        )
         await self._app.untag_resource(secret_id=request.secret_id, tag_keys=list(request.tag_keys))
         return pb.UntagResourceResponse()
 
@@ -418,6 +516,15 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def RotateSecret(
         self, request: pb.RotateSecretRequest, context: grpc.aio.ServicerContext
     ) -> pb.RotateSecretResponse:
+        await self._authorize(
+            "RotateSecret",
+            request.secret_id,
+            RequestParams(
+                rotation_lambda_arn=_opt(request, "rotation_lambda_arn"),
+                rotate_immediately=_opt(request, "rotate_immediately") is not False,
+                modify_rotation_rules=request.HasField("rotation_rules"),
+            ),
+        )
         result = await self._rotation.rotate_secret(
             secret_id=request.secret_id,
             token=_opt(request, "client_request_token"),
@@ -433,6 +540,7 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def CancelRotateSecret(
         self, request: pb.CancelRotateSecretRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelRotateSecretResponse:
+        await self._authorize("CancelRotateSecret", request.secret_id)
         result = await self._rotation.cancel_rotate_secret(secret_id=request.secret_id)
         resp = pb.CancelRotateSecretResponse(arn=result.arn, name=result.name)
         if result.version_id is not None:
@@ -442,6 +550,7 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def ListRotationAttempts(
         self, request: pb.ListRotationAttemptsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRotationAttemptsResponse:
+        await self._authorize("ListRotationAttempts", request.secret_id)
         result = await self._rotation.list_rotation_attempts(
             secret_id=request.secret_id,
             max_results=_opt(request, "max_results"),
@@ -457,6 +566,7 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def RegisterRotationFunction(
         self, request: pb.RegisterRotationFunctionRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterRotationFunctionResponse:
+        self._authorize_global("RegisterRotationFunction")
         fn = await self._rotation.register_function(
             name=request.name,
             endpoint=request.endpoint,
@@ -470,6 +580,7 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def ListRotationFunctions(
         self, request: pb.ListRotationFunctionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRotationFunctionsResponse:
+        self._authorize_global("ListRotationFunctions")
         resp = pb.ListRotationFunctionsResponse()
         for fn in await self._rotation.list_functions():
             _function(resp.functions.add(), fn)
@@ -478,6 +589,7 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
     async def DeleteRotationFunction(
         self, request: pb.DeleteRotationFunctionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteRotationFunctionResponse:
+        self._authorize_global("DeleteRotationFunction")
         await self._rotation.delete_function(function_id=request.function_id)
         return pb.DeleteRotationFunctionResponse()
 

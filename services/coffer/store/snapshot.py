@@ -36,6 +36,7 @@ class SecretSnapshot:
     name: str
     description: str | None = None
     tags: tuple[Tag, ...] | None = None
+    resource_policy: str | None = None
     rotation_enabled: bool | None = None
     rotation_lambda_arn: str | None = None
     rotation_rules: RotationRules | None = None
@@ -175,6 +176,8 @@ def to_proto(change: SecretChange) -> rpb.SecretChange:
     out.force_overwrite_replica_secret = change.force_overwrite
     if snap.description is not None:
         out.description = snap.description
+    if snap.resource_policy is not None:
+        out.resource_policy = snap.resource_policy
     if snap.tags is not None:
         out.tags.SetInParent()
         for tag in snap.tags:
@@ -227,6 +230,7 @@ def from_proto(msg: rpb.SecretChange) -> SecretChange:
     snapshot = SecretSnapshot(
         name=msg.name,
         description=_opt(msg, "description"),
+        resource_policy=_opt(msg, "resource_policy"),
         tags=tuple(Tag(key=t.key, value=t.value) for t in msg.tags.tags) if msg.HasField("tags") else None,
         rotation_enabled=_opt(msg, "rotation_enabled"),
         rotation_lambda_arn=_opt(msg, "rotation_lambda_arn"),

@@ -162,6 +162,11 @@ async def test_replica_has_same_values_versions_labels_under_its_own_key(regions
     await r1.store.TagResource(
         pb.TagResourceRequest(secret_id="app/db", tags=[pb.Tag(key="env", value="prod")])
     )
+    policy = (
+        '{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":"*",'
+        '"Action":"secretsmanager:DeleteSecret","Resource":"*"}]}'
+    )
+    await r1.store.PutResourcePolicy(pb.PutResourcePolicyRequest(secret_id="app/db", resource_policy=policy))
     await in_sync(r1, created.arn)
     assert await value(r2, "app/db") == "rotated"
     assert await value(r2, "app/db", version_stage="AWSPREVIOUS") == "second"
@@ -172,6 +177,10 @@ async def test_replica_has_same_values_versions_labels_under_its_own_key(regions
     assert d2.description == "still the db"
     assert sorted((t.key, t.value) for t in d2.tags.tags) == [("env", "prod"), ("team", "payments")]
     assert await version_ids(r2, "app/db") == await version_ids(r1, "app/db")
+    # the resource policy replicates with the secret
+    assert (
+        await r2.store.GetResourcePolicy(pb.GetResourcePolicyRequest(secret_id="app/db"))
+    ).resource_policy == policy
 
     # Writes on the replica fail with AWS's error and change nothing.
     before = await r2.db.fetch("SELECT * FROM store.secrets ORDER BY id")
@@ -183,6 +192,8 @@ async def test_replica_has_same_values_versions_labels_under_its_own_key(regions
         r2.store.UpdateSecret(pb.UpdateSecretRequest(secret_id="app/db", description="x")),
         r2.store.TagResource(pb.TagResourceRequest(secret_id="app/db", tags=[pb.Tag(key="a", value="b")])),
         r2.store.UntagResource(pb.UntagResourceRequest(secret_id="app/db", tag_keys=["team"])),
+        r2.store.PutResourcePolicy(pb.PutResourcePolicyRequest(secret_id="app/db", resource_policy=policy)),
+        r2.store.DeleteResourcePolicy(pb.DeleteResourcePolicyRequest(secret_id="app/db")),
         r2.store.UpdateSecretVersionStage(
             pb.UpdateSecretVersionStageRequest(secret_id="app/db", version_stage="x", move_to_version_id=t1)
         ),

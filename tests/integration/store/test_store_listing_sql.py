@@ -251,12 +251,16 @@ async def test_list_secrets_reads_one_page_and_does_not_hold_up_get_secret_value
         token = None
         for _ in range(3):  # first page and two deeper ones
             cur = listing.cursor(filters, sort_by=sort_by, sort_order=None, next_token=token, scope="t")
-            sql, args = page_query(filters, cur, include_deleted=False, limit=101)
+            sql, args = page_query(filters, cur, include_deleted=False, limit=101, account=ACCOUNT)
             explained = await stack.db.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)
             plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
             read = _rows_read_from_secrets(plan)
             assert read <= 3 * 101, (filters, sort_by, read)
-            pg = listing.cut(cur, await repo.list_page(filters, cur, include_deleted=False, limit=101), 100)
+            pg = listing.cut(
+                cur,
+                await repo.list_page(filters, cur, include_deleted=False, limit=101, account=ACCOUNT),
+                100,
+            )
             assert len(pg.items) <= 100
             token = pg.next_token
             if token is None:

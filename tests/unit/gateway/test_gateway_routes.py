@@ -32,6 +32,7 @@ ACTION_PREFIX = {
     "coffer.api.iam.v1.IdentityManagementService": "iam",
     "coffer.api.iam.v1.SecurityTokenService": "sts",
     "coffer.api.iam.v1.OrganizationsService": "organizations",
+    "coffer.api.usage.v1.UsageService": "coffer",
 }
 
 

@@ -24,6 +24,7 @@ def full_change() -> SecretChange:
             name="app/db",
             description="d",
             tags=(Tag(key="team", value="pay"),),
+            resource_policy='{"Version":"2012-10-17","Statement":[]}',
             rotation_enabled=True,
             rotation_lambda_arn="random-value",
             rotation_rules=RotationRules(automatically_after_days=7, duration="2h", schedule_expression=None),
@@ -62,6 +63,7 @@ def test_round_trip_of_an_empty_snapshot_keeps_absent_fields_absent() -> None:
     )
     msg = snapshot.to_proto(change)
     assert not msg.HasField("tags") and not msg.HasField("description") and not msg.HasField("created_date")
+    assert not msg.HasField("resource_policy")
     assert snapshot.from_proto(msg) == change
 
 

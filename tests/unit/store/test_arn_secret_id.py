@@ -71,7 +71,6 @@ def test_resolution(secret_id: str, expected: SecretRef) -> None:
     "secret_id",
     [
         "arn:aws:secretsmanager:eu-west-1:000000000000:secret:db/prod-a1B2c3",  # another region
-        "arn:aws:secretsmanager:local-1:111111111111:secret:db/prod-a1B2c3",  # another account
         "arn:aws-cn:secretsmanager:local-1:000000000000:secret:db/prod-a1B2c3",  # another partition
         "arn:aws:kms:local-1:000000000000:key/1234",  # not a secret
         "arn:aws:secretsmanager:local-1:000000000000:parameter:x",
@@ -79,3 +78,13 @@ def test_resolution(secret_id: str, expected: SecretRef) -> None:
 )
 def test_foreign_arns_resolve_to_nothing(secret_id: str) -> None:
     assert resolve_secret_id(secret_id, **HERE) is None
+
+
+def test_another_accounts_arn_resolves_in_that_account() -> None:
+    full = "arn:aws:secretsmanager:local-1:111111111111:secret:db/prod-a1B2c3"
+    assert resolve_secret_id(full, **HERE) == SecretRef(
+        arn=full, name="db/prod-a1B2c3", account="111111111111"
+    )
+    partial = "arn:aws:secretsmanager:local-1:111111111111:secret:db/prod"
+    assert resolve_secret_id(partial, **HERE) == SecretRef(arn=None, name="db/prod", account="111111111111")
+    assert resolve_secret_id("db/prod", **HERE) == SecretRef(arn=None, name="db/prod", account="000000000000")

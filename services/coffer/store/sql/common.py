@@ -21,8 +21,12 @@ ROTATION_CHANNEL = "coffer_rotation_requested"
 #: in id order and the replicator's per-peer cursor (an outbox id) never passes a row still in flight.
 REPLICATION_OUTBOX_LOCK = 0x636F6666_6572_04
 
-# The SecretId lookup every statement shares: exact ARN first, else the name ($1 = ARN or NULL, $2 = name).
-LOOKUP = "(s.arn = $1 OR s.name = $2) ORDER BY (s.arn = $1) DESC NULLS LAST LIMIT 1"
+# The SecretId lookup every statement shares: exact ARN first, else the name in an account ($1 = ARN or NULL,
+# $2 = [account, name]: ``SecretRef.name_key``).
+LOOKUP = (
+    "(s.arn = $1 OR (s.account_id = ($2::text[])[1] AND s.name = ($2::text[])[2]))"
+    " ORDER BY (s.arn = $1) DESC NULLS LAST LIMIT 1"
+)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -115,11 +115,19 @@ def _condition(p: _Params, flt: ListFilter) -> str:
 
 
 def page_query(
-    filters: Sequence[ListFilter], cursor: Cursor, *, include_deleted: bool, limit: int
+    filters: Sequence[ListFilter],
+    cursor: Cursor,
+    *,
+    include_deleted: bool,
+    limit: int,
+    account: str | None = None,
 ) -> tuple[str, list[Any]]:
-    """The SQL (and its parameters) of one page: at most ``limit`` secrets after the cursor."""
+    """The SQL (and its parameters) of one page: at most ``limit`` secrets after the cursor, of ``account``
+    (every account when None)."""
     p = _Params()
     where = [] if include_deleted else ["s.deleted_at IS NULL"]
+    if account is not None:
+        where.append(f"s.account_id = {p(account)}")
     where.extend(_condition(p, f) for f in filters)
     parts = _SORT_SQL[cursor.sort_by]
     if cursor.after is not None:
@@ -140,10 +148,16 @@ def page_query(
 
 class ListingReads(Reads):
     async def list_page(
-        self, filters: Sequence[ListFilter], cursor: Cursor, *, include_deleted: bool, limit: int
+        self,
+        filters: Sequence[ListFilter],
+        cursor: Cursor,
+        *,
+        include_deleted: bool,
+        limit: int,
+        account: str | None = None,
     ) -> list[Listable]:
         """One page of matching secrets in sort order (enough of each to sort and to name it)."""
-        sql, args = page_query(filters, cursor, include_deleted=include_deleted, limit=limit)
+        sql, args = page_query(filters, cursor, include_deleted=include_deleted, limit=limit, account=account)
         rows = await self._pool.fetch(sql, *args)
         return [
             Listable(

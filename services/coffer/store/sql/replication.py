@@ -206,11 +206,12 @@ class ReplicationStatements(Statements):
             )
         )
 
-    async def head_by_name(self, name: str) -> ReplicaHead | None:
+    async def head_by_name(self, name: str, account: str) -> ReplicaHead | None:
         return _head(
             await self._conn.fetchrow(
                 "SELECT id, arn, name, is_replica, primary_region, change_seq, kms_key_id,"
-                " replication_overwritable FROM store.secrets WHERE name = $1 FOR UPDATE",
+                " replication_overwritable FROM store.secrets WHERE account_id = $1 AND name = $2 FOR UPDATE",
+                account,
                 name,
             )
         )

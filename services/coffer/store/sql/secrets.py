@@ -13,6 +13,7 @@ import asyncpg
 from coffer.core import errors
 from coffer.core.arn import SecretRef
 from coffer.core.model import ReplicationStatus, Secret, SecretVersion, Tag
+from coffer.core.secret_keys import SecretFacts
 from coffer.core.versions import versions_to_stages
 from coffer.store.records import LockedSecret, NameTaken, SealedValue, StoredValue, ValueRow, VersionMeta
 from coffer.store.sql.common import (
@@ -80,21 +81,45 @@ def _secret(row: asyncpg.Record) -> Secret:
     )
 
 
+#: What authorization needs of a secret (``coffer.core.secret_keys.SecretFacts``), selected from ``s``.
+FACTS_COLUMNS = """s.account_id, s.region, s.tags, s.resource_policy, s.primary_region, s.rotation_lambda_arn,
+    s.rotation_rotator, s.kms_key_id, s.kms_key_arn, s.change_seq"""
+
+
+def facts_of(row: asyncpg.Record) -> SecretFacts:
+    return SecretFacts(
+        arn=row["arn"],
+        name=row["name"],
+        account=row["account_id"],
+        region=row["region"],
+        tags=tags_of(row["tags"]),
+        resource_policy=row["resource_policy"],
+        primary_region=row["primary_region"],
+        rotation_lambda_arn=row["rotation_lambda_arn"],
+        rotation_rotator=row["rotation_rotator"],
+        kms_key_id=row["kms_key_id"],
+        kms_key_arn=row["kms_key_arn"],
+        change_seq=row["change_seq"],
+    )
+
+
 _GET_VALUE_SQL = f"""
 WITH s AS (
-    SELECT s.id, s.arn, s.name, s.deleted_at FROM store.secrets s WHERE {LOOKUP}
+    SELECT s.id, s.arn, s.name, s.deleted_at, s.last_accessed_on, {FACTS_COLUMNS}
+    FROM store.secrets s WHERE {LOOKUP}
 ),
 holder AS (
     SELECT l.version_id FROM store.labels l JOIN s ON l.secret_id = s.id WHERE l.label = $4::text
 ),
 v AS (
-    SELECT ver.secret_id, ver.version_id, ver.created_at, ver.value_kind, ver.ciphertext, ver.wrapped_key
+    SELECT ver.secret_id, ver.version_id, ver.created_at, ver.value_kind, ver.ciphertext, ver.wrapped_key,
+           ver.last_accessed_on
     FROM store.versions ver JOIN s ON ver.secret_id = s.id
     WHERE ver.version_id = COALESCE($3::text, (SELECT version_id FROM holder))
 ),
 ok AS (
     SELECT 1 FROM s, v
-    WHERE s.deleted_at IS NULL AND v.value_kind IS NOT NULL
+    WHERE $6::boolean AND s.deleted_at IS NULL AND v.value_kind IS NOT NULL
       AND ($3::text IS NULL OR $4::text IS NULL OR (SELECT version_id FROM holder) = $3::text)
 ),
 touch_secret AS (
@@ -108,12 +133,14 @@ touch_version AS (
       AND EXISTS (SELECT 1 FROM ok) AND t.last_accessed_on IS DISTINCT FROM $5
     RETURNING 1
 )
-SELECT s.id AS secret_id, s.arn, s.name, s.deleted_at IS NOT NULL AS deleted,
+SELECT s.id AS secret_id, s.arn, s.name, s.deleted_at IS NOT NULL AS deleted, {FACTS_COLUMNS},
        (SELECT version_id FROM holder) AS stage_holder,
        v.version_id, v.created_at, v.value_kind, v.ciphertext, v.wrapped_key,
        ARRAY(SELECT l.label FROM store.labels l
              WHERE l.secret_id = s.id AND l.version_id = v.version_id ORDER BY l.label) AS stages,
-       (SELECT count(*) FROM touch_secret) + (SELECT count(*) FROM touch_version) AS touched
+       (SELECT count(*) FROM touch_secret) + (SELECT count(*) FROM touch_version) AS touched,
+       s.last_accessed_on IS NOT DISTINCT FROM $5 AND v.last_accessed_on IS NOT DISTINCT FROM $5
+           AS accessed_today
 FROM s LEFT JOIN v ON true
 """
 
@@ -144,7 +171,16 @@ SELECT secret_arn, pg_notify('coffer_store_changed', secret_arn) FROM ob
 """
 
 _UPDATABLE = frozenset(
-    {"description", "kms_key_id", "kms_key_arn", "type", "tags", "deleted_at", "deletion_date"}
+    {
+        "description",
+        "kms_key_id",
+        "kms_key_arn",
+        "type",
+        "tags",
+        "deleted_at",
+        "deletion_date",
+        "resource_policy",
+    }
 )
 
 
@@ -153,8 +189,9 @@ class SecretStatements(Statements):
 
     async def _lock(self, where: str, *args: Any) -> LockedSecret | None:
         row = await self._conn.fetchrow(
-            "SELECT s.id, s.arn, s.name, s.deleted_at IS NOT NULL AS deleted, s.is_replica, s.kms_key_id,"
-            " s.tags, ARRAY(SELECT r.region FROM store.replication_status r WHERE r.secret_id = s.id"
+            "SELECT s.id, s.arn, s.name, s.deleted_at IS NOT NULL AS deleted, s.is_replica,"
+            f" {FACTS_COLUMNS},"
+            " ARRAY(SELECT r.region FROM store.replication_status r WHERE r.secret_id = s.id"
             " ORDER BY r.region) AS replica_regions"
             f" FROM store.secrets s WHERE {where} FOR UPDATE",
             *args,
@@ -185,10 +222,11 @@ class SecretStatements(Statements):
                 for v in versions
             },
             labels={r["label"]: r["version_id"] for r in labels},
+            facts=facts_of(row),
         )
 
     async def lock(self, ref: SecretRef) -> LockedSecret | None:
-        return await self._lock(LOOKUP, ref.arn, ref.name)
+        return await self._lock(LOOKUP, ref.arn, ref.name_key)
 
     async def lock_existing(self, ref: SecretRef) -> LockedSecret:
         """Lock the secret row ``FOR UPDATE``, or raise ResourceNotFoundException."""
@@ -197,8 +235,8 @@ class SecretStatements(Statements):
             raise errors.NotFound()
         return locked
 
-    async def lock_by_name(self, name: str) -> LockedSecret | None:
-        return await self._lock("s.name = $1", name)
+    async def lock_by_name(self, name: str, account: str) -> LockedSecret | None:
+        return await self._lock("s.account_id = $1 AND s.name = $2", account, name)
 
     async def lock_by_arn(self, arn: str) -> LockedSecret | None:
         return await self._lock("s.arn = $1", arn)
@@ -347,11 +385,14 @@ class SecretStatements(Statements):
 
 class SecretReads(Reads):
     async def fetch_value(
-        self, ref: SecretRef, *, version_id: str | None, stage: str | None, today: date
+        self, ref: SecretRef, *, version_id: str | None, stage: str | None, today: date, touch: bool = True
     ) -> ValueRow | None:
         """GetSecretValue in one round trip: resolve the secret, find the version by id or label, and bump
-        LastAccessedDate of secret and version (only when the request will succeed and the day changed)."""
-        row = await self._pool.fetchrow(_GET_VALUE_SQL, ref.arn, ref.name, version_id, stage, today)
+        LastAccessedDate of secret and version (only when the request will succeed and the day changed, and
+        ``touch``: a call still to be authorized touches afterwards, with ``touch_accessed``)."""
+        row = await self._pool.fetchrow(
+            _GET_VALUE_SQL, ref.arn, ref.name_key, version_id, stage, today, touch
+        )
         if row is None:
             return None
         return ValueRow(
@@ -366,11 +407,34 @@ class SecretReads(Reads):
             ciphertext=row["ciphertext"],
             wrapped_key=row["wrapped_key"],
             stages=tuple(row["stages"]),
+            facts=facts_of(row),
+            accessed_today=bool(row["accessed_today"]),
         )
+
+    async def touch_accessed(self, secret_id: int, version_id: str, today: date) -> None:
+        """Set LastAccessedDate of a secret and one of its versions to ``today`` (once a day at most)."""
+        await self._pool.execute(
+            "WITH t AS (UPDATE store.secrets SET last_accessed_on = $3 WHERE id = $1"
+            " AND last_accessed_on IS DISTINCT FROM $3 RETURNING 1)"
+            " UPDATE store.versions SET last_accessed_on = $3 WHERE secret_id = $1 AND version_id = $2"
+            " AND last_accessed_on IS DISTINCT FROM $3",
+            secret_id,
+            version_id,
+            today,
+        )
+
+    async def secret_facts(self, ref: SecretRef) -> SecretFacts | None:
+        """The secret as authorization sees it (one round trip), or None."""
+        row = await self._pool.fetchrow(
+            f"SELECT s.arn, s.name, {FACTS_COLUMNS} FROM store.secrets s WHERE {LOOKUP}",
+            ref.arn,
+            ref.name_key,
+        )
+        return None if row is None else facts_of(row)
 
     async def describe(self, ref: SecretRef) -> Secret | None:
         row = await self._pool.fetchrow(
-            f"SELECT {_SECRET_COLUMNS} FROM store.secrets s WHERE {LOOKUP}", ref.arn, ref.name
+            f"SELECT {_SECRET_COLUMNS} FROM store.secrets s WHERE {LOOKUP}", ref.arn, ref.name_key
         )
         return None if row is None else _secret(row)
 
@@ -383,7 +447,7 @@ class SecretReads(Reads):
     async def versions(self, ref: SecretRef) -> tuple[str, str, list[SecretVersion]] | None:
         """(ARN, name, every version with a value, oldest first) - placeholders are left out."""
         head = await self._pool.fetchrow(
-            f"SELECT s.id, s.arn, s.name FROM store.secrets s WHERE {LOOKUP}", ref.arn, ref.name
+            f"SELECT s.id, s.arn, s.name FROM store.secrets s WHERE {LOOKUP}", ref.arn, ref.name_key
         )
         if head is None:
             return None
@@ -419,6 +483,6 @@ class SecretReads(Reads):
 
     async def secret_head(self, ref: SecretRef) -> tuple[int, str, str] | None:
         row = await self._pool.fetchrow(
-            f"SELECT s.id, s.arn, s.name FROM store.secrets s WHERE {LOOKUP}", ref.arn, ref.name
+            f"SELECT s.id, s.arn, s.name FROM store.secrets s WHERE {LOOKUP}", ref.arn, ref.name_key
         )
         return None if row is None else (row["id"], row["arn"], row["name"])
