@@ -40,6 +40,7 @@ stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m coffer.devrun --stop; else echo "nothing to stop (no $(VENV))"; fi
 
 test: install
+	@scripts/ensure_softhsm.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 

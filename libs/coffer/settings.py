@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SERVICES = ("gateway", "kms", "store", "rotation")
@@ -32,7 +32,19 @@ COMMON_KEYS = frozenset(
 SERVICE_KEYS: Mapping[str, frozenset[str]] = {
     "gateway": frozenset({"COFFER_OPERATOR_PRINCIPALS"}),
     "kms": frozenset(
-        {"COFFER_DATABASE_URL", "COFFER_ROOT_KEY_FILE", "COFFER_PURGE_INTERVAL_SECONDS", "COFFER_SEAL"}
+        {
+            "COFFER_DATABASE_URL",
+            "COFFER_ROOT_KEY_FILE",
+            "COFFER_PURGE_INTERVAL_SECONDS",
+            "COFFER_SEAL",
+            "COFFER_PKCS11_MODULE",
+            "COFFER_PKCS11_TOKEN_LABEL",
+            "COFFER_PKCS11_PIN",
+            "COFFER_PKCS11_PIN_FILE",
+            "COFFER_PKCS11_KEY_LABEL",
+            "COFFER_ROOT_ROTATION_BATCH",
+            "COFFER_ROOT_ROTATION_STOP_AFTER",
+        }
     ),
     "store": frozenset(
         {
@@ -171,9 +183,21 @@ class Settings:
     #: Where the service also serves the gRPC health service alone, in plaintext (``host:port``), for probes
     #: that cannot speak TLS (the kubelet's gRPC probe); empty: nowhere (``make run``).
     health_addr: str = ""
-    #: How the kms holds its root key (issue 12): "file" (the root key file) or "shamir" (stored encrypted
-    #: under an unseal key given back as shares; the kms starts sealed). Read by the kms only.
+    #: How the kms holds its root key (issue 12): "file" (the root key file), "shamir" (stored encrypted
+    #: under an unseal key given back as shares; the kms starts sealed) or "pkcs11" (a non-extractable AES key
+    #: in an HSM token). Read by the kms only.
     seal: str = "file"
+    #: The PKCS#11 module, token, PIN (or a file holding it) and key label of the pkcs11 seal (and of a
+    #: ``migrate-seal --to pkcs11``). The key is generated in the token on first start when absent.
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    pkcs11_token_label: str = ""
+    pkcs11_pin: str = field(default="", repr=False)
+    pkcs11_pin_file: str = ""
+    pkcs11_key_label: str = "coffer-root"
+    #: Key-material rows rewrapped per transaction by ``coffer operator rotate-root`` / ``migrate-seal``.
+    root_rotation_batch: int = 50
+    #: Testing and drills only: a rotation stops (and waits) after this many batches; 0 never stops.
+    root_rotation_stop_after: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -228,6 +252,13 @@ class Settings:
                 t.strip() for t in e.get("COFFER_ROTATION_DENIED_TARGETS", "").split(",") if t.strip()
             ),
             seal=e.get("COFFER_SEAL", "file"),
+            pkcs11_module=e.get("COFFER_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
+            pkcs11_token_label=e.get("COFFER_PKCS11_TOKEN_LABEL", ""),
+            pkcs11_pin=e.get("COFFER_PKCS11_PIN", ""),
+            pkcs11_pin_file=e.get("COFFER_PKCS11_PIN_FILE", ""),
+            pkcs11_key_label=e.get("COFFER_PKCS11_KEY_LABEL", "coffer-root"),
+            root_rotation_batch=int(e.get("COFFER_ROOT_ROTATION_BATCH", "50")),
+            root_rotation_stop_after=int(e.get("COFFER_ROOT_ROTATION_STOP_AFTER", "0")),
             operator_principals=tuple(
                 p.strip()
                 for p in e.get(

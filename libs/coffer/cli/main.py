@@ -12,6 +12,8 @@
     coffer usage get --month 2026-03
     coffer operator init --key-shares 5 --key-threshold 3
     coffer operator unseal 'academic acid ...'
+    coffer operator rotate-root --wait
+    coffer operator migrate-seal --to shamir --key-shares 5 --key-threshold 3 --wait
 
 Every operation of ``coffer.api.secrets.v1.SecretsManagerService``, ``coffer.api.kms.v1.
 KeyManagementService`` and ``coffer.api.iam.v1`` (``iam``, ``sts``, ``organizations``) is a sub-command, built
@@ -228,6 +230,15 @@ def _operator_handler(operation: str) -> Handler:
             fields = {"key_shares": args.key_shares, "key_threshold": args.key_threshold}
         elif operation == "OperatorUnseal":
             fields = {"share": args.share}
+        elif operation == "OperatorRotateRoot":
+            fields = {"wait": args.wait}
+        elif operation == "OperatorMigrateSeal":
+            fields = {
+                "to_mode": args.to,
+                "key_shares": args.key_shares or 0,
+                "key_threshold": args.key_threshold or 0,
+                "wait": args.wait,
+            }
         conn = _connection(args)
         try:
             client = CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
@@ -398,6 +409,23 @@ def build_parser() -> argparse.ArgumentParser:
         "status", parents=leaf_parents, help="seal mode, sealed or not, unseal progress (k of K)"
     )
     seal_status.set_defaults(handler=_operator_handler("OperatorStatus"))
+    rotate_root = operator_commands.add_parser(
+        "rotate-root",
+        parents=leaf_parents,
+        help="new root key, every CMK's material rewrapped under it while serving, old root destroyed",
+    )
+    rotate_root.add_argument("--wait", action="store_true", help="answer when the rotation is done")
+    rotate_root.set_defaults(handler=_operator_handler("OperatorRotateRoot"))
+    migrate_seal = operator_commands.add_parser(
+        "migrate-seal",
+        parents=leaf_parents,
+        help="move from the file seal to shamir or pkcs11 (prints the unseal key shares once for shamir)",
+    )
+    migrate_seal.add_argument("--to", required=True, choices=("shamir", "pkcs11"), help="the new seal mode")
+    migrate_seal.add_argument("--key-shares", type=int, metavar="N", help="shamir: number of shares")
+    migrate_seal.add_argument("--key-threshold", type=int, metavar="K", help="shamir: shares needed")
+    migrate_seal.add_argument("--wait", action="store_true", help="answer when the migration is done")
+    migrate_seal.set_defaults(handler=_operator_handler("OperatorMigrateSeal"))
 
     return parser
 

@@ -26,7 +26,8 @@ from coffer.rpc.tls import GATEWAY_HOST, name_options
 
 SECRETS = secrets_pb2.DESCRIPTOR.services_by_name["SecretsManagerService"]
 KMS = kms_pb2.DESCRIPTOR.services_by_name["KeyManagementService"]
-#: The kms's seal (operators only): OperatorInit, OperatorUnseal, OperatorSeal, OperatorStatus.
+#: The kms's seal (operators only): OperatorInit, OperatorUnseal, OperatorSeal, OperatorStatus,
+#: OperatorRotateRoot, OperatorMigrateSeal.
 SEAL = kms_pb2.DESCRIPTOR.services_by_name["SealService"]
 #: IAM, STS and Organizations (``coffer.api.iam.v1``), served by the store through the gateway.
 IAM = iam_pb2.DESCRIPTOR.services_by_name["IdentityManagementService"]

@@ -137,6 +137,14 @@ class KmsSealed(Unavailable):
     default_message = "The KMS is sealed: unseal it with `coffer operator unseal`."
 
 
+class KmsHsmUnavailable(Unavailable):
+    """The kms's HSM (``COFFER_SEAL=pkcs11``) cannot be reached: the token is removed or failing.
+    Retryable: the kms logs in again and finds its keys when the token is back."""
+
+    default_code = "KMSHsmUnavailableException"
+    default_message = "The KMS cannot reach its HSM."
+
+
 class InvalidShare(InvalidParameter):
     """An unseal key share that is not valid (bad checksum, unknown word, wrong length, another split's)."""
 
@@ -226,6 +234,7 @@ _KINDS: tuple[type[CofferError], ...] = (
     KmsDisabled,
     KmsInvalidState,
     KmsSealed,
+    KmsHsmUnavailable,
     InvalidShare,
     InvalidCiphertext,
     IncorrectKey,

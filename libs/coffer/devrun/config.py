@@ -64,7 +64,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "COFFER_ROTATION_ALLOWED_TARGETS": settings.rotation_allowed_targets,
         "COFFER_OPERATOR_PRINCIPALS": ",".join(settings.operator_principals),
         "COFFER_SEAL": settings.seal,
+        "COFFER_PKCS11_MODULE": settings.pkcs11_module,
+        "COFFER_PKCS11_TOKEN_LABEL": settings.pkcs11_token_label,
+        "COFFER_PKCS11_PIN_FILE": settings.pkcs11_pin_file,
+        "COFFER_PKCS11_KEY_LABEL": settings.pkcs11_key_label,
+        "COFFER_ROOT_ROTATION_BATCH": str(settings.root_rotation_batch),
     }
+    if settings.pkcs11_pin:
+        env["COFFER_PKCS11_PIN"] = settings.pkcs11_pin
     if settings.rotation_denied_targets:
         env["COFFER_ROTATION_DENIED_TARGETS"] = ",".join(settings.rotation_denied_targets)
     if settings.peers:

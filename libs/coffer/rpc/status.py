@@ -33,6 +33,8 @@ _STATUS_BY_KIND: dict[type[e.CofferError], grpc.StatusCode] = {
     e.InvalidCiphertext: grpc.StatusCode.INVALID_ARGUMENT,
     # Sealed: the kms is up but cannot use its root key until operators unseal it (retrying later may work).
     e.KmsSealed: grpc.StatusCode.UNAVAILABLE,
+    # The HSM of the pkcs11 seal is unreachable (token removed or failing): retry when it is back.
+    e.KmsHsmUnavailable: grpc.StatusCode.UNAVAILABLE,
     e.NotFound: grpc.StatusCode.NOT_FOUND,
     e.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     e.InvalidParameter: grpc.StatusCode.INVALID_ARGUMENT,

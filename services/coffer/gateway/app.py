@@ -101,8 +101,9 @@ class GatewayApp:
         local = trail if trail is not None and trail.answered_here else None
         try:
             result = await run()
-        except errors.KmsSealed as exc:
-            # A state operators must act on (unseal), named as such; its text names no internal address.
+        except (errors.KmsSealed, errors.KmsHsmUnavailable) as exc:
+            # A state operators must act on (unseal; bring the HSM token back), named as such; its text names
+            # no internal address.
             audit(outcome="failed", error_code=exc.code)
             raise
         except errors.Unavailable as exc:

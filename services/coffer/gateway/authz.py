@@ -33,6 +33,9 @@ OPERATOR_ACTIONS = frozenset(
         "kms:OperatorInit",
         "kms:OperatorUnseal",
         "kms:OperatorSeal",
+        # the kms's root key: rotate it, move it from the file seal to shamir or pkcs11
+        "kms:OperatorRotateRoot",
+        "kms:OperatorMigrateSeal",
     }
 )
 

@@ -249,6 +249,8 @@ ROUTES: Final[Mapping[str, Route]] = {
     _SEAL + "OperatorUnseal": Route("kms:OperatorUnseal", None, _seal("OperatorUnseal")),
     _SEAL + "OperatorSeal": Route("kms:OperatorSeal", None, _seal("OperatorSeal")),
     _SEAL + "OperatorStatus": Route("kms:OperatorStatus", None, _seal("OperatorStatus")),
+    _SEAL + "OperatorRotateRoot": Route("kms:OperatorRotateRoot", None, _seal("OperatorRotateRoot")),
+    _SEAL + "OperatorMigrateSeal": Route("kms:OperatorMigrateSeal", None, _seal("OperatorMigrateSeal")),
     # IdentityManagementService, SecurityTokenService, OrganizationsService (served and decided by the store)
     **_iam_routes(),
     _STS + "GetCallerIdentity": Route(

@@ -23,12 +23,14 @@ from coffer.audit_trail import KMS_SOURCE, AppendTrail, PublicAudit
 from coffer.clock import Clock, SystemClock
 from coffer.crypto.rootkey import RootKey
 from coffer.kms.app import KmsApp
+from coffer.kms.hsm import Hsm, HsmConfig, HsmRoot
 from coffer.kms.key_events import SERVICE_NAME as EVENTS_SERVICE_NAME
 from coffer.kms.key_events import WATCHERS, KeyEventsServicer, key_change_hub
 from coffer.kms.keystore import PgKeyStore, migrate
 from coffer.kms.maintenance import MaintenanceLoop
 from coffer.kms.model import MaintenanceReport, Scope
-from coffer.kms.seal import PgSealStore, Seal, SealMode, SealStatus
+from coffer.kms.rekey import PgRotationStore, RootRotator, next_file, remove_file
+from coffer.kms.seal import PgSealStore, Root, Seal, SealMode, SealStatus, SoftRoot
 from coffer.kms.seal_servicer import SERVICE_NAME as SEAL_SERVICE_NAME
 from coffer.kms.seal_servicer import SealServicer
 from coffer.kms.servicer import SERVICE_NAME, KmsServicer
@@ -60,7 +62,14 @@ PEERS = PeerPolicy(
         f"/{EVENTS_SERVICE_NAME}/DescribeKeyPolicy": WATCHERS,
         **{
             f"/{SEAL_SERVICE_NAME}/{m}": frozenset({"gateway"})
-            for m in ("OperatorInit", "OperatorUnseal", "OperatorSeal", "OperatorStatus")
+            for m in (
+                "OperatorInit",
+                "OperatorUnseal",
+                "OperatorSeal",
+                "OperatorStatus",
+                "OperatorRotateRoot",
+                "OperatorMigrateSeal",
+            )
         },
     },
     forwarders=frozenset({"store", "gateway"}),
@@ -80,6 +89,8 @@ class KmsRuntime:
     store_channel: grpc.aio.Channel
     #: Where the events of the public calls this kms serves go (the store's AuditIngestService).
     audit_trail: AppendTrail
+    rotator: RootRotator
+    hsm: Hsm | None = None
 
     async def run_maintenance(self) -> MaintenanceReport:
         """One purge/rotation round now (tests move the clock and call this instead of waiting)."""
@@ -96,6 +107,7 @@ class KmsRuntime:
         await old.close()
 
     async def aclose(self) -> None:
+        await self.rotator.aclose()
         await self.maintenance.stop()
         await self.key_changes.aclose()  # ends the watch streams, so the server stops without waiting on them
         await self.server.stop(grace=2.0)
@@ -103,6 +115,111 @@ class KmsRuntime:
         await self.store_channel.close()
         await self.audit_trail.aclose()
         await self.pool.close()
+        if self.hsm is not None:
+            await self.hsm.aclose()
+
+
+def _hsm_config(settings: Settings) -> HsmConfig | None:
+    if not settings.pkcs11_token_label:
+        return None
+    return HsmConfig.from_settings(
+        module=settings.pkcs11_module,
+        token_label=settings.pkcs11_token_label,
+        pin=settings.pkcs11_pin,
+        pin_file=settings.pkcs11_pin_file,
+        key_label=settings.pkcs11_key_label,
+    )
+
+
+async def _file_seal(root: RootKey, settings: Settings, rotations: PgRotationStore, hsm: Hsm | None) -> Seal:
+    """The file seal, with a rotation or migration under way resumed, and the leftovers of a finished one
+    cleared."""
+    record = await rotations.load_rotation()
+    nxt = next_file(settings.root_key_file)
+    materials = await rotations.root_key_ids()
+    if record is None:
+        if await rotations.has_seal_record() or await rotations.hsm_root() is not None:
+            # a finished migration to another seal: its last step (removing the root key files) is done here
+            remove_file(settings.root_key_file)
+            remove_file(nxt)
+            raise RootKeyFileError(
+                "kms: this deployment was migrated to another seal (coffer operator migrate-seal): set "
+                "COFFER_SEAL to 'shamir' or 'pkcs11' as chosen and start again; the root key file was removed"
+            )
+        if nxt.exists():
+            successor = load_root_key(nxt)
+            if successor.key_id in materials and root.key_id not in materials:
+                # a rotation committed but the new file had not replaced the old one yet
+                nxt.replace(settings.root_key_file)
+                root = successor
+            else:  # written by a rotation that never started
+                remove_file(nxt)
+        return Seal.file(root)
+    if root.key_id != record.old_root_key_id:
+        raise RootKeyFileError(
+            f"kms: a {record.kind} from root key {record.old_root_key_id} is under way but the root key file "
+            f"holds {root.key_id}"
+        )
+    roots: list[Root] = [SoftRoot(root)]
+    if record.to_mode is SealMode.PKCS11:
+        if hsm is None:
+            raise RootKeyFileError(
+                "kms: a migration to the pkcs11 seal is under way: configure COFFER_PKCS11_* to finish it"
+            )
+        await hsm.check(record.new_root_key_id)
+        roots.append(HsmRoot(hsm, record.new_root_key_id))
+    else:
+        roots.append(SoftRoot(load_root_key(nxt)))
+    seal = Seal(mode=SealMode.FILE, store=None, roots=roots)
+    seal.set_rotation(record)
+    return seal
+
+
+async def _pkcs11_seal(hsm: Hsm, settings: Settings, rotations: PgRotationStore) -> Seal:
+    """The pkcs11 seal: the current HSM key (generated on first start), plus a rotation's new one."""
+    record = await rotations.load_rotation()
+    current = await rotations.hsm_root()
+    materials = await rotations.root_key_ids()
+    if current is None:
+        if record is not None:
+            raise RootKeyFileError(
+                "kms: a migration from the file seal is under way: finish it with COFFER_SEAL=file first"
+            )
+        if materials:
+            raise RootKeyFileError(
+                f"kms: stored key material is wrapped under root key id(s) {sorted(materials)} "
+                "of another seal: "
+                "move it with `coffer operator migrate-seal --to pkcs11` in that seal mode"
+            )
+        existing = await hsm.key_ids()
+        if len(existing) > 1:
+            raise RootKeyFileError(
+                f"kms: the {hsm.name} holds {len(existing)} keys labelled '{settings.pkcs11_key_label}' and "
+                "this database names none of them: give this deployment its own COFFER_PKCS11_KEY_LABEL"
+            )
+        current = existing[0] if existing else await hsm.generate()
+        await rotations.insert_hsm_root(settings.pkcs11_key_label, current)
+    keep = {current} | ({record.old_root_key_id, record.new_root_key_id} if record else set())
+    for stale in (
+        set(await hsm.key_ids()) - keep
+    ):  # a rotation's old key not destroyed, or a new one never used
+        await hsm.destroy(stale)
+    roots: list[Root] = []
+    for key_id in [current] + (
+        [record.new_root_key_id] if record and record.new_root_key_id != current else []
+    ):
+        await hsm.check(key_id)
+        roots.append(HsmRoot(hsm, key_id))
+    foreign = materials - {r.key_id for r in roots}
+    if foreign:
+        raise RootKeyFileError(
+            f"kms: stored key material is wrapped under unknown root key id(s) {sorted(foreign)}"
+        )
+    seal = Seal(mode=SealMode.PKCS11, roots=roots)
+    seal.set_rotation(record)
+    if settings.root_key_file.exists() and load_root_key(settings.root_key_file).key_id not in materials:
+        remove_file(settings.root_key_file)  # a migration's last step, not done by the file-mode kms
+    return seal
 
 
 async def serve(
@@ -116,6 +233,14 @@ async def serve(
     root: RootKey | None = None
     if mode is SealMode.FILE:
         root = root_key if root_key is not None else load_root_key(settings.root_key_file)
+    try:
+        hsm_config = _hsm_config(settings)
+    except ValueError as exc:
+        raise RootKeyFileError(f"kms: {exc}") from None
+    if mode is SealMode.PKCS11 and hsm_config is None:
+        raise RootKeyFileError(
+            "kms: COFFER_SEAL=pkcs11 needs COFFER_PKCS11_TOKEN_LABEL and COFFER_PKCS11_PIN_FILE (or _PIN)"
+        )
     if settings.purge_interval_seconds <= 0:
         raise RuntimeError("kms: COFFER_PURGE_INTERVAL_SECONDS must be positive")
     scope = Scope(partition=settings.partition, region=settings.region, account_id=settings.account_id)
@@ -128,22 +253,36 @@ async def serve(
         options=FAST_RECONNECT,
     )
     directory = DirectoryCache(directory_pb2_grpc.PrincipalDirectoryServiceStub(store_channel), name="kms")
+    hsm = Hsm(hsm_config) if hsm_config is not None else None
     try:
         applied = await migrate(pool)
         if applied:
             log.info("kms.migrated", versions=applied)
         store = PgKeyStore(pool, scope)
+        rotations = PgRotationStore(pool)
         if root is not None:
-            foreign = await store.root_key_ids() - {root.key_id}
+            seal = await _file_seal(root, settings, rotations, hsm)
+            foreign = await store.root_key_ids() - seal.root_ids()
             if foreign:
                 raise RootKeyFileError(
                     f"kms: stored key material is wrapped under root key id(s) {sorted(foreign)}, but the "
                     f"loaded root key has id {root.key_id}; this database needs its original root key file"
                 )
-            seal = Seal.file(root)
+        elif mode is SealMode.PKCS11:
+            assert hsm is not None
+            seal = await _pkcs11_seal(hsm, settings, rotations)
         else:
             seal = Seal(mode=SealMode.SHAMIR, store=PgSealStore(pool))
             await seal.load()
+        rotator = RootRotator(
+            seal=seal,
+            store=rotations,
+            root_file=settings.root_key_file,
+            hsm=hsm,
+            hsm_label=settings.pkcs11_key_label,
+            batch=settings.root_rotation_batch,
+            stop_after=settings.root_rotation_stop_after,
+        )
         app = KmsApp(store=store, root_key=seal, scope=scope, clock=clock or SystemClock())
         loop = MaintenanceLoop(run=app.run_maintenance, interval=settings.purge_interval_seconds)
         await hub.start()
@@ -151,7 +290,7 @@ async def serve(
         def register(server: grpc.aio.Server) -> list[str]:
             kms_pb2_grpc.add_KeyManagementServiceServicer_to_server(KmsServicer(app), server)
             kms_pb2_grpc.add_KeyEventsServiceServicer_to_server(KeyEventsServicer(hub, app), server)
-            kms_pb2_grpc.add_SealServiceServicer_to_server(SealServicer(seal), server)
+            kms_pb2_grpc.add_SealServiceServicer_to_server(SealServicer(seal, rotator), server)
             return [SERVICE_NAME, EVENTS_SERVICE_NAME, SEAL_SERVICE_NAME]
 
         tls = TlsFiles.for_identity(settings.pki_dir, "kms")
@@ -188,6 +327,8 @@ async def serve(
                 log.warning("kms.crypto_not_serving", reason=seal.reason)
                 hub.reset()
             await running.health.set(SERVICE_NAME, serving)
+            if not status.sealed:
+                rotator.resume()  # a rotation under way when the kms stopped or was sealed
 
         seal.on_change = on_seal_change
         if seal.sealed:
@@ -196,9 +337,12 @@ async def serve(
         await hub.aclose()
         await store_channel.close()
         await pool.close()
+        if hsm is not None:
+            await hsm.aclose()
         raise
     loop.start()
     directory.start()  # follows the store's principal changes once the store is up
+    rotator.resume()
     return KmsRuntime(
         port=server.port,
         app=app,
@@ -210,6 +354,8 @@ async def serve(
         directory=directory,
         store_channel=store_channel,
         audit_trail=audit_trail,
+        rotator=rotator,
+        hsm=hsm,
     )
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import secrets
 import uuid
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol, TypeGuard
@@ -61,6 +61,7 @@ from coffer.kms.model import (
     Scope,
     Tag,
 )
+from coffer.kms.seal import Root, RootRetired, SoftRoot
 from coffer.kms.state import Operation, check
 from coffer.rpc.context import current_caller, current_peer
 
@@ -130,19 +131,35 @@ class KeyStore(Protocol):
 
 
 class RootKeySource(Protocol):
-    """Where the root key comes from: a fixed key (the file seal), or a seal that may be sealed."""
+    """Where the root keys come from: a fixed key (tests), or the seal (``coffer.kms.seal.Seal``)."""
 
-    def current(self) -> RootKey:
-        """The root key; raises ``errors.KmsSealed`` while the kms is sealed."""
+    def current(self) -> Root:
+        """The root that wraps new material; raises ``errors.KmsSealed`` while the kms is sealed."""
+        ...
+
+    def using(self, root_key_id: str) -> AbstractAsyncContextManager[Root]:
+        """The root a stored row names, held for the block (``RootRetired`` when a rotation retired it)."""
+        ...
+
+    def writing(self) -> AbstractAsyncContextManager[Root]:
+        """The active root, held until the new row is written."""
         ...
 
 
 class _FixedRoot:
     def __init__(self, root: RootKey) -> None:
-        self._root = root
+        self._root = SoftRoot(root)
 
-    def current(self) -> RootKey:
+    def current(self) -> Root:
         return self._root
+
+    @asynccontextmanager
+    async def using(self, root_key_id: str) -> AsyncIterator[Root]:
+        yield self._root
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[Root]:
+        yield self._root
 
 
 class KmsApp:
@@ -188,11 +205,6 @@ class KmsApp:
 
     # --- key material ---------------------------------------------------------------------------------------
 
-    @property
-    def _root(self) -> RootKey:
-        """The root key now (``errors.KmsSealed`` while sealed: no key material is made or opened)."""
-        return self._roots.current()
-
     def _binding(self, key_id: str, material_id: str, account: str | None = None) -> MaterialBinding:
         return MaterialBinding(
             account_id=account or self.scope.account_id,
@@ -201,46 +213,61 @@ class KmsApp:
             material_id=material_id,
         )
 
-    def _new_material(
-        self, key_id: str, *, now: datetime, rotation_type: RotationType | None, account: str | None = None
+    async def _new_material(
+        self,
+        root: Root,
+        key_id: str,
+        *,
+        now: datetime,
+        rotation_type: RotationType | None,
+        account: str | None = None,
     ) -> Material:
         material_id = secrets.token_hex(blobs.MATERIAL_ID_SIZE)
-        wrapped = self._root.wrap(
+        wrapped = await root.wrap(
             secrets.token_bytes(blobs.MATERIAL_SIZE), self._binding(key_id, material_id, account)
         )
         return Material(
             key_id=key_id,
             material_id=material_id,
             wrapped=wrapped,
-            root_key_id=self._root.key_id,
+            root_key_id=root.key_id,
             state=MaterialState.CURRENT,
             created_at=now,
             rotation_type=rotation_type,
             rotated_at=now if rotation_type is not None else None,
         )
 
-    def _unwrap(self, key: Key, material: Material) -> bytes:
-        try:
-            return self._root.unwrap(
-                material.wrapped, self._binding(key.key_id, material.material_id, key.account_id)
-            )
-        except UnwrapError:
-            log.error(
-                "kms.unwrap_failed",
-                key_arn=key.arn,
-                key_material_id=material.material_id,
-                stored_root_key_id=material.root_key_id,
-                root_key_id=self._root.key_id,
-            )
-            raise errors.Internal(
-                f"The key material of {key.arn} cannot be unwrapped with the configured root key."
-            ) from None
+    async def _unwrap(self, key: Key, material: Material) -> bytes:
+        """The material's plaintext, under the root its row names. A row read just before a root rotation
+        rewrapped it and retired the old root is read again (once)."""
+        binding = self._binding(key.key_id, material.material_id, key.account_id)
+        for attempt in range(2):
+            try:
+                async with self._roots.using(material.root_key_id) as root:
+                    return await root.unwrap(material.wrapped, binding)
+            except RootRetired:
+                found = await self._store.find_for_decrypt(key.key_id, material.material_id)
+                if attempt or found is None or found[1] is None:
+                    break
+                material = found[1]
+            except UnwrapError:
+                log.error(
+                    "kms.unwrap_failed",
+                    key_arn=key.arn,
+                    key_material_id=material.material_id,
+                    stored_root_key_id=material.root_key_id,
+                )
+                break
+        raise errors.Internal(
+            f"The key material of {key.arn} cannot be unwrapped with the configured root key."
+        )
 
     async def _rotate(self, tx: KeyTx, key: Key, *, now: datetime, rotation_type: RotationType) -> Key:
-        material = self._new_material(
-            key.key_id, now=now, rotation_type=rotation_type, account=key.account_id
-        )
-        await tx.add_material(material)
+        async with self._roots.writing() as root:
+            material = await self._new_material(
+                root, key.key_id, now=now, rotation_type=rotation_type, account=key.account_id
+            )
+            await tx.add_material(material)
         log.info(
             "kms.key_rotated", key_arn=key.arn, key_material_id=material.material_id, type=rotation_type.value
         )
@@ -287,31 +314,32 @@ class KmsApp:
         for _attempt in range(3):
             now = self._clock.now()
             key_id = str(uuid.uuid4())
-            material = self._new_material(key_id, now=now, rotation_type=None)
-            key = Key(
-                key_id=key_id,
-                arn=self.scope.key_arn(key_id),
-                account_id=self.scope.account_id,
-                region=self.scope.region,
-                description=DEFAULT_KEY_DESCRIPTION,
-                key_manager=KeyManager.AWS,
-                key_state=KeyState.ENABLED,
-                created_at=now,
-                current_material_id=material.material_id,
-                rotation_enabled=True,
-                rotation_period_days=AWS_MANAGED_ROTATION_DAYS,
-                next_rotation_at=now + timedelta(days=AWS_MANAGED_ROTATION_DAYS),
-                managed_service=service,
-            )
-            try:
-                async with self._store.transaction() as tx:
-                    await tx.insert_key(key, material)
-                    await tx.insert_alias(ref.alias_name, key_id, now)
-            except errors.KmsAlreadyExists:
-                existing = await self._store.find_key_by_alias(ref.alias_name)
-                if existing is not None:
-                    return existing
-                continue
+            async with self._roots.writing() as root:
+                material = await self._new_material(root, key_id, now=now, rotation_type=None)
+                key = Key(
+                    key_id=key_id,
+                    arn=self.scope.key_arn(key_id),
+                    account_id=self.scope.account_id,
+                    region=self.scope.region,
+                    description=DEFAULT_KEY_DESCRIPTION,
+                    key_manager=KeyManager.AWS,
+                    key_state=KeyState.ENABLED,
+                    created_at=now,
+                    current_material_id=material.material_id,
+                    rotation_enabled=True,
+                    rotation_period_days=AWS_MANAGED_ROTATION_DAYS,
+                    next_rotation_at=now + timedelta(days=AWS_MANAGED_ROTATION_DAYS),
+                    managed_service=service,
+                )
+                try:
+                    async with self._store.transaction() as tx:
+                        await tx.insert_key(key, material)
+                        await tx.insert_alias(ref.alias_name, key_id, now)
+                except errors.KmsAlreadyExists:
+                    existing = await self._store.find_key_by_alias(ref.alias_name)
+                    if existing is not None:
+                        return existing
+                    continue
             log.info("kms.aws_managed_key_created", key_arn=key.arn, alias=ref.alias_name)
             return key
         raise errors.Internal(f"Could not create the AWS managed key for {ref.alias_name}; try again.")
@@ -460,28 +488,29 @@ class KmsApp:
             raise errors.UnsupportedOperation(f"Origin {key_origin} is not supported here; use {ORIGIN}.")
         now = self._clock.now()
         key_id = f"mrk-{secrets.token_hex(16)}" if multi_region else str(uuid.uuid4())
-        material = self._new_material(key_id, now=now, rotation_type=None)
-        key = Key(
-            key_id=key_id,
-            arn=self.scope.key_arn(key_id),
-            account_id=self.scope.account_id,
-            region=self.scope.region,
-            description=desc,
-            key_manager=KeyManager.CUSTOMER,
-            key_state=KeyState.ENABLED,
-            created_at=now,
-            current_material_id=material.material_id,
-            multi_region=multi_region,
-            tags=checked_tags,
-            policy=policy
-            if policy is not None
-            else default_key_policy_text(self.scope.account_id, self.scope.partition),
-        )
-        caller = current_caller()
-        if compiled is not None and not bypass_lockout_check and _human(caller):
-            check_lockout(caller, key.arn, compiled, key_account=key.account_id)
-        async with self._store.transaction() as tx:
-            await tx.insert_key(key, material)
+        async with self._roots.writing() as root:
+            material = await self._new_material(root, key_id, now=now, rotation_type=None)
+            key = Key(
+                key_id=key_id,
+                arn=self.scope.key_arn(key_id),
+                account_id=self.scope.account_id,
+                region=self.scope.region,
+                description=desc,
+                key_manager=KeyManager.CUSTOMER,
+                key_state=KeyState.ENABLED,
+                created_at=now,
+                current_material_id=material.material_id,
+                multi_region=multi_region,
+                tags=checked_tags,
+                policy=policy
+                if policy is not None
+                else default_key_policy_text(self.scope.account_id, self.scope.partition),
+            )
+            caller = current_caller()
+            if compiled is not None and not bypass_lockout_check and _human(caller):
+                check_lockout(caller, key.arn, compiled, key_account=key.account_id)
+            async with self._store.transaction() as tx:
+                await tx.insert_key(key, material)
         log.info("kms.key_created", key_arn=key.arn)
         return key
 
@@ -740,7 +769,7 @@ class KmsApp:
         self._authz(operation, key)
         check(operation, key.key_state, key.key_manager, arn=key.arn)
         self._check_algorithm(algorithm)
-        raw = self._unwrap(key, material)
+        raw = await self._unwrap(key, material)
         blob = blobs.seal_blob(
             key_id=key.key_id,
             material_id=bytes.fromhex(material.material_id),
@@ -821,7 +850,7 @@ class KmsApp:
         self._check_algorithm(algorithm)
         if material is None:
             raise errors.InvalidCiphertext()
-        raw = self._unwrap(key, material)
+        raw = await self._unwrap(key, material)
         plaintext = blobs.open_blob(parsed, material=raw, context=context)
         self._audit(Operation.DECRYPT, key, material.material_id, context)
         return Decrypted(key_arn=key.arn, plaintext=plaintext, key_material_id=material.material_id)

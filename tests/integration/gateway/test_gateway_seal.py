@@ -229,3 +229,37 @@ async def test_the_store_cannot_reach_the_seal(sealed: SealedStack) -> None:
     ) as channel:
         with pytest.raises(errors.AccessDenied, match=r"store may not call .*SealService/OperatorStatus"):
             await kms_pb2_grpc.SealServiceStub(channel).OperatorStatus(kms_pb2.OperatorStatusRequest())
+
+
+async def test_rotate_root_from_the_cli_keeps_the_shares(sealed: SealedStack) -> None:
+    code, out, err = await cli(sealed, "operator", "init", "--key-shares", "3", "--key-threshold", "2")
+    assert code == 0, err
+    shares: list[str] = json.loads(out)["Shares"]
+    old = json.loads(out)["Status"]["RootKeyId"]
+    async with sealed.client() as client:
+        await client.create_secret(name="db/prod", secret_string="canary-value-1")
+    code, out, err = await cli(sealed, "operator", "rotate-root", "--wait")
+    assert code == 0, err
+    status = json.loads(out)["Status"]
+    assert status["Mode"] == "shamir" and status["RootKeyId"] != old and not status.get("Rotation")
+    code, _, err = await cli(sealed, "operator", "migrate-seal", "--to", "pkcs11")
+    assert code == 254 and "migrate-seal moves a deployment from the 'file' mode" in err
+    # a restart: the same shares open the new root
+    await sealed.services.stop_kms()
+    await sealed.services.start_kms()
+    for share in shares[:2]:
+        code, out, _ = await cli(sealed, "operator", "unseal", share)
+    assert (
+        not json.loads(out)["Status"].get("Sealed")
+        and json.loads(out)["Status"]["RootKeyId"] == status["RootKeyId"]
+    )
+    async with sealed.client() as client:
+        got = await eventually(
+            lambda: client.get_secret_value(secret_id="db/prod"), timeout=15, retry_on=(errors.Unavailable,)
+        )
+        assert got.secret_string == "canary-value-1"
+    code, _, err = await cli(sealed, "operator", "rotate-root")
+    assert code == 0, err
+    async with sealed.client(sealed.bob) as bob:
+        with pytest.raises(errors.AccessDenied, match=r"kms:OperatorRotateRoot.*operators only"):
+            await bob.operator.call("OperatorRotateRoot")

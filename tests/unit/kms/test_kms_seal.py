@@ -3,6 +3,7 @@ named and not counted, and the Seal state machine over an in-memory record store
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from coffer.core import errors
 from coffer.crypto import shamir
 from coffer.crypto.rootkey import MaterialBinding, RootKey
-from coffer.kms.seal import Seal, SealMode, SealRecord
+from coffer.kms.seal import RootRetired, RotationRecord, Seal, SealMode, SealRecord, SoftRoot
 
 
 def corrupt(share: str, position: int = 5) -> str:
@@ -103,6 +104,9 @@ class MemorySealStore:
     async def root_key_ids(self) -> set[str]:
         return set(self.material_roots)
 
+    async def load_rotation(self) -> RotationRecord | None:
+        return None
+
 
 BINDING = MaterialBinding(account_id="0", region="r", key_id="k", material_id="m")
 
@@ -116,7 +120,7 @@ async def test_init_unseal_seal_cycle() -> None:
     shares, status = await seal.init(shares=5, threshold=3)
     assert len(shares) == 5 and not status.sealed and status.threshold == 3 and status.shares == 5
     root = seal.current()
-    wrapped = root.wrap(b"m" * 32, BINDING)
+    wrapped = await root.wrap(b"m" * 32, BINDING)
     assert store.record is not None and store.record.root_key_id == root.key_id
 
     # a restart: a new Seal over the same record starts sealed
@@ -137,7 +141,7 @@ async def test_init_unseal_seal_cycle() -> None:
     assert seal.status().progress == 2 and seal.sealed
     status = await seal.unseal(shares[4])
     assert not status.sealed and status.progress == 0
-    assert seal.current().unwrap(wrapped, BINDING) == b"m" * 32
+    assert await seal.current().unwrap(wrapped, BINDING) == b"m" * 32
 
     status = await seal.seal()
     assert status.sealed
@@ -166,7 +170,7 @@ async def test_init_is_refused_twice_and_over_file_mode_material() -> None:
         await seal.init(shares=2, threshold=2)
     used = MemorySealStore()
     used.material_roots = {"0123456789abcdef"}
-    with pytest.raises(errors.InvalidRequest, match="file seal mode"):
+    with pytest.raises(errors.InvalidRequest, match="another seal mode"):
         await Seal(mode=SealMode.SHAMIR, store=used).init(shares=2, threshold=2)
     assert used.record is None
 
@@ -174,7 +178,7 @@ async def test_init_is_refused_twice_and_over_file_mode_material() -> None:
 async def test_the_file_seal_is_never_sealed_and_refuses_the_operations() -> None:
     root = RootKey.generate()
     seal = Seal.file(root)
-    assert seal.current() is root and not seal.status().sealed and seal.status().initialized
+    assert seal.current().key_id == root.key_id and not seal.status().sealed and seal.status().initialized
     for call in (seal.seal(), seal.unseal("x"), seal.init(shares=3, threshold=2)):
         with pytest.raises(errors.InvalidRequest, match="COFFER_SEAL=shamir"):
             await call
@@ -183,8 +187,9 @@ async def test_the_file_seal_is_never_sealed_and_refuses_the_operations() -> Non
 def test_seal_mode_parsing() -> None:
     assert SealMode.parse("") is SealMode.FILE
     assert SealMode.parse("Shamir") is SealMode.SHAMIR
+    assert SealMode.parse("pkcs11") is SealMode.PKCS11
     with pytest.raises(ValueError, match="COFFER_SEAL"):
-        SealMode.parse("pkcs11")
+        SealMode.parse("vault")
 
 
 def test_shares_are_named_by_their_public_words_only() -> None:
@@ -193,3 +198,35 @@ def test_shares_are_named_by_their_public_words_only() -> None:
     assert len(labels) == 5  # the member index is in the first four words
     for share, name in zip(shares, map(shamir.label, shares), strict=True):
         assert name == " ".join(share.split()[:4]) + " ..."
+
+
+async def test_a_retired_root_is_refused_by_name_and_destroyed_only_once_released() -> None:
+    old, new = RootKey.generate(), RootKey.generate()
+    seal = Seal(mode=SealMode.FILE, roots=[SoftRoot(old)])
+    seal.add_root(SoftRoot(new), active=True)  # a rotation began: new material under the new root
+    assert seal.current().key_id == new.key_id and seal.root_ids() == {old.key_id, new.key_id}
+    async with seal.writing() as root:
+        assert root.key_id == new.key_id
+    wrapped = await SoftRoot(old).wrap(b"m" * 32, BINDING)
+    released = asyncio.Event()
+
+    async def reader() -> bytes:
+        async with seal.using(old.key_id) as root:
+            await released.wait()  # a read under the old root still running when the rotation ends
+            return await root.unwrap(wrapped, BINDING)
+
+    read = asyncio.create_task(reader())
+    await asyncio.sleep(0)
+    retire = asyncio.create_task(seal.retire(old.key_id))
+    await asyncio.sleep(0)
+    assert not retire.done()  # waits for the reader
+    with pytest.raises(RootRetired):  # a row read under the old root before the rewrap: read it again
+        async with seal.using(old.key_id):
+            pass
+    released.set()
+    assert await read == b"m" * 32
+    await retire
+    assert seal.root_ids() == {new.key_id}
+    with pytest.raises(errors.Internal, match="No root key"):
+        async with seal.using("0000000000000000"):
+            pass
