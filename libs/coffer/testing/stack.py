@@ -123,10 +123,8 @@ class ServiceStack:
         self.store = await serve_store(self.settings("store"), clock=clock)
         self._closers.append(self.store.aclose)
         addr = self._started("store", self.store.port)
-        if self.kms is not None:  # the kms resolves its callers through the store's directory
+        if self.kms is not None:  # the kms resolves its callers and records its calls through the store
             await self.kms.use_store(addr, self.pki_dir)
-            # and sends the events of the public calls it serves to the store's audit trail
-            self.kms.audit_trail.retarget(addr)
         return self.store
 
     async def credential(self, principal: str) -> Credentials:

@@ -97,13 +97,14 @@ class KmsRuntime:
         return await self.app.run_maintenance()
 
     async def use_store(self, addr: str, pki_dir: Path) -> None:
-        """Resolve callers through the store at ``addr`` (test stacks start the kms before they know the
-        store's port)."""
+        """Resolve callers through, and send audit events to, the store at ``addr`` (test stacks start the
+        kms before they know the store's port)."""
         old, self.store_channel = (
             self.store_channel,
             secure_channel(addr, TlsFiles.for_identity(pki_dir, "kms"), server_name="store"),
         )
         await self.directory.retarget(directory_pb2_grpc.PrincipalDirectoryServiceStub(self.store_channel))
+        self.audit_trail.retarget(addr)
         await old.close()
 
     async def aclose(self) -> None:

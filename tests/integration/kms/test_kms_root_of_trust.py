@@ -165,6 +165,8 @@ async def start(stacks: list[Kms], tmp_path: Path, pki_dir: Path, database_url: 
     kms = await _stack(tmp_path, pki_dir, database_url, **{"COFFER_ROOT_ROTATION_BATCH": "3", **env})
     stacks.append(kms)
     await kms.services.start_kms()
+    # The kms records the public (gateway) calls it serves in the store's audit trail: a store must run.
+    await kms.services.start_store()
     return kms
 
 
@@ -205,7 +207,6 @@ async def test_pkcs11_seal_encrypts_and_its_key_cannot_leave_the_hsm(
     assert await kms.root_ids_of_material() == {status.root_key_id}
 
     # secrets too, through the store and the gateway
-    await kms.services.start_store()
     token = await kms.services.credential("user/admin")
     await kms.services.start_gateway()
     endpoint = kms.services.env["COFFER_GATEWAY_ADDR"]
@@ -257,7 +258,6 @@ async def test_pkcs11_token_loss_is_a_clear_retryable_error_and_restoring_it_hea
         **softhsm.env(),
     )
     blobs = await make_keys_and_blobs(kms, 2)
-    await kms.services.start_store()
     token = await kms.services.credential("user/admin")
     await kms.services.start_gateway()
     client = AsyncCofferClient(kms.services.env["COFFER_GATEWAY_ADDR"], kms.services.ca_file, token)
@@ -531,7 +531,6 @@ async def test_migrate_seal_from_file_to_shamir_keeps_every_secret(
     stacks: list[Kms], tmp_path: Path, pki_dir: Path, database_url: str
 ) -> None:
     kms = await start(stacks, tmp_path, pki_dir, database_url)
-    await kms.services.start_store()
     token = await kms.services.credential("user/admin")
     bob = await kms.services.credential("user/bob")
     await kms.services.start_gateway()
