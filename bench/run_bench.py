@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -71,31 +73,87 @@ def _print(rows: list[tuple[Result, Result]]) -> None:
         )
 
 
-async def main_async(duration: float, list_secrets: int) -> None:
+#: The identity policy of the principal the "policies and auditing on" run reads and writes as: a name
+#: prefix and an ABAC tag condition, as a team would scope an application.
+APP_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+            "Resource": "arn:aws:secretsmanager:*:*:secret:bench/*",
+            "Condition": {"StringEquals": {"secretsmanager:ResourceTag/team": "${aws:PrincipalTag/team}"}},
+        }
+    ],
+}
+#: Every secret's resource policy (so each decision also evaluates one).
+RESOURCE_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": "secretsmanager:DeleteSecret",
+            "Resource": "*",
+        }
+    ],
+}
+
+
+async def _app_client(admin: Any, info: Any) -> Any:
+    """An access key of IAM user ``bench-app`` (tag team=bench, APP_POLICY), and a client signing with it."""
+    from coffer.client import Credentials
+    from coffer.client.aio import AsyncCofferClient
+
+    await admin.iam.create_user(user_name="bench-app", tags=[{"key": "team", "value": "bench"}])
+    await admin.iam.put_user_policy(
+        user_name="bench-app", policy_name="app", policy_document=json.dumps(APP_POLICY)
+    )
+    key = (await admin.iam.create_access_key(user_name="bench-app")).access_key
+    return AsyncCofferClient(
+        endpoint=info.endpoint,
+        ca_file=str(info.ca_file),
+        credentials=Credentials(key.access_key_id, key.secret_access_key),
+    )
+
+
+async def _measure(duration: float, list_secrets: int, *, bypass: bool) -> tuple[list[Result], Path]:
+    """Start a throwaway deployment (``bypass``: COFFER_UNSAFE_BENCH_BYPASS, no policy decided and no
+    audit event recorded) and drive GetSecretValue and PutSecretValue through it as ``bench-app``."""
     from coffer.client.aio import AsyncCofferClient
     from coffer.devrun import Deployment
 
     home = Path(tempfile.mkdtemp(prefix="coffer-bench-"))
-    deployment = Deployment.in_home(home, echo=lambda _line: None)
+    env = {"COFFER_UNSAFE_BENCH_BYPASS": "1"} if bypass else {}
+    deployment = Deployment.in_home(home, env=env, echo=lambda _line: None)
     await asyncio.to_thread(deployment.start)
     try:
         info = deployment.info()
-        client = AsyncCofferClient(
+        admin = AsyncCofferClient(
             endpoint=info.endpoint, ca_file=str(info.ca_file), credentials=info.credentials
         )
+        client = await _app_client(admin, info)
         name = f"bench/{uuid.uuid4().hex[:8]}"
         value = "x" * 256
-        await client.create_secret(name=name, secret_string=value)
-        for _ in range(50):  # warm the channel and the data-key cache
+        tags = [{"key": "team", "value": "bench"}]
+        policy = json.dumps(RESOURCE_POLICY)
+        # AWS keeps every version younger than 24 h and refuses a 101st (LimitExceededException), so the
+        # writes are spread over enough secrets to stay under that quota for the whole run.
+        put_names = [f"{name}-put-{i}" for i in range(256)]
+        for n in (name, *put_names):
+            await admin.create_secret(name=n, secret_string=value, tags=tags)
+            await admin.put_resource_policy(secret_id=n, resource_policy=policy)
+
+        async def first_read() -> object:
+            return await client.get_secret_value(secret_id=name)
+
+        await eventually(first_read, timeout=10, interval=0.05, message="bench-app's first read")
+        for _ in range(50):  # warm the channel, the caches and the data-key cache
             await client.get_secret_value(secret_id=name)
 
         async def get_op(_: int) -> object:
             return await client.get_secret_value(secret_id=name)
 
-        # AWS keeps every version younger than 24 h and refuses a 101st (LimitExceededException), so the
-        # writes are spread over enough secrets to stay under that quota for the whole run.
-        put_names = [f"{name}-put-{i}" for i in range(256)]
-        await asyncio.gather(*(client.create_secret(name=n, secret_string=value) for n in put_names))
         counter = iter(range(10**9))
 
         async def put_op(_: int) -> object:
@@ -109,7 +167,7 @@ async def main_async(duration: float, list_secrets: int) -> None:
             results.append(await drive("PutSecretValue", put_op, concurrency=c, duration=duration))
         if list_secrets:
             await bench_list_secrets.run(
-                client,
+                admin,
                 info.database_url,
                 deployment.service_dsns["store"],
                 count=list_secrets,
@@ -117,13 +175,27 @@ async def main_async(duration: float, list_secrets: int) -> None:
                 account=deployment.settings.account_id,
             )
         await client.close()
-        echo = await _echo_results(info.pki_dir, duration, payload=300)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        print(f"\nCoffer bench, {stamp}, {os.cpu_count()} CPUs, {duration:.0f} s per point")
-        print("client → gateway (TLS, signed) → store (mTLS) → kms (mTLS) vs a bare grpc.aio TLS echo\n")
-        _print([(r, echo[r.concurrency]) for r in results])
+        await admin.close()
+        return results, info.pki_dir
     finally:
         await asyncio.to_thread(deployment.stop)
+
+
+async def main_async(duration: float, list_secrets: int) -> None:
+    baseline, _ = await _measure(duration, 0, bypass=True)
+    results, pki_dir = await _measure(duration, list_secrets, bypass=False)
+    echo = await _echo_results(pki_dir, duration, payload=300)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(f"\nCoffer bench, {stamp}, {os.cpu_count()} CPUs, {duration:.0f} s per point")
+    print("client → gateway (TLS, signed) → store (mTLS) → kms (mTLS) vs a bare grpc.aio TLS echo")
+    print("as IAM user bench-app: a policy on bench/* with a tag condition; a resource policy per secret\n")
+    print("policies and auditing ON (each call decided, its CloudTrail event committed before the reply):")
+    _print([(r, echo[r.concurrency]) for r in results])
+    print("\npolicies and auditing OFF (COFFER_UNSAFE_BENCH_BYPASS, the same deployment otherwise):")
+    _print([(r, echo[r.concurrency]) for r in baseline])
+    print("\nkept with policies and auditing on (ops/s on / off):")
+    for on, off in zip(results, baseline, strict=True):
+        print(f"  {on.name:<16} {on.concurrency:>4}  {on.ops_per_s / off.ops_per_s:>6.0%}")
 
 
 def main() -> None:

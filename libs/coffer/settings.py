@@ -30,7 +30,7 @@ COMMON_KEYS = frozenset(
 #: The other COFFER_* variables each service reads. A process is given these and COMMON_KEYS only: the gateway
 #: no database URL and no Redis URL, the rotation service no database URL, the kms no Redis URL.
 SERVICE_KEYS: Mapping[str, frozenset[str]] = {
-    "gateway": frozenset({"COFFER_OPERATOR_PRINCIPALS"}),
+    "gateway": frozenset({"COFFER_OPERATOR_PRINCIPALS", "COFFER_UNSAFE_BENCH_BYPASS"}),
     "kms": frozenset(
         {
             "COFFER_DATABASE_URL",
@@ -44,6 +44,7 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_PKCS11_KEY_LABEL",
             "COFFER_ROOT_ROTATION_BATCH",
             "COFFER_ROOT_ROTATION_STOP_AFTER",
+            "COFFER_UNSAFE_BENCH_BYPASS",
         }
     ),
     "store": frozenset(
@@ -62,6 +63,7 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_ROTATION_ALLOWED_TARGETS",
             "COFFER_ROTATION_DENIED_TARGETS",
             "COFFER_BOOTSTRAP_KEYS_FILE",
+            "COFFER_UNSAFE_BENCH_BYPASS",
         }
     ),
     "rotation": frozenset(
@@ -142,6 +144,9 @@ class Settings:
     log_level: str
     log_file: Path | None
     data_key_cache_seconds: float
+    #: ``COFFER_UNSAFE_BENCH_BYPASS=1``: decide no policy and record no audit event (gateway, store, kms).
+    #: Only ``make bench`` sets it, to measure what policies and auditing cost; never in a deployment.
+    unsafe_bench_bypass: bool
     purge_interval_seconds: float
     # Rotation (issue 3). The rotation service's access key for the public API (issue 9: session credentials
     # of role coffer-rotation).
@@ -224,6 +229,7 @@ class Settings:
             log_level=e.get("COFFER_LOG_LEVEL", "info"),
             log_file=Path(log_file) if log_file else None,
             data_key_cache_seconds=float(e.get("COFFER_DATA_KEY_CACHE_SECONDS", "30")),
+            unsafe_bench_bypass=e.get("COFFER_UNSAFE_BENCH_BYPASS", "") == "1",
             purge_interval_seconds=float(e.get("COFFER_PURGE_INTERVAL_SECONDS", "60")),
             rotation_access_key_id=e.get("COFFER_ROTATION_ACCESS_KEY_ID", ""),
             rotation_secret_access_key=e.get("COFFER_ROTATION_SECRET_ACCESS_KEY", ""),

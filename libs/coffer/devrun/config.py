@@ -72,6 +72,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     }
     if settings.pkcs11_pin:
         env["COFFER_PKCS11_PIN"] = settings.pkcs11_pin
+    if settings.unsafe_bench_bypass:
+        env["COFFER_UNSAFE_BENCH_BYPASS"] = "1"
     if settings.rotation_denied_targets:
         env["COFFER_ROTATION_DENIED_TARGETS"] = ",".join(settings.rotation_denied_targets)
     if settings.peers:

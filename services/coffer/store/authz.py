@@ -104,11 +104,15 @@ class StoreAuthz:
         self._policies = PolicyCache(capacity=1024)
         self.hits = 0
         self.misses = 0
+        #: ``COFFER_UNSAFE_BENCH_BYPASS`` (make bench's baseline only): decide nothing.
+        self.bypass = False
 
     # --- the caller ---------------------------------------------------------------------------------------
 
     def caller(self) -> Principal | None:
         """The caller to decide for, or None when this call is not decided."""
+        if self.bypass:
+            return None
         caller = resolve_caller(self._account)
         return caller if decided(caller) else None
 
