@@ -15,10 +15,17 @@ talk to.
   a ``GatewaySecretsApi`` (the rotation service's adapter) under the ``service/rotation`` principal;
   ``rotating_coffer`` adds the rotation service (scheduler, Redis stream, workers) with tiny poll, lease and
   back-off settings.
+- ``configure_rotation`` / ``grant_master``: the rotation service runs as the assumed role
+  ``coffer-rotation``, which may touch only secrets with rotation configured
+  (``secretsmanager:resource/AllowRotationLambdaArn``). So a secret a test rotates gets its rotation
+  configured first, as a user would (RotateSecret with ``RotateImmediately=false``), and the master secret
+  an alternating-users rotator reads is granted to the role by the operator (an inline role policy), as
+  AWS's alternating-users templates grant the rotation function's role the master secret.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -32,7 +39,9 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.client.aio import AsyncCofferClient
+from coffer.core import errors
 from coffer.core.targets import TargetPolicy
 from coffer.embedded import free_port
 from coffer.rotation.api import GatewaySecretsApi
@@ -40,7 +49,7 @@ from coffer.targets import TargetGuard
 from coffer.testing.scram_postgres import ScramPostgres, scram_postgres, server_tls
 from coffer.testing.stack import provisioned_stack
 from coffer.testing.stack import rotation_env as rotation_credentials_env
-from coffer.testing.wait import eventually_sync
+from coffer.testing.wait import eventually, eventually_sync
 
 PgTarget = ScramPostgres
 ALLOWED_TARGETS = "127.0.0.1"
@@ -252,3 +261,55 @@ async def _coffer(
             await user.close()
     finally:
         await services.aclose()
+
+
+ROTATION_ROLE = "coffer-rotation"
+
+
+async def configure_rotation(coffer: Coffer, secret_arn: str, rotator: str) -> None:
+    """Configure ``rotator`` as the secret's rotation, as a user would, without rotating it: RotateSecret
+    with ``RotateImmediately=false``. Like AWS, that still starts a configuration test (testSecret on a copy
+    of AWSCURRENT under AWSPENDING); with no rotation service running (``coffer``) nobody would ever run
+    it, so it is cancelled, which drops the copy and turns the schedule off but keeps the configured
+    rotator (``secretsmanager:resource/AllowRotationLambdaArn``, which the role's policy needs)."""
+    reply = await coffer.admin.call(
+        "RotateSecret",
+        secret_id=secret_arn,
+        rotation_lambda_arn=rotator,
+        rotation_rules={"automatically_after_days": 30},
+        rotate_immediately=False,
+    )
+    assert isinstance(reply, sm.RotateSecretResponse)
+    await coffer.admin.call("CancelRotateSecret", secret_id=secret_arn)
+
+
+def master_policy_name(master_arn: str) -> str:
+    return f"RotationMasters-{master_arn.rsplit(':', 1)[-1].replace('/', '-')}"[:128]
+
+
+async def grant_master(coffer: Coffer, master_arn: str) -> None:
+    """The operator grants the rotation role read of an alternating-users master secret (an inline policy on
+    role ``coffer-rotation``), and waits until the rotation service's credentials can read it (the store's
+    and the gateway's principal caches follow the change by notification)."""
+    document = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                "Resource": master_arn,
+            }
+        ],
+    }
+    await coffer.admin.iam.put_role_policy(
+        role_name=ROTATION_ROLE,
+        policy_name=master_policy_name(master_arn),
+        policy_document=json.dumps(document),
+    )
+    await eventually(
+        lambda: coffer.api.get_value(secret_id=master_arn),
+        timeout=30,
+        interval=0.05,
+        retry_on=(errors.AccessDenied,),
+        message=f"the rotation role to read {master_arn}",
+    )

@@ -14,6 +14,7 @@ import pytest
 
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.testing.wait import eventually
+from tests.integration.rotation_db.conftest import grant_master
 
 if TYPE_CHECKING:
     from tests.integration.rotation_db.conftest import Coffer, MariaTarget, PgTarget
@@ -184,6 +185,7 @@ async def test_mariadb_alternating_users_through_rotate_secret(
             {**base, "username": maria_target.superuser, "password": maria_target.password}
         ),
     )
+    await grant_master(coffer, master.arn)  # the operator lets the rotation role read the master
     created = await coffer.admin.create_secret(
         name=f"db/{user}",
         secret_string=json.dumps({**base, "username": user, "password": old, "masterarn": master.arn}),

@@ -1,7 +1,11 @@
 """The PostgreSQL and MariaDB rotators against real password-authenticated servers, through the real public
 API (kms → store → gateway, the rotation service's SecretsApi adapter). Each step runs twice (idempotency);
 the store's CompleteRotation (removing AWSPENDING) is mirrored by hand, since these tests call the steps
-directly."""
+directly.
+
+The rotation service's role (``coffer-rotation``) may touch only secrets with rotation configured, so each
+secret a test rotates gets it configured first (``configure_rotation``), and each master secret is granted to
+the role (``grant_master``), as an operator would."""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from coffer.rotation.rotators.postgres import (
     PostgresAlternatingUsersRotator,
     PostgresSingleUserRotator,
 )
-from tests.integration.rotation_db.conftest import LOOPBACK
+from tests.integration.rotation_db.conftest import LOOPBACK, configure_rotation, grant_master
 
 if TYPE_CHECKING:
     from tests.integration.rotation_db.conftest import Coffer, MariaTarget, PgTarget
@@ -60,8 +64,17 @@ async def value(coffer: Coffer, arn: str, stage: str = "AWSCURRENT") -> tuple[st
     return reply.version_id, json.loads(reply.secret_string)
 
 
-async def new_secret(coffer: Coffer, doc: dict[str, Any]) -> str:
+async def new_secret(coffer: Coffer, doc: dict[str, Any], rotator: str) -> str:
+    """A secret holding ``doc`` with ``rotator`` configured as its rotation (not started)."""
     reply = await coffer.admin.create_secret(name=f"db/{name()}", secret_string=json.dumps(doc))
+    await configure_rotation(coffer, reply.arn, rotator)
+    return reply.arn
+
+
+async def new_master(coffer: Coffer, doc: dict[str, Any]) -> str:
+    """An alternating-users master secret (not rotated itself) that the rotation role is granted to read."""
+    reply = await coffer.admin.create_secret(name=f"db/master-{name()}", secret_string=json.dumps(doc))
+    await grant_master(coffer, reply.arn)
     return reply.arn
 
 
@@ -110,7 +123,7 @@ async def test_harness_postgres_refuses_a_wrong_password(pg_target: PgTarget) ->
 async def test_postgres_single_user_rotation(pg_target: PgTarget, coffer: Coffer) -> None:
     user, old = name(), "initial-pw-1"
     await pg_user(pg_target, user, old)
-    arn = await new_secret(coffer, pg_doc(pg_target, user, old, extra_key="kept"))
+    arn = await new_secret(coffer, pg_doc(pg_target, user, old, extra_key="kept"), "postgresql-single-user")
     session = await pg_target.connect(user, old)  # an open session survives the change
     try:
         token = await rotate(PostgresSingleUserRotator(targets=LOOPBACK), coffer, arn)
@@ -144,7 +157,7 @@ async def test_postgres_single_user_falls_back_to_previous(pg_target: PgTarget, 
     AWSPREVIOUS."""
     user, old = name(), "initial-pw-2"
     await pg_user(pg_target, user, old)
-    arn = await new_secret(coffer, pg_doc(pg_target, user, old))
+    arn = await new_secret(coffer, pg_doc(pg_target, user, old), "postgresql-single-user")
     await coffer.admin.put_secret_value(
         secret_id=arn, secret_string=json.dumps(pg_doc(pg_target, user, "never-set-in-db"))
     )
@@ -164,8 +177,10 @@ async def test_postgres_alternating_users(pg_target: PgTarget, coffer: Coffer) -
         await admin.execute(f"GRANT SELECT ON {table} TO {user}")
     finally:
         await admin.close()
-    master = await new_secret(coffer, pg_doc(pg_target, "postgres", pg_target.password))
-    arn = await new_secret(coffer, pg_doc(pg_target, user, old, masterarn=master))
+    master = await new_master(coffer, pg_doc(pg_target, "postgres", pg_target.password))
+    arn = await new_secret(
+        coffer, pg_doc(pg_target, user, old, masterarn=master), "postgresql-alternating-users"
+    )
     rotator = PostgresAlternatingUsersRotator(targets=LOOPBACK)
 
     await rotate(rotator, coffer, arn)
@@ -197,7 +212,7 @@ async def test_postgres_target_refusing_the_change(pg_target: PgTarget, coffer: 
         await admin.execute(f"ALTER ROLE {user} SET default_transaction_read_only = on")
     finally:
         await admin.close()
-    arn = await new_secret(coffer, pg_doc(pg_target, user, old))
+    arn = await new_secret(coffer, pg_doc(pg_target, user, old), "postgresql-single-user")
     rotator = PostgresSingleUserRotator(targets=LOOPBACK)
     ctx = StepContext(secret_arn=arn, token=str(uuid.uuid4()), api=coffer.api)
     await rotator.create_secret(ctx)
@@ -220,8 +235,10 @@ async def test_postgres_master_without_createrole(pg_target: PgTarget, coffer: C
     user, weak = name(), name()
     await pg_user(pg_target, user, "initial-pw-5")
     await pg_user(pg_target, weak, "weak-master-pw")
-    master = await new_secret(coffer, pg_doc(pg_target, weak, "weak-master-pw"))
-    arn = await new_secret(coffer, pg_doc(pg_target, user, "initial-pw-5", masterarn=master))
+    master = await new_master(coffer, pg_doc(pg_target, weak, "weak-master-pw"))
+    arn = await new_secret(
+        coffer, pg_doc(pg_target, user, "initial-pw-5", masterarn=master), "postgresql-alternating-users"
+    )
     rotator = PostgresAlternatingUsersRotator(targets=LOOPBACK)
     ctx = StepContext(secret_arn=arn, token=str(uuid.uuid4()), api=coffer.api)
     await rotator.create_secret(ctx)
@@ -238,11 +255,15 @@ async def test_postgres_rotator_refuses_bad_documents(coffer: Coffer) -> None:
         ({"engine": "mysql", "host": "h", "username": "u", "password": "secret-pw"}, "engine"),
         ({"engine": "postgres", "host": "h", "password": "secret-pw"}, "username"),
     ):
-        arn = await new_secret(coffer, doc)
+        arn = await new_secret(coffer, doc, "postgresql-single-user")
         with pytest.raises(RotationStepError) as caught:
             await rotator.create_secret(StepContext(secret_arn=arn, token=str(uuid.uuid4()), api=coffer.api))
         assert expected in str(caught.value) and "secret-pw" not in str(caught.value)
-    arn = await new_secret(coffer, {"engine": "postgres", "host": "h", "username": "u", "password": "p"})
+    arn = await new_secret(
+        coffer,
+        {"engine": "postgres", "host": "h", "username": "u", "password": "p"},
+        "postgresql-alternating-users",
+    )
     with pytest.raises(RotationStepError, match="masterarn"):
         await PostgresAlternatingUsersRotator(targets=LOOPBACK).create_secret(
             StepContext(secret_arn=arn, token=str(uuid.uuid4()), api=coffer.api)
@@ -315,7 +336,7 @@ async def test_harness_mariadb_refuses_a_wrong_password(maria_target: MariaTarge
 async def test_mariadb_single_user_rotation(maria_target: MariaTarget, coffer: Coffer) -> None:
     user, old = name(), "initial-pw-6"
     await maria_exec(maria_target, ("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, old)))
-    arn = await new_secret(coffer, maria_doc(maria_target, user, old))
+    arn = await new_secret(coffer, maria_doc(maria_target, user, old), "mysql-single-user")
     session: Any = await maria_target.connect(user, old)
     try:
         token = await rotate(MySqlSingleUserRotator(targets=LOOPBACK), coffer, arn)
@@ -343,8 +364,10 @@ async def test_mariadb_alternating_users(maria_target: MariaTarget, coffer: Coff
         (f"INSERT INTO {db}.t VALUES (42)", ()),
         (f"GRANT SELECT ON {db}.* TO %s@'%%'", (user,)),
     )
-    master = await new_secret(coffer, maria_doc(maria_target, maria_target.superuser, maria_target.password))
-    arn = await new_secret(coffer, maria_doc(maria_target, user, old, masterarn=master, dbname=db))
+    master = await new_master(coffer, maria_doc(maria_target, maria_target.superuser, maria_target.password))
+    arn = await new_secret(
+        coffer, maria_doc(maria_target, user, old, masterarn=master, dbname=db), "mysql-alternating-users"
+    )
     rotator = MySqlAlternatingUsersRotator(targets=LOOPBACK)
 
     await rotate(rotator, coffer, arn)
@@ -375,8 +398,10 @@ async def test_mariadb_master_without_privileges(maria_target: MariaTarget, coff
         ("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, "initial-pw-8")),
         ("CREATE USER %s@'%%' IDENTIFIED BY %s", (weak, "weak-master-pw")),
     )
-    master = await new_secret(coffer, maria_doc(maria_target, weak, "weak-master-pw"))
-    arn = await new_secret(coffer, maria_doc(maria_target, user, "initial-pw-8", masterarn=master))
+    master = await new_master(coffer, maria_doc(maria_target, weak, "weak-master-pw"))
+    arn = await new_secret(
+        coffer, maria_doc(maria_target, user, "initial-pw-8", masterarn=master), "mysql-alternating-users"
+    )
     rotator = MySqlAlternatingUsersRotator(targets=LOOPBACK)
     ctx = StepContext(secret_arn=arn, token=str(uuid.uuid4()), api=coffer.api)
     await rotator.create_secret(ctx)
@@ -396,7 +421,7 @@ async def test_mariadb_single_user_wrong_everywhere(maria_target: MariaTarget, c
     """No stored credentials log in: setSecret says so, without any password in the message."""
     user = name()
     await maria_exec(maria_target, ("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, "real-pw-9")))
-    arn = await new_secret(coffer, maria_doc(maria_target, user, "stale-pw-9"))
+    arn = await new_secret(coffer, maria_doc(maria_target, user, "stale-pw-9"), "mysql-single-user")
     rotator = MySqlSingleUserRotator(targets=LOOPBACK)
     ctx = StepContext(secret_arn=arn, token=str(uuid.uuid4()), api=coffer.api)
     await rotator.create_secret(ctx)
@@ -441,7 +466,7 @@ async def test_mariadb_target_refusing_the_change(maria_target: MariaTarget, cof
     message, and AWSCURRENT still logs in."""
     user, old = name(), "initial-pw-10"
     await maria_exec(maria_target, ("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, old)))
-    arn = await new_secret(coffer, maria_doc(maria_target, user, old))
+    arn = await new_secret(coffer, maria_doc(maria_target, user, old), "mysql-single-user")
     rotator = MySqlSingleUserRotator(targets=LOOPBACK)
     ctx = StepContext(secret_arn=arn, token=str(uuid.uuid4()), api=coffer.api)
     await rotator.create_secret(ctx)
@@ -467,7 +492,7 @@ async def test_stale_and_finished_tokens(pg_target: PgTarget, coffer: Coffer) ->
     AWSCURRENT (here: AWSPREVIOUS) is refused before the database is touched."""
     user, old = name(), "initial-pw-11"
     await pg_user(pg_target, user, old)
-    arn = await new_secret(coffer, pg_doc(pg_target, user, old))
+    arn = await new_secret(coffer, pg_doc(pg_target, user, old), "postgresql-single-user")
     first_version = (await coffer.admin.get_secret_value(secret_id=arn)).version_id
     rotator = PostgresSingleUserRotator(targets=LOOPBACK)
     token = await rotate(rotator, coffer, arn, twice=False)

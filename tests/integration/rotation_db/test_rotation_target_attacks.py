@@ -41,7 +41,7 @@ from coffer.settings import Settings
 from coffer.targets import TargetGuard
 from coffer.testing.scram_postgres import CLEARTEXT_ROLE, server_tls
 from coffer.testing.wait import eventually
-from tests.integration.rotation_db.conftest import LOOPBACK
+from tests.integration.rotation_db.conftest import LOOPBACK, configure_rotation, grant_master
 
 if TYPE_CHECKING:
     from tests.integration.rotation_db.conftest import Coffer, MariaTarget, PgTarget
@@ -116,6 +116,7 @@ async def test_rotation_into_coffers_own_database_and_redis_is_refused(
     master = await coffer.admin.create_secret(
         name=f"db/master-{name()}", secret_string=json.dumps({**own, "password": "x"})
     )
+    await grant_master(coffer, master.arn)
     single = await failed_rotation(coffer, {**own, "password": "x"}, "postgresql-single-user")
     alternating = await failed_rotation(
         coffer, {**own, "password": "x", "masterarn": master.arn}, "postgresql-alternating-users"
@@ -336,11 +337,13 @@ async def alternating_rotation(coffer: Coffer, pg: PgTarget, user: str, password
             | {"username": pg.superuser, "password": pg.password}
         ),
     )
+    await grant_master(coffer, master.arn)
     doc = {"engine": "postgres", "host": pg.tcp_host, "port": pg.port, "ssl": False, "dbname": "postgres"}
     created = await coffer.admin.create_secret(
         name=f"db/{user}",
         secret_string=json.dumps({**doc, "username": user, "password": password, "masterarn": master.arn}),
     )
+    await configure_rotation(coffer, created.arn, "postgresql-alternating-users")
     return StepContext(secret_arn=created.arn, token=str(uuid.uuid4()), api=coffer.api)
 
 
@@ -411,6 +414,7 @@ async def test_single_user_rotation_of_a_tls_mariadb(maria_target: MariaTarget, 
         "ssl_ca": maria_target.ca_pem,
     }
     created = await coffer.admin.create_secret(name=f"db/{user}", secret_string=json.dumps(doc))
+    await configure_rotation(coffer, created.arn, "mysql-single-user")
     rotator = MySqlSingleUserRotator(targets=LOOPBACK)
     ctx = StepContext(secret_arn=created.arn, token=str(uuid.uuid4()), api=coffer.api)
     for step in (rotator.create_secret, rotator.set_secret, rotator.test_secret, rotator.finish_secret):
