@@ -140,6 +140,14 @@ def test_access_control_and_audit_through_the_cli(e2e: Any) -> None:
         f"User: {reader_arn} is not authorized to perform: secretsmanager:PutSecretValue on resource: "
         f"{app_x['ARN']} because no identity-based policy allows the secretsmanager:PutSecretValue action"
     )
+    # GetRandomPassword, answered by the gateway itself, is decided by the same policies (no resource)
+    message = refused(
+        as_principal(e2e, reader, SM, "get-random-password"), "AccessDeniedException", "GetRandomPassword"
+    )
+    assert message == (
+        f"User: {reader_arn} is not authorized to perform: secretsmanager:GetRandomPassword because no "
+        "identity-based policy allows the secretsmanager:GetRandomPassword action"
+    )
     # a secret that does not exist: the narrowly scoped reader learns nothing (AccessDenied, not NotFound)
     refused(
         as_principal(e2e, reader, SM, "get-secret-value", "--secret-id", f"db/{tag}-none"),

@@ -17,7 +17,9 @@ import structlog
 from coffer.audit import AuditSink
 from coffer.audit_trail import AuditTrail, build_event
 from coffer.core import errors
+from coffer.core.authorize import authorize
 from coffer.core.password import PasswordRequest, RandomSource, generate_password
+from coffer.core.principal import PrincipalKind
 from coffer.gateway.authz import Authorize
 from coffer.rpc import context as ctx
 
@@ -55,10 +57,16 @@ class GatewayApp:
         self._region = region
 
     async def _trail_record(
-        self, call: TrailCall | None, response: Any, error: errors.CofferError | None
+        self,
+        call: TrailCall | None,
+        response: Any,
+        error: errors.CofferError | None,
+        *,
+        required: bool = False,
     ) -> None:
-        """Store the event of a call the gateway refused or answered (through the store's Append). Best
-        effort: the gateway's own answers disclose no stored secret, so a lost event is logged, not fatal."""
+        """Store the event of a call the gateway refused or answered (through the store's Append). A refusal's
+        event is best effort (the call is refused either way: a lost event is logged); an answer the gateway
+        gives itself is ``required``: when its event cannot be stored the answer is withheld (fail closed)."""
         if self._trail is None or call is None:
             return
         event = build_event(
@@ -77,6 +85,10 @@ class GatewayApp:
             await self._trail.record(event)
         except Exception as exc:
             log.warning("gateway.audit_trail_failed", event_id=event.event_id, error_type=type(exc).__name__)
+            if required:
+                raise errors.Unavailable(
+                    "The audit trail could not be written; the call was not answered."
+                ) from None
 
     async def call(
         self,
@@ -92,13 +104,15 @@ class GatewayApp:
         audit = partial(
             self._audit.record, principal=principal, action=action, resource=resource, request_id=request_id
         )
+        local = trail if trail is not None and trail.answered_here else None
         try:
             self._authorize(principal, action, resource)
+            if local is not None:
+                self._decide_here(action)
         except errors.CofferError as exc:
             audit(outcome="denied", error_code=exc.code)
             await self._trail_record(trail, None, exc)
             raise
-        local = trail if trail is not None and trail.answered_here else None
         try:
             result = await run()
         except (errors.KmsSealed, errors.KmsHsmUnavailable) as exc:
@@ -119,10 +133,20 @@ class GatewayApp:
             )
             raise
         audit(outcome="allowed")
-        await self._trail_record(local, result, None)
+        await self._trail_record(local, result, None, required=True)
         # Rules with a ``reply`` method (``authz.Authorization``) also trim what the caller may not read.
         shape = getattr(self._authorize, "reply", None)
         return shape(principal, action, result) if shape is not None else result
+
+    @staticmethod
+    def _decide_here(action: str) -> None:
+        """A call the gateway answers itself (GetRandomPassword) is decided here, by the caller's identity
+        policies (it names no resource); Coffer's own services (``service/*``) are not IAM principals."""
+        caller = ctx.current_caller()
+        if caller is None:
+            raise errors.AccessDenied(f"An unauthenticated caller is not authorized to perform: {action}")
+        if caller.kind is not PrincipalKind.SERVICE:
+            authorize(caller, action)
 
     async def random_password(self, request: PasswordRequest) -> str:
         """GetRandomPassword, answered here (never stored, never logged)."""
