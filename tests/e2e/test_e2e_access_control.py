@@ -361,6 +361,14 @@ def test_access_control_and_audit_through_the_cli(e2e: Any) -> None:
     assert events(EventName="PutResourcePolicy")
     assert events(EventName="CreateAccount") and events(EventName="DeleteAccessKey")
 
+    # each account sees its own events only, and only with cloudtrail:LookupEvents
+    partner_view = ok_json(as_principal(e2e, other_admin, "audit", "lookup-events"))["Events"]
+    assert partner_view, "the partner admin's own calls"
+    assert {json.loads(e["CloudTrailEvent"])["userIdentity"]["accountId"] for e in partner_view} == {other}
+    assert all(json.loads(e["CloudTrailEvent"])["userIdentity"]["accountId"] == "000000000000" for e in
+               e2e.cli_json("audit", "lookup-events")["Events"])  # fmt: skip
+    refused(as_principal(e2e, blue, "audit", "lookup-events"), "AccessDeniedException", "LookupEvents")
+
     # --- the trail verifies, and an event edited in SQL is named -----------------------------------------
     verified = e2e.cli("audit", "verify")
     assert verified.returncode == 0 and verified.stdout.startswith("OK:"), (verified.stdout, verified.stderr)

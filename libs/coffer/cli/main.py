@@ -128,17 +128,7 @@ def _operation_handler(service: str, operation: str) -> Handler:
                 "sts": client.sts,
                 "organizations": client.organizations,
             }[service]
-            try:
-                response = target.call(operation, request)
-            except _ops.EndpointUnreachable as exc:
-                print(exc.message, file=err)
-                return EXIT_OTHER
-            except CofferError as exc:
-                print(
-                    f"An error occurred ({exc.code}) when calling the {operation} operation: {exc.message}",
-                    file=err,
-                )
-                return EXIT_SERVICE_ERROR
+            response = target.call(operation, request)
         body = shapes.to_aws(response)
         if body:
             print(json.dumps(body, indent=4, ensure_ascii=False), file=out)
@@ -169,18 +159,7 @@ def _rotation_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
                 request.max_results = args.max_items
             if next_token is not None:
                 request.next_token = next_token
-            try:
-                response = client.call("ListRotationAttempts", request)
-            except _ops.EndpointUnreachable as exc:
-                print(exc.message, file=err)
-                return EXIT_OTHER
-            except CofferError as exc:
-                print(
-                    f"An error occurred ({exc.code}) when calling the ListRotationAttempts operation: "
-                    f"{exc.message}",
-                    file=err,
-                )
-                return EXIT_SERVICE_ERROR
+            response = client.call("ListRotationAttempts", request)
             page = shapes.to_aws(response)
             body.setdefault("ARN", page.get("ARN"))
             body.setdefault("Name", page.get("Name"))
@@ -206,16 +185,7 @@ def _usage_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
         ) from None
     with client:
-        try:
-            response = client.usage.call("GetUsage", month=args.month)
-        except _ops.EndpointUnreachable as exc:
-            print(exc.message, file=err)
-            return EXIT_OTHER
-        except CofferError as exc:
-            print(
-                f"An error occurred ({exc.code}) when calling the GetUsage operation: {exc.message}", file=err
-            )
-            return EXIT_SERVICE_ERROR
+        response = client.usage.call("GetUsage", month=args.month)
     print(json.dumps(shapes.to_aws(response), indent=4, ensure_ascii=False), file=out)
     return EXIT_OK
 
@@ -247,17 +217,7 @@ def _operator_handler(operation: str) -> Handler:
                 f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
             ) from None
         with client:
-            try:
-                response = client.operator.call(operation, **fields)
-            except _ops.EndpointUnreachable as exc:
-                print(exc.message, file=err)
-                return EXIT_OTHER
-            except CofferError as exc:
-                print(
-                    f"An error occurred ({exc.code}) when calling the {operation} operation: {exc.message}",
-                    file=err,
-                )
-                return EXIT_SERVICE_ERROR
+            response = client.operator.call(operation, **fields)
         print(json.dumps(shapes.to_aws(response), indent=4, ensure_ascii=False), file=out)
         return EXIT_OK
 
@@ -437,6 +397,13 @@ def _redirected(out: TextIO, err: TextIO) -> Iterator[None]:
         yield
 
 
+def service_error(exc: CofferError) -> str:
+    """How the AWS CLI reports a service's error (``coffer: <error>`` when no operation is known)."""
+    if exc.operation:
+        return f"An error occurred ({exc.code}) when calling the {exc.operation} operation: {exc.message}"
+    return f"coffer: {exc}"
+
+
 def main(
     argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
@@ -462,8 +429,11 @@ def main(
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except _ops.EndpointUnreachable as exc:
+        print(exc.message, file=err)
+        return EXIT_OTHER
     except CofferError as exc:
-        print(f"coffer: {exc}", file=err)
+        print(service_error(exc), file=err)
         return EXIT_SERVICE_ERROR
     except (OSError, ValueError) as exc:
         print(f"coffer: {exc}", file=err)

@@ -48,14 +48,16 @@ class EndpointUnreachable(errors.Unavailable):
     """The gateway itself could not be reached (no answer from a Coffer server at all)."""
 
 
-def map_rpc_error(exc: grpc.RpcError, endpoint: str) -> errors.CofferError:
-    """The CofferError a call failed with. A failure that carries no Coffer error details and says
-    UNAVAILABLE never reached a Coffer server: it becomes ``EndpointUnreachable``."""
+def map_rpc_error(exc: grpc.RpcError, endpoint: str, operation: str | None = None) -> errors.CofferError:
+    """The CofferError a call of ``operation`` failed with. A failure that carries no Coffer error details
+    and says UNAVAILABLE never reached a Coffer server: it becomes ``EndpointUnreachable``."""
     code = exc.code() if hasattr(exc, "code") else None
     if code == grpc.StatusCode.UNAVAILABLE and error_info_of(exc) is None:
         details = exc.details() if hasattr(exc, "details") else ""
         return EndpointUnreachable(f"Could not connect to the endpoint {endpoint}: {details}")
-    return from_rpc_error(exc)
+    error = from_rpc_error(exc)
+    error.operation = operation
+    return error
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,7 @@ class _AsyncService:
             )
             response: Message = await callable_(msg, timeout=self._timeout, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
-            raise _ops.map_rpc_error(exc, self._endpoint) from None
+            raise _ops.map_rpc_error(exc, self._endpoint, operation) from None
         return response
 
     async def _call(self, operation: str, response_type: type[R], fields: Mapping[str, Any]) -> R:

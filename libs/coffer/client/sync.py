@@ -65,7 +65,7 @@ class _SyncService:
             )
             response: Message = callable_(msg, timeout=self._timeout, metadata=metadata)
         except grpc.RpcError as exc:
-            raise _ops.map_rpc_error(exc, self._endpoint) from None
+            raise _ops.map_rpc_error(exc, self._endpoint, operation) from None
         return response
 
     def _call(self, operation: str, response_type: type[R], fields: Mapping[str, Any]) -> R:

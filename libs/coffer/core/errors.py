@@ -19,6 +19,8 @@ class CofferError(Exception):
     def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
         self.code: str = code or self.default_code
         self.message: str = self.default_message if message is None else message
+        #: The AWS operation a client was calling when the service answered this error (set by the SDK).
+        self.operation: str | None = None
         super().__init__(self.message)
 
     def __str__(self) -> str:

@@ -217,7 +217,9 @@ def test_service_errors_are_printed_like_the_aws_cli(monkeypatch: pytest.MonkeyP
 
     def fake_call(self: Any, operation: str, request: Message | None = None, /, **fields: Any) -> Message:
         seen.append((operation, request))
-        raise errors.NotFound("Secrets Manager can't find the specified secret.")
+        error = errors.NotFound("Secrets Manager can't find the specified secret.")
+        error.operation = operation  # as the SDK's call marks the errors the service answered
+        raise error
 
     monkeypatch.setattr("coffer.client.sync._SyncService.call", fake_call)
     code, out, err = run_main(
