@@ -151,14 +151,15 @@ def new_database(pg_server: EmbeddedPostgres) -> str:
 @pytest.fixture(scope="session")
 def e2e_factory(
     pg_server: EmbeddedPostgres, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[], E2E]]:
+) -> Iterator[Callable[..., E2E]]:
     """Builds and starts deployments (each with a fresh database and home); stops all of them at the end."""
     started: list[E2E] = []
 
-    def build() -> E2E:
+    def build(**settings: str) -> E2E:
+        """``settings``: COFFER_* values over the defaults (e.g. ``COFFER_SEAL="shamir"``)."""
         home = tmp_path_factory.mktemp("coffer-home")
         database_url = new_database(pg_server)
-        env = e2e_env(home, database_url=database_url, redis_url=redis_server.url())
+        env = {**e2e_env(home, database_url=database_url, redis_url=redis_server.url()), **settings}
         lines: list[str] = []
         deployment = Deployment(Settings.from_env(env), echo=lines.append, health_timeout=60.0)
         started_at = time.monotonic()
@@ -243,7 +244,7 @@ def e2e_regions_factory(
 
 
 @pytest.fixture(scope="session")
-def e2e(e2e_factory: Callable[[], E2E]) -> E2E:
+def e2e(e2e_factory: Callable[..., E2E]) -> E2E:
     """One deployment shared by the end-to-end tests that do not stop or break it."""
     return e2e_factory()
 

@@ -12,14 +12,7 @@ from coffer.core import errors
 from coffer.crypto import shamir
 from coffer.crypto.rootkey import MaterialBinding, RootKey
 from coffer.kms.seal import RootRetired, RotationRecord, Seal, SealMode, SealRecord, SoftRoot
-
-
-def corrupt(share: str, position: int = 5) -> str:
-    """``share`` with one word replaced by another valid word (the checksum no longer matches)."""
-    words = share.split()
-    words[position] = "academic" if words[position] != "academic" else "acid"
-    return " ".join(words)
-
+from coffer.testing.shares import corrupt_share
 
 # --- the library wrapper ------------------------------------------------------------------------------------
 
@@ -44,7 +37,7 @@ def test_fewer_shares_than_the_threshold_do_not_combine() -> None:
 
 def test_a_corrupted_share_is_named_by_its_words() -> None:
     share = shamir.split(secrets.token_bytes(32), shares=3, threshold=2)[1]
-    bad = corrupt(share)
+    bad = corrupt_share(share)
     with pytest.raises(errors.InvalidShare) as info:
         shamir.parse_share(bad)
     assert shamir.label(bad) in info.value.message
@@ -137,7 +130,7 @@ async def test_init_unseal_seal_cycle() -> None:
     with pytest.raises(errors.KmsSealed, match=r"\(2 of 3 shares given\)"):
         seal.current()
     with pytest.raises(errors.InvalidShare, match="checksum"):
-        await seal.unseal(corrupt(shares[4]))
+        await seal.unseal(corrupt_share(shares[4]))
     assert seal.status().progress == 2 and seal.sealed
     status = await seal.unseal(shares[4])
     assert not status.sealed and status.progress == 0
