@@ -23,7 +23,6 @@ from typing import Any
 import asyncpg
 
 from coffer import dbroles
-from coffer.client.aio import AsyncCofferClient
 from coffer.client.credentials import Credentials
 from coffer.clock import Clock
 from coffer.core.principal import ROOT_ACCOUNT
@@ -53,7 +52,6 @@ from coffer.store.iam_bootstrap import (
     BootstrapKey,
     bootstrap_entry,
     issue_user_key,
-    role_arn,
 )
 
 
@@ -138,8 +136,8 @@ class ServiceStack:
         new access key of IAM user ``<name>`` of the root account (created with an allow-all inline policy if
         missing, as legacy ``user/*`` principals were administrators); ``service/rotation`` → a new access key
         of IAM user ``coffer-rotation`` (which may only assume role ``coffer-rotation``: the rotation
-        service's own key; :meth:`rotation_session` for a session of the role). Needs the store started
-        (its tables)."""
+        service's own key; ``GatewaySecretsApi.assuming_role`` signs with sessions of the role assumed with
+        it). Needs the store started (its tables)."""
         kind, _, name = principal.partition("/")
         if principal == f"user/{ADMIN_USER}" and self.admin is not None:
             return self.admin
@@ -154,19 +152,6 @@ class ServiceStack:
             return Credentials(akid, secret)
         finally:
             await conn.close()
-
-    async def rotation_session(self, *, duration_seconds: int = 3600) -> Credentials:
-        """A session of role ``coffer-rotation``, assumed through the gateway (started) with a new access key
-        of user ``coffer-rotation``, as the rotation service assumes it."""
-        user = await self.credential("service/rotation")
-        async with AsyncCofferClient(self.env["COFFER_GATEWAY_ADDR"], self.ca_file, user) as client:
-            reply = await client.sts.assume_role(
-                role_arn=role_arn(ROTATION_NAME),
-                role_session_name="coffer-rotation-test",
-                duration_seconds=duration_seconds,
-            )
-        c = reply.credentials
-        return Credentials(c.access_key_id, c.secret_access_key, c.session_token)
 
     async def rotation_credentials(self) -> dict[str, str]:
         """The settings that give the rotation service its access key (IAM user coffer-rotation; the service
