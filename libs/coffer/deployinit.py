@@ -10,10 +10,11 @@ the certificates).
     operator/            ca.crt, operator.crt/.key and profile.json (the root admin's access key, 0600):
                          what `coffer` needs from outside
     kms/root.key         the KMS root key (32 random bytes, 0600)
-    store/iam-bootstrap.json   the signing keys (never the secrets) of the admin's access key and of the
-                         rotation service's session: the store's COFFER_BOOTSTRAP_KEYS_FILE
-    rotation/rotation-credentials.json   the rotation service's session credentials (role coffer-rotation:
-                         its COFFER_ROTATION_ACCESS_KEY_ID / _SECRET_ACCESS_KEY / _SESSION_TOKEN)
+    store/iam-bootstrap.json   the signing keys (never the secrets) of the admin's access key and of IAM
+                         user coffer-rotation's: the store's COFFER_BOOTSTRAP_KEYS_FILE
+    rotation/rotation-credentials.json   the rotation service's long-term access key (IAM user
+                         coffer-rotation, which may only assume role coffer-rotation: the service's
+                         COFFER_ROTATION_CREDENTIALS_FILE)
 
 Everything already there is kept (a second run changes nothing but reissues certificates of an older PKI).
 
@@ -79,8 +80,8 @@ def init_pki(state: Path) -> None:
         )
         + "\n",
     )
-    session = iam_keys.ensure_rotation_session(_private_dir(state / "rotation") / iam_keys.ROTATION_FILE_NAME)
-    iam_keys.write_bootstrap(_private_dir(state / "store") / iam_keys.BOOTSTRAP_FILE_NAME, admin, session)
+    rotation = iam_keys.ensure_rotation_key(_private_dir(state / "rotation") / iam_keys.ROTATION_FILE_NAME)
+    iam_keys.write_bootstrap(_private_dir(state / "store") / iam_keys.BOOTSTRAP_FILE_NAME, admin, rotation)
 
 
 def role_passwords(env: Mapping[str, str]) -> dict[str, str]:

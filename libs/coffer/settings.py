@@ -8,6 +8,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: The role the rotation service assumes (created by the store's IAM bootstrap).
+DEFAULT_ROTATION_ROLE_ARN = "arn:aws:iam::000000000000:role/coffer-rotation"
+
+
+def _session_seconds(value: str) -> int:
+    """COFFER_ROTATION_SESSION_SECONDS: 900 to 43200 (AWS STS's bounds of DurationSeconds)."""
+    seconds = int(value)
+    if not 900 <= seconds <= 43200:
+        raise ValueError(f"COFFER_ROTATION_SESSION_SECONDS must be between 900 and 43200, got {seconds}")
+    return seconds
+
+
 SERVICES = ("gateway", "kms", "store", "rotation")
 
 DEFAULT_PORTS = {"gateway": 7443, "store": 7444, "kms": 7445, "rotation": 7446}
@@ -71,8 +83,9 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_REDIS_URL",
             "COFFER_ROTATION_ACCESS_KEY_ID",
             "COFFER_ROTATION_SECRET_ACCESS_KEY",
-            "COFFER_ROTATION_SESSION_TOKEN",
             "COFFER_ROTATION_CREDENTIALS_FILE",
+            "COFFER_ROTATION_ROLE_ARN",
+            "COFFER_ROTATION_SESSION_SECONDS",
             "COFFER_ROTATION_POLL_SECONDS",
             "COFFER_ROTATION_LEASE_SECONDS",
             "COFFER_ROTATION_WORKERS",
@@ -148,13 +161,14 @@ class Settings:
     #: Only ``make bench`` sets it, to measure what policies and auditing cost; never in a deployment.
     unsafe_bench_bypass: bool
     purge_interval_seconds: float
-    # Rotation (issue 3). The rotation service's access key for the public API (issue 9: session credentials
-    # of role coffer-rotation).
+    # Rotation (issue 3). The rotation service's long-term access key (IAM user coffer-rotation), with which
+    # it assumes role coffer-rotation through the gateway for sessions of rotation_session_seconds.
     rotation_access_key_id: str = ""
     rotation_secret_access_key: str = ""
-    rotation_session_token: str = ""
-    #: Or a 0600 JSON file {access_key_id, secret_access_key, session_token} (container deployments).
+    #: Or a 0600 JSON file {access_key_id, secret_access_key} (container deployments).
     rotation_credentials_file: Path | None = None
+    rotation_role_arn: str = DEFAULT_ROTATION_ROLE_ARN
+    rotation_session_seconds: int = 3600
     #: The store: a 0600 JSON file of access keys to insert at start when absent
     #: (``coffer.store.iam_bootstrap``).
     bootstrap_keys_file: Path | None = None
@@ -233,12 +247,13 @@ class Settings:
             purge_interval_seconds=float(e.get("COFFER_PURGE_INTERVAL_SECONDS", "60")),
             rotation_access_key_id=e.get("COFFER_ROTATION_ACCESS_KEY_ID", ""),
             rotation_secret_access_key=e.get("COFFER_ROTATION_SECRET_ACCESS_KEY", ""),
-            rotation_session_token=e.get("COFFER_ROTATION_SESSION_TOKEN", ""),
             rotation_credentials_file=(
                 Path(e["COFFER_ROTATION_CREDENTIALS_FILE"])
                 if e.get("COFFER_ROTATION_CREDENTIALS_FILE")
                 else None
             ),
+            rotation_role_arn=e.get("COFFER_ROTATION_ROLE_ARN") or DEFAULT_ROTATION_ROLE_ARN,
+            rotation_session_seconds=_session_seconds(e.get("COFFER_ROTATION_SESSION_SECONDS", "3600")),
             bootstrap_keys_file=Path(e["COFFER_BOOTSTRAP_KEYS_FILE"])
             if e.get("COFFER_BOOTSTRAP_KEYS_FILE")
             else None,

@@ -162,11 +162,13 @@ def test_make_run_on_embedded_servers_keeps_data_across_restarts(
             home / "rotation-credentials.json",
         ):
             assert mode(private_file) == 0o600, private_file
-        # the store is handed signing keys only: the admin's secret is in the profiles alone
-        assert (
-            json.loads(profile.read_text())["secret_access_key"]
-            not in (home / "iam-bootstrap.json").read_text()
-        )
+        # the store is handed signing keys only: the admin's secret is in the profiles alone, the rotation
+        # user's in rotation-credentials.json alone (a long-term key: the service assumes its role with it)
+        bootstrap = (home / "iam-bootstrap.json").read_text()
+        assert json.loads(profile.read_text())["secret_access_key"] not in bootstrap
+        rotation_key = json.loads((home / "rotation-credentials.json").read_text())
+        assert rotation_key["access_key_id"].startswith("AKIA") and "session_token" not in rotation_key
+        assert rotation_key["secret_access_key"] not in bootstrap
         assert len((home / "keys" / "root.key").read_bytes()) == 32
         for private_dir in (home / "pki", home / "keys", home / "logs", home / "redis", user_profile.parent):
             assert mode(private_dir) == 0o700, private_dir

@@ -142,10 +142,11 @@ def test_each_process_gets_only_the_settings_it_uses(tmp_path: Path) -> None:
     assert spawned["store"]["COFFER_DATABASE_URL"] == "postgresql://s:pw@db/coffer"
     assert deployment.rotation_credentials is None  # prepare() was not run: nothing to hand over
     assert "COFFER_ROTATION_SECRET_ACCESS_KEY" not in spawned["store"]
-    deployment.rotation_credentials = Credentials("ASIA" + "R" * 16, "rotation-secret", "rotation-token")
+    deployment.rotation_credentials = Credentials("AKIA" + "R" * 16, "rotation-secret")
     rotation = deployment.service_env("rotation")
+    assert rotation["COFFER_ROTATION_ACCESS_KEY_ID"] == "AKIA" + "R" * 16
     assert rotation["COFFER_ROTATION_SECRET_ACCESS_KEY"] == "rotation-secret"
-    assert rotation["COFFER_ROTATION_SESSION_TOKEN"] == "rotation-token"
+    assert "COFFER_ROTATION_SESSION_TOKEN" not in rotation
     assert not any("rotation-secret" in v for v in deployment.service_env("store").values())
 
 

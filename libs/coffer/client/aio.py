@@ -29,8 +29,16 @@ from coffer.api.iam.v1 import iam_pb2
 from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.client import _ops
-from coffer.client.credentials import CredentialProvider, Credentials, as_provider, signed_metadata
+from coffer.client.credentials import (
+    CredentialProvider,
+    Credentials,
+    RefreshingProvider,
+    as_provider,
+    current_credentials,
+    signed_metadata,
+)
 from coffer.client.profile import Profile, load_profile, resolve_connection
+from coffer.crypto.signing import EXPIRED_TOKEN_CODE
 
 R = TypeVar("R", bound=Message)
 
@@ -63,14 +71,28 @@ class _AsyncService:
                 response_deserializer=op.response_type.FromString,
             )
             self._callables[operation] = callable_
-        try:
-            metadata = (
-                signed_metadata(self._credentials(), op.path, msg) if self._credentials is not None else None
-            )
-            response: Message = await callable_(msg, timeout=self._timeout, metadata=metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise _ops.map_rpc_error(exc, self._endpoint, operation) from None
-        return response
+        provider = self._credentials
+        retried = False
+        while True:
+            used = await current_credentials(provider) if provider is not None else None
+            try:
+                metadata = signed_metadata(used, op.path, msg) if used is not None else None
+                response: Message = await callable_(msg, timeout=self._timeout, metadata=metadata)
+            except grpc.aio.AioRpcError as exc:
+                error = _ops.map_rpc_error(exc, self._endpoint, operation)
+                # A session refused as expired was refused before anything ran: a refreshing provider gets a
+                # new one and the call is made once more.
+                if (
+                    not retried
+                    and used is not None
+                    and error.code == EXPIRED_TOKEN_CODE
+                    and isinstance(provider, RefreshingProvider)
+                ):
+                    retried = True
+                    await provider.expired(used)
+                    continue
+                raise error from None
+            return response
 
     async def _call(self, operation: str, response_type: type[R], fields: Mapping[str, Any]) -> R:
         response = await self.call(operation, **fields)

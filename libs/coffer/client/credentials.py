@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import grpc
 from google.protobuf.message import Message
@@ -35,6 +35,26 @@ class Credentials:
 
 
 CredentialProvider = Callable[[], Credentials]
+
+
+@runtime_checkable
+class RefreshingProvider(Protocol):
+    """A provider whose credentials expire (``coffer.client.assume_role.AssumeRoleProvider``): the
+    asynchronous client awaits :meth:`current` before every call, and on ``ExpiredTokenException`` reports
+    the credentials it used (:meth:`expired`) and retries the call once."""
+
+    def __call__(self) -> Credentials: ...
+
+    async def current(self) -> Credentials: ...
+
+    async def expired(self, used: Credentials) -> None: ...
+
+
+async def current_credentials(provider: CredentialProvider) -> Credentials:
+    """What ``provider`` signs with now (refreshed first when it is a :class:`RefreshingProvider`)."""
+    if isinstance(provider, RefreshingProvider):
+        return await provider.current()
+    return provider()
 
 
 def as_provider(credentials: Credentials | CredentialProvider | None) -> CredentialProvider | None:
@@ -81,7 +101,7 @@ class SigningInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
             for k, v in (client_call_details.metadata or ())
             if k not in (AUTHORIZATION_HEADER, SESSION_TOKEN_HEADER)
         ]
-        metadata.extend(signed_metadata(self._provider(), method, request))
+        metadata.extend(signed_metadata(await current_credentials(self._provider), method, request))
         details = grpc.aio.ClientCallDetails(
             method=client_call_details.method,
             timeout=client_call_details.timeout,

@@ -33,7 +33,6 @@ _REGION_OWN = frozenset(
         "COFFER_LOG_FILE",
         "COFFER_ROTATION_ACCESS_KEY_ID",
         "COFFER_ROTATION_SECRET_ACCESS_KEY",
-        "COFFER_ROTATION_SESSION_TOKEN",
         "COFFER_BOOTSTRAP_KEYS_FILE",
         "COFFER_PEERS",
     }
@@ -113,7 +112,6 @@ def service_env(
             {
                 "COFFER_ROTATION_ACCESS_KEY_ID": rotation_credentials.access_key_id,
                 "COFFER_ROTATION_SECRET_ACCESS_KEY": rotation_credentials.secret_access_key,
-                "COFFER_ROTATION_SESSION_TOKEN": rotation_credentials.session_token or "",
             }
         )
     if bootstrap_keys_file is not None:

@@ -220,9 +220,8 @@ class Deployment:
         if self.settings.seal == "file":  # COFFER_SEAL=shamir: no key file; `coffer operator init` makes it
             ensure_root_key(self.settings.root_key_file)
         self.admin_credentials = iam_keys.ensure_admin(self.profile_path)
-        session = iam_keys.ensure_rotation_session(self.home / iam_keys.ROTATION_FILE_NAME)
-        self.rotation_credentials = session.credentials
-        iam_keys.write_bootstrap(self.bootstrap_keys_file, self.admin_credentials, session)
+        self.rotation_credentials = iam_keys.ensure_rotation_key(self.home / iam_keys.ROTATION_FILE_NAME)
+        iam_keys.write_bootstrap(self.bootstrap_keys_file, self.admin_credentials, self.rotation_credentials)
 
     def start_servers(self) -> None:
         self.database_url = self.settings.database_url

@@ -2,41 +2,37 @@
 
 * The root account admin's access key: generated once; its secret lives only in the user's 0600 profile
   (``access_key_id`` / ``secret_access_key``), reused on every restart while the profile has it.
-* The rotation service's credentials: a session of role ``coffer-rotation`` (access key, secret, session
-  token), kept in a 0600 file of the deployment's home and renewed when it is within a day of expiring.
-  (Until STS AssumeRole is served, the session is issued here directly, with a 30-day lifetime.)
+* The rotation service's access key: a long-term key of IAM user ``coffer-rotation`` (whose only permission
+  is ``sts:AssumeRole`` on role ``coffer-rotation``), generated once and kept in a 0600 file of the
+  deployment's home (``rotation-credentials.json``: ``access_key_id`` / ``secret_access_key``). The rotation
+  service assumes the role with it through the gateway for short sessions; no session is issued here.
 * The bootstrap keys file (0600, ``COFFER_BOOTSTRAP_KEYS_FILE``): the signing keys (never the secrets) of
   both, which the store inserts at start when absent.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from coffer.client.credentials import Credentials
 from coffer.crypto.access_keys import derive_signing_key, new_access_key_id, new_secret_access_key
 from coffer.devrun.processes import write_private
-from coffer.store.iam_bootstrap import ADMIN_USER, ROTATION_NAME, BootstrapKey, bootstrap_entry, session_key
+from coffer.store.iam_bootstrap import ADMIN_USER, ROTATION_NAME, BootstrapKey, bootstrap_entry
 
 BOOTSTRAP_FILE_NAME = "iam-bootstrap.json"
 ROTATION_FILE_NAME = "rotation-credentials.json"
-ROTATION_SESSION_LIFETIME = dt.timedelta(days=30)
-RENEW_BEFORE = dt.timedelta(days=1)
-
-
-@dataclass(frozen=True, slots=True)
-class RotationSession:
-    credentials: Credentials
-    key: BootstrapKey
 
 
 def known_admin(profile_path: Path) -> Credentials | None:
     """The admin key a profile already holds (None when there is none)."""
+    return _long_term_key(profile_path)
+
+
+def _long_term_key(path: Path) -> Credentials | None:
+    """The user access key (``AKIA…``) a JSON file holds (None when there is none)."""
     try:
-        doc = json.loads(profile_path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return None
     akid = doc.get("access_key_id") if isinstance(doc, dict) else None
@@ -50,46 +46,22 @@ def ensure_admin(profile_path: Path) -> Credentials:
     return known_admin(profile_path) or Credentials(new_access_key_id(), new_secret_access_key())
 
 
-def ensure_rotation_session(path: Path, *, now: dt.datetime | None = None) -> RotationSession:
-    """The rotation service's session credentials, reused from ``path`` unless close to expiring."""
-    moment = now or dt.datetime.now(dt.UTC)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        creds = Credentials(doc["access_key_id"], doc["secret_access_key"], doc["session_token"])
-        expires = dt.datetime.fromisoformat(doc["expires"])
-        if expires - moment > RENEW_BEFORE:
-            from coffer.crypto.access_keys import token_digest
-
-            key = BootstrapKey(
-                access_key_id=creds.access_key_id,
-                signing_key=creds.signing_key,
-                role=ROTATION_NAME,
-                session_name=ROTATION_NAME,
-                token_sha256=token_digest(creds.session_token or ""),
-                expires=expires,
-            )
-            return RotationSession(creds, key)
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        pass
-    key, (akid, secret, token) = session_key(ROTATION_NAME, ROTATION_NAME, lifetime=ROTATION_SESSION_LIFETIME)
-    assert key.expires is not None
-    write_private(
-        path,
-        json.dumps(
-            {
-                "access_key_id": akid,
-                "secret_access_key": secret,
-                "session_token": token,
-                "expires": key.expires.isoformat(),
-            }
+def ensure_rotation_key(path: Path) -> Credentials:
+    """IAM user ``coffer-rotation``'s access key, reused from ``path`` (0600), else generated and written
+    there. (A file of an older release holding a role session, ``ASIA…``, is replaced.)"""
+    creds = _long_term_key(path)
+    if creds is None:
+        creds = Credentials(new_access_key_id(), new_secret_access_key())
+        write_private(
+            path,
+            json.dumps({"access_key_id": creds.access_key_id, "secret_access_key": creds.secret_access_key})
+            + "\n",
         )
-        + "\n",
-    )
-    return RotationSession(Credentials(akid, secret, token), key)
+    return creds
 
 
-def write_bootstrap(path: Path, admin: Credentials, rotation: RotationSession | None) -> None:
-    """The bootstrap keys file: the admin's signing key and the rotation session's."""
+def write_bootstrap(path: Path, admin: Credentials, rotation: Credentials | None) -> None:
+    """The bootstrap keys file: the signing keys of the admin's access key and of user coffer-rotation's."""
     keys = [
         bootstrap_entry(
             BootstrapKey(
@@ -100,13 +72,13 @@ def write_bootstrap(path: Path, admin: Credentials, rotation: RotationSession | 
         )
     ]
     if rotation is not None:
-        keys.append(bootstrap_entry(rotation.key))
+        keys.append(
+            bootstrap_entry(
+                BootstrapKey(
+                    access_key_id=rotation.access_key_id,
+                    signing_key=derive_signing_key(rotation.secret_access_key),
+                    user=ROTATION_NAME,
+                )
+            )
+        )
     write_private(path, json.dumps({"keys": keys}) + "\n")
-
-
-def rotation_env(creds: Credentials) -> dict[str, str]:
-    return {
-        "COFFER_ROTATION_ACCESS_KEY_ID": creds.access_key_id,
-        "COFFER_ROTATION_SECRET_ACCESS_KEY": creds.secret_access_key,
-        "COFFER_ROTATION_SESSION_TOKEN": creds.session_token or "",
-    }

@@ -25,7 +25,15 @@ import asyncpg
 from coffer import dbroles
 from coffer.client.credentials import Credentials
 from coffer.clock import Clock
-from coffer.crypto.access_keys import derive_signing_key, new_access_key_id, new_secret_access_key
+from coffer.core.principal import ROOT_ACCOUNT
+from coffer.crypto.access_keys import (
+    SESSION_PREFIX,
+    derive_signing_key,
+    new_access_key_id,
+    new_secret_access_key,
+    new_session_token,
+    token_digest,
+)
 from coffer.crypto.rootkey import RootKey
 from coffer.embedded import EmbeddedPostgres
 from coffer.gateway.__main__ import GatewayRuntime
@@ -43,12 +51,8 @@ from coffer.store.iam_bootstrap import (
     ROTATION_NAME,
     BootstrapKey,
     bootstrap_entry,
-    issue_session,
     issue_user_key,
 )
-
-#: The rotation service's session lifetime in test stacks (sessions are issued directly until STS exists).
-ROTATION_SESSION = dt.timedelta(days=1)
 
 
 def base_env(home: Path, pki_dir: Path) -> dict[str, str]:
@@ -130,18 +134,18 @@ class ServiceStack:
     async def credential(self, principal: str) -> Credentials:
         """Credentials of ``principal``: ``user/admin`` → the root admin's access key; ``user/<name>`` → a
         new access key of IAM user ``<name>`` of the root account (created with an allow-all inline policy if
-        missing, as legacy ``user/*`` principals were administrators); ``service/rotation`` → a new session of
-        role ``coffer-rotation``. Needs the store started (its tables)."""
+        missing, as legacy ``user/*`` principals were administrators); ``service/rotation`` → a new access key
+        of IAM user ``coffer-rotation`` (which may only assume role ``coffer-rotation``: the rotation
+        service's own key; ``GatewaySecretsApi.assuming_role`` signs with sessions of the role assumed with
+        it). Needs the store started (its tables)."""
         kind, _, name = principal.partition("/")
         if principal == f"user/{ADMIN_USER}" and self.admin is not None:
             return self.admin
         conn = await asyncpg.connect(self.env["COFFER_DATABASE_URL"])
         try:
             if principal == "service/rotation":
-                akid, secret, token = await issue_session(
-                    conn, ROTATION_NAME, "coffer-rotation", lifetime=ROTATION_SESSION
-                )
-                return Credentials(akid, secret, token)
+                akid, secret = await issue_user_key(conn, ROTATION_NAME, policy=None)
+                return Credentials(akid, secret)
             if kind != "user" or not name:
                 raise ValueError(f"unsupported test principal {principal!r}")
             akid, secret = await issue_user_key(conn, name)
@@ -150,7 +154,8 @@ class ServiceStack:
             await conn.close()
 
     async def rotation_credentials(self) -> dict[str, str]:
-        """The settings that give the rotation service its session credentials (role coffer-rotation)."""
+        """The settings that give the rotation service its access key (IAM user coffer-rotation; the service
+        assumes role coffer-rotation with it)."""
         creds = await self.credential("service/rotation")
         values = rotation_env(creds)
         self.env.update(values)
@@ -201,8 +206,29 @@ def rotation_env(creds: Credentials) -> dict[str, str]:
     return {
         "COFFER_ROTATION_ACCESS_KEY_ID": creds.access_key_id,
         "COFFER_ROTATION_SECRET_ACCESS_KEY": creds.secret_access_key,
-        "COFFER_ROTATION_SESSION_TOKEN": creds.session_token or "",
     }
+
+
+async def insert_session(
+    conn: asyncpg.Connection, role: str, session_name: str, *, lifetime: dt.timedelta
+) -> Credentials:
+    """A session of ``role`` (of the root account) written straight into the store's table, for tests of
+    what STS cannot issue (an already expired session); everything else assumes roles through STS."""
+    akid, secret, token = new_access_key_id(SESSION_PREFIX), new_secret_access_key(), new_session_token()
+    await conn.execute(
+        """INSERT INTO store.iam_access_keys
+             (access_key_id, principal_id, signing_key, session_name, token_sha256, expires_at)
+           SELECT $1, id, $2, $3, $4, $5 FROM store.iam_principals
+            WHERE account_id = $6 AND kind = 'role' AND name = $7""",
+        akid,
+        derive_signing_key(secret),
+        session_name,
+        token_digest(token),
+        dt.datetime.now(dt.UTC) + lifetime,
+        ROOT_ACCOUNT,
+        role,
+    )
+    return Credentials(akid, secret, token)
 
 
 def write_admin_bootstrap(path: Path) -> Credentials:

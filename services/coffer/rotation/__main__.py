@@ -1,7 +1,8 @@
 """The rotation service process (composition root).
 
 It proves its dependencies at start-up (Redis answers PING; the channel to the store is built with the
-``rotation`` identity; the public API is reached with the coffer-rotation role's session credentials), then
+``rotation`` identity; the public API is reached as role coffer-rotation, assumed through STS with IAM user
+coffer-rotation's access key when the first rotation call needs it), then
 runs the scheduler (``scheduler.py``: ClaimDueRotations on NOTIFY and every
 ``COFFER_ROTATION_POLL_SECONDS``, jobs onto the Redis stream) and ``COFFER_ROTATION_WORKERS`` workers
 (``worker.py``), serves the standard gRPC health service over mTLS, and stops gracefully on SIGTERM/SIGINT.

@@ -1,10 +1,11 @@
 """The store's housekeeping loop: trims the outbox (rows every peer region acknowledged; beyond a cap, the
 oldest rows whoever has not acknowledged them, re-seeding the replicas that missed some) and the rotation
-attempt history (the newest N finished attempts per secret are kept). The rules are in
-``coffer.store.sql.housekeeping``."""
+attempt history (the newest N finished attempts per secret are kept) and deletes role sessions that expired
+more than an hour ago (``SESSION_GRACE``). The rules are in ``coffer.store.sql.housekeeping``."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,12 +18,16 @@ from coffer.store.sql.housekeeping import OutboxTrim
 
 log = structlog.get_logger("coffer.store.housekeeping")
 
+#: How long after it expired a role session's row is kept (a refused call names it as expired meanwhile).
+SESSION_GRACE = dt.timedelta(hours=1)
+
 
 @dataclass(frozen=True, slots=True)
 class HousekeepingResult:
     outbox: OutboxTrim
     attempts: int
     reseeded: int
+    sessions: int = 0
 
 
 class Housekeeper:
@@ -49,7 +54,8 @@ class Housekeeper:
             log.warning("housekeeping.removal_not_shipped", arn=arn, region=region)
         reseeded = await self._reseed(trim.resync)
         attempts = await self._repo.trim_attempts(keep=self._attempts_kept)
-        if trim.acknowledged or trim.capped or attempts:
+        sessions = await self._repo.delete_expired_sessions(expired_before=self._clock.now() - SESSION_GRACE)
+        if trim.acknowledged or trim.capped or attempts or sessions:
             log.info(
                 "housekeeping.trimmed",
                 outbox_acknowledged=trim.acknowledged,
@@ -57,8 +63,9 @@ class Housekeeper:
                 lagging=list(trim.lagging),
                 reseeded=reseeded,
                 attempts=attempts,
+                sessions=sessions,
             )
-        return HousekeepingResult(outbox=trim, attempts=attempts, reseeded=reseeded)
+        return HousekeepingResult(outbox=trim, attempts=attempts, reseeded=reseeded, sessions=sessions)
 
     async def _reseed(self, resync: Sequence[tuple[int, str, str]]) -> int:
         """A new change per secret, shipped as a seed (every version, full metadata) to the given regions."""

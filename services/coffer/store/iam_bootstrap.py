@@ -10,7 +10,6 @@ replaces :func:`ensure_root_account` here.)
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import secrets
 from collections.abc import Sequence
@@ -78,36 +77,31 @@ def _unique_id(prefix: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class BootstrapKey:
-    """An access key to insert: a user's (``principal`` a user name), or a role session's (``role``)."""
+    """A user's access key to insert (``user`` the user's name in the root account)."""
 
     access_key_id: str
     signing_key: bytes
-    user: str | None = None
-    role: str | None = None
-    session_name: str | None = None
-    token_sha256: bytes | None = None
-    expires: dt.datetime | None = None
+    user: str = ADMIN_USER
 
 
 def read_bootstrap_keys(path: Path) -> list[BootstrapKey]:
-    """``{"keys": [{"user": "admin", "access_key_id": "AKIA…", "signing_key": "<64 hex>"}, {"role":
-    "coffer-rotation", "session_name": "…", "access_key_id": "ASIA…", "signing_key": "…", "token_sha256":
-    "<64 hex>", "expires": "<ISO-8601>"}]}`` (a missing file: none)."""
+    """``{"keys": [{"user": "admin", "access_key_id": "AKIA…", "signing_key": "<64 hex>"}, {"user":
+    "coffer-rotation", ...}]}`` (a missing file: none). Role sessions (entries with a ``role``, written by
+    older releases) are skipped: sessions come from STS AssumeRole only."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return []
     out: list[BootstrapKey] = []
     for entry in doc.get("keys", []):
+        if entry.get("role") is not None:
+            log.warning("iam.bootstrap.session_skipped", access_key_id=entry.get("access_key_id"))
+            continue
         out.append(
             BootstrapKey(
                 access_key_id=entry["access_key_id"],
                 signing_key=bytes.fromhex(entry["signing_key"]),
-                user=entry.get("user"),
-                role=entry.get("role"),
-                session_name=entry.get("session_name"),
-                token_sha256=bytes.fromhex(entry["token_sha256"]) if entry.get("token_sha256") else None,
-                expires=dt.datetime.fromisoformat(entry["expires"]) if entry.get("expires") else None,
+                user=entry.get("user") or ADMIN_USER,
             )
         )
     return out
@@ -181,22 +175,13 @@ async def ensure_root_account(pool: asyncpg.Pool, keys: Sequence[BootstrapKey] =
         await _ensure_policy(conn, rot_role, "RotationAccess", ROTATION_ROLE_POLICY, current=True)
         added: list[str] = []
         for key in keys:
-            if key.role is not None:
-                owner = await _ensure_principal(
-                    conn, kind="role", name=key.role, trust_policy=ROTATION_TRUST_POLICY
-                )
-            else:
-                owner = await _ensure_principal(conn, kind="user", name=key.user or ADMIN_USER)
+            owner = await _ensure_principal(conn, kind="user", name=key.user)
             status = await conn.execute(
-                """INSERT INTO store.iam_access_keys
-                     (access_key_id, principal_id, signing_key, session_name, token_sha256, expires_at)
-                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (access_key_id) DO NOTHING""",
+                """INSERT INTO store.iam_access_keys (access_key_id, principal_id, signing_key)
+                   VALUES ($1, $2, $3) ON CONFLICT (access_key_id) DO NOTHING""",
                 key.access_key_id,
                 owner,
                 key.signing_key,
-                key.session_name,
-                key.token_sha256,
-                key.expires,
             )
             if status.endswith(" 1"):
                 added.append(key.access_key_id)
@@ -245,69 +230,6 @@ async def issue_user_key(
     return akid, secret
 
 
-def session_key(
-    role: str, session_name: str, *, lifetime: dt.timedelta
-) -> tuple[BootstrapKey, tuple[str, str, str]]:
-    """A new session of ``role`` as a :class:`BootstrapKey` to insert, and its ``(access key id, secret
-    access key, session token)``. (Until STS AssumeRole exists, the rotation service's session is issued
-    this way, with a long lifetime.)"""
-    from coffer.crypto.access_keys import (
-        SESSION_PREFIX,
-        derive_signing_key,
-        new_access_key_id,
-        new_secret_access_key,
-        new_session_token,
-        token_digest,
-    )
-
-    akid, secret, token = new_access_key_id(SESSION_PREFIX), new_secret_access_key(), new_session_token()
-    key = BootstrapKey(
-        access_key_id=akid,
-        signing_key=derive_signing_key(secret),
-        role=role,
-        session_name=session_name,
-        token_sha256=token_digest(token),
-        expires=dt.datetime.now(dt.UTC) + lifetime,
-    )
-    return key, (akid, secret, token)
-
-
 def bootstrap_entry(key: BootstrapKey) -> dict[str, str]:
     """``key`` as an entry of the bootstrap keys file."""
-    entry = {"access_key_id": key.access_key_id, "signing_key": key.signing_key.hex()}
-    if key.user is not None:
-        entry["user"] = key.user
-    if key.role is not None:
-        entry["role"] = key.role
-    if key.session_name is not None:
-        entry["session_name"] = key.session_name
-    if key.token_sha256 is not None:
-        entry["token_sha256"] = key.token_sha256.hex()
-    if key.expires is not None:
-        entry["expires"] = key.expires.isoformat()
-    return entry
-
-
-async def issue_session(
-    conn: asyncpg.Connection, role: str, session_name: str, *, lifetime: dt.timedelta
-) -> tuple[str, str, str]:
-    """Insert a new session of ``role`` (which must exist) and return its credentials."""
-    key, creds = session_key(role, session_name, lifetime=lifetime)
-    async with conn.transaction():
-        pid = await conn.fetchval(
-            "SELECT id FROM store.iam_principals WHERE account_id = $1 AND kind = 'role' AND name = $2",
-            ROOT_ACCOUNT,
-            role,
-        )
-        await conn.execute(
-            """INSERT INTO store.iam_access_keys
-                 (access_key_id, principal_id, signing_key, session_name, token_sha256, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6)""",
-            key.access_key_id,
-            pid,
-            key.signing_key,
-            key.session_name,
-            key.token_sha256,
-            key.expires,
-        )
-    return creds
+    return {"user": key.user, "access_key_id": key.access_key_id, "signing_key": key.signing_key.hex()}

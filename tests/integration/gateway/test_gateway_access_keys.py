@@ -23,7 +23,7 @@ from coffer.core import errors
 from coffer.core.principal import PrincipalKind
 from coffer.rpc import context as ctx
 from coffer.rpc.tls import GATEWAY_HOST, name_options
-from coffer.store.iam_bootstrap import issue_session
+from coffer.testing.stack import insert_session
 from coffer.testing.wait import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -73,12 +73,8 @@ async def test_a_timestamp_five_minutes_off_is_refused(stack: Any) -> None:
 async def test_sessions_need_their_token_and_expire(stack: Any) -> None:
     conn = await _admin_sql(stack)
     try:
-        live = Credentials(
-            *await issue_session(conn, "coffer-rotation", "s1", lifetime=dt.timedelta(hours=1))
-        )
-        expired = Credentials(
-            *await issue_session(conn, "coffer-rotation", "s2", lifetime=dt.timedelta(seconds=-1))
-        )
+        live = await insert_session(conn, "coffer-rotation", "s1", lifetime=dt.timedelta(hours=1))
+        expired = await insert_session(conn, "coffer-rotation", "s2", lifetime=dt.timedelta(seconds=-1))
     finally:
         await conn.close()
     assert await _refused_code(stack, live) is None

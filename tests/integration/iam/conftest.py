@@ -30,7 +30,8 @@ class IamStack:
         return AsyncCofferClient(self.endpoint, self.services.ca_file, self.tokens[principal])
 
 
-#: The principals with credentials (the root admin's access key; the rotation role's session).
+#: The principals with credentials (the root admin's access key; IAM user coffer-rotation's key, which may
+#: only assume role coffer-rotation).
 PRINCIPALS = ("user/admin", "service/rotation")
 
 

@@ -372,7 +372,7 @@ async def test_assume_role_allowed_refused_and_duration_bounds(iam_stack: IamSta
         left = await conn.fetchval(
             "SELECT count(*) FROM store.iam_access_keys WHERE access_key_id LIKE 'ASIA%' AND principal_id"
             " NOT IN (SELECT id FROM store.iam_principals WHERE name = 'coffer-rotation')"
-        )  # the rotation service's own session stays
+        )  # (sessions of coffer-rotation are not the ones this test made)
     finally:
         await conn.close()
     assert left == 0

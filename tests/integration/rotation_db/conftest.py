@@ -12,7 +12,8 @@ talk to.
 - ``LOOPBACK``: the rotation target policy the tests' rotators get (127.0.0.1 allowed, as the targets are
   there); the rotation service gets the same through COFFER_ROTATION_ALLOWED_TARGETS.
 - ``coffer``: kms → store → gateway, real and in-process on a fresh database (``coffer.testing.stack``), and
-  a ``GatewaySecretsApi`` (the rotation service's adapter) under the ``service/rotation`` principal;
+  a ``GatewaySecretsApi`` (the rotation service's adapter) signing with sessions of role ``coffer-rotation``
+  assumed through STS with a key of user ``coffer-rotation`` (``service/rotation``), as the service does;
   ``rotating_coffer`` adds the rotation service (scheduler, Redis stream, workers) with tiny poll, lease and
   back-off settings.
 - ``configure_rotation`` / ``grant_master``: the rotation service runs as the assumed role
@@ -45,6 +46,7 @@ from coffer.core import errors
 from coffer.core.targets import TargetPolicy
 from coffer.embedded import free_port
 from coffer.rotation.api import GatewaySecretsApi
+from coffer.settings import DEFAULT_ROTATION_ROLE_ARN
 from coffer.targets import TargetGuard
 from coffer.testing.scram_postgres import ScramPostgres, scram_postgres, server_tls
 from coffer.testing.stack import provisioned_stack
@@ -249,7 +251,10 @@ async def _coffer(
         services.env.update(rotation_credentials_env(rotation_credentials))
         admin = AsyncCofferClient(endpoint, services.ca_file, admin_credentials)
         user = AsyncCofferClient(endpoint, services.ca_file, await services.credential("user/reader"))
-        api = GatewaySecretsApi(AsyncCofferClient(endpoint, services.ca_file, rotation_credentials))
+        # as the rotation service: sessions of role coffer-rotation assumed with user coffer-rotation's key
+        api = GatewaySecretsApi.assuming_role(
+            endpoint, services.ca_file, rotation_credentials, role_arn=DEFAULT_ROTATION_ROLE_ARN
+        )
         try:
             if redis_url is not None:
                 await services.start_rotation()

@@ -1,5 +1,6 @@
 """The rotation attempt history does not grow without bound: the newest N finished attempts of each secret
-are kept, older ones deleted (with their steps); an open attempt is never deleted."""
+are kept, older ones deleted (with their steps); an open attempt is never deleted. Role sessions are deleted
+an hour after they expired."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from coffer.api.secrets.v1 import secrets_pb2 as pb
 from coffer.store.housekeeping import Housekeeper
 from coffer.store.repository import StoreRepository
+from coffer.testing.stack import insert_session
 
 from .conftest import StoreStack
 
@@ -62,3 +64,47 @@ async def test_only_the_newest_finished_attempts_are_kept(stack: StoreStack) -> 
     steps = await stack.db.fetchval("SELECT count(*) FROM store.rotation_steps")
     assert steps == 100 + 1 + 3
     assert (await keeper.run_once()).attempts == 0
+
+
+async def test_role_sessions_expired_over_an_hour_ago_are_deleted(stack: StoreStack) -> None:
+    """Every AssumeRole adds a session row: the housekeeper deletes those that expired more than an hour
+    ago; live sessions, sessions expired less than an hour ago and long-term keys stay."""
+    now = stack.clock.now()
+    # expiries counted from the store's (manual) clock, which the housekeeper reads
+    for name, expires_in in (
+        ("old", -timedelta(hours=2)),
+        ("recent", -timedelta(minutes=5)),
+        ("live", timedelta(hours=1)),
+    ):
+        creds = await insert_session(stack.db, "coffer-rotation", name, lifetime=timedelta(hours=1))
+        await stack.db.execute(
+            "UPDATE store.iam_access_keys SET expires_at = $2 WHERE access_key_id = $1",
+            creds.access_key_id,
+            now + expires_in,
+        )
+    long_term = await stack.db.fetchval("SELECT count(*) FROM store.iam_access_keys WHERE expires_at IS NULL")
+    keeper = Housekeeper(
+        StoreRepository(stack.store_runtime.pool),
+        stack.clock,
+        peers=[],
+        outbox_max_rows=100_000,
+        outbox_keep_seconds=600,
+        attempts_kept=100,
+    )
+    # (The store's own housekeeping loop may run a round meanwhile: the table's state is what is checked.)
+
+    async def sessions_left() -> set[str]:
+        rows = await stack.db.fetch(
+            "SELECT session_name FROM store.iam_access_keys WHERE expires_at IS NOT NULL"
+        )
+        return {r["session_name"] for r in rows}
+
+    await keeper.run_once()
+    assert await sessions_left() == {"recent", "live"}
+    stack.clock.advance(timedelta(hours=1))  # "recent" is now more than an hour past its expiry
+    await keeper.run_once()
+    assert await sessions_left() == {"live"}
+    assert (await keeper.run_once()).sessions == 0
+    assert await stack.db.fetchval("SELECT count(*) FROM store.iam_access_keys WHERE expires_at IS NULL") == (
+        long_term
+    )

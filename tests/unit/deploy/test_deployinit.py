@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from coffer import deployinit, pki
-from coffer.crypto.access_keys import derive_signing_key, token_digest
+from coffer.crypto.access_keys import derive_signing_key
 from coffer.settings import SERVICES
 
 
@@ -38,18 +38,23 @@ def test_init_pki_gives_each_service_the_ca_and_only_its_own_files(tmp_path: Pat
     bootstrap = json.loads((state / "store" / "iam-bootstrap.json").read_text())["keys"]
     for path in ("operator/profile.json", "rotation/rotation-credentials.json", "store/iam-bootstrap.json"):
         assert _mode(state / path) == 0o600
-    # the store gets signing keys only, never a secret access key or a session token
+    # the store gets signing keys only, never a secret access key; the rotation service gets a long-term key
+    # of user coffer-rotation (it assumes the role itself), no session
     admin_entry, rotation_entry = bootstrap
     assert admin_entry == {
         "access_key_id": profile["access_key_id"],
         "signing_key": derive_signing_key(profile["secret_access_key"]).hex(),
         "user": "admin",
     }
-    assert rotation_entry["role"] == "coffer-rotation"
-    assert rotation_entry["signing_key"] == derive_signing_key(rotation["secret_access_key"]).hex()
-    assert rotation_entry["token_sha256"] == token_digest(rotation["session_token"]).hex()
+    assert set(rotation) == {"access_key_id", "secret_access_key"}
+    assert rotation["access_key_id"].startswith("AKIA")
+    assert rotation_entry == {
+        "access_key_id": rotation["access_key_id"],
+        "signing_key": derive_signing_key(rotation["secret_access_key"]).hex(),
+        "user": "coffer-rotation",
+    }
     text = (state / "store" / "iam-bootstrap.json").read_text()
-    assert profile["secret_access_key"] not in text and rotation["session_token"] not in text
+    assert profile["secret_access_key"] not in text and rotation["secret_access_key"] not in text
     assert not any("ca.key" in str(p) for p in (state / "pki").rglob("*"))
 
 

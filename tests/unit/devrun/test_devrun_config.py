@@ -20,7 +20,7 @@ from coffer.devrun import (
     with_database,
     with_peers,
 )
-from coffer.settings import DEFAULT_PORTS, SERVICES, Settings
+from coffer.settings import DEFAULT_PORTS, SERVICES, Settings, service_env
 
 
 def test_settings_env_round_trips_through_from_env(tmp_path: Path) -> None:
@@ -124,3 +124,26 @@ def test_in_home_uses_free_ports_and_the_given_home(tmp_path: Path) -> None:
     assert info.services == {name: deployment.settings.addr_of(name) for name in SERVICES}
     defaults = Deployment.in_home(tmp_path / "d", free_ports=False).settings
     assert {defaults.addr_of(name) for name in SERVICES} == {f"127.0.0.1:{p}" for p in DEFAULT_PORTS.values()}
+
+
+def test_the_rotation_role_and_session_length_settings() -> None:
+    default = Settings.from_env({})
+    assert default.rotation_role_arn == "arn:aws:iam::000000000000:role/coffer-rotation"
+    assert default.rotation_session_seconds == 3600
+    chosen = Settings.from_env(
+        {
+            "COFFER_ROTATION_ROLE_ARN": "arn:aws:iam::000000000000:role/rotator",
+            "COFFER_ROTATION_SESSION_SECONDS": "900",
+        }
+    )
+    assert (chosen.rotation_role_arn, chosen.rotation_session_seconds) == (
+        "arn:aws:iam::000000000000:role/rotator",
+        900,
+    )
+    for bad in ("899", "43201"):
+        with pytest.raises(ValueError, match="COFFER_ROTATION_SESSION_SECONDS"):
+            Settings.from_env({"COFFER_ROTATION_SESSION_SECONDS": bad})
+    # only the rotation service is given them
+    env = {"COFFER_ROTATION_ROLE_ARN": "x", "COFFER_ROTATION_SESSION_SECONDS": "900"}
+    assert set(service_env("rotation", env)) >= set(env)
+    assert not set(service_env("store", env)) & set(env)

@@ -9,10 +9,13 @@ sync is then re-seeded (a new change whose outbox row carries every version and 
 what adding the region does), so it converges anyway. A region REMOVED from a secret's replication whose
 removal row was dropped unshipped keeps its (no longer updated) replica; that is logged.
 
-Rotation attempts: at most ``keep`` finished attempts per secret (the newest); open ones are never deleted."""
+Rotation attempts: at most ``keep`` finished attempts per secret (the newest); open ones are never deleted.
+
+Role sessions (``ASIA…`` keys from STS AssumeRole): deleted once they expired more than a grace period ago."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -103,5 +106,18 @@ class HousekeepingReads(Reads):
             "  FROM store.rotation_attempts WHERE status IN ('Succeeded', 'Failed', 'Cancelled')"
             ") old WHERE a.id = old.id AND old.n > $1",
             keep,
+        )
+        return int(status.split()[-1])
+
+    async def delete_expired_sessions(self, *, expired_before: dt.datetime, limit: int = 10000) -> int:
+        """Delete role sessions (access keys with an expiry) that expired before ``expired_before``, at most
+        ``limit`` per call. Returns how many were deleted. (An expired session is refused whether its row is
+        there or not; the rows would otherwise pile up, one per AssumeRole.)"""
+        status: str = await self._pool.execute(
+            "DELETE FROM store.iam_access_keys WHERE access_key_id IN ("
+            "  SELECT access_key_id FROM store.iam_access_keys"
+            "  WHERE expires_at IS NOT NULL AND expires_at < $1 LIMIT $2)",
+            expired_before,
+            limit,
         )
         return int(status.split()[-1])
