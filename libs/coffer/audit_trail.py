@@ -29,6 +29,7 @@ from google.protobuf.message import Message
 from coffer.core import errors
 from coffer.core.audit_event import AuditEvent, AuditResource, UserIdentity, new_event
 from coffer.core.principal import Principal, PrincipalKind
+from coffer.rpc import context as ctx
 
 T = TypeVar("T")
 
@@ -203,6 +204,32 @@ def build_event(
             )
             for name in names
         ],
+    )
+
+
+def call_event(
+    *,
+    event_source: str,
+    event_name: str,
+    region: str,
+    caller: Principal | None,
+    request: Message | None,
+    response: Message | None,
+    error: errors.CofferError | None,
+) -> AuditEvent:
+    """:func:`build_event` for the call being served: its request id, source IP and user agent come from
+    the call's context (``coffer.rpc.context``)."""
+    return build_event(
+        event_source=event_source,
+        event_name=event_name,
+        region=region,
+        caller=caller,
+        request=request,
+        response=response,
+        error=error,
+        request_id=ctx.current_request_id(),
+        source_ip=ctx.source_ip_var.get(),
+        user_agent=ctx.user_agent_var.get(),
     )
 
 

@@ -3,17 +3,22 @@
 
 ``run_forever`` is the loop; ``sleep_or_wake`` the wait it (and any hand-made polling) uses;
 ``cancel_and_wait`` stops background tasks without losing an error one of them ended with.
+``StreamFollower`` follows a server stream of change events with ``run_forever``, reopening it when it breaks.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 import structlog
 
 _log = structlog.get_logger("coffer.loops")
+
+E = TypeVar("E")
+E_co = TypeVar("E_co", covariant=True)
 
 #: After a failure, when no ``retry_after`` is given: the interval, but at most this long.
 DEFAULT_FIRST_RETRY = 1.0
@@ -97,3 +102,86 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None, logger: Any = None) 
         exc = task.exception()
         if exc is not None:
             log.error("task_failed", task=task.get_name(), error_type=type(exc).__name__, exc_info=exc)
+
+
+class EventStream(Protocol[E_co]):
+    """What a server-streaming call gives: its events, and a way to stop it."""
+
+    def __aiter__(self) -> AsyncIterator[E_co]: ...
+
+    def cancel(self) -> bool: ...
+
+
+class StreamFollower(Generic[E]):
+    """Follow a stream of change events for as long as the task :meth:`start` runs: open it (:meth:`_open`),
+    apply each event (:meth:`_apply`) and, when it ends or breaks, reopen it through ``run_forever`` (backing
+    off while failures repeat). ``_following`` is set by the subclass once it applied the stream's opening
+    reset, and cleared whenever the stream is gone (then :meth:`_stream_gone` runs)."""
+
+    def __init__(
+        self,
+        *,
+        loop_name: str,
+        task_name: str,
+        retry_seconds: float,
+        max_retry_seconds: float,
+        logger: Any = None,
+    ) -> None:
+        self._loop_name = loop_name
+        self._task_name = task_name
+        self._retry = retry_seconds
+        self._max_retry = max_retry_seconds
+        self._loop_log = _log if logger is None else logger
+        self._following = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def following(self) -> bool:
+        """Whether a stream is open (its opening reset was applied)."""
+        return self._following.is_set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self._task_name)
+
+    async def wait_following(self, *, within: float) -> bool:
+        """Wait until the first stream is open; ``False`` if it did not open ``within`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._following.wait(), within)
+        return self._following.is_set()
+
+    def _open(self) -> EventStream[E]:
+        raise NotImplementedError
+
+    def _apply(self, event: E) -> None:
+        raise NotImplementedError
+
+    def _stream_ended(self) -> None:
+        """The stream ended without an error (before :meth:`_stream_gone`)."""
+
+    def _stream_gone(self) -> None:
+        """The stream is gone (ended, broke or was cancelled); ``_following`` is already cleared."""
+
+    async def _follow_once(self) -> None:
+        """Follow one stream until it ends; a broken stream raises and ``run_forever`` reopens it."""
+        call = self._open()
+        try:
+            async for event in call:
+                self._apply(event)
+            self._stream_ended()
+        finally:
+            call.cancel()
+            self._following.clear()
+            self._stream_gone()
+
+    async def _run(self) -> None:
+        await run_forever(
+            self._follow_once,
+            name=self._loop_name,
+            interval=self._retry,
+            retry_after=self._retry,
+            retry_max=self._max_retry,
+            logger=self._loop_log,
+        )
+
+    async def aclose(self) -> None:
+        await cancel_and_wait(self._task, logger=self._loop_log)

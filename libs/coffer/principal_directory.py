@@ -11,8 +11,6 @@ notifications) drops all, a change drops the access keys named and the entries o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +25,7 @@ from coffer.core.policy import PolicyCache
 from coffer.core.policy.model import PolicyKind
 from coffer.core.principal import Principal, PrincipalKind
 from coffer.crypto.signing import KeyMaterial
-from coffer.loops import cancel_and_wait, run_forever
+from coffer.loops import EventStream, StreamFollower, cancel_and_wait
 
 log = structlog.get_logger("coffer.principal_directory")
 
@@ -194,7 +192,7 @@ class ResolvedCache:
         return dropped
 
 
-class DirectoryCache:
+class DirectoryCache(StreamFollower[pb.WatchPrincipalChangesResponse]):
     """The gateway's and the kms's view of the directory: ``resolve(akid)`` (None: no such key), kept in
     step by following ``WatchPrincipalChanges`` (:meth:`start`)."""
 
@@ -207,26 +205,17 @@ class DirectoryCache:
         max_retry_seconds: float = 5.0,
         timeout: float = 10.0,
     ) -> None:
+        super().__init__(
+            loop_name=f"{name}.iam_directory",
+            task_name=f"{name}-iam-directory",
+            retry_seconds=retry_seconds,
+            max_retry_seconds=max_retry_seconds,
+            logger=log,
+        )
         self._stub = stub
         self._name = name
-        self._retry = retry_seconds
-        self._max_retry = max_retry_seconds
         self._timeout = timeout
         self.cache = ResolvedCache()
-        self._following = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def following(self) -> bool:
-        return self._following.is_set()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self._name}-iam-directory")
-
-    async def wait_following(self, *, within: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._following.wait(), within)
-        return self._following.is_set()
 
     async def resolve(self, access_key_id: str) -> Resolved | None:
         hit = self.cache.get(access_key_id)
@@ -258,7 +247,7 @@ class DirectoryCache:
             raise errors.AccessDenied("The caller's access key no longer exists.")
         return resolved.principal
 
-    def apply(self, event: pb.WatchPrincipalChangesResponse) -> None:
+    def _apply(self, event: pb.WatchPrincipalChangesResponse) -> None:
         if event.reset:
             self.cache.clear()
             if not self._following.is_set():
@@ -267,26 +256,15 @@ class DirectoryCache:
         else:
             self.cache.drop(list(event.access_key_ids), list(event.principal_arns))
 
-    async def _follow_once(self) -> None:
+    def _open(self) -> EventStream[pb.WatchPrincipalChangesResponse]:
         # wait_for_ready: while the store is not up (the kms starts first) the stream waits, quietly
-        call = self._stub.WatchPrincipalChanges(pb.WatchPrincipalChangesRequest(), wait_for_ready=True)
-        try:
-            async for event in call:
-                self.apply(event)
-        finally:
-            call.cancel()
-            self._following.clear()
-            self.cache.clear()
-
-    async def _run(self) -> None:
-        await run_forever(
-            self._follow_once,
-            name=f"{self._name}.iam_directory",
-            interval=self._retry,
-            retry_after=self._retry,
-            retry_max=self._max_retry,
-            logger=log,
+        stream: EventStream[pb.WatchPrincipalChangesResponse] = self._stub.WatchPrincipalChanges(
+            pb.WatchPrincipalChangesRequest(), wait_for_ready=True
         )
+        return stream
+
+    def _stream_gone(self) -> None:
+        self.cache.clear()
 
     async def retarget(self, stub: pb_grpc.PrincipalDirectoryServiceStub) -> None:
         """Follow another directory from now on (everything cached is dropped)."""
@@ -295,6 +273,3 @@ class DirectoryCache:
         self._following.clear()
         self.cache.clear()
         self.start()
-
-    async def aclose(self) -> None:
-        await cancel_and_wait(self._task, logger=log)

@@ -108,18 +108,24 @@ def _connection(args: argparse.Namespace, profile: Profile | None = None) -> Con
     )
 
 
+def _client(args: argparse.Namespace) -> CofferClient:
+    """A client for the connection the arguments and profile select; an unreadable CA file is a
+    ConfigurationError."""
+    conn = _connection(args)
+    try:
+        return CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
+        ) from None
+
+
 def _operation_handler(service: str, operation: str) -> Handler:
     descriptor = SERVICES[service].methods_by_name[operation]
 
     def handle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         request = shapes.request_from_args(descriptor.input_type, args)
-        conn = _connection(args)
-        try:
-            client = CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
-            ) from None
+        client = _client(args)
         with client:
             target = {
                 "secretsmanager": client,
@@ -142,13 +148,7 @@ def _rotation_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     newest first, with its steps, times, outcome and error; follows NextToken unless --max-items is given."""
     from coffer.api.secrets.v1 import secrets_pb2
 
-    conn = _connection(args)
-    try:
-        client = CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
-        ) from None
+    client = _client(args)
     attempts: list[object] = []
     body: dict[str, object] = {}
     next_token: str | None = None
@@ -177,13 +177,7 @@ def _rotation_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
 def _usage_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``coffer usage get --month YYYY-MM``: the caller's account's API calls per operation and SecretMonths
     in the month (UsageService/GetUsage)."""
-    conn = _connection(args)
-    try:
-        client = CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
-        ) from None
+    client = _client(args)
     with client:
         response = client.usage.call("GetUsage", month=args.month)
     print(json.dumps(shapes.to_aws(response), indent=4, ensure_ascii=False), file=out)
@@ -209,13 +203,7 @@ def _operator_handler(operation: str) -> Handler:
                 "key_threshold": args.key_threshold or 0,
                 "wait": args.wait,
             }
-        conn = _connection(args)
-        try:
-            client = CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
-            ) from None
+        client = _client(args)
         with client:
             response = client.operator.call(operation, **fields)
         print(json.dumps(shapes.to_aws(response), indent=4, ensure_ascii=False), file=out)
@@ -274,16 +262,6 @@ def _region_services(
     )
     services.setdefault("gateway", conn.endpoint)
     return services, conn, profile
-
-
-def _client(args: argparse.Namespace) -> CofferClient:
-    conn = _connection(args)
-    try:
-        return CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
-        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from coffer import logs
 from coffer.audit import AuditSink, Outcome
-from coffer.audit_trail import PublicAudit, build_event
+from coffer.audit_trail import PublicAudit, call_event
 from coffer.core import errors
 from coffer.core.principal import Principal
 from coffer.rpc import context as ctx
@@ -366,7 +366,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if source is None:
             return
         call.published = True
-        event = build_event(
+        event = call_event(
             event_source=source,
             event_name=call.method.rpartition("/")[2],
             region=public.region,
@@ -374,9 +374,6 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request=call.request,
             response=response,
             error=error,
-            request_id=ctx.current_request_id(),
-            source_ip=ctx.source_ip_var.get(),
-            user_agent=ctx.user_agent_var.get(),
         )
         try:
             await public.trail.record(event)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import structlog
 
 from coffer.audit import AuditSink
-from coffer.audit_trail import AuditTrail, build_event
+from coffer.audit_trail import AuditTrail, call_event
 from coffer.core import errors
 from coffer.core.authorize import authorize
 from coffer.core.password import PasswordRequest, RandomSource, generate_password
@@ -69,7 +69,7 @@ class GatewayApp:
         gives itself is ``required``: when its event cannot be stored the answer is withheld (fail closed)."""
         if self._trail is None or call is None:
             return
-        event = build_event(
+        event = call_event(
             event_source=call.event_source,
             event_name=call.event_name,
             region=self._region,
@@ -77,9 +77,6 @@ class GatewayApp:
             request=call.request,
             response=response,
             error=error,
-            request_id=ctx.current_request_id(),
-            source_ip=ctx.source_ip_var.get(),
-            user_agent=ctx.user_agent_var.get(),
         )
         try:
             await self._trail.record(event)

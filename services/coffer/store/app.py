@@ -1255,14 +1255,7 @@ class StoreApp:
         c.secret_id(secret_id)
         c.done()
         check_resource_policy_for_put(resource_policy, block_public_policy=block_public_policy)
-        ref = self.ref(secret_id)
-        now = self._clock.now()
-        async with self._repo.transaction() as tx:
-            locked = await tx.lock_existing(ref)
-            check_writable(locked)
-            await tx.update_secret(locked.id, {"resource_policy": resource_policy})
-            await tx.record_change(locked.id, event="PutResourcePolicy", now=now)
-        return NameArn(arn=locked.arn, name=locked.name)
+        return await self._store_resource_policy(secret_id, resource_policy, event="PutResourcePolicy")
 
     async def get_resource_policy(self, *, secret_id: str) -> tuple[str, str, str | None]:
         """(ARN, name, the policy or None)."""
@@ -1279,13 +1272,17 @@ class StoreApp:
         c = Checker()
         c.secret_id(secret_id)
         c.done()
+        return await self._store_resource_policy(secret_id, None, event="DeleteResourcePolicy")
+
+    async def _store_resource_policy(self, secret_id: str, policy: str | None, *, event: str) -> NameArn:
+        """Set (or, with None, clear) a writable secret's resource policy and record ``event``."""
         ref = self.ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:
             locked = await tx.lock_existing(ref)
             check_writable(locked)
-            await tx.update_secret(locked.id, {"resource_policy": None})
-            await tx.record_change(locked.id, event="DeleteResourcePolicy", now=now)
+            await tx.update_secret(locked.id, {"resource_policy": policy})
+            await tx.record_change(locked.id, event=event, now=now)
         return NameArn(arn=locked.arn, name=locked.name)
 
     async def validate_resource_policy(

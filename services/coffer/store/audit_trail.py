@@ -115,6 +115,22 @@ def _columns_of(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+def _chained_event(row: Any) -> ChainedEvent:
+    """A ``store.audit_events`` row (seq, event_id, record, prev_hash, hash) as a ChainedEvent."""
+    return ChainedEvent(
+        row["seq"],
+        str(row["event_id"]),
+        row["record"].encode("utf-8"),
+        bytes(row["prev_hash"]),
+        bytes(row["hash"]),
+    )
+
+
+def _signed_digest(row: Any) -> SignedDigest:
+    """A ``store.audit_digests`` row (body, signature) as a SignedDigest."""
+    return SignedDigest(body=json.loads(row["body"]), signature=bytes(row["signature"]))
+
+
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
     """The audit digest key (``coffer.pki.AUDIT_KEY``); ``errors.Unavailable`` when absent or not Ed25519."""
     try:
@@ -341,27 +357,14 @@ class StoreAuditTrail:
             last = await conn.fetchrow(
                 "SELECT digest_no, body, signature FROM store.audit_digests ORDER BY digest_no DESC LIMIT 1"
             )
-            previous = (
-                None
-                if last is None
-                else SignedDigest(body=json.loads(last["body"]), signature=bytes(last["signature"]))
-            )
+            previous = None if last is None else _signed_digest(last)
             first = 1 if previous is None else previous.last_seq + 1
             rows = await conn.fetch(
                 "SELECT seq, event_id, record, prev_hash, hash FROM store.audit_events WHERE seq >= $1"
                 " ORDER BY seq",
                 first,
             )
-            events = [
-                ChainedEvent(
-                    r["seq"],
-                    str(r["event_id"]),
-                    r["record"].encode("utf-8"),
-                    bytes(r["prev_hash"]),
-                    bytes(r["hash"]),
-                )
-                for r in rows
-            ]
+            events = [_chained_event(r) for r in rows]
             # Never sign over a tampered range: the events since the previous digest must chain from its head.
             head = GENESIS_HASH if previous is None else bytes.fromhex(str(previous.body.get("headHash")))
             for event in events:
@@ -481,20 +484,11 @@ class StoreAuditTrail:
             after_seq,
             limit + 1,
         )
-        events = [
-            ChainedEvent(
-                r["seq"],
-                str(r["event_id"]),
-                r["record"].encode("utf-8"),
-                bytes(r["prev_hash"]),
-                bytes(r["hash"]),
-            )
-            for r in rows[:limit]
-        ]
+        events = [_chained_event(r) for r in rows[:limit]]
         digests: list[SignedDigest] = []
         if after_seq == 0:
             digests = [
-                SignedDigest(body=json.loads(d["body"]), signature=bytes(d["signature"]))
+                _signed_digest(d)
                 for d in await self._pool.fetch(
                     "SELECT body, signature FROM store.audit_digests ORDER BY digest_no"
                 )

@@ -8,19 +8,16 @@ Works whatever databases the kms and the store use: the two meet only through th
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from coffer import logs
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
-from coffer.loops import cancel_and_wait, run_forever
+from coffer.loops import EventStream, StreamFollower
 from coffer.store.key_policies import KeyPolicies
 from coffer.store.kms_client import DataKeyCache
 
 log = logs.get_logger("coffer.store.key_events")
 
 
-class KeyEventsFollower:
+class KeyEventsFollower(StreamFollower[kms_pb2.WatchKeyChangesResponse]):
     def __init__(
         self,
         stub: kms_pb2_grpc.KeyEventsServiceStub,
@@ -30,27 +27,22 @@ class KeyEventsFollower:
         max_retry_seconds: float = 10.0,
         key_policies: KeyPolicies | None = None,
     ) -> None:
+        super().__init__(
+            loop_name="kms.key_events",
+            task_name="store-kms-key-events",
+            retry_seconds=retry_seconds,
+            max_retry_seconds=max_retry_seconds,
+            logger=log,
+        )
         self._stub = stub
         self._cache = cache
         self._key_policies = key_policies
-        self._retry = retry_seconds
-        self._max_retry = max_retry_seconds
-        self._following = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    @property
-    def following(self) -> bool:
-        """Whether a stream is open (its opening reset was applied)."""
-        return self._following.is_set()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="store-kms-key-events")
-
-    async def wait_following(self, *, within: float) -> bool:
-        """Wait until the first stream is open; ``False`` if it did not open ``within`` seconds."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._following.wait(), within)
-        return self._following.is_set()
+    def _open(self) -> EventStream[kms_pb2.WatchKeyChangesResponse]:
+        stream: EventStream[kms_pb2.WatchKeyChangesResponse] = self._stub.WatchKeyChanges(
+            kms_pb2.WatchKeyChangesRequest()
+        )
+        return stream
 
     def _apply(self, event: kms_pb2.WatchKeyChangesResponse) -> None:
         if event.reset:
@@ -67,27 +59,5 @@ class KeyEventsFollower:
                 self._key_policies.evict(event.key_arn)
             log.debug("kms.key_changed", key_arn=event.key_arn, evicted=evicted)
 
-    async def _follow_once(self) -> None:
-        """Follow one stream until it ends; a broken stream raises and ``run_forever`` reconnects with
-        back-off. Whatever happens, the cache is no longer known to be in step once the stream is gone."""
-        call = self._stub.WatchKeyChanges(kms_pb2.WatchKeyChangesRequest())
-        try:
-            async for event in call:
-                self._apply(event)
-            log.info("kms.key_events_ended")
-        finally:
-            call.cancel()
-            self._following.clear()
-
-    async def _run(self) -> None:
-        await run_forever(
-            self._follow_once,
-            name="kms.key_events",
-            interval=self._retry,
-            retry_after=self._retry,
-            retry_max=self._max_retry,
-            logger=log,
-        )
-
-    async def aclose(self) -> None:
-        await cancel_and_wait(self._task, logger=log)
+    def _stream_ended(self) -> None:
+        log.info("kms.key_events_ended")

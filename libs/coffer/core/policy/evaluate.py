@@ -347,6 +347,41 @@ def is_root(ctx: RequestContext) -> bool:
     return ctx.principal_arn.endswith(":root") and ctx.principal_arn.split(":")[2:3] == ["iam"]
 
 
+def identity_matches(
+    ctx: RequestContext, identity: Sequence[Policy]
+) -> tuple[list[Citation], list[Citation]]:
+    """The identity-policy statements that apply to the request: (denies, allows)."""
+    deny: list[Citation] = []
+    allow: list[Citation] = []
+    for pi, pol in enumerate(identity):
+        for st in pol.statements:
+            if statement_applies(st, ctx) is not Match.NONE:
+                cite = Citation("identity", pi, pol.name, st.index, st.sid)
+                (allow if st.allow else deny).append(cite)
+    return deny, allow
+
+
+def resource_matches(
+    ctx: RequestContext, resource: Policy | None
+) -> tuple[list[Citation], list[Citation], list[Citation]]:
+    """The resource-policy statements that apply to the request: (denies, allows naming the principal
+    directly, allows reaching it through its account)."""
+    deny: list[Citation] = []
+    direct: list[Citation] = []
+    account: list[Citation] = []
+    if resource is not None:
+        for st in resource.statements:
+            how = statement_applies(st, ctx)
+            if how is Match.NONE:
+                continue
+            cite = Citation("resource", 0, resource.name, st.index, st.sid)
+            if not st.allow:
+                deny.append(cite)
+            else:
+                (direct if how is Match.DIRECT else account).append(cite)
+    return deny, direct, account
+
+
 def evaluate(
     ctx: RequestContext,
     identity: Sequence[Policy] = (),
@@ -366,26 +401,8 @@ def evaluate(
 def _evaluate(
     ctx: RequestContext, identity: Sequence[Policy], resource: Policy | None, key: KeyAccess | None
 ) -> Decision:
-    id_deny: list[Citation] = []
-    id_allow: list[Citation] = []
-    for pi, pol in enumerate(identity):
-        for st in pol.statements:
-            if statement_applies(st, ctx) is not Match.NONE:
-                cite = Citation("identity", pi, pol.name, st.index, st.sid)
-                (id_allow if st.allow else id_deny).append(cite)
-    res_deny: list[Citation] = []
-    res_direct: list[Citation] = []
-    res_account: list[Citation] = []
-    if resource is not None:
-        for st in resource.statements:
-            how = statement_applies(st, ctx)
-            if how is Match.NONE:
-                continue
-            cite = Citation("resource", 0, resource.name, st.index, st.sid)
-            if not st.allow:
-                res_deny.append(cite)
-            else:
-                (res_direct if how is Match.DIRECT else res_account).append(cite)
+    id_deny, id_allow = identity_matches(ctx, identity)
+    res_deny, res_direct, res_account = resource_matches(ctx, resource)
 
     if id_deny:
         return _deny(ctx, Reason.EXPLICIT_DENY_IDENTITY, id_deny + res_deny)

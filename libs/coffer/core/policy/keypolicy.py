@@ -26,7 +26,9 @@ from coffer.core.policy.evaluate import (
     Match,
     Reason,
     denial_message,
+    identity_matches,
     is_root,
+    resource_matches,
     statement_applies,
 )
 from coffer.core.policy.grammar import parse_policy
@@ -160,25 +162,8 @@ def _kms_keys(caller: Principal, keys: Mapping[str, Sequence[str]] | None) -> di
 
 
 def _decide(ctx: RequestContext, identity: Sequence[Policy], key_policy: Policy) -> Decision:
-    id_deny: list[Citation] = []
-    id_allow: list[Citation] = []
-    for pi, pol in enumerate(identity):
-        for st in pol.statements:
-            if statement_applies(st, ctx) is not Match.NONE:
-                cite = Citation("identity", pi, pol.name, st.index, st.sid)
-                (id_allow if st.allow else id_deny).append(cite)
-    res_deny: list[Citation] = []
-    res_direct: list[Citation] = []
-    res_account: list[Citation] = []
-    for st in key_policy.statements:
-        how = statement_applies(st, ctx)
-        if how is Match.NONE:
-            continue
-        cite = Citation("resource", 0, key_policy.name, st.index, st.sid)
-        if not st.allow:
-            res_deny.append(cite)
-        else:
-            (res_direct if how is Match.DIRECT else res_account).append(cite)
+    id_deny, id_allow = identity_matches(ctx, identity)
+    res_deny, res_direct, res_account = resource_matches(ctx, key_policy)
 
     def deny(reason: Reason, cited: list[Citation]) -> Decision:
         return Decision(False, reason, denial_message(ctx, reason), tuple(cited))
