@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coffer.core.throttle import parse_rates
+
 #: The role the rotation service assumes (created by the store's IAM bootstrap).
 DEFAULT_ROTATION_ROLE_ARN = "arn:aws:iam::000000000000:role/coffer-rotation"
 
@@ -42,7 +44,16 @@ COMMON_KEYS = frozenset(
 #: The other COFFER_* variables each service reads. A process is given these and COMMON_KEYS only: the gateway
 #: no database URL and no Redis URL, the rotation service no database URL, the kms no Redis URL.
 SERVICE_KEYS: Mapping[str, frozenset[str]] = {
-    "gateway": frozenset({"COFFER_OPERATOR_PRINCIPALS", "COFFER_UNSAFE_BENCH_BYPASS"}),
+    "gateway": frozenset(
+        {
+            "COFFER_OPERATOR_PRINCIPALS",
+            "COFFER_UNSAFE_BENCH_BYPASS",
+            "COFFER_THROTTLE",
+            "COFFER_THROTTLE_RATES",
+            "COFFER_THROTTLE_PRINCIPAL_SHARE",
+            "COFFER_THROTTLE_BURST_SECONDS",
+        }
+    ),
     "kms": frozenset(
         {
             "COFFER_DATABASE_URL",
@@ -140,6 +151,15 @@ def connect_address(addr: str) -> str:
     return f"{host}:{port}"
 
 
+def _on_off(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("on", "1", "true", "yes"):
+        return True
+    if v in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be on or off, not {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     home: Path
@@ -202,6 +222,14 @@ class Settings:
     #: Where the service also serves the gRPC health service alone, in plaintext (``host:port``), for probes
     #: that cannot speak TLS (the kubelet's gRPC probe); empty: nowhere (``make run``).
     health_addr: str = ""
+    #: Request rates (issue 13, read by the gateway): ``COFFER_THROTTLE=off`` disables them; the rates are
+    #: AWS's quotas per account (``coffer.core.throttle``) with ``throttle_rates`` (action → requests per
+    #: second) over them; a principal may use ``throttle_principal_share`` of its account's rate; buckets hold
+    #: ``throttle_burst_seconds`` of their rate.
+    throttle: bool = True
+    throttle_rates: tuple[tuple[str, float], ...] = ()
+    throttle_principal_share: float = 0.5
+    throttle_burst_seconds: float = 1.0
     #: How the kms holds its root key (issue 12): "file" (the root key file), "shamir" (stored encrypted
     #: under an unseal key given back as shares; the kms starts sealed) or "pkcs11" (a non-extractable AES key
     #: in an HSM token). Read by the kms only.
@@ -288,6 +316,10 @@ class Settings:
                 if p.strip()
             ),
             health_addr=e.get("COFFER_HEALTH_ADDR", ""),
+            throttle=_on_off("COFFER_THROTTLE", e.get("COFFER_THROTTLE", "on")),
+            throttle_rates=tuple(parse_rates(e.get("COFFER_THROTTLE_RATES", "")).items()),
+            throttle_principal_share=float(e.get("COFFER_THROTTLE_PRINCIPAL_SHARE", "0.5")),
+            throttle_burst_seconds=float(e.get("COFFER_THROTTLE_BURST_SECONDS", "1.0")),
         )
 
     def addr_of(self, service: str) -> str:

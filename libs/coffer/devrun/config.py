@@ -73,6 +73,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         env["COFFER_PKCS11_PIN"] = settings.pkcs11_pin
     if settings.unsafe_bench_bypass:
         env["COFFER_UNSAFE_BENCH_BYPASS"] = "1"
+    env["COFFER_THROTTLE"] = "on" if settings.throttle else "off"
+    env["COFFER_THROTTLE_PRINCIPAL_SHARE"] = repr(settings.throttle_principal_share)
+    env["COFFER_THROTTLE_BURST_SECONDS"] = repr(settings.throttle_burst_seconds)
+    if settings.throttle_rates:
+        env["COFFER_THROTTLE_RATES"] = json.dumps(dict(settings.throttle_rates))
     if settings.rotation_denied_targets:
         env["COFFER_ROTATION_DENIED_TARGETS"] = ",".join(settings.rotation_denied_targets)
     if settings.peers:

@@ -56,8 +56,10 @@ from coffer.store.iam_bootstrap import (
 
 
 def base_env(home: Path, pki_dir: Path) -> dict[str, str]:
-    """The settings every test stack starts from: files under ``home``, every service on port 0."""
+    """The settings every test stack starts from: files under ``home``, every service on port 0, no request
+    rates (tests call far faster than AWS's write quotas; the throttling tests set ``COFFER_THROTTLE=on``)."""
     return {
+        "COFFER_THROTTLE": "off",
         "COFFER_HOME": str(home),
         "COFFER_PKI_DIR": str(pki_dir),
         "COFFER_ROOT_KEY_FILE": str(home / "keys" / "root.key"),

@@ -12,7 +12,8 @@ deserializes a request before any handler code runs, so this cap is what bounds 
 caller can cause; the signature is checked before the request is used). A connection carries at most
 ``MAX_STREAMS_PER_CONNECTION`` concurrent calls, an idle connection is closed, clients that ping too often are
 disconnected, and at most ``MAX_CONCURRENT_RPCS`` calls are in progress in all (more are refused with
-RESOURCE_EXHAUSTED).
+RESOURCE_EXHAUSTED). Calls over their account's or their principal's request rate (``COFFER_THROTTLE*``,
+``coffer.core.throttle``; enforced by each gateway replica on its own) are refused with ThrottlingException.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from coffer.api.store.v1 import store_pb2_grpc
 from coffer.api.usage.v1 import usage_pb2_grpc
 from coffer.audit import StructlogAudit
 from coffer.audit_trail import AppendTrail, PublicAudit
+from coffer.core.throttle import Throttle, rate_groups
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.auth import SignatureAuthenticator
 from coffer.gateway.authz import Authorization
@@ -112,6 +114,13 @@ async def serve(settings: Settings) -> GatewayRuntime:
         random=secrets.SystemRandom(),
         trail=None if settings.unsafe_bench_bypass else audit_trail,
         region=settings.region,
+        throttle=Throttle(
+            rate_groups(dict(settings.throttle_rates)),
+            principal_share=settings.throttle_principal_share,
+            burst_seconds=settings.throttle_burst_seconds,
+        )
+        if settings.throttle
+        else None,
     )
     store = store_pb2_grpc.SecretStoreServiceStub(store_channel)
     kms = kms_pb2_grpc.KeyManagementServiceStub(kms_channel)

@@ -20,6 +20,7 @@ from coffer.core import errors
 from coffer.core.authorize import authorize
 from coffer.core.password import PasswordRequest, RandomSource, generate_password
 from coffer.core.principal import PrincipalKind
+from coffer.core.throttle import Throttle
 from coffer.gateway.authz import Authorize
 from coffer.rpc import context as ctx
 
@@ -49,12 +50,14 @@ class GatewayApp:
         random: RandomSource,
         trail: AuditTrail | None = None,
         region: str = "",
+        throttle: Throttle | None = None,
     ) -> None:
         self._authorize = authorize
         self._audit = audit
         self._random = random
         self._trail = trail
         self._region = region
+        self._throttle = throttle
 
     async def _trail_record(
         self,
@@ -103,6 +106,8 @@ class GatewayApp:
         )
         local = trail if trail is not None and trail.answered_here else None
         try:
+            if self._throttle is not None:
+                self._admit(action)
             self._authorize(principal, action, resource)
             if local is not None:
                 self._decide_here(action)
@@ -134,6 +139,13 @@ class GatewayApp:
         # Rules with a ``reply`` method (``authz.Authorization``) also trim what the caller may not read.
         shape = getattr(self._authorize, "reply", None)
         return shape(principal, action, result) if shape is not None else result
+
+    def _admit(self, action: str) -> None:
+        """Refuse (``ThrottlingException``) a call over its caller's or its account's rate; Coffer's own
+        services are not throttled. The rate counts calls, allowed or not, like AWS's quotas."""
+        caller = ctx.current_caller()
+        if caller is not None and caller.kind is not PrincipalKind.SERVICE and self._throttle is not None:
+            self._throttle.check(caller.account, caller.arn, action)
 
     @staticmethod
     def _decide_here(action: str) -> None:
