@@ -72,7 +72,7 @@ async def _get(stub: secrets_pb2_grpc.SecretsManagerServiceStub) -> str:
         if info.reason == "ThrottlingException":
             assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert exc.details() == "Rate exceeded."
-        return info.reason
+        return str(info.reason)
     return "ok"
 
 
