@@ -173,19 +173,20 @@ class Throttle:
             self._sweep(now)
         buckets = self._buckets
         index = limit.index
-        account_key = (account, index)
-        principal_key = ("p:" + principal, index)
-        acc = buckets.get(account_key)
+        # an account id has no ":", a principal's ARN has: the two kinds of keys never meet
+        acc = buckets.get((account, index))
         if acc is None:
-            acc = buckets[account_key] = _Bucket(limit.account_burst, now)
+            acc = buckets[(account, index)] = _Bucket(limit.account_burst, now)
         else:
-            acc.tokens = min(limit.account_burst, acc.tokens + (now - acc.last) * limit.account_rate)
+            tokens = acc.tokens + (now - acc.last) * limit.account_rate
+            acc.tokens = tokens if tokens < limit.account_burst else limit.account_burst
             acc.last = now
-        own = buckets.get(principal_key)
+        own = buckets.get((principal, index))
         if own is None:
-            own = buckets[principal_key] = _Bucket(limit.principal_burst, now)
+            own = buckets[(principal, index)] = _Bucket(limit.principal_burst, now)
         else:
-            own.tokens = min(limit.principal_burst, own.tokens + (now - own.last) * limit.principal_rate)
+            tokens = own.tokens + (now - own.last) * limit.principal_rate
+            own.tokens = tokens if tokens < limit.principal_burst else limit.principal_burst
             own.last = now
         if acc.tokens < 1.0 or own.tokens < 1.0:
             return False

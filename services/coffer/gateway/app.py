@@ -1,8 +1,9 @@
-"""The gateway's use cases: authorize → run (forward, or answer locally) → audit.
+"""The gateway's use cases: throttle → authorize → run (forward, or answer locally) → audit.
 
-The gateway holds no state and validates nothing that the store validates: a call it accepts is forwarded
-unchanged. The only operation it answers itself is GetRandomPassword. Collaborators come in through the
-constructor (``__main__`` builds them).
+The gateway holds no state but its request-rate buckets (``coffer.core.throttle``, per replica) and
+validates nothing that the store validates: a call it accepts is forwarded unchanged. The only operation it
+answers itself is GetRandomPassword. Collaborators come in through the constructor (``__main__`` builds
+them).
 """
 
 from __future__ import annotations
