@@ -57,6 +57,9 @@ def e2e_env(home: Path, *, database_url: str, redis_url: str) -> dict[str, str]:
         "COFFER_LOG_LEVEL": "info",
         # Deployments share the harness's Redis: each keeps its rotation jobs under its own keys.
         "COFFER_ROTATION_STREAM_PREFIX": f"coffer:rotation:{home.name}",
+        # No request rates: tests write and poll far faster than AWS's 50/s quotas (the throttling tests
+        # run through coffer.testing.stack with their own low rates).
+        "COFFER_THROTTLE": "off",
     }
     for service in SERVICES:
         env[f"COFFER_{service.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"

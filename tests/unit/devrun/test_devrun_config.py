@@ -39,6 +39,23 @@ def test_settings_env_round_trips_through_from_env(tmp_path: Path) -> None:
     assert Settings.from_env(settings_env(original)) == original
 
 
+def test_the_throttle_settings_reach_the_gateway(tmp_path: Path) -> None:
+    original = Settings.from_env(
+        {
+            "COFFER_HOME": str(tmp_path),
+            "COFFER_THROTTLE": "off",
+            "COFFER_THROTTLE_RATES": '{"GetSecretValue": 5, "kms:Encrypt": 2.5}',
+            "COFFER_THROTTLE_PRINCIPAL_SHARE": "0.25",
+            "COFFER_THROTTLE_BURST_SECONDS": "2",
+        }
+    )
+    assert Settings.from_env(settings_env(original)) == original
+    gateway = service_env("gateway", settings_env(original))
+    assert gateway["COFFER_THROTTLE"] == "off"
+    assert json.loads(gateway["COFFER_THROTTLE_RATES"]) == {"GetSecretValue": 5, "kms:Encrypt": 2.5}
+    assert "COFFER_THROTTLE" not in service_env("store", settings_env(original))
+
+
 def test_connect_address_maps_wildcards_to_loopback() -> None:
     assert connect_address("0.0.0.0:7443") == "127.0.0.1:7443"
     assert connect_address("[::]:7443") == "[::1]:7443"
