@@ -1,4 +1,5 @@
-"""GatewayApp: authorize → run → one audit line, for allowed, denied and failed calls (fakes only)."""
+"""GatewayApp: throttle → authorize → run → one audit line, for allowed, denied, throttled and failed calls
+(fakes only)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import pytest
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.core import errors
 from coffer.core.password import PasswordRequest
+from coffer.core.principal import Principal, PrincipalKind
+from coffer.core.throttle import RateGroup, Throttle
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.authz import authorize
 from coffer.gateway.servicer import password_request
+from coffer.rpc.context import caller_var
 
 
 @dataclass
@@ -116,3 +120,38 @@ async def test_random_password_comes_from_the_injected_source() -> None:
     app, _, _ = make_app()
     pw = await app.random_password(PasswordRequest(password_length=20))
     assert len(pw) == 20
+
+
+async def test_a_call_over_its_rate_is_refused_before_authorization_and_audited() -> None:
+    audit = RecordingAudit()
+    decisions: list[str] = []
+
+    def decide(principal: str | None, action: str, resource: str) -> None:
+        decisions.append(action)
+
+    get = "secretsmanager:GetSecretValue"
+    throttle = Throttle([RateGroup(2, (get,))], principal_share=1.0, clock=lambda: 0.0)
+    app = GatewayApp(authorize=decide, audit=audit, random=random.Random(1), throttle=throttle)
+    ran = 0
+
+    async def run() -> None:
+        nonlocal ran
+        ran += 1
+
+    arn = "arn:aws:iam::000000000000:user/a"
+    token = caller_var.set(Principal(arn=arn, account="000000000000", kind=PrincipalKind.USER, name="a"))
+    try:
+        for _ in range(2):
+            await app.call(principal=arn, request_id="r", action=get, resource="db/x", run=run)
+        with pytest.raises(errors.Throttling):
+            await app.call(principal=arn, request_id="r", action=get, resource="db/x", run=run)
+        # another operation has its own rate (none here)
+        await app.call(principal=arn, request_id="r", action="kms:Encrypt", resource="k", run=run)
+        # Coffer's own services are not throttled
+        caller_var.set(Principal(arn="service/rotation", account="", kind=PrincipalKind.SERVICE, name="r"))
+        await app.call(principal="service/rotation", request_id="r", action=get, resource="db/x", run=run)
+    finally:
+        caller_var.reset(token)
+    assert ran == 4 and decisions == [get, get, "kms:Encrypt", get]
+    refused = audit.lines[2]
+    assert refused["outcome"] == "denied" and refused["error_code"] == "ThrottlingException"
