@@ -113,7 +113,14 @@ def _client(args: argparse.Namespace) -> CofferClient:
     ConfigurationError."""
     conn = _connection(args)
     try:
-        return CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
+        return CofferClient(
+            conn.endpoint,
+            conn.ca_file,
+            conn.credentials,
+            region=conn.region,
+            max_attempts=conn.max_attempts,
+            retry_mode=conn.retry_mode,
+        )
     except OSError as exc:
         raise ConfigurationError(
             f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"
