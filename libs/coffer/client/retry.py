@@ -1,8 +1,9 @@
 """Client retries, like the AWS SDKs' ``standard`` retry mode: the one policy of the sync and async clients.
 
 A call that failed with a retryable error is made again, up to ``max_attempts`` attempts in all (default 3;
-1 = no retry), after a delay of full jitter: ``min(max_backoff, random() * base * 2 ** (n - 1))`` after the
-n-th failed attempt (``base`` 100 ms, 500 ms after a throttling error; ``max_backoff`` 20 s). Retryable:
+1 = no retry), after a delay of full jitter (AWS's "exponential backoff and jitter"): ``random() *
+min(max_backoff, base * 2 ** (n - 1))`` after the n-th failed attempt (``base`` 100 ms, 500 ms after a
+throttling error, as the AWS SDK for Java; ``max_backoff`` 20 s). Retryable:
 
 - ``Unavailable`` (UNAVAILABLE: a dependency or the gateway itself, ``EndpointUnreachable``, a sealed kms);
 - ``Throttling`` (RESOURCE_EXHAUSTED, ``ThrottlingException``);
@@ -133,7 +134,8 @@ class RetryPolicy:
     def delay(self, failed_attempt: int, error: errors.CofferError) -> float:
         """Full jitter after the ``failed_attempt``-th attempt (1-based) failed with ``error``."""
         base = self.throttling_base_delay if isinstance(error, errors.Throttling) else self.base_delay
-        return min(self.max_backoff, self.random() * base * 2.0 ** (failed_attempt - 1))
+        cap = min(self.max_backoff, base * 2.0 ** min(failed_attempt - 1, 64))
+        return self.random() * cap
 
     def start(self, operation: str) -> RetryRun:
         """The retry bookkeeping of one logical call of ``operation``."""
