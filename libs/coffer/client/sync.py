@@ -11,7 +11,7 @@ AWS error name). ``client_request_token`` is auto-filled for CreateSecret, PutSe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -281,12 +281,15 @@ class CofferClient(_SyncService):
         max_attempts: int | None = None,
         retry_mode: str | None = None,
         retry: RetryPolicy | None = None,
+        interceptors: Sequence[Any] | None = None,
     ) -> None:
         channel = grpc.secure_channel(
             _ops.target_of(endpoint),
             _ops.credentials(ca_file),
             options=_ops.channel_options(server_name),
         )
+        if interceptors:
+            channel = grpc.intercept_channel(channel, *interceptors)
         provider = as_provider(credentials)
         #: One policy (and retry quota) for every service of this client.
         policy = _ops.retry_policy(retry, max_attempts, retry_mode)

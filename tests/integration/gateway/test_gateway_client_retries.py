@@ -2,7 +2,8 @@
 
 - a PutSecretValue whose first response is lost after the store applied it (a fault injected in the client's
   channel: the call goes through, then the caller sees UNAVAILABLE) is retried with the same
-  ClientRequestToken and makes exactly ONE new version, whose id the retried call answers;
+  ClientRequestToken and makes exactly ONE new version, whose id the retried call answers (async and sync
+  clients);
 - a GetSecretValue made while the kms is down (the store caches no data keys here, so the read needs it) is
   retried, and succeeds once the kms is back within the retry window (the retry's wait restarts it);
 - without retries (``max_attempts=1``) the same faults reach the caller, and non-retryable errors are raised
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 import grpc
 import pytest
 
-from coffer.client import AsyncCofferClient
+from coffer.client import AsyncCofferClient, CofferClient
 from coffer.client.retry import RetryPolicy
 from coffer.core import errors
 from coffer.testing.stack import provisioned_stack
@@ -51,13 +53,39 @@ class LoseFirstResponse(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[m
         await call  # the store has applied the write
         if self.lost == 0:
             self.lost += 1
-            raise grpc.aio.AioRpcError(
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.aio.Metadata(),
-                grpc.aio.Metadata(),
-                details="Socket closed (injected: response lost)",
-            )
+            raise lost_response()
         return call
+
+
+def lost_response() -> grpc.RpcError:
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        details="Socket closed (injected: response lost)",
+    )
+
+
+class LoseFirstResponseSync(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """``LoseFirstResponse`` for the synchronous client's channel."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.requests: list[Any] = []
+        self.lost = 0
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
+        outcome = continuation(details, request)
+        if details.method != self.method:
+            return outcome
+        self.requests.append(request)
+        outcome.result()  # the store has applied the write
+        if self.lost == 0:
+            self.lost += 1
+            raise lost_response()
+        return outcome
 
 
 @pytest.fixture
@@ -107,6 +135,28 @@ async def test_a_retried_write_whose_response_was_lost_makes_one_version(stack: 
         # Not retryable: one attempt, raised as is.
         with pytest.raises(errors.NotFound):
             await client.get_secret_value(secret_id="retry/missing")
+
+
+async def test_the_sync_client_retries_a_lost_write_once(stack: Gateway) -> None:
+    def scenario() -> tuple[LoseFirstResponseSync, str, list[str], list[float]]:
+        waits: list[float] = []
+        fault = LoseFirstResponseSync(PUT)
+        with CofferClient(
+            stack.endpoint,
+            stack.ca_file,
+            stack.credentials,
+            retry=RetryPolicy(sleep=waits.append),
+            interceptors=[fault],
+        ) as client:
+            client.create_secret(name="retry/sync", secret_string="v1")
+            put = client.put_secret_value(secret_id="retry/sync", secret_string="v2")
+            listed = client.list_secret_version_ids(secret_id="retry/sync")
+        return fault, put.version_id, [v.version_id for v in listed.versions], waits
+
+    fault, version_id, versions, waits = await asyncio.to_thread(scenario)
+    assert fault.lost == 1 and len(waits) == 1
+    assert {r.client_request_token for r in fault.requests} == {version_id}
+    assert len(versions) == 2 and version_id in versions  # the first secret's version and ONE new one
 
 
 async def test_a_read_is_retried_until_the_kms_is_back(uncached: Gateway) -> None:
