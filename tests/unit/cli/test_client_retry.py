@@ -6,8 +6,11 @@ on top; the settings (env, profile)."""
 
 from __future__ import annotations
 
+import io
+import json
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,6 +18,8 @@ import pytest
 from google.protobuf.message import Message
 
 from coffer.api.secrets.v1 import secrets_pb2 as sm
+from coffer.cli.main import EXIT_CONFIG, build_parser, main
+from coffer.cli.main import _client as cli_client
 from coffer.client import _ops
 from coffer.client.aio import _AsyncService
 from coffer.client.credentials import Credentials
@@ -29,7 +34,7 @@ from coffer.client.retry import (
     RetryQuota,
     is_retryable,
 )
-from coffer.client.sync import _SyncService
+from coffer.client.sync import CofferClient, _SyncService
 from coffer.core import errors
 from coffer.crypto.signing import EXPIRED_TOKEN_CODE
 from coffer.rpc.status import to_status
@@ -265,7 +270,7 @@ async def test_async_retry_reuses_the_token_and_refreshes_an_expired_session_onc
     assert len(channel.calls) == 2  # refreshed once, then raised (not retryable)
 
 
-def test_max_attempts_and_retry_mode_from_env_and_profile(tmp_path: Any) -> None:
+def test_max_attempts_and_retry_mode_from_env_and_profile(tmp_path: Path) -> None:
     profile = tmp_path / "profile.json"
     profile.write_text(
         '{"endpoint": "h:1", "ca_file": "ca.crt", "max_attempts": 5, "retry_mode": "standard"}'
@@ -284,3 +289,40 @@ def test_max_attempts_and_retry_mode_from_env_and_profile(tmp_path: Any) -> None
     profile.write_text('{"endpoint": "h:1", "ca_file": "ca.crt", "max_attempts": 0}')
     with pytest.raises(ConfigurationError, match="max_attempts"):
         resolve_connection(env=env)
+
+
+def test_clients_and_cli_take_their_retry_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "ca.crt").write_text("")  # grpc accepts an empty root set at construction
+    profile = tmp_path / "profile.json"
+    doc = {"endpoint": "127.0.0.1:9", "ca_file": "ca.crt", "region": "local-1", "max_attempts": 4}
+    profile.write_text(
+        json.dumps(
+            {**doc, "regions": {"local-1": {}, "local-2": {"endpoint": "127.0.0.1:10", "ca_file": "ca.crt"}}}
+        )
+    )
+    with CofferClient.from_profile(profile) as client:
+        assert client._retry.max_attempts == 4
+        # One policy, one retry quota, for every service of the client.
+        assert all(s._retry is client._retry for s in (client.kms, client.iam, client.sts, client.audit))
+    with CofferClient.from_profile(profile, region="local-2") as client:
+        assert client._retry.max_attempts == 4
+    with CofferClient.from_profile(profile, max_attempts=1) as client:
+        assert client._retry.max_attempts == 1  # an argument wins
+    env = {"COFFER_PROFILE": str(profile), "COFFER_MAX_ATTEMPTS": "2"}
+    with CofferClient.from_env(env) as client:
+        assert client._retry.max_attempts == 2
+    with CofferClient("127.0.0.1:9", tmp_path / "ca.crt", None) as client:
+        assert client._retry.max_attempts == 3 and client._retry.mode == "standard"
+
+    monkeypatch.setenv("COFFER_MAX_ATTEMPTS", "7")
+    with cli_client(
+        build_parser().parse_args(["secretsmanager", "list-secrets", "--profile", str(profile)])
+    ) as c:
+        assert c._retry.max_attempts == 7
+    monkeypatch.setenv("COFFER_MAX_ATTEMPTS", "0")
+    out, err = io.StringIO(), io.StringIO()
+    assert (
+        main(["secretsmanager", "list-secrets", "--profile", str(profile)], stdout=out, stderr=err)
+        == EXIT_CONFIG
+    )
+    assert "COFFER_MAX_ATTEMPTS" in err.getvalue()
