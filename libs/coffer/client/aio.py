@@ -289,7 +289,11 @@ class AsyncOrganizationsClient(_AsyncService):
 
 
 class AsyncCofferClient(_AsyncService):
-    """Secrets Manager operations through the gateway; ``.kms`` for key operations."""
+    """Secrets Manager operations through the gateway; ``.kms`` for key operations.
+
+    Failed calls are retried as ``coffer.client.retry`` says: ``max_attempts`` (default 3; 1 = no retry) and
+    ``retry_mode`` (``"standard"``), or a whole ``retry=RetryPolicy(...)``; ``interceptors``
+    (grpc.aio client interceptors) wrap the channel."""
 
     def __init__(
         self,
