@@ -50,31 +50,24 @@ class EndpointUnreachable(errors.Unavailable):
     """The gateway itself could not be reached (no answer from a Coffer server at all)."""
 
 
-_LOCAL_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-)
-
-
 def map_rpc_error(exc: grpc.RpcError, endpoint: str, operation: str | None = None) -> errors.CofferError:
     """The CofferError a call of ``operation`` failed with. A failure that carries no Coffer error details
     never came from a Coffer service: UNAVAILABLE becomes ``EndpointUnreachable``, DEADLINE_EXCEEDED (the
     call's own deadline) ``DeadlineExceeded``, and gRPC's RESOURCE_EXHAUSTED for a message over its size
     limit ``Validation`` (not throttling: retrying cannot help)."""
     code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
     error: errors.CofferError
-    if error_info_of(exc) is None and code in _LOCAL_CODES:
-        details = (exc.details() if hasattr(exc, "details") else "") or ""
-        if code == grpc.StatusCode.UNAVAILABLE:
-            error = EndpointUnreachable(f"Could not connect to the endpoint {endpoint}: {details}")
-        elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            error = DeadlineExceeded(f"A Coffer service is unavailable (DEADLINE_EXCEEDED): {details}")
-        elif "larger than max" in details:
-            error = errors.Validation(f"The request or its response is too large: {details}")
-        else:
-            error = from_rpc_error(exc)
-        error.operation = operation
-        return error
-    error = from_rpc_error(exc)
+    if error_info_of(exc) is not None:
+        error = from_rpc_error(exc)
+    elif code == grpc.StatusCode.UNAVAILABLE:
+        error = EndpointUnreachable(f"Could not connect to the endpoint {endpoint}: {details}")
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        error = DeadlineExceeded(f"A Coffer service is unavailable (DEADLINE_EXCEEDED): {details}")
+    elif code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+        error = errors.Validation(f"The request or its response is too large: {details}")
+    else:
+        error = from_rpc_error(exc)
     error.operation = operation
     return error
 
