@@ -3,7 +3,7 @@
 A call that failed with a retryable error is made again, up to ``max_attempts`` attempts in all (default 3;
 1 = no retry), after a delay of full jitter (AWS's "exponential backoff and jitter"): ``random() *
 min(max_backoff, base * 2 ** (n - 1))`` after the n-th failed attempt (``base`` 100 ms, 500 ms after a
-throttling error, as the AWS SDK for Java; ``max_backoff`` 20 s). Retryable:
+throttling error, ``max_backoff`` 20 s: the AWS SDK for Java's figures; botocore uses a 1 s base). Retryable:
 
 - ``Unavailable`` (UNAVAILABLE: a dependency or the gateway itself, ``EndpointUnreachable``, a sealed kms);
 - ``Throttling`` (RESOURCE_EXHAUSTED, ``ThrottlingException``);
