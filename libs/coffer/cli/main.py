@@ -25,7 +25,8 @@ gateway cannot be reached); ``coffer status`` exits 1 when a service is not serv
 comes from ``COFFER_ACCESS_KEY_ID`` / ``COFFER_SECRET_ACCESS_KEY`` (/ ``COFFER_SESSION_TOKEN``), else the
 profile. ``--region local-2`` selects that region's endpoint, CA file and access key from the profile (``make
 run REGIONS=2`` writes both); ``coffer status`` checks every region of the profile unless ``--region`` names
-one."""
+one. Failed calls are retried like the AWS CLI's standard mode (``COFFER_MAX_ATTEMPTS``, default 3, or the
+profile's ``max_attempts``; ``coffer.client.retry``)."""
 
 from __future__ import annotations
 
@@ -113,7 +114,14 @@ def _client(args: argparse.Namespace) -> CofferClient:
     ConfigurationError."""
     conn = _connection(args)
     try:
-        return CofferClient(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region)
+        return CofferClient(
+            conn.endpoint,
+            conn.ca_file,
+            conn.credentials,
+            region=conn.region,
+            max_attempts=conn.max_attempts,
+            retry_mode=conn.retry_mode,
+        )
     except OSError as exc:
         raise ConfigurationError(
             f"Unable to read the CA file {conn.ca_file}: {exc.strerror or exc}"

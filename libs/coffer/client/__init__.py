@@ -1,7 +1,8 @@
 """Coffer's Python SDK. ``CofferClient`` (sync) and ``AsyncCofferClient`` (asyncio) talk to the gateway over
 TLS, each call signed with an access key (``coffer.client.credentials``);
 methods return the response protobuf messages and raise ``CofferError`` subclasses
-whose ``code`` is the AWS error name."""
+whose ``code`` is the AWS error name. Calls that fail with a retryable error are retried like the AWS SDKs'
+standard mode (``coffer.client.retry``)."""
 
 from coffer.client._ops import EndpointUnreachable
 from coffer.client.aio import (
@@ -13,6 +14,7 @@ from coffer.client.aio import (
 )
 from coffer.client.credentials import Credentials
 from coffer.client.profile import ConfigurationError, Connection, Profile, load_profile, resolve_connection
+from coffer.client.retry import DeadlineExceeded, RetryPolicy, RetryQuota
 from coffer.client.sync import CofferClient, IamClient, KmsClient, OrganizationsClient, StsClient
 from coffer.core.errors import CofferError
 
@@ -27,11 +29,14 @@ __all__ = [
     "ConfigurationError",
     "Connection",
     "Credentials",
+    "DeadlineExceeded",
     "EndpointUnreachable",
     "IamClient",
     "KmsClient",
     "OrganizationsClient",
     "Profile",
+    "RetryPolicy",
+    "RetryQuota",
     "StsClient",
     "load_profile",
     "resolve_connection",

@@ -20,6 +20,8 @@ from coffer.api.iam.v1 import iam_pb2
 from coffer.api.kms.v1 import kms_pb2
 from coffer.api.secrets.v1 import secrets_pb2
 from coffer.api.usage.v1 import usage_pb2
+from coffer.client.profile import Connection
+from coffer.client.retry import DEFAULT_MAX_ATTEMPTS, STANDARD, DeadlineExceeded, RetryPolicy
 from coffer.core import errors
 from coffer.rpc.status import error_info_of, from_rpc_error
 from coffer.rpc.tls import GATEWAY_HOST, name_options
@@ -50,12 +52,22 @@ class EndpointUnreachable(errors.Unavailable):
 
 def map_rpc_error(exc: grpc.RpcError, endpoint: str, operation: str | None = None) -> errors.CofferError:
     """The CofferError a call of ``operation`` failed with. A failure that carries no Coffer error details
-    and says UNAVAILABLE never reached a Coffer server: it becomes ``EndpointUnreachable``."""
+    never came from a Coffer service: UNAVAILABLE becomes ``EndpointUnreachable``, DEADLINE_EXCEEDED (the
+    call's own deadline) ``DeadlineExceeded``, and gRPC's RESOURCE_EXHAUSTED for a message over its size
+    limit ``Validation`` (not throttling: retrying cannot help)."""
     code = exc.code() if hasattr(exc, "code") else None
-    if code == grpc.StatusCode.UNAVAILABLE and error_info_of(exc) is None:
-        details = exc.details() if hasattr(exc, "details") else ""
-        return EndpointUnreachable(f"Could not connect to the endpoint {endpoint}: {details}")
-    error = from_rpc_error(exc)
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    error: errors.CofferError
+    if error_info_of(exc) is not None:
+        error = from_rpc_error(exc)
+    elif code == grpc.StatusCode.UNAVAILABLE:
+        error = EndpointUnreachable(f"Could not connect to the endpoint {endpoint}: {details}")
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        error = DeadlineExceeded(f"A Coffer service is unavailable (DEADLINE_EXCEEDED): {details}")
+    elif code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+        error = errors.Validation(f"The request or its response is too large: {details}")
+    else:
+        error = from_rpc_error(exc)
     error.operation = operation
     return error
 
@@ -124,3 +136,23 @@ def channel_options(server_name: str | None) -> list[tuple[str, Any]]:
     gateway's (``gateway.coffer.internal``). Another certificate of the deployment's CA (a service's, or the
     operator's handed to users) then fails the TLS handshake before any credential is sent."""
     return name_options(server_name or GATEWAY_HOST)
+
+
+def retry_policy(retry: RetryPolicy | None, max_attempts: int | None, retry_mode: str | None) -> RetryPolicy:
+    """A client's retry policy: ``retry`` itself, else the standard one with ``max_attempts`` (default 3)."""
+    if retry is not None:
+        return retry
+    return RetryPolicy(
+        max_attempts=DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts,
+        mode=retry_mode or STANDARD,
+    )
+
+
+def connection_options(conn: Connection, options: Mapping[str, Any]) -> dict[str, Any]:
+    """A client's keyword arguments from a resolved connection (region, retries), ``options`` winning."""
+    return {
+        "region": conn.region,
+        "max_attempts": conn.max_attempts,
+        "retry_mode": conn.retry_mode,
+        **options,
+    }

@@ -15,7 +15,7 @@ when not given.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from coffer.client.credentials import (
     signed_metadata,
 )
 from coffer.client.profile import Profile, load_profile, resolve_connection
+from coffer.client.retry import RetryPolicy
 from coffer.crypto.signing import EXPIRED_TOKEN_CODE
 
 R = TypeVar("R", bound=Message)
@@ -51,18 +52,22 @@ class _AsyncService:
         timeout: float,
         endpoint: str,
         credentials: CredentialProvider | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._channel = channel
         self._credentials = credentials
         self._endpoint = endpoint
         self._service = service
         self._timeout = timeout
+        self._retry = retry if retry is not None else RetryPolicy()
         self._callables: dict[str, Any] = {}
 
     async def call(self, operation: str, request: Message | None = None, /, **fields: Any) -> Message:
-        """Call ``operation`` (its AWS name, e.g. ``"GetSecretValue"``) with a request message or fields."""
+        """Call ``operation`` (its AWS name, e.g. ``"GetSecretValue"``) with a request message or fields,
+        retrying as the client's ``RetryPolicy`` says (each attempt signed afresh, the same request and
+        ``client_request_token`` each time)."""
         op = _ops.operation(self._service, operation)
-        msg = _ops.build_request(op, request, fields)
+        msg = _ops.build_request(op, request, fields)  # the token is filled once, before any attempt
         callable_ = self._callables.get(operation)
         if callable_ is None:
             callable_ = self._channel.unary_unary(
@@ -72,7 +77,8 @@ class _AsyncService:
             )
             self._callables[operation] = callable_
         provider = self._credentials
-        retried = False
+        run = self._retry.start(operation)
+        refreshed = False
         while True:
             used = await current_credentials(provider) if provider is not None else None
             try:
@@ -81,17 +87,22 @@ class _AsyncService:
             except grpc.aio.AioRpcError as exc:
                 error = _ops.map_rpc_error(exc, self._endpoint, operation)
                 # A session refused as expired was refused before anything ran: a refreshing provider gets a
-                # new one and the call is made once more.
+                # new one and the call is made once more (whatever the retry policy says).
                 if (
-                    not retried
+                    not refreshed
                     and used is not None
                     and error.code == EXPIRED_TOKEN_CODE
                     and isinstance(provider, RefreshingProvider)
                 ):
-                    retried = True
+                    refreshed = True
                     await provider.expired(used)
                     continue
-                raise error from None
+                delay = run.next_delay(error)
+                if delay is None:
+                    raise error from None
+                await self._retry.async_sleep(delay)
+                continue
+            run.succeeded()
             return response
 
     async def _call(self, operation: str, response_type: type[R], fields: Mapping[str, Any]) -> R:
@@ -278,7 +289,11 @@ class AsyncOrganizationsClient(_AsyncService):
 
 
 class AsyncCofferClient(_AsyncService):
-    """Secrets Manager operations through the gateway; ``.kms`` for key operations."""
+    """Secrets Manager operations through the gateway; ``.kms`` for key operations.
+
+    Failed calls are retried as ``coffer.client.retry`` says: ``max_attempts`` (default 3; 1 = no retry) and
+    ``retry_mode`` (``"standard"``), or a whole ``retry=RetryPolicy(...)``; ``interceptors``
+    (grpc.aio client interceptors) wrap the channel."""
 
     def __init__(
         self,
@@ -289,35 +304,42 @@ class AsyncCofferClient(_AsyncService):
         region: str | None = None,
         server_name: str | None = None,
         timeout: float = _ops.DEFAULT_TIMEOUT_SECONDS,
+        max_attempts: int | None = None,
+        retry_mode: str | None = None,
+        retry: RetryPolicy | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
     ) -> None:
         channel = grpc.aio.secure_channel(
             _ops.target_of(endpoint),
             _ops.credentials(ca_file),
             options=_ops.channel_options(server_name),
+            interceptors=interceptors,
         )
         provider = as_provider(credentials)
-        super().__init__(channel, _ops.SECRETS, timeout, endpoint, provider)
+        #: One policy (and retry quota) for every service of this client.
+        policy = _ops.retry_policy(retry, max_attempts, retry_mode)
+        super().__init__(channel, _ops.SECRETS, timeout, endpoint, provider, policy)
         self.endpoint = endpoint
         self.region = region
-        self.kms = AsyncKmsClient(channel, _ops.KMS, timeout, endpoint, provider)
+        self.kms = AsyncKmsClient(channel, _ops.KMS, timeout, endpoint, provider, policy)
         #: IAM (users, roles, policies, access keys), STS and Organizations: served by the store.
-        self.iam = AsyncIamClient(channel, _ops.IAM, timeout, endpoint, provider)
-        self.sts = AsyncStsClient(channel, _ops.STS, timeout, endpoint, provider)
+        self.iam = AsyncIamClient(channel, _ops.IAM, timeout, endpoint, provider, policy)
+        self.sts = AsyncStsClient(channel, _ops.STS, timeout, endpoint, provider, policy)
         self.organizations = AsyncOrganizationsClient(
-            channel, _ops.ORGANIZATIONS, timeout, endpoint, provider
+            channel, _ops.ORGANIZATIONS, timeout, endpoint, provider, policy
         )
-        self.audit = AsyncAuditClient(channel, _ops.AUDIT, timeout, endpoint, provider)
+        self.audit = AsyncAuditClient(channel, _ops.AUDIT, timeout, endpoint, provider, policy)
         #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
-        self.operator = _AsyncService(channel, _ops.SEAL, timeout, endpoint, provider)
+        self.operator = _AsyncService(channel, _ops.SEAL, timeout, endpoint, provider, policy)
         #: Metering (``coffer usage get``): ``.usage.call("GetUsage", month="2026-03")``.
-        self.usage = _AsyncService(channel, _ops.USAGE, timeout, endpoint, provider)
+        self.usage = _AsyncService(channel, _ops.USAGE, timeout, endpoint, provider, policy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> AsyncCofferClient:
         """COFFER_ENDPOINT / COFFER_CA_FILE / COFFER_ACCESS_KEY_ID + COFFER_SECRET_ACCESS_KEY (+
         COFFER_SESSION_TOKEN) / COFFER_REGION, else the profile's values."""
         conn = resolve_connection(env=env)
-        return cls(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region, **options)
+        return cls(conn.endpoint, conn.ca_file, conn.credentials, **_ops.connection_options(conn, options))
 
     @classmethod
     def from_profile(
@@ -327,7 +349,7 @@ class AsyncCofferClient(_AsyncService):
         ``region`` picks one of its regions (default: the profile's own, e.g. ``local-1``)."""
         profile: Profile = load_profile(path)
         conn = resolve_connection(profile=profile, region=region, env={})
-        return cls(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region, **options)
+        return cls(conn.endpoint, conn.ca_file, conn.credentials, **_ops.connection_options(conn, options))
 
     async def close(self) -> None:
         await self._channel.close()

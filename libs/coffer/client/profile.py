@@ -8,8 +8,10 @@ profile JSON written by ``make run``. The access key is taken whole from one pla
 
 Profile keys: ``endpoint``, ``ca_file``, ``access_key_id``, ``secret_access_key`` (the profile is written
 0600), ``session_token``, ``region``, ``services`` (``{"gateway": "host:port",
-"store": ..., "kms": ..., "rotation": ...}``), ``operator_cert``, ``operator_key``. Relative file paths are
-relative to the profile's directory.
+"store": ..., "kms": ..., "rotation": ...}``), ``operator_cert``, ``operator_key``, ``max_attempts`` and
+``retry_mode`` (client retries, like AWS's ``AWS_MAX_ATTEMPTS`` / ``AWS_RETRY_MODE``: ``COFFER_MAX_ATTEMPTS``
+/ ``COFFER_RETRY_MODE`` win over them; ``coffer.client.retry``). Relative file paths are relative to the
+profile's directory.
 
 Regions: a profile written by ``make run REGIONS=2`` also has ``"regions": {"local-1": {...}, "local-2":
 {...}}``, each entry with the same keys as above (``region`` excepted); the top-level keys describe the
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coffer.client.credentials import Credentials
+from coffer.client.retry import validate_max_attempts, validate_retry_mode
 
 PROFILE_ENV = "COFFER_PROFILE"
 ENDPOINT_ENV = "COFFER_ENDPOINT"
@@ -36,6 +39,8 @@ ACCESS_KEY_ID_ENV = "COFFER_ACCESS_KEY_ID"
 SECRET_ACCESS_KEY_ENV = "COFFER_SECRET_ACCESS_KEY"
 SESSION_TOKEN_ENV = "COFFER_SESSION_TOKEN"
 REGION_ENV = "COFFER_REGION"
+MAX_ATTEMPTS_ENV = "COFFER_MAX_ATTEMPTS"
+RETRY_MODE_ENV = "COFFER_RETRY_MODE"
 DEFAULT_REGION = "local-1"
 
 
@@ -54,6 +59,9 @@ class Profile:
     services: Mapping[str, str] = field(default_factory=dict)
     operator_cert: Path | None = None
     operator_key: Path | None = None
+    #: Client retries (``coffer.client.retry``): attempts in all per call, and the retry mode.
+    max_attempts: int | None = None
+    retry_mode: str | None = None
     path: Path | None = None
     #: Region name -> that region's own profile (``regions`` in the JSON); empty for a one-region profile.
     regions: Mapping[str, Profile] = field(default_factory=dict)
@@ -91,6 +99,8 @@ class Profile:
             services=dict(entry.services) if entry.services else {},
             operator_cert=entry.operator_cert or self.operator_cert,
             operator_key=entry.operator_key or self.operator_key,
+            max_attempts=self.max_attempts,
+            retry_mode=self.retry_mode,
             path=self.path,
             regions=self.regions,
         )
@@ -104,6 +114,9 @@ class Connection:
     ca_file: Path
     credentials: Credentials | None
     region: str | None = None
+    #: Client retries: None = the SDK's default (3 attempts, standard mode).
+    max_attempts: int | None = None
+    retry_mode: str | None = None
 
 
 def profile_candidates(env: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> list[Path]:
@@ -130,6 +143,26 @@ def _opt_path(doc: Mapping[str, object], key: str, path: Path) -> Path | None:
         return None
     p = Path(value).expanduser()
     return p if p.is_absolute() else path.parent / p
+
+
+def _max_attempts(value: object, where: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return validate_max_attempts(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+
+
+def _retry_mode(value: object, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{where}: retry_mode must be a string")
+    try:
+        return validate_retry_mode(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
 
 
 def _services(doc: Mapping[str, object], path: Path) -> dict[str, str]:
@@ -183,6 +216,8 @@ def read_profile(path: Path) -> Profile:
         services=_services(doc, path),
         operator_cert=_opt_path(doc, "operator_cert", path),
         operator_key=_opt_path(doc, "operator_key", path),
+        max_attempts=_max_attempts(doc.get("max_attempts"), str(path)),
+        retry_mode=_retry_mode(doc.get("retry_mode"), str(path)),
         path=path,
         regions=_regions(doc, path),
     )
@@ -249,5 +284,10 @@ def resolve_connection(
             "No CA file to verify the gateway with: pass --ca-file, set COFFER_CA_FILE, or use a profile."
         )
     return Connection(
-        endpoint=final_endpoint, ca_file=Path(final_ca), credentials=final_credentials, region=final_region
+        endpoint=final_endpoint,
+        ca_file=Path(final_ca),
+        credentials=final_credentials,
+        region=final_region,
+        max_attempts=_max_attempts(e.get(MAX_ATTEMPTS_ENV), MAX_ATTEMPTS_ENV) or prof.max_attempts,
+        retry_mode=_retry_mode(e.get(RETRY_MODE_ENV), RETRY_MODE_ENV) or prof.retry_mode,
     )

@@ -11,7 +11,7 @@ AWS error name). ``client_request_token`` is auto-filled for CreateSecret, PutSe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.client import _ops
 from coffer.client.credentials import CredentialProvider, Credentials, as_provider, signed_metadata
 from coffer.client.profile import Profile, load_profile, resolve_connection
+from coffer.client.retry import RetryPolicy
 
 R = TypeVar("R", bound=Message)
 
@@ -39,18 +40,22 @@ class _SyncService:
         timeout: float,
         endpoint: str,
         credentials: CredentialProvider | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._channel = channel
         self._credentials = credentials
         self._endpoint = endpoint
         self._service = service
         self._timeout = timeout
+        self._retry = retry if retry is not None else RetryPolicy()
         self._callables: dict[str, Any] = {}
 
     def call(self, operation: str, request: Message | None = None, /, **fields: Any) -> Message:
-        """Call ``operation`` (its AWS name, e.g. ``"GetSecretValue"``) with a request message or fields."""
+        """Call ``operation`` (its AWS name, e.g. ``"GetSecretValue"``) with a request message or fields,
+        retrying as the client's ``RetryPolicy`` says (each attempt signed afresh, the same request and
+        ``client_request_token`` each time)."""
         op = _ops.operation(self._service, operation)
-        msg = _ops.build_request(op, request, fields)
+        msg = _ops.build_request(op, request, fields)  # the token is filled once, before any attempt
         callable_ = self._callables.get(operation)
         if callable_ is None:
             callable_ = self._channel.unary_unary(
@@ -59,14 +64,24 @@ class _SyncService:
                 response_deserializer=op.response_type.FromString,
             )
             self._callables[operation] = callable_
-        try:
-            metadata = (
-                signed_metadata(self._credentials(), op.path, msg) if self._credentials is not None else None
-            )
-            response: Message = callable_(msg, timeout=self._timeout, metadata=metadata)
-        except grpc.RpcError as exc:
-            raise _ops.map_rpc_error(exc, self._endpoint, operation) from None
-        return response
+        run = self._retry.start(operation)
+        while True:
+            try:
+                metadata = (
+                    signed_metadata(self._credentials(), op.path, msg)
+                    if self._credentials is not None
+                    else None
+                )
+                response: Message = callable_(msg, timeout=self._timeout, metadata=metadata)
+            except grpc.RpcError as exc:
+                error = _ops.map_rpc_error(exc, self._endpoint, operation)
+                delay = run.next_delay(error)
+                if delay is None:
+                    raise error from None
+                self._retry.sleep(delay)
+                continue
+            run.succeeded()
+            return response
 
     def _call(self, operation: str, response_type: type[R], fields: Mapping[str, Any]) -> R:
         response = self.call(operation, **fields)
@@ -252,7 +267,11 @@ class OrganizationsClient(_SyncService):
 
 
 class CofferClient(_SyncService):
-    """Secrets Manager operations through the gateway; ``.kms`` for key operations."""
+    """Secrets Manager operations through the gateway; ``.kms`` for key operations.
+
+    Failed calls are retried as ``coffer.client.retry`` says: ``max_attempts`` (default 3; 1 = no retry) and
+    ``retry_mode`` (``"standard"``), or a whole ``retry=RetryPolicy(...)``; ``interceptors``
+    (grpc.UnaryUnaryClientInterceptor) wrap the channel."""
 
     def __init__(
         self,
@@ -263,33 +282,43 @@ class CofferClient(_SyncService):
         region: str | None = None,
         server_name: str | None = None,
         timeout: float = _ops.DEFAULT_TIMEOUT_SECONDS,
+        max_attempts: int | None = None,
+        retry_mode: str | None = None,
+        retry: RetryPolicy | None = None,
+        interceptors: Sequence[Any] | None = None,
     ) -> None:
         channel = grpc.secure_channel(
             _ops.target_of(endpoint),
             _ops.credentials(ca_file),
             options=_ops.channel_options(server_name),
         )
+        if interceptors:
+            channel = grpc.intercept_channel(channel, *interceptors)
         provider = as_provider(credentials)
-        super().__init__(channel, _ops.SECRETS, timeout, endpoint, provider)
+        #: One policy (and retry quota) for every service of this client.
+        policy = _ops.retry_policy(retry, max_attempts, retry_mode)
+        super().__init__(channel, _ops.SECRETS, timeout, endpoint, provider, policy)
         self.endpoint = endpoint
         self.region = region
-        self.kms = KmsClient(channel, _ops.KMS, timeout, endpoint, provider)
+        self.kms = KmsClient(channel, _ops.KMS, timeout, endpoint, provider, policy)
         #: IAM (users, roles, policies, access keys), STS and Organizations: served by the store.
-        self.iam = IamClient(channel, _ops.IAM, timeout, endpoint, provider)
-        self.sts = StsClient(channel, _ops.STS, timeout, endpoint, provider)
-        self.organizations = OrganizationsClient(channel, _ops.ORGANIZATIONS, timeout, endpoint, provider)
-        self.audit = AuditClient(channel, _ops.AUDIT, timeout, endpoint, provider)
+        self.iam = IamClient(channel, _ops.IAM, timeout, endpoint, provider, policy)
+        self.sts = StsClient(channel, _ops.STS, timeout, endpoint, provider, policy)
+        self.organizations = OrganizationsClient(
+            channel, _ops.ORGANIZATIONS, timeout, endpoint, provider, policy
+        )
+        self.audit = AuditClient(channel, _ops.AUDIT, timeout, endpoint, provider, policy)
         #: The kms's seal (``coffer operator``; operators only): ``.operator.call("OperatorStatus")``.
-        self.operator = _SyncService(channel, _ops.SEAL, timeout, endpoint, provider)
+        self.operator = _SyncService(channel, _ops.SEAL, timeout, endpoint, provider, policy)
         #: Metering (``coffer usage get``): ``.usage.call("GetUsage", month="2026-03")``.
-        self.usage = _SyncService(channel, _ops.USAGE, timeout, endpoint, provider)
+        self.usage = _SyncService(channel, _ops.USAGE, timeout, endpoint, provider, policy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> CofferClient:
         """COFFER_ENDPOINT / COFFER_CA_FILE / COFFER_ACCESS_KEY_ID + COFFER_SECRET_ACCESS_KEY (+
         COFFER_SESSION_TOKEN) / COFFER_REGION, else the profile's values."""
         conn = resolve_connection(env=env)
-        return cls(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region, **options)
+        return cls(conn.endpoint, conn.ca_file, conn.credentials, **_ops.connection_options(conn, options))
 
     @classmethod
     def from_profile(
@@ -299,7 +328,7 @@ class CofferClient(_SyncService):
         ``region`` picks one of its regions (default: the profile's own, e.g. ``local-1``)."""
         profile: Profile = load_profile(path)
         conn = resolve_connection(profile=profile, region=region, env={})
-        return cls(conn.endpoint, conn.ca_file, conn.credentials, region=conn.region, **options)
+        return cls(conn.endpoint, conn.ca_file, conn.credentials, **_ops.connection_options(conn, options))
 
     def close(self) -> None:
         self._channel.close()
