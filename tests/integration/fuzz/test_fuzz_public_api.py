@@ -94,7 +94,7 @@ def _integers(kind: int) -> st.SearchStrategy[int]:
 
 
 def _huge_text() -> st.SearchStrategy[str]:
-    return st.builds(lambda c, n: c * n, st.characters(), st.integers(1_000, 300_000))
+    return st.builds(lambda c, n: c * n, st.characters(codec="utf-8"), st.integers(1_000, 300_000))
 
 
 def _text(name: str, pools: Pools) -> st.SearchStrategy[str]:
@@ -230,12 +230,17 @@ class Report:
     by_method: collections.Counter[str] = field(default_factory=collections.Counter)
     by_status: collections.Counter[str] = field(default_factory=collections.Counter)
     failures: list[str] = field(default_factory=list)
+    #: A sample of the UNAVAILABLE answers (printed: a dependency down is not a failure by itself).
+    unavailable: list[str] = field(default_factory=list)
 
     def render(self, seconds: float) -> str:
         lines = [f"fuzz: {sum(self.by_method.values())} requests in {seconds:.1f} s"]
         lines += [f"  {name:<60} {n}" for name, n in sorted(self.by_method.items())]
         lines.append("per status:")
         lines += [f"  {name:<20} {n}" for name, n in self.by_status.most_common()]
+        lines += (
+            ["UNAVAILABLE, first ones:", *(f"  {u}" for u in self.unavailable)] if self.unavailable else []
+        )
         return "\n".join(lines)
 
 
@@ -267,6 +272,8 @@ async def _call(
         response = await call(request, timeout=30)
     except grpc.aio.AioRpcError as exc:
         report.by_status[exc.code().name] += 1
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and len(report.unavailable) < 20:
+            report.unavailable.append(f"{where}: {exc.details()!r:.200} for {request!r:.200}")
         if exc.code() in BAD_CODES:
             report.failures.append(f"{where}: {exc.code().name} {exc.details()!r} for {request!r:.400}")
         text = (exc.details() or "").encode() + repr(exc.trailing_metadata()).encode()
