@@ -32,6 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.secrets.v1 import secrets_pb2_grpc
 from coffer.client.credentials import Credentials, SigningInterceptor
@@ -401,12 +402,17 @@ async def run_fuzz(stack: ServiceStack, total: int, log: Callable[[str], None] =
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
-        # The services still serve: a new secret is written (store → kms) and read back, health SERVING.
+        # The services still serve: a new secret is written (store → kms) and read back, health SERVING. Under
+        # a new KMS key: the fuzzer may have disabled, scheduled for deletion or re-policied the default one.
+        key = await kms_pb2_grpc.KeyManagementServiceStub(admin).CreateKey(
+            kms_pb2.CreateKeyRequest(), timeout=30
+        )
         stub = secrets_pb2_grpc.SecretsManagerServiceStub(admin)
         after = await stub.CreateSecret(
             sm.CreateSecretRequest(
                 name=f"after/{uuid.uuid4().hex}",
                 secret_string="still-here",
+                kms_key_id=key.key_metadata.arn,
                 client_request_token=str(uuid.uuid4()),
             ),
             timeout=30,
