@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from coffer.api.audit.v1 import audit_pb2, audit_pb2_grpc
 from coffer.api.iam.v1 import iam_pb2, iam_pb2_grpc
+from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.client.credentials import SigningInterceptor
 from coffer.rpc.status import error_info_of
 from coffer.rpc.tls import GATEWAY_HOST, name_options
@@ -91,3 +92,13 @@ async def test_an_out_of_range_lookup_time_is_invalid_not_internal(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await audit.LookupEvents(request, timeout=30)
         _refused(info.value, "InvalidTimeRangeException")
+
+
+async def test_a_nul_in_a_key_description_is_a_validation_error_not_internal(
+    channel: grpc.aio.Channel,
+) -> None:
+    # The description reached the kms's table (PostgreSQL text cannot hold NUL): INTERNAL.
+    kms = kms_pb2_grpc.KeyManagementServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await kms.CreateKey(kms_pb2.CreateKeyRequest(description="\x00"), timeout=30)
+    _refused(info.value, "ValidationException")
