@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := $(shell find protos -name '*.proto')
 PROTO_STAMP := libs/coffer/api/.generated
 
-.PHONY: run test proto lint typecheck bench install stop clean lock deploy-check
+.PHONY: run test proto lint typecheck bench install stop clean lock deploy-check fuzz
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,12 @@ typecheck: install
 
 bench: install
 	$(BIN)/python -m bench.run_bench
+
+# The fuzzer (tests/integration/fuzz; `make test` runs it small): COFFER_FUZZ_REQUESTS requests generated from
+# the protobuf descriptors against the real stack, printing the counts per RPC and per status.
+COFFER_FUZZ_REQUESTS ?= 100000
+fuzz: install
+	COFFER_FUZZ_REQUESTS=$(COFFER_FUZZ_REQUESTS) $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/integration/fuzz
 
 clean:
 	rm -rf $(VENV) libs/coffer/api .mypy_cache .ruff_cache

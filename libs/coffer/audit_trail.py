@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, Protocol, TypeVar
 
+from google.protobuf import json_format
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
@@ -84,6 +85,8 @@ def is_read_only(event_name: str) -> bool:
 VALUE_LIMIT: Final = 2048
 RESOURCE_NAME_LIMIT: Final = 1024
 TRUNCATED: Final = "...(truncated)"
+#: What a request field without a JSON form (a Timestamp out of range) is recorded as.
+INVALID_VALUE: Final = "(invalid value)"
 
 
 def _cut(text: str, limit: int) -> str:
@@ -107,8 +110,29 @@ def message_fields(message: Message | None) -> dict[str, Any]:
     """A message's set fields as JSON (camelCase names, as CloudTrail's requestParameters)."""
     if message is None:
         return {}
-    out = _jsonable(MessageToDict(message, preserving_proto_field_name=False))
+    try:
+        fields = MessageToDict(message, preserving_proto_field_name=False)
+    except json_format.Error:
+        fields = _fields_one_by_one(message)
+    out = _jsonable(fields)
     return out if isinstance(out, dict) else {}
+
+
+def _fields_one_by_one(message: Message) -> dict[str, Any]:
+    """A message that has no JSON form as a whole (a Timestamp out of range, ...): each set field on its own,
+    the ones without a JSON form recorded as INVALID_VALUE (the request is refused by its handler)."""
+    out: dict[str, Any] = {}
+    for fd, _ in message.ListFields():
+        single = type(message)()
+        single.MergeFrom(message)
+        for other, _ in message.ListFields():
+            if other is not fd:
+                single.ClearField(other.name)
+        try:
+            out.update(MessageToDict(single, preserving_proto_field_name=False))
+        except json_format.Error:
+            out[fd.json_name] = INVALID_VALUE
+    return out
 
 
 def response_identifiers(message: Message | None) -> dict[str, Any]:

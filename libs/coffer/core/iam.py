@@ -23,6 +23,8 @@ USER_NAME_MAX = 64
 POLICY_NAME_MAX = 128
 SESSION_NAME_RE = re.compile(r"[\w+=,.@-]{2,64}")
 PATH_RE = re.compile(r"/|/[\x21-\x7e]*/")
+PATH_PREFIX_RE = re.compile(r"/[\x21-\x7f]*")
+ACCESS_KEY_ID_RE = re.compile(r"\w{16,128}", flags=re.ASCII)
 ACCOUNT_NAME_MAX = 50
 EMAIL_RE = re.compile(r"[^\s@]{1,64}@[^\s@]{1,255}")
 
@@ -75,6 +77,28 @@ def check_path(value: str | None) -> str:
             "path",
             value,
             r"Member must satisfy regular expression pattern: (\u002F)|(\u002F[\u0021-\u007E]+\u002F)",
+        )
+    return value
+
+
+def check_path_prefix(value: str | None) -> str:
+    """A listing's PathPrefix (IAM's rule: 1..512 characters, ``/`` then printable ASCII); none → ``/``."""
+    if value is None or value == "":
+        return "/"
+    if len(value) > 512 or not PATH_PREFIX_RE.fullmatch(value):
+        raise _invalid(
+            "pathPrefix", value, r"Member must satisfy regular expression pattern: \u002F[\u0021-\u007F]*"
+        )
+    return value
+
+
+def check_access_key_id(value: str) -> str:
+    """An access key id named in a request (IAM's rule: 16..128 word characters)."""
+    if not ACCESS_KEY_ID_RE.fullmatch(value):
+        raise _invalid(
+            "accessKeyId",
+            value,
+            r"Member must have length between 16 and 128 and satisfy regular expression pattern: [\w]+",
         )
     return value
 

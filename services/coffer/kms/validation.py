@@ -120,7 +120,10 @@ def enum(value: str, field: str, allowed: Sequence[str]) -> str:
 
 
 def description(value: str) -> str:
-    return string_length(value, "description", low=0, high=MAX_DESCRIPTION_LENGTH)
+    string_length(value, "description", low=0, high=MAX_DESCRIPTION_LENGTH)
+    if "\x00" in value:  # stored as PostgreSQL text, which cannot hold it
+        raise _error(_quoted(value), "description", "not contain the character U+0000")
+    return value
 
 
 def encryption_context(context: Mapping[str, str]) -> dict[str, str]:

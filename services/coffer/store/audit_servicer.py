@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Final
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from coffer.api.audit.v1 import audit_pb2 as pb
 from coffer.api.audit.v1 import audit_pb2_grpc
@@ -58,8 +59,8 @@ def lookup_query(request: pb.LookupEventsRequest, account_id: str) -> LookupQuer
                 f"AttributeValue must be 1 to {_VALUE_MAX} characters long.",
                 code="InvalidLookupAttributesException",
             )
-    start = request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
-    end = request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None
+    start = _time(request.start_time, "StartTime") if request.HasField("start_time") else None
+    end = _time(request.end_time, "EndTime") if request.HasField("end_time") else None
     if start is not None and end is not None and start > end:
         raise errors.InvalidParameter("StartTime is after EndTime.", code="InvalidTimeRangeException")
     max_results = request.max_results if request.HasField("max_results") else MAX_RESULTS
@@ -75,6 +76,17 @@ def lookup_query(request: pb.LookupEventsRequest, account_id: str) -> LookupQuer
         end_time=end,
         max_results=max_results,
     )
+
+
+def _time(value: Timestamp, name: str) -> datetime:
+    """A request's timestamp; one outside the range a Timestamp may hold (years 1..9999, nanos 0..999999999)
+    is the caller's error."""
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise errors.InvalidParameter(
+            f"{name} is not a valid time.", code="InvalidTimeRangeException"
+        ) from exc
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):

@@ -146,6 +146,12 @@ def _event_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
+def _indexable(value: str) -> str:
+    """``value`` for the lookup columns (jsonb, text[]), which cannot hold NUL: each NUL becomes U+FFFD
+    there. The record keeps the exact value (escaped in its JSON text), and the hash chain covers it."""
+    return value.replace("\x00", "\ufffd")
+
+
 def _user_name(event: AuditEvent) -> str:
     identity = event.user_identity
     if identity.user_name:
@@ -265,8 +271,8 @@ class StoreAuditTrail:
                     _user_name(event),
                     identity.arn,
                     identity.access_key_id,
-                    json.dumps([r.arn for r in event.resources]),
-                    json.dumps(sorted({r.type for r in event.resources if r.type})),
+                    json.dumps([_indexable(r.arn) for r in event.resources]),
+                    json.dumps(sorted({_indexable(r.type) for r in event.resources if r.type})),
                     event.read_only,
                     event.error_code,
                     text.decode("utf-8"),

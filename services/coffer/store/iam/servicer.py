@@ -243,7 +243,7 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         caller = _caller()
         limit = rules.check_max_items(_opt(request, "max_items"))
         after = decode_marker(_opt(request, "marker"))
-        prefix = _opt(request, "path_prefix") or "/"
+        prefix = rules.check_path_prefix(_opt(request, "path_prefix"))
         self._authorize(caller, "ListUsers", USER, None)
         async with self._repo.read() as tx:
             rows = await tx.list_principals(caller.account, USER, prefix, after, limit + 1)
@@ -345,7 +345,7 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         caller = _caller()
         limit = rules.check_max_items(_opt(request, "max_items"))
         after = decode_marker(_opt(request, "marker"))
-        prefix = _opt(request, "path_prefix") or "/"
+        prefix = rules.check_path_prefix(_opt(request, "path_prefix"))
         self._authorize(caller, "ListRoles", ROLE, None)
         async with self._repo.read() as tx:
             rows = await tx.list_principals(caller.account, ROLE, prefix, after, limit + 1)
@@ -529,6 +529,7 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
         caller = _caller()
         name = self._self_user(caller, _opt(request, "user_name"))
         status = rules.check_access_key_status(request.status)
+        rules.check_access_key_id(request.access_key_id)
         async with self._repo.transaction() as tx:
             row = await self._get(tx, caller, "UpdateAccessKey", USER, name, lock=True)
             if not await tx.set_key_status(row.id, request.access_key_id, status):
@@ -541,6 +542,7 @@ class IdentityManagementServicer(iam_pb2_grpc.IdentityManagementServiceServicer)
     ) -> pb.DeleteAccessKeyResponse:
         caller = _caller()
         name = self._self_user(caller, _opt(request, "user_name"))
+        rules.check_access_key_id(request.access_key_id)
         async with self._repo.transaction() as tx:
             row = await self._get(tx, caller, "DeleteAccessKey", USER, name, lock=True)
             if not await tx.delete_key(row.id, request.access_key_id):
