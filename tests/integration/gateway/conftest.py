@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,43 +76,40 @@ async def start_gateway(services: ServiceStack, tmp_path: Path) -> Gateway:
     return Gateway(runtime, settings, endpoint, services.ca_file, creds, profile, services)
 
 
-@pytest.fixture
-async def lone_gateway(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterator[Gateway]:
-    """The gateway with what authentication needs (the store's principal directory, so the kms and the store
-    run too): enough for authentication, TLS and GetRandomPassword, which the gateway answers itself."""
-    services = await provisioned_stack(home=tmp_path, pki_dir=pki_dir, database_url=database_url)
+@asynccontextmanager
+async def gateway_stack(
+    tmp_path: Path, pki_dir: Path, database_url: str, **env: str
+) -> AsyncIterator[Gateway]:
+    """kms → store → gateway, all real, in-process, on a fresh database, with ``env`` over the stack's
+    settings (the store serves the principal directory the gateway authenticates with, and holds the audit
+    trail the kms records its calls in)."""
+    services = await provisioned_stack(home=tmp_path, pki_dir=pki_dir, database_url=database_url, **env)
     try:
         await services.start_kms()
         await services.start_store()
         yield await start_gateway(services, tmp_path)
     finally:
         await services.aclose()
+
+
+@pytest.fixture
+async def lone_gateway(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterator[Gateway]:
+    """The gateway with what authentication needs: enough for authentication, TLS and GetRandomPassword,
+    which the gateway answers itself."""
+    async with gateway_stack(tmp_path, pki_dir, database_url) as gw:
+        yield gw
 
 
 @pytest.fixture
 async def kms_stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterator[Gateway]:
-    """kms → store → gateway, real, in-process, on a fresh database: the public KMS API (the store serves
-    the principal directory the gateway authenticates with, and holds the audit trail the kms records its
-    calls in)."""
-    services = await provisioned_stack(home=tmp_path, pki_dir=pki_dir, database_url=database_url)
-    try:
-        await services.start_kms()
-        await services.start_store()
-        yield await start_gateway(services, tmp_path)
-    finally:
-        await services.aclose()
+    """The public KMS API through the gateway."""
+    async with gateway_stack(tmp_path, pki_dir, database_url) as gw:
+        yield gw
 
 
 @pytest.fixture
 async def stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterator[Gateway]:
-    """kms → store → gateway, all real, in-process, on a fresh database (rotation functions may be
-    registered on loopback, as the tests do)."""
-    services = await provisioned_stack(
-        home=tmp_path, pki_dir=pki_dir, database_url=database_url, COFFER_ROTATION_ALLOWED_TARGETS="127.0.0.1"
-    )
-    try:
-        await services.start_kms()
-        await services.start_store()
-        yield await start_gateway(services, tmp_path)
-    finally:
-        await services.aclose()
+    """The whole public API (rotation functions may be registered on loopback, as the tests do)."""
+    loopback = {"COFFER_ROTATION_ALLOWED_TARGETS": "127.0.0.1"}
+    async with gateway_stack(tmp_path, pki_dir, database_url, **loopback) as gw:
+        yield gw

@@ -23,10 +23,9 @@ import pytest
 from coffer.client import AsyncCofferClient, CofferClient
 from coffer.client.retry import RetryPolicy
 from coffer.core import errors
-from coffer.testing.stack import provisioned_stack
 from coffer.testing.wait import eventually
 
-from .conftest import Gateway, start_gateway
+from .conftest import Gateway, gateway_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -91,15 +90,8 @@ class LoseFirstResponseSync(grpc.UnaryUnaryClientInterceptor):  # type: ignore[m
 @pytest.fixture
 async def uncached(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterator[Gateway]:
     """kms → store → gateway with the store's data key cache off: every read of a value asks the kms."""
-    services = await provisioned_stack(
-        home=tmp_path, pki_dir=pki_dir, database_url=database_url, COFFER_DATA_KEY_CACHE_SECONDS="0"
-    )
-    try:
-        await services.start_kms()
-        await services.start_store()
-        yield await start_gateway(services, tmp_path)
-    finally:
-        await services.aclose()
+    async with gateway_stack(tmp_path, pki_dir, database_url, COFFER_DATA_KEY_CACHE_SECONDS="0") as gw:
+        yield gw
 
 
 async def test_a_retried_write_whose_response_was_lost_makes_one_version(stack: Gateway) -> None:

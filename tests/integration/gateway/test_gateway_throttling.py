@@ -24,9 +24,8 @@ from coffer.api.secrets.v1 import secrets_pb2_grpc
 from coffer.client.credentials import Credentials, SigningInterceptor
 from coffer.rpc.status import error_info_of
 from coffer.rpc.tls import GATEWAY_HOST, name_options
-from coffer.testing.stack import provisioned_stack
 
-from .conftest import Gateway, start_gateway
+from .conftest import Gateway, gateway_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -36,20 +35,15 @@ QUIET_CALLS = 5  # the quiet principal's whole quota
 
 @pytest.fixture
 async def throttled(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterator[Gateway]:
-    services = await provisioned_stack(
-        home=tmp_path,
-        pki_dir=pki_dir,
-        database_url=database_url,
+    async with gateway_stack(
+        tmp_path,
+        pki_dir,
+        database_url,
         COFFER_THROTTLE="on",
         COFFER_THROTTLE_RATES=json.dumps({"GetSecretValue": 10}),
         COFFER_THROTTLE_PRINCIPAL_SHARE="0.5",
-    )
-    try:
-        await services.start_kms()
-        await services.start_store()
-        yield await start_gateway(services, tmp_path)
-    finally:
-        await services.aclose()
+    ) as gw:
+        yield gw
 
 
 def _channel(gw: Gateway, creds: Credentials) -> grpc.aio.Channel:
