@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
-from coffer.core.principal import Principal, legacy_principal
+from coffer.core.principal import ROOT_ACCOUNT, Principal, legacy_principal
 
 REQUEST_ID_HEADER = "x-request-id"
 PRINCIPAL_HEADER = "x-coffer-principal"
@@ -46,14 +46,14 @@ def current_assertion() -> str | None:
     return assertion_var.get()
 
 
-def current_caller() -> Principal | None:
+def current_caller(default_account: str = ROOT_ACCOUNT) -> Principal | None:
     """The resolved end caller of this call: the Principal a service bound (``caller_var``), else the
-    old-style principal name mapped by ``legacy_principal``; None outside a call."""
+    old-style principal name mapped by ``legacy_principal`` into ``default_account``; None outside a call."""
     caller = caller_var.get()
     if caller is not None:
         return caller
     name = principal_var.get()
-    return legacy_principal(name) if name is not None else None
+    return legacy_principal(name, default_account) if name is not None else None
 
 
 def current_source_ip() -> str | None:

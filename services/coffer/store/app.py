@@ -44,8 +44,8 @@ from coffer.core.validation import (
     check_token_present,
     require_filter_parts,
 )
-from coffer.rpc.context import source_ip_var
-from coffer.store.authz import KeyPolicyCheck, StoreAuthz, resolve_caller
+from coffer.rpc.context import current_caller, source_ip_var
+from coffer.store.authz import KeyPolicyCheck, StoreAuthz
 from coffer.store.kms_client import key_state_failure
 from coffer.store.records import (
     KeyInfo,
@@ -1301,7 +1301,7 @@ class StoreApp:
             if facts is None:
                 raise errors.NotFound()
             secret_arn = facts.arn
-        caller = resolve_caller(self._config.account)
+        caller = current_caller(self._config.account)
         return validate_resource_policy(
             resource_policy,
             caller_arn=caller.arn if caller is not None and secret_arn is not None else None,

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from coffer.clock import Clock
 from coffer.core.authorize import decide
 from coffer.core.policy import Decision, KeyAccess, Policy, PolicyCache, PolicyKind
-from coffer.core.principal import Principal, PrincipalKind, legacy_principal
+from coffer.core.principal import Principal, PrincipalKind
 from coffer.core.secret_keys import (
     Keys,
     RequestParams,
@@ -36,7 +36,7 @@ from coffer.core.secret_keys import (
     request_keys,
     secret_keys,
 )
-from coffer.rpc.context import caller_var, principal_var, source_ip_var
+from coffer.rpc.context import current_caller, source_ip_var
 
 SM = "secretsmanager:"
 
@@ -62,16 +62,6 @@ class DefaultKeyPolicyCheck:
             key_policy_allows_account=True,
             key_arn=secret.kms_key_arn,
         )
-
-
-def resolve_caller(default_account: str) -> Principal | None:
-    """The end caller of this call (None for internal work). A legacy principal name maps into the
-    deployment's account."""
-    caller = caller_var.get()
-    if caller is not None:
-        return caller
-    name = principal_var.get()
-    return legacy_principal(name, default_account) if name is not None else None
 
 
 def decided(caller: Principal | None) -> bool:
@@ -113,12 +103,12 @@ class StoreAuthz:
         """The caller to decide for, or None when this call is not decided."""
         if self.bypass:
             return None
-        caller = resolve_caller(self._account)
+        caller = current_caller(self._account)
         return caller if decided(caller) else None
 
     def caller_account(self) -> str:
         """The account a name resolves in: the caller's, or the deployment's for internal work."""
-        caller = resolve_caller(self._account)
+        caller = current_caller(self._account)
         return caller.account if caller is not None else self._account
 
     # --- decisions ----------------------------------------------------------------------------------------
