@@ -36,7 +36,12 @@ from coffer.core.throttle import Throttle, rate_groups
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.auth import SignatureAuthenticator
 from coffer.gateway.authz import Authorization
-from coffer.gateway.servicer import Downstream, add_gateway_services, public_event_sources
+from coffer.gateway.servicer import (
+    Downstream,
+    add_gateway_services,
+    gateway_operations,
+    public_event_sources,
+)
 from coffer.pki import SIGNING_KEY
 from coffer.principal_directory import DirectoryCache
 from coffer.rpc.assertions import PrincipalSigner
@@ -140,8 +145,11 @@ async def serve(settings: Settings) -> GatewayRuntime:
     if not await directory.wait_following(within=DIRECTORY_WAIT_SECONDS):
         log.warning("gateway.iam_directory_not_following", store=settings.store_addr)
 
+    # One table of operations serves every front end (gRPC here; the AWS-protocol endpoint beside it).
+    operations = gateway_operations(app, store=store, kms=kms, seal=seal, others=others)
+
     def register(server: grpc.aio.Server) -> Iterable[str]:
-        return add_gateway_services(server, app, store=store, kms=kms, seal=seal, others=others)
+        return add_gateway_services(server, operations=operations)
 
     try:
         server = await start_server(

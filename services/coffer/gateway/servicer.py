@@ -302,10 +302,9 @@ def resource_getter(field_name: str | None, message: Descriptor) -> Callable[[An
     return lambda request: get(request) or ANY_RESOURCE
 
 
-def _forwarder(call: Callable[..., Awaitable[Any]]) -> Callable[[Any, Context], Run]:
-    def prepare(request: Any, context: Context) -> Run:
+def _forwarder(call: Callable[..., Awaitable[Any]]) -> Callable[[Any, float | None], Run]:
+    def prepare(request: Any, remaining: float | None) -> Run:
         async def run() -> Any:
-            remaining = context.time_remaining()
             timeout = (
                 FORWARD_TIMEOUT_SECONDS if remaining is None else min(remaining, FORWARD_TIMEOUT_SECONDS)
             )
@@ -316,18 +315,40 @@ def _forwarder(call: Callable[..., Awaitable[Any]]) -> Callable[[Any, Context], 
     return prepare
 
 
-def _answerer(app: GatewayApp, local: Local) -> Callable[[Any, Context], Run]:
+def _answerer(app: GatewayApp, local: Local) -> Callable[[Any, float | None], Run]:
     answer = local.prepare
 
-    def prepare(request: Any, _context: Context) -> Run:
+    def prepare(request: Any, _remaining: float | None) -> Run:
         return answer(app, request)
 
     return prepare
 
 
-def _method_handler(
+Invoke: TypeAlias = Callable[[Any, "float | None"], Awaitable[Any]]
+"""``(request message, seconds the caller still waits or None) -> response message``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One public method as every front end serves it: the gRPC servicers here and the AWS-protocol
+    endpoint (``coffer.gateway.aws``) both call ``invoke``, which runs ``GatewayApp.call`` (throttle →
+    authorize → run → audit) with the route's action and resource. The caller must already be
+    authenticated and bound to the call's context (``coffer.rpc.context``)."""
+
+    method: MethodDescriptor
+    route: Route
+    request_class: type[Message]
+    response_class: type[Message]
+    invoke: Invoke
+
+    @property
+    def full_name(self) -> str:
+        return full_method(self.method)
+
+
+def _operation(
     app: GatewayApp, method: MethodDescriptor, route: Route, stubs: Mapping[Downstream, Any]
-) -> grpc.RpcMethodHandler:
+) -> Operation:
     if method.client_streaming or method.server_streaming:
         raise TypeError(f"{full_method(method)}: the gateway serves unary methods only")
     action = route.action
@@ -341,26 +362,80 @@ def _method_handler(
 
     event_source = ACTION_SOURCES.get(action.partition(":")[0], "")
     answered_here = isinstance(target, Local)
+    name = method.name
 
-    async def behavior(request: Any, context: Context) -> Any:
-        resource = resource_of(request)
-        run = prepare(request, context)
+    async def invoke(request: Any, remaining: float | None) -> Any:
         return await app.call(
             principal=current_principal(),
             request_id=current_request_id(),
             action=action,
-            resource=resource,
-            run=run,
-            trail=TrailCall(event_source, method.name, request, answered_here),
+            resource=resource_of(request),
+            run=prepare(request, remaining),
+            trail=TrailCall(event_source, name, request, answered_here),
         )
 
-    request_class: type[Message] = GetMessageClass(method.input_type)
-    response_class: type[Message] = GetMessageClass(method.output_type)
+    return Operation(
+        method=method,
+        route=route,
+        request_class=GetMessageClass(method.input_type),
+        response_class=GetMessageClass(method.output_type),
+        invoke=invoke,
+    )
+
+
+def _method_handler(operation: Operation) -> grpc.RpcMethodHandler:
+    invoke = operation.invoke
+
+    async def behavior(request: Any, context: Context) -> Any:
+        return await invoke(request, context.time_remaining())
+
     return grpc.unary_unary_rpc_method_handler(
         behavior,
-        request_deserializer=request_class.FromString,
-        response_serializer=response_class.SerializeToString,
+        request_deserializer=operation.request_class.FromString,
+        response_serializer=operation.response_class.SerializeToString,
     )
+
+
+def gateway_operations(
+    app: GatewayApp,
+    *,
+    store: store_pb2_grpc.SecretStoreServiceStub,
+    kms: kms_pb2_grpc.KeyManagementServiceStub,
+    seal: kms_pb2_grpc.SealServiceStub | None = None,
+    services: Iterable[ServiceDescriptor] = PUBLIC_SERVICES,
+    routes: Mapping[str, Route] = ROUTES,
+    others: Mapping[Downstream, Any] | None = None,
+) -> dict[str, Operation]:
+    """Full method name → :class:`Operation`, for every method of ``services``. Raises LookupError when a
+    method has no route: a public RPC is never exposed without an action. Without a ``seal`` stub the seal
+    calls answer UNAVAILABLE (unit tests that exercise the other services); so do the calls of any other
+    downstream (``others``: IAM, STS, Organizations, …) not given."""
+    stubs: dict[Downstream, Any] = {d: _NotConnected(d) for d in Downstream}
+    stubs.update(others or {})
+    stubs.update(
+        {
+            Downstream.STORE: store,
+            Downstream.KMS: kms,
+            Downstream.SEAL: seal if seal is not None else _NoSeal(),
+        }
+    )
+    out: dict[str, Operation] = {}
+    for service in services:
+        for method in service.methods:
+            route = routes.get(full_method(method))
+            if route is None:
+                raise LookupError(f"{full_method(method)} has no gateway route (IAM action and resource)")
+            out[full_method(method)] = _operation(app, method, route, stubs)
+    return out
+
+
+def grpc_handlers(operations: Mapping[str, Operation]) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+    """Service full name → method name → gRPC handler of each operation."""
+    out: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+    for operation in operations.values():
+        service = operation.method.containing_service.full_name
+        out.setdefault(service, {})[operation.method.name] = _method_handler(operation)
+    return out
 
 
 def gateway_handlers(
@@ -374,29 +449,13 @@ def gateway_handlers(
     routes: Mapping[str, Route] = ROUTES,
     others: Mapping[Downstream, Any] | None = None,
 ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
-    """Service full name → method name → handler, for every method of ``services``. Raises LookupError
-    when a method has no route: a public RPC is never exposed without an action. Without a ``seal`` stub
-    the seal calls answer UNAVAILABLE (unit tests that exercise the other services); so do the calls of any
-    other downstream (``others``: IAM, STS, Organizations) not given."""
-    stubs: dict[Downstream, Any] = {d: _NotConnected(d) for d in Downstream}
-    stubs.update(others or {})
-    stubs.update(
-        {
-            Downstream.STORE: store,
-            Downstream.KMS: kms,
-            Downstream.SEAL: seal if seal is not None else _NoSeal(),
-        }
+    """Service full name → method name → handler, for every method of ``services`` (see
+    :func:`gateway_operations`)."""
+    return grpc_handlers(
+        gateway_operations(
+            app, store=store, kms=kms, seal=seal, services=services, routes=routes, others=others
+        )
     )
-    out: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-    for service in services:
-        handlers: dict[str, grpc.RpcMethodHandler] = {}
-        for method in service.methods:
-            route = routes.get(full_method(method))
-            if route is None:
-                raise LookupError(f"{full_method(method)} has no gateway route (IAM action and resource)")
-            handlers[method.name] = _method_handler(app, method, route, stubs)
-        out[service.full_name] = handlers
-    return out
 
 
 class _NoSeal:
@@ -429,15 +488,21 @@ class _NotConnected:
 
 def add_gateway_services(
     server: grpc.aio.Server,
-    app: GatewayApp,
+    app: GatewayApp | None = None,
     *,
-    store: store_pb2_grpc.SecretStoreServiceStub,
-    kms: kms_pb2_grpc.KeyManagementServiceStub,
+    store: store_pb2_grpc.SecretStoreServiceStub | None = None,
+    kms: kms_pb2_grpc.KeyManagementServiceStub | None = None,
     seal: kms_pb2_grpc.SealServiceStub | None = None,
     others: Mapping[Downstream, Any] | None = None,
+    operations: Mapping[str, Operation] | None = None,
 ) -> tuple[str, ...]:
-    """Register the public services on ``server``; returns their full names (for the health service)."""
-    services = gateway_handlers(app, store=store, kms=kms, seal=seal, others=others)
+    """Register the public services on ``server`` (from ``operations``, or built from ``app`` and the
+    stubs); returns their full names (for the health service)."""
+    if operations is None:
+        if app is None or store is None or kms is None:
+            raise TypeError("add_gateway_services needs operations, or an app with its store and kms stubs")
+        operations = gateway_operations(app, store=store, kms=kms, seal=seal, others=others)
+    services = grpc_handlers(operations)
     for name, handlers in services.items():
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
         server.add_registered_method_handlers(name, handlers)
