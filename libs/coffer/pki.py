@@ -1,17 +1,22 @@
 """Development PKI: a CA, one certificate per identity, and the gateway's principal-signing key pair.
 
-A certificate's CN is the identity; its usages are what the identity does: the services that serve
-(gateway, store, kms, rotation) get server auth and one DNS name, ``<identity>.coffer.internal``, which their
-clients verify; the identities that call others (gateway, store, rotation, ``operator``, the replicators) get
-client auth, with no DNS name when they serve nothing. No certificate names localhost or an IP address, so a
-certificate stolen from one identity cannot pose as another service. Any other identity (a custom rotation
-function's) is a server named by the identity itself. Keys are ECDSA P-256 (Ed25519 for principal signing);
-files are written 0600 in a 0700 directory. Certificates issued before these rules are reissued (under the
-same CA) by :func:`ensure_pki`."""
+A certificate's CN is the identity; its usages are what the identity does: the services that serve (gateway,
+store, kms, rotation) get server auth and one DNS name, ``<identity>.coffer.internal``, which their clients
+verify; the identities that call others (gateway, store, rotation, ``operator``, the replicators) get client
+auth, with no DNS name when they serve nothing. No service certificate but the gateway's names localhost or an
+IP address, so a certificate stolen from one identity cannot pose as another service; the gateway's also names
+``localhost``, ``127.0.0.1`` and ``::1`` (:data:`GATEWAY_LOCAL_NAMES`), because AWS clients (boto3, the AWS
+CLI) verify the host of their ``endpoint_url`` and cannot be told another name to check. That adds nothing a
+stolen gateway certificate could not already do: the gateway is the public door, and the other services verify
+their peers by ``<identity>.coffer.internal`` and the certificate's CN, never by these names. Any other
+identity (a custom rotation function's) is a server named by the identity itself. Keys are ECDSA P-256
+(Ed25519 for principal signing); files are written 0600 in a 0700 directory. Certificates issued before these
+rules are reissued (under the same CA) by :func:`ensure_pki`."""
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -34,6 +39,10 @@ SIGNING_KEY = "principal-signing.key"
 SIGNING_PUB = "principal-signing.pub"
 #: The store's Ed25519 key that signs the audit trail's digests (``coffer.store.audit_trail``).
 AUDIT_KEY = "audit-signing.key"
+#: The loopback names of the gateway's certificate (its AWS-protocol endpoint, ``https://localhost:<port>``
+#: or ``https://127.0.0.1:<port>``): DNS names, then IP addresses.
+GATEWAY_LOCAL_NAMES: tuple[str, ...] = ("localhost",)
+GATEWAY_LOCAL_IPS: tuple[str, ...] = ("127.0.0.1", "::1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,7 @@ class Usage:
     dns: tuple[str, ...]
     server: bool
     client: bool
+    ips: tuple[str, ...] = ()
 
 
 def usage_of(identity: str, extra_names: Iterable[str] = ()) -> Usage:
@@ -50,7 +60,13 @@ def usage_of(identity: str, extra_names: Iterable[str] = ()) -> Usage:
         return Usage(dns=tuple(extra_names), server=False, client=True)
     if identity in SERVERS or identity in CLIENTS:
         dns = (service_host(identity),) if identity in SERVERS else ()
-        return Usage(dns=(*dns, *extra_names), server=identity in SERVERS, client=identity in CLIENTS)
+        local = identity == "gateway"
+        return Usage(
+            dns=(*dns, *(GATEWAY_LOCAL_NAMES if local else ()), *extra_names),
+            server=identity in SERVERS,
+            client=identity in CLIENTS,
+            ips=GATEWAY_LOCAL_IPS if local else (),
+        )
     return Usage(dns=(identity, *extra_names), server=True, client=False)
 
 
@@ -136,8 +152,9 @@ def issue(pki_dir: Path, identity: str, *, extra_names: Iterable[str] = (), days
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(_usages(usage)), critical=False)
     )
-    if usage.dns:
-        sans = [x509.DNSName(n) for n in dict.fromkeys(usage.dns)]
+    if usage.dns or usage.ips:
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(usage.dns)]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in usage.ips]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     _write_private(pki_dir / f"{identity}.key", _key_pem(key))
@@ -169,7 +186,7 @@ def is_current(cert_file: Path, identity: str) -> bool:
         ekus = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     except x509.ExtensionNotFound:
         return False
-    return sorted(map(str, names)) == sorted(usage.dns) and set(ekus) == set(_usages(usage))
+    return sorted(map(str, names)) == sorted((*usage.dns, *usage.ips)) and set(ekus) == set(_usages(usage))
 
 
 def ensure_signing_key(pki_dir: Path) -> None:

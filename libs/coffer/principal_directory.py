@@ -56,6 +56,9 @@ class AccessKeyRecord:
     expires: dt.datetime | None = None
     issued: dt.datetime | None = None
     token_sha256: bytes | None = None
+    #: The key's secret (SigV4 needs it, not only the derived signing key); None for keys created before the
+    #: store kept it (they cannot sign AWS-protocol requests).
+    secret_access_key: str | None = field(default=None, repr=False)
 
     @property
     def active(self) -> bool:

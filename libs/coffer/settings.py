@@ -52,6 +52,7 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_THROTTLE_RATES",
             "COFFER_THROTTLE_PRINCIPAL_SHARE",
             "COFFER_THROTTLE_BURST_SECONDS",
+            "COFFER_AWS_ADDR",
         }
     ),
     "kms": frozenset(
@@ -222,6 +223,10 @@ class Settings:
     #: Where the service also serves the gRPC health service alone, in plaintext (``host:port``), for probes
     #: that cannot speak TLS (the kubelet's gRPC probe); empty: nowhere (``make run``).
     health_addr: str = ""
+    #: Where the gateway serves AWS's own protocols over HTTPS (``host:port``; issue 10,
+    #: ``coffer.gateway.aws``): AWS JSON 1.1 for Secrets Manager and KMS, STS's query protocol, SigV4. Empty:
+    #: not served.
+    aws_addr: str = ""
     #: Request rates (issue 13, read by the gateway): ``COFFER_THROTTLE=off`` disables them; the rates are
     #: AWS's quotas per account (``coffer.core.throttle``) with ``throttle_rates`` (action → requests per
     #: second) over them; a principal may use ``throttle_principal_share`` of its account's rate; buckets hold
@@ -316,6 +321,7 @@ class Settings:
                 if p.strip()
             ),
             health_addr=e.get("COFFER_HEALTH_ADDR", ""),
+            aws_addr=e.get("COFFER_AWS_ADDR", ""),
             throttle=_on_off("COFFER_THROTTLE", e.get("COFFER_THROTTLE", "on")),
             throttle_rates=tuple(parse_rates(e.get("COFFER_THROTTLE_RATES", "")).items()),
             throttle_principal_share=float(e.get("COFFER_THROTTLE_PRINCIPAL_SHARE", "0.5")),

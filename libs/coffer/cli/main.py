@@ -8,6 +8,7 @@
     coffer sts assume-role --role-arn arn:aws:iam::000000000000:role/app --role-session-name s1
     coffer organizations create-account --account-name team-a --email team-a@example.com
     coffer status
+    eval "$(coffer aws-env)"     # the AWS CLI / boto3 against the AWS-protocol endpoint, as the admin
     coffer rotation history --secret-id db/prod
     coffer usage get --month 2026-03
     coffer operator init --key-shares 5 --key-threshold 3
@@ -40,7 +41,7 @@ from typing import NoReturn, TextIO
 
 from google.protobuf.descriptor import ServiceDescriptor
 
-from coffer.cli import shapes
+from coffer.cli import aws_env, shapes
 from coffer.cli.audit import add_audit_commands
 from coffer.cli.status import ServiceHealth, check_all, supervisor_restarts
 from coffer.client import _ops
@@ -255,6 +256,10 @@ def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _aws_env(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    return aws_env.run(args, _profile(args), out)
+
+
 def _region_services(
     args: argparse.Namespace, profile: Profile
 ) -> tuple[dict[str, str], Connection, Profile]:
@@ -300,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--timeout", type=float, default=3.0, help="seconds per service (default 3)")
     status.set_defaults(handler=_status)
+
+    aws = commands.add_parser(
+        "aws-env",
+        parents=leaf_parents,
+        help="print the export lines that point the AWS CLI / boto3 at this deployment (eval them)",
+    )
+    aws.set_defaults(handler=_aws_env)
 
     rotation = commands.add_parser("rotation", help="rotation history (beyond AWS)")
     rotation_commands = rotation.add_subparsers(

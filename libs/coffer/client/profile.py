@@ -8,10 +8,11 @@ profile JSON written by ``make run``. The access key is taken whole from one pla
 
 Profile keys: ``endpoint``, ``ca_file``, ``access_key_id``, ``secret_access_key`` (the profile is written
 0600), ``session_token``, ``region``, ``services`` (``{"gateway": "host:port",
-"store": ..., "kms": ..., "rotation": ...}``), ``operator_cert``, ``operator_key``, ``max_attempts`` and
-``retry_mode`` (client retries, like AWS's ``AWS_MAX_ATTEMPTS`` / ``AWS_RETRY_MODE``: ``COFFER_MAX_ATTEMPTS``
-/ ``COFFER_RETRY_MODE`` win over them; ``coffer.client.retry``). Relative file paths are relative to the
-profile's directory.
+"store": ..., "kms": ..., "rotation": ...}``), ``operator_cert``, ``operator_key``, ``aws_endpoint_url`` (the
+gateway's AWS-protocol endpoint, ``https://host:port``, for boto3 and the AWS CLI: ``coffer aws-env``),
+``max_attempts`` and ``retry_mode`` (client retries, like AWS's ``AWS_MAX_ATTEMPTS`` / ``AWS_RETRY_MODE``:
+``COFFER_MAX_ATTEMPTS`` / ``COFFER_RETRY_MODE`` win over them; ``coffer.client.retry``). Relative file paths
+are relative to the profile's directory.
 
 Regions: a profile written by ``make run REGIONS=2`` also has ``"regions": {"local-1": {...}, "local-2":
 {...}}``, each entry with the same keys as above (``region`` excepted); the top-level keys describe the
@@ -62,6 +63,8 @@ class Profile:
     #: Client retries (``coffer.client.retry``): attempts in all per call, and the retry mode.
     max_attempts: int | None = None
     retry_mode: str | None = None
+    #: The gateway's AWS-protocol endpoint (``https://127.0.0.1:7447``), when the deployment serves it.
+    aws_endpoint_url: str | None = None
     path: Path | None = None
     #: Region name -> that region's own profile (``regions`` in the JSON); empty for a one-region profile.
     regions: Mapping[str, Profile] = field(default_factory=dict)
@@ -99,6 +102,8 @@ class Profile:
             services=dict(entry.services) if entry.services else {},
             operator_cert=entry.operator_cert or self.operator_cert,
             operator_key=entry.operator_key or self.operator_key,
+            aws_endpoint_url=entry.aws_endpoint_url
+            or (self.aws_endpoint_url if region == self.region else None),
             max_attempts=self.max_attempts,
             retry_mode=self.retry_mode,
             path=self.path,
@@ -191,6 +196,7 @@ def _regions(doc: Mapping[str, object], path: Path) -> dict[str, Profile]:
             services=_services(entry, path),
             operator_cert=_opt_path(entry, "operator_cert", path),
             operator_key=_opt_path(entry, "operator_key", path),
+            aws_endpoint_url=_opt_str(entry, "aws_endpoint_url", path),
             path=path,
         )
         for name, entry in regions.items()
@@ -218,6 +224,7 @@ def read_profile(path: Path) -> Profile:
         operator_key=_opt_path(doc, "operator_key", path),
         max_attempts=_max_attempts(doc.get("max_attempts"), str(path)),
         retry_mode=_retry_mode(doc.get("retry_mode"), str(path)),
+        aws_endpoint_url=_opt_str(doc, "aws_endpoint_url", path),
         path=path,
         regions=_regions(doc, path),
     )

@@ -137,6 +137,43 @@ class KeyMaterial:
     expires: dt.datetime | None = None
 
 
+def check_key(
+    key: KeyMaterial | None,
+    access_key_id: str,
+    *,
+    session_token: str | None,
+    now: float,
+    token_header: str = SESSION_TOKEN_HEADER,
+    invalid_token_code: str = INVALID_KEY_CODE,
+) -> KeyMaterial:
+    """The checks of an access key before its signature is: it exists and is active, and a session key
+    (ASIA…, or any key with a token hash) comes with its own unexpired session token, a long-term key
+    with none. Raises ``errors.Unauthenticated`` with the AWS error name; returns ``key``. Shared by both
+    signature schemes (this module's and SigV4 on the AWS-protocol endpoint, whose token arrives in
+    ``token_header`` and whose forged tokens AWS names ``invalid_token_code``)."""
+    if key is None:
+        raise errors.Unauthenticated(UNKNOWN_KEY_MESSAGE, code=UNKNOWN_KEY_CODE)
+    if not key.active:
+        raise errors.Unauthenticated(INVALID_KEY_MESSAGE, code=invalid_token_code)
+    if key.token_sha256 is not None or access_key_id.startswith("ASIA"):
+        if not session_token or key.token_sha256 is None:
+            raise errors.Unauthenticated(
+                f"Session credentials need their session token ({token_header}).",
+                code=invalid_token_code,
+            )
+        if not hmac.compare_digest(hashlib.sha256(session_token.encode("utf-8")).digest(), key.token_sha256):
+            raise errors.Unauthenticated(INVALID_KEY_MESSAGE, code=invalid_token_code)
+        if key.expires is not None and now >= key.expires.timestamp():
+            raise errors.Unauthenticated(EXPIRED_TOKEN_MESSAGE, code=EXPIRED_TOKEN_CODE)
+    elif session_token:
+        raise errors.Unauthenticated(
+            "A session token was sent with a long-term access key (AKIA…): send it only with session "
+            "credentials.",
+            code=invalid_token_code,
+        )
+    return key
+
+
 def verify_request(
     key: KeyMaterial | None,
     header: SignedHeader,
@@ -148,26 +185,7 @@ def verify_request(
 ) -> None:
     """Raise ``errors.Unauthenticated`` (with the AWS error name) unless ``header`` is a valid signature
     of this call by ``key`` (None: an unknown access key id)."""
-    if key is None:
-        raise errors.Unauthenticated(UNKNOWN_KEY_MESSAGE, code=UNKNOWN_KEY_CODE)
-    if not key.active:
-        raise errors.Unauthenticated(INVALID_KEY_MESSAGE, code=INVALID_KEY_CODE)
-    if key.token_sha256 is not None or header.access_key_id.startswith("ASIA"):
-        if not session_token or key.token_sha256 is None:
-            raise errors.Unauthenticated(
-                "Session credentials need their session token (x-coffer-session-token).",
-                code=INVALID_KEY_CODE,
-            )
-        if not hmac.compare_digest(hashlib.sha256(session_token.encode("utf-8")).digest(), key.token_sha256):
-            raise errors.Unauthenticated(INVALID_KEY_MESSAGE, code=INVALID_KEY_CODE)
-        if key.expires is not None and now >= key.expires.timestamp():
-            raise errors.Unauthenticated(EXPIRED_TOKEN_MESSAGE, code=EXPIRED_TOKEN_CODE)
-    elif session_token:
-        raise errors.Unauthenticated(
-            "A session token was sent with a long-term access key (AKIA…): send it only with session "
-            "credentials.",
-            code=INVALID_KEY_CODE,
-        )
+    key = check_key(key, header.access_key_id, session_token=session_token, now=now)
     if abs(now - header.timestamp) > MAX_SKEW_SECONDS:
         raise errors.Unauthenticated(EXPIRED_SIGNATURE_MESSAGE, code=SIGNATURE_CODE)
     expected = signature(key.signing_key, method, header.timestamp, body, session_token)

@@ -18,7 +18,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from coffer.devrun.config import MAX_REGIONS, connect_address, region_envs
+from coffer.devrun.config import (
+    MAX_REGIONS,
+    aws_endpoint_url,
+    connect_address,
+    region_envs,
+    with_aws_endpoint,
+)
 from coffer.devrun.deployment import Deployment, MultiRegion, print_line
 from coffer.devrun.healing import Healer, RestartPolicy
 from coffer.devrun.processes import DeploymentError, stop_all
@@ -34,6 +40,9 @@ def _service_lines(settings: Settings, indent: str) -> Iterator[str]:
     for name in SERVICES:
         kind = "public, TLS + signed requests" if name == "gateway" else "internal, mTLS"
         yield f"{indent}{name:<9} {connect_address(settings.addr_of(name)):<22} {kind}"
+    url = aws_endpoint_url(settings)
+    if url:
+        yield f"{indent}AWS endpoint: {url} (AWS JSON 1.1 + STS query, SigV4; the gateway's)"
 
 
 def _banner(deployment: Deployment, *, wrote_user_profile: bool) -> Iterator[str]:
@@ -57,6 +66,9 @@ def _banner(deployment: Deployment, *, wrote_user_profile: bool) -> Iterator[str
     )
     yield f"  export COFFER_PROFILE={deployment.profile_path}"
     yield f"  export COFFER_ENDPOINT={deployment.endpoint} COFFER_CA_FILE={deployment.ca_file}"
+    if s.aws_addr:
+        yield "AWS's own clients (boto3, the AWS CLI) reach the AWS endpoint with the admin's key:"
+        yield f'  eval "$({cli} aws-env)"; aws secretsmanager list-secrets'
     yield ""
 
 
@@ -81,6 +93,8 @@ def _multi_banner(regions: MultiRegion, *, wrote_user_profile: bool) -> Iterator
         f"--add-replica-regions Region={names[1]}"
     )
     yield f"  {cli} secretsmanager get-secret-value --secret-id demo/hello --region {names[1]}"
+    if primary.settings.aws_addr:
+        yield f'AWS clients: eval "$({cli} aws-env --region {names[1]})"; aws secretsmanager list-secrets'
     yield ""
 
 
@@ -104,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         "--no-user-profile", action="store_true", help="do not write ~/.config/coffer/profile.json"
     )
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    environ = with_aws_endpoint(os.environ)
+    settings = Settings.from_env(environ)
     try:
         policy = RestartPolicy.from_env(os.environ)
     except ValueError as exc:
@@ -126,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         target = Deployment(settings, user_profile=user_profile, echo=echo)
     else:
         target = MultiRegion.from_envs(
-            region_envs(os.environ, args.regions), user_profile=user_profile, echo=echo
+            region_envs(environ, args.regions), user_profile=user_profile, echo=echo
         )
         for deployment in target.deployments[1:]:
             deployment.create_database = bool(deployment.settings.database_url)

@@ -25,6 +25,9 @@ MAX_REGIONS = 9
 #: Where rotation may connect under ``make run`` unless COFFER_ROTATION_ALLOWED_TARGETS says otherwise: any
 #: non-local address, plus the example rotation function's port on loopback (examples/rotation_function).
 DEV_ALLOWED_TARGETS = "*,127.0.0.1:7600"
+#: Where ``make run`` serves the gateway's AWS-protocol endpoint unless COFFER_AWS_ADDR says otherwise (an
+#: empty COFFER_AWS_ADDR turns it off); region ``i`` adds ``10*i`` like the other ports.
+DEV_AWS_ADDR = "127.0.0.1:7447"
 #: Settings that belong to one region's home and are never copied to another region.
 _REGION_OWN = frozenset(
     {
@@ -84,7 +87,21 @@ def settings_env(settings: Settings) -> dict[str, str]:
         env["COFFER_PEERS"] = peers_json(settings.peers)
     for service in SERVICES:
         env[f"COFFER_{service.upper()}_ADDR"] = settings.addr_of(service)
+    env["COFFER_AWS_ADDR"] = settings.aws_addr
     return env
+
+
+def with_aws_endpoint(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the AWS-protocol endpoint on :data:`DEV_AWS_ADDR` unless it names its own (or none)."""
+    out = dict(env)
+    out.setdefault("COFFER_AWS_ADDR", DEV_AWS_ADDR)
+    return out
+
+
+def aws_endpoint_url(settings: Settings) -> str | None:
+    """The URL clients reach the AWS-protocol endpoint at (None when it is off). The gateway's certificate
+    names 127.0.0.1 and localhost (``coffer.pki``), so a loopback URL verifies."""
+    return f"https://{connect_address(settings.aws_addr)}" if settings.aws_addr else None
 
 
 def service_env(
@@ -166,6 +183,8 @@ def region_envs(base: Mapping[str, str], count: int) -> list[dict[str, str]]:
         env["COFFER_REGION"] = region
         for service in SERVICES:
             env[f"COFFER_{service.upper()}_ADDR"] = _shift_port(settings.addr_of(service), 10 * index)
+        if settings.aws_addr:
+            env["COFFER_AWS_ADDR"] = _shift_port(settings.aws_addr, 10 * index)
         if settings.database_url:
             database = urlsplit(settings.database_url).path.lstrip("/") or DATABASE_NAME
             env["COFFER_DATABASE_URL"] = with_database(

@@ -217,3 +217,36 @@ def from_rpc_error(exc: grpc.RpcError) -> e.CofferError:
     if cls is e.Unavailable:
         return e.Unavailable(f"A Coffer service is unavailable ({code.name}): {message}")
     return cls(message or None)
+
+
+# --- HTTP (the AWS-protocol endpoint, ``coffer.gateway.aws``) -----------------------------------------------
+
+#: The generic text of every internal error sent over HTTP (the real one is logged, never sent).
+INTERNAL_HTTP_MESSAGE = (
+    "An internal error occurred. Try again later; the request id identifies it in the logs."
+)
+#: What each AWS service calls its own internal failure and a dependency that timed out (aws-wire.md §3.2):
+#: Secrets Manager and STS answer 500 ``InternalServiceError`` / ``InternalFailure`` and 503
+#: ``ServiceUnavailable``; KMS answers 500 ``KMSInternalException`` / ``DependencyTimeoutException``.
+_HTTP_INTERNAL_CODE = {"kms": "KMSInternalException", "sts": "InternalFailure"}
+_GENERIC_UNAVAILABLE = frozenset({e.Unavailable.default_code, e.Aborted.default_code})
+
+
+def to_http(exc: BaseException, *, service: str = "secretsmanager") -> tuple[int, str, str, bool]:
+    """(HTTP status, AWS error code, message, internal) of an exception answered over AWS's protocols, through
+    ``classify`` like :func:`to_status`: 400 for every error that is the caller's to fix (AWS's services
+    answer 400 for their modelled errors, throttling, validation, access denied and authentication
+    failures); 500 for a bug (``internal`` true: the message is generic, the caller of this function logs
+    the exception with its traceback); 503 ``ServiceUnavailable`` (KMS: 500
+    ``DependencyTimeoutException``) for a dependency that is down or a conflict that a retry may clear —
+    both retried by every SDK. ``service``: ``secretsmanager``, ``kms`` or ``sts`` (its own codes)."""
+    err = classify(exc)
+    if isinstance(err, e.Internal):
+        return 500, _HTTP_INTERNAL_CODE.get(service, e.Internal.default_code), INTERNAL_HTTP_MESSAGE, True
+    message = bounded_message(err.message)
+    if isinstance(err, (e.Unavailable, e.Aborted)):
+        if service == "kms":
+            code = "DependencyTimeoutException" if err.code in _GENERIC_UNAVAILABLE else err.code
+            return 500, code, message, False
+        return 503, err.code, message, False
+    return 400, err.code, message, False

@@ -68,6 +68,8 @@ def base_env(home: Path, pki_dir: Path) -> dict[str, str]:
         "COFFER_STORE_ADDR": "127.0.0.1:0",
         "COFFER_KMS_ADDR": "127.0.0.1:0",
         "COFFER_ROTATION_ADDR": "127.0.0.1:0",
+        # the gateway's AWS-protocol endpoint (HTTPS, SigV4), on a port of its own
+        "COFFER_AWS_ADDR": "127.0.0.1:0",
     }
 
 
@@ -168,7 +170,16 @@ class ServiceStack:
         self.gateway = gateway
         self._closers.append(lambda: gateway.aclose(grace=0.5))
         self._started("gateway", gateway.port)
+        if gateway.aws is not None:
+            self.env["COFFER_AWS_ADDR"] = f"127.0.0.1:{gateway.aws.port}"
         return gateway
+
+    @property
+    def aws_endpoint(self) -> str:
+        """The URL of the running gateway's AWS-protocol endpoint (``endpoint_url`` for boto3)."""
+        if self.gateway is None or self.gateway.aws is None:
+            raise RuntimeError("the gateway (with its AWS-protocol endpoint) is not running")
+        return f"https://127.0.0.1:{self.gateway.aws.port}"
 
     async def start_rotation(self, **overrides: str) -> RotationRuntime:
         """The rotation service (``overrides``: COFFER_* settings for this start only); give the stack the

@@ -36,6 +36,7 @@ from coffer.core.throttle import Throttle, rate_groups
 from coffer.gateway.app import GatewayApp
 from coffer.gateway.auth import SignatureAuthenticator
 from coffer.gateway.authz import Authorization
+from coffer.gateway.aws.server import AwsServer, start_aws_server
 from coffer.gateway.servicer import (
     Downstream,
     add_gateway_services,
@@ -82,15 +83,25 @@ class GatewayRuntime:
     kms_channel: grpc.aio.Channel
     directory: DirectoryCache
     audit_trail: AppendTrail | None = None
+    #: The AWS-protocol endpoint (``COFFER_AWS_ADDR``), when served.
+    aws: AwsServer | None = None
 
     @property
     def port(self) -> int:
         return self.server.port
 
+    @property
+    def aws_port(self) -> int | None:
+        return self.aws.port if self.aws is not None else None
+
     async def aclose(self, *, grace: float = 5.0) -> None:
         """Stop serving (health goes NOT_SERVING first, in-flight calls finish), then close the channels."""
         try:
-            await self.server.stop(grace)
+            try:
+                if self.aws is not None:
+                    await self.aws.stop()
+            finally:
+                await self.server.stop(grace)
         finally:
             await self.directory.aclose()
             try:
@@ -151,7 +162,30 @@ async def serve(settings: Settings) -> GatewayRuntime:
     def register(server: grpc.aio.Server) -> Iterable[str]:
         return add_gateway_services(server, operations=operations)
 
+    # Calls refused before they are admitted (authentication failures) are recorded here, best effort; the
+    # rest by the service that serves (or the GatewayApp, for its own answers). Both front ends share it.
+    public_audit = (
+        None
+        if settings.unsafe_bench_bypass
+        else PublicAudit(
+            trail=audit_trail,
+            sources=public_event_sources(),
+            region=settings.region,
+            unadmitted_only=True,
+            fail_closed=False,
+        )
+    )
+    aws: AwsServer | None = None
     try:
+        if settings.aws_addr:
+            aws = await start_aws_server(
+                bind=settings.aws_addr,
+                tls=TlsFiles.for_identity(settings.pki_dir, "gateway"),
+                operations=operations,
+                directory=directory,
+                region=settings.region,
+                public_audit=public_audit,
+            )
         server = await start_server(
             service="gateway",
             bind=settings.gateway_addr,
@@ -163,19 +197,11 @@ async def serve(settings: Settings) -> GatewayRuntime:
             require_client_cert=False,
             options=PUBLIC_LIMITS,
             maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
-            # Calls refused before they are admitted (authentication failures) are recorded here, best
-            # effort; the rest by the service that serves (or the GatewayApp, for its own answers).
-            public_audit=None
-            if settings.unsafe_bench_bypass
-            else PublicAudit(
-                trail=audit_trail,
-                sources=public_event_sources(),
-                region=settings.region,
-                unadmitted_only=True,
-                fail_closed=False,
-            ),
+            public_audit=public_audit,
         )
     except BaseException:
+        if aws is not None:
+            await aws.stop()
         await directory.aclose()
         await audit_trail.aclose()
         await store_channel.close()
@@ -184,6 +210,7 @@ async def serve(settings: Settings) -> GatewayRuntime:
     log.info(
         "gateway.ready",
         port=server.port,
+        aws_port=aws.port if aws is not None else None,
         store=settings.store_addr,
         kms=settings.kms_addr,
     )
@@ -193,6 +220,7 @@ async def serve(settings: Settings) -> GatewayRuntime:
         kms_channel=kms_channel,
         directory=directory,
         audit_trail=audit_trail,
+        aws=aws,
     )
 
 

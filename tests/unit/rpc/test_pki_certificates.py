@@ -1,5 +1,6 @@
 """The deployment PKI: each certificate names only its own service (``<identity>.coffer.internal``, no
-localhost, no IP) with the usages the identity needs (the operator's certificate, handed to users, is a
+localhost, no IP; the gateway's also names the loopback names its AWS-protocol endpoint is reached by) with
+the usages the identity needs (the operator's certificate, handed to users, is a
 client certificate only); a PKI issued before these rules is reissued under the same CA; a service's own PKI
 directory holds the CA certificate and its own files, never the CA key nor another identity's key."""
 
@@ -42,7 +43,8 @@ def _usages(cert: x509.Certificate) -> set[x509.ObjectIdentifier]:
 def test_each_certificate_names_only_its_service_with_the_usages_it_needs(tmp_path: Path) -> None:
     ensure_pki(tmp_path, region="local-1")
     expected = {
-        "gateway": (["gateway.coffer.internal"], {SERVER, CLIENT}),
+        # boto3 and the AWS CLI verify the host of their endpoint URL (https://localhost:<port>, 127.0.0.1)
+        "gateway": (["gateway.coffer.internal", "localhost", "127.0.0.1", "::1"], {SERVER, CLIENT}),
         "store": (["store.coffer.internal"], {SERVER, CLIENT}),
         "kms": (["kms.coffer.internal"], {SERVER, CLIENT}),  # it calls the store (directory, audit Append)
         "rotation": (["rotation.coffer.internal"], {SERVER, CLIENT}),
@@ -98,7 +100,9 @@ def test_an_old_pki_is_reissued_under_the_same_ca(tmp_path: Path) -> None:
     ca = _cert(tmp_path / "ca.crt")
     for identity in ("gateway", "operator", "kms"):
         assert is_current(tmp_path / f"{identity}.crt", identity)
-        assert "localhost" not in _names(_cert(tmp_path / f"{identity}.crt"))
+        names = _names(_cert(tmp_path / f"{identity}.crt"))
+        assert ("localhost" in names) == (identity == "gateway"), identity
+        assert names[:1] == ([] if identity == "operator" else [f"{identity}.coffer.internal"])
         _cert(tmp_path / f"{identity}.crt").verify_directly_issued_by(ca)
     assert (tmp_path / SIGNING_KEY).exists() and (tmp_path / SIGNING_PUB).exists()
 
