@@ -23,6 +23,7 @@ import pytest
 
 from coffer.client.credentials import Credentials
 from coffer.devrun import Deployment, MultiRegion, region_name, tail
+from coffer.devrun.config import aws_endpoint_url
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from coffer.settings import SERVICES, Settings
 
@@ -63,6 +64,8 @@ def e2e_env(home: Path, *, database_url: str, redis_url: str) -> dict[str, str]:
     }
     for service in SERVICES:
         env[f"COFFER_{service.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
+    # the gateway's AWS-protocol endpoint (boto3, the AWS CLI)
+    env["COFFER_AWS_ADDR"] = f"127.0.0.1:{free_port()}"
     return env
 
 
@@ -86,6 +89,13 @@ class E2E:
     @property
     def ca_file(self) -> Path:
         return self.deployment.ca_file
+
+    @property
+    def aws_endpoint_url(self) -> str:
+        """``https://127.0.0.1:<port>``: the gateway's AWS-protocol endpoint (boto3's ``endpoint_url``)."""
+        url = aws_endpoint_url(self.deployment.settings)
+        assert url is not None, "the e2e deployments serve the AWS endpoint (COFFER_AWS_ADDR)"
+        return url
 
     @property
     def admin_credentials(self) -> Credentials:

@@ -252,14 +252,7 @@ class AwsEndpoint:
             raise _too_large() from None
 
     def _parse_json(self, request: web.Request, body: bytes) -> _Parsed:
-        target = request.headers.get(TARGET_HEADER, "")
-        prefix = target.partition(".")[0]
-        service = TARGET_SERVICES.get(prefix)
-        operation = self._targets.get(target)
-        if service is None or operation is None:
-            raise ProtocolError(
-                400, "UnknownOperationException", f"Unknown operation (X-Amz-Target {target!r})."
-            )
+        # AWS's order (aws-wire.md §2): the body's JSON, then the target, then the signature.
         try:
             document = json.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError):
@@ -268,6 +261,14 @@ class AwsEndpoint:
             ) from None
         if not isinstance(document, dict):
             raise ProtocolError(400, "SerializationException", "The request body must be a JSON object.")
+        target = request.headers.get(TARGET_HEADER, "")
+        prefix = target.partition(".")[0]
+        service = TARGET_SERVICES.get(prefix)
+        operation = self._targets.get(target)
+        if service is None or operation is None:
+            raise ProtocolError(
+                400, "UnknownOperationException", f"Unknown operation (X-Amz-Target {target[:100]!r})."
+            )
         parsed = _Parsed(service=service, operation=operation, method=operation.full_name)
         try:
             parsed.message = jsonproto.request_from_json(operation.request_class, document)
@@ -387,6 +388,7 @@ class AwsEndpoint:
     def _respond(call: _Call, status: int, body: bytes, content_type: str) -> web.Response:
         response = web.Response(status=status, body=body, content_type=content_type)
         response.headers[REQUEST_ID_HEADER] = call.request_id
+        response.headers["Server"] = "Coffer"  # not aiohttp's and Python's versions
         return response
 
 
