@@ -409,6 +409,11 @@ def _value_encoder(field: FieldDescriptor) -> Encode:
     return _encode_identity
 
 
+def _copy_list(value: Any) -> list[Any]:
+    # A slice of a repeated scalar field is a plain list, made about twice as fast as list(value) by upb.
+    return value[:]  # type: ignore[no-any-return]
+
+
 def _list_encoder(item: Encode) -> Encode:
     return lambda value: [item(element) for element in value]
 
@@ -445,7 +450,7 @@ def _response_plan(message: Descriptor) -> _ResponsePlan:
             item = _value_encoder(field)
             when = _WHEN_NOT_EMPTY if field.full_name in _OMIT_WHEN_EMPTY else _ALWAYS
             if item is _encode_identity:
-                plan.fields.append((field.name, member, when, list))
+                plan.fields.append((field.name, member, when, _copy_list))
             else:
                 plan.fields.append((field.name, member, when, _list_encoder(item)))
         else:
