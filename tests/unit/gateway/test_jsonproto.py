@@ -8,11 +8,11 @@ import datetime
 import json
 from typing import Any, cast
 
-import botocore.parsers  # type: ignore[import-untyped]
-import botocore.serialize  # type: ignore[import-untyped]
-import botocore.session  # type: ignore[import-untyped]
+import botocore.parsers
+import botocore.serialize
+import botocore.session
 import pytest
-from botocore.model import OperationModel, ServiceModel, Shape  # type: ignore[import-untyped]
+from botocore.model import OperationModel, ServiceModel, Shape
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
