@@ -73,7 +73,7 @@ CONTENT_SHA256_MISMATCH_MESSAGE = (
     "The provided 'x-amz-content-sha256' header does not match what was computed."
 )
 
-_AMZ_DATE_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z", flags=re.ASCII)
+_AMZ_DATE_RE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})Z", flags=re.ASCII)
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _PRESIGNED_PARAM = re.compile(r"(?:^|&)X-Amz-(?:Algorithm|Credential|Signature)=", flags=re.IGNORECASE)
 #: RFC 3986 unreserved characters, which SigV4 leaves unencoded (besides ASCII letters and digits).
@@ -149,13 +149,17 @@ def _request_time(name: str, value: str) -> str | None:
 
 
 def _parse_amz_date(value: str) -> int | None:
-    """Epoch seconds of a ``yyyymmddThhmmssZ`` time, or None when it is not one."""
-    if not _AMZ_DATE_RE.fullmatch(value):
+    """Epoch seconds of a ``yyyymmddThhmmssZ`` time, or None when it is not one. (By hand: strptime would
+    be a third of the cost of a whole verification.)"""
+    m = _AMZ_DATE_RE.fullmatch(value)
+    if m is None:
         return None
     try:
-        return calendar.timegm(time.strptime(value, _AMZ_DATE_FORMAT))
+        year, month, day, hour, minute, second = (int(g) for g in m.groups())
+        dt.datetime(year, month, day, hour, minute, second)  # only to refuse 20261301, T250000 …
     except ValueError:
         return None
+    return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
 
 
 def _format_amz_date(epoch: int) -> str:
