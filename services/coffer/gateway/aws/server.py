@@ -77,7 +77,6 @@ FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 XML_CONTENT_TYPE = "text/xml"
 REQUEST_ID_HEADER = "x-amzn-RequestId"
 QUERY_ERROR_HEADER = "x-amzn-query-error"
-SECURITY_TOKEN_HEADER = "x-amz-security-token"
 TARGET_HEADER = "x-amz-target"
 
 #: ``X-Amz-Target`` prefix → the SigV4 service name its scope must carry (and its error conventions).
@@ -308,13 +307,7 @@ class AwsEndpoint:
         header = sigv4.parse(http)
         now = self._clock()
         sigv4.check(header, http, region=self._region, service=service, now=now)
-        tokens = headers.get(SECURITY_TOKEN_HEADER)
-        session_token = tokens[0] if tokens else None
-        if session_token is not None and SECURITY_TOKEN_HEADER not in header.signed_headers:
-            raise errors.Unauthenticated(
-                "'X-Amz-Security-Token' must be a 'SignedHeader' in the AWS Authorization.",
-                code="InvalidSignatureException",
-            )
+        session_token = sigv4.session_token(http)  # check() made sure it is signed
         resolved = await self._directory.resolve(header.access_key_id)
         signing.check_key(
             resolved.record.key_material() if resolved is not None else None,
@@ -380,7 +373,7 @@ class AwsEndpoint:
             status, xml = query.sts_error(err, call.request_id)
             response = self._respond(call, status, xml, XML_CONTENT_TYPE)
             fault = "Receiver" if status >= 500 else "Sender"
-            response.headers[QUERY_ERROR_HEADER] = f"{err.code};{fault}"
+            response.headers[QUERY_ERROR_HEADER] = f"{query.sts_code(err)[1]};{fault}"
             return response
         return self._respond(call, status, _json_body(code, message, service=service), JSON_CONTENT_TYPE)
 
