@@ -39,8 +39,16 @@ def aws_url(gw: Gateway) -> str:
     return f"https://127.0.0.1:{gw.runtime.aws.port}"
 
 
-def boto(gw: Gateway, service: str, creds: Credentials | None = None, **kw: Any) -> Any:
-    c = creds or gw.credentials
+@pytest.fixture
+async def user(stack: Gateway) -> Credentials:
+    """A new access key of IAM user ``aws`` (allow-all policy), its secret sealed by the store as IAM's
+    CreateAccessKey seals it (the admin's bootstrap key is sealed a moment after the store starts)."""
+    assert stack.services is not None
+    return await stack.services.credential("user/aws")
+
+
+def boto(gw: Gateway, service: str, creds: Credentials, **kw: Any) -> Any:
+    c = creds
     return boto3.session.Session().client(
         service,
         endpoint_url=aws_url(gw),
@@ -60,6 +68,7 @@ async def run(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
 
 def sign(
     gw: Gateway,
+    creds: Credentials,
     body: bytes,
     *,
     target: str | None = "secretsmanager.ListSecrets",
@@ -68,13 +77,13 @@ def sign(
     service: str = "secretsmanager",
     content_type: str = JSON,
 ) -> dict[str, str]:
-    """Headers of a request signed by botocore's SigV4 signer as the admin (or with ``secret``)."""
+    """Headers of a request signed by botocore's SigV4 signer with ``creds`` (or their id and ``secret``)."""
     headers = {"Content-Type": content_type}
     if target:
         headers["X-Amz-Target"] = target
     request = AWSRequest(method="POST", url=aws_url(gw) + "/", data=body, headers=headers)
-    creds = BotoCredentials(gw.credentials.access_key_id, secret or gw.credentials.secret_access_key)
-    botocore.auth.SigV4Auth(creds, service, region).add_auth(request)
+    signer = BotoCredentials(creds.access_key_id, secret or creds.secret_access_key)
+    botocore.auth.SigV4Auth(signer, service, region).add_auth(request)
     return dict(request.headers.items())
 
 
@@ -103,8 +112,8 @@ def error_of(exc: ClientError) -> tuple[str, str, int]:
 # --- boto3 ------------------------------------------------------------------------------------------------
 
 
-async def test_boto3_creates_reads_writes_and_describes_a_secret(stack: Gateway) -> None:
-    sm = boto(stack, "secretsmanager")
+async def test_boto3_creates_reads_writes_and_describes_a_secret(stack: Gateway, user: Credentials) -> None:
+    sm = boto(stack, "secretsmanager", user)
     created = await run(sm.create_secret, Name="app/db", SecretString='{"user": "app"}', Description="d")
     assert created["Name"] == "app/db" and created["ARN"].startswith(f"arn:aws:secretsmanager:{REGION}:")
     assert created["ResponseMetadata"]["RequestId"]  # x-amzn-RequestId
@@ -125,8 +134,8 @@ async def test_boto3_creates_reads_writes_and_describes_a_secret(stack: Gateway)
     }
 
 
-async def test_errors_reach_boto3_as_its_modelled_exceptions(stack: Gateway) -> None:
-    sm = boto(stack, "secretsmanager")
+async def test_errors_reach_boto3_as_its_modelled_exceptions(stack: Gateway, user: Credentials) -> None:
+    sm = boto(stack, "secretsmanager", user)
     with pytest.raises(sm.exceptions.ResourceNotFoundException) as missing:
         await run(sm.get_secret_value, SecretId="no/such/secret")
     code, message, status = error_of(missing.value)
@@ -136,8 +145,8 @@ async def test_errors_reach_boto3_as_its_modelled_exceptions(stack: Gateway) -> 
         await run(sm.create_secret, Name="twice", SecretString="y")
 
 
-async def test_boto3_kms_encrypts_and_decrypts(stack: Gateway) -> None:
-    kms = boto(stack, "kms")
+async def test_boto3_kms_encrypts_and_decrypts(stack: Gateway, user: Credentials) -> None:
+    kms = boto(stack, "kms", user)
     key = (await run(kms.create_key, Description="payments"))["KeyMetadata"]
     assert key["KeyId"] and key["Enabled"] is True
     sealed = await run(kms.encrypt, KeyId=key["KeyId"], Plaintext=b"card 4111", EncryptionContext={"a": "b"})
@@ -149,10 +158,12 @@ async def test_boto3_kms_encrypts_and_decrypts(stack: Gateway) -> None:
     assert error_of(wrong_context.value)[2] == 400
 
 
-async def test_sts_identity_and_assumed_role_whose_permissions_are_the_roles(stack: Gateway) -> None:
-    sts = boto(stack, "sts")
+async def test_sts_identity_and_assumed_role_whose_permissions_are_the_roles(
+    stack: Gateway, user: Credentials
+) -> None:
+    sts = boto(stack, "sts", user)
     me = await run(sts.get_caller_identity)
-    assert me["Arn"].endswith(":user/admin") and me["Account"] == "000000000000"
+    assert me["Arn"].endswith(":user/aws") and me["Account"] == "000000000000"
 
     trust = {
         "Version": "2012-10-17",
@@ -175,7 +186,7 @@ async def test_sts_identity_and_assumed_role_whose_permissions_are_the_roles(sta
         await client.iam.put_role_policy(
             role_name="reader", policy_name="read", policy_document=json.dumps(reader)
         )
-    sm = boto(stack, "secretsmanager")
+    sm = boto(stack, "secretsmanager", user)
     await run(sm.create_secret, Name="app/read-me", SecretString="v1")
 
     assumed = await run(sts.assume_role, RoleArn=role.arn, RoleSessionName="s1", DurationSeconds=3600)
@@ -198,8 +209,8 @@ async def test_sts_identity_and_assumed_role_whose_permissions_are_the_roles(sta
     assert error_of(bad_token.value)[0] == "UnrecognizedClientException"
 
 
-async def test_sts_errors_are_sts_xml_with_the_query_error_header(stack: Gateway) -> None:
-    sts = boto(stack, "sts")
+async def test_sts_errors_are_sts_xml_with_the_query_error_header(stack: Gateway, user: Credentials) -> None:
+    sts = boto(stack, "sts", user)
     with pytest.raises(ClientError) as refused:
         await run(sts.assume_role, RoleArn="arn:aws:iam::000000000000:role/none", RoleSessionName="bad name!")
     code, _message, status = error_of(refused.value)
@@ -210,9 +221,9 @@ async def test_sts_errors_are_sts_xml_with_the_query_error_header(stack: Gateway
 
 
 async def test_the_audit_event_of_an_aws_call_names_the_access_key_and_user_agent(
-    stack: Gateway, database_url: str
+    stack: Gateway, user: Credentials, database_url: str
 ) -> None:
-    sm = boto(stack, "secretsmanager")
+    sm = boto(stack, "secretsmanager", user)
     await run(sm.create_secret, Name="audited", SecretString="x")
     await run(sm.get_secret_value, SecretId="audited")
     conn = await asyncpg.connect(database_url)
@@ -224,7 +235,7 @@ async def test_the_audit_event_of_an_aws_call_names_the_access_key_and_user_agen
         await conn.close()
     assert rows
     record = json.loads(rows[-1]["record"])
-    assert record["userIdentity"]["accessKeyId"] == stack.credentials.access_key_id
+    assert record["userIdentity"]["accessKeyId"] == user.access_key_id
     assert record["userAgent"].startswith("Boto3/") and "botocore" in record["userAgent"].lower()
     assert record["sourceIPAddress"] == "127.0.0.1"
     assert record["requestParameters"] == {"secretId": "audited"}
@@ -233,34 +244,40 @@ async def test_the_audit_event_of_an_aws_call_names_the_access_key_and_user_agen
 # --- the protocol, raw ------------------------------------------------------------------------------------
 
 
-async def test_unknown_target_bad_json_and_wrong_content_type(stack: Gateway) -> None:
-    status, headers, body = await post(stack, b"{}", sign(stack, b"{}", target="secretsmanager.NoSuchThing"))
+async def test_unknown_target_bad_json_and_wrong_content_type(stack: Gateway, user: Credentials) -> None:
+    status, headers, body = await post(
+        stack, b"{}", sign(stack, user, b"{}", target="secretsmanager.NoSuchThing")
+    )
     assert (status, body["__type"]) == (400, "UnknownOperationException") and headers["x-amzn-RequestId"]
-    status, _, body = await post(stack, b"{}", sign(stack, b"{}", target="Route53.ListHostedZones"))
+    status, _, body = await post(stack, b"{}", sign(stack, user, b"{}", target="Route53.ListHostedZones"))
     assert (status, body["__type"]) == (400, "UnknownOperationException")
 
     bad = b'{"SecretId": '
-    status, headers, body = await post(stack, bad, sign(stack, bad, target="secretsmanager.GetSecretValue"))
+    status, headers, body = await post(
+        stack, bad, sign(stack, user, bad, target="secretsmanager.GetSecretValue")
+    )
     assert (status, body["__type"]) == (400, "SerializationException") and headers["x-amzn-RequestId"]
     listed = b"[1, 2]"
-    status, _, body = await post(stack, listed, sign(stack, listed))
+    status, _, body = await post(stack, listed, sign(stack, user, listed))
     assert (status, body["__type"]) == (400, "SerializationException")
 
-    status, headers, body = await post(stack, b"{}", sign(stack, b"{}", content_type="text/plain"))
+    status, headers, body = await post(stack, b"{}", sign(stack, user, b"{}", content_type="text/plain"))
     assert (status, body["__type"]) == (404, "UnknownOperationException") and headers["x-amzn-RequestId"]
     status, _, body = await post(stack, b"", {}, method="GET")
     assert (status, body["__type"]) == (404, "UnknownOperationException")
 
 
-async def test_an_oversized_body_is_refused_cleanly(stack: Gateway) -> None:
+async def test_an_oversized_body_is_refused_cleanly(stack: Gateway, user: Credentials) -> None:
     big = json.dumps({"Name": "big", "SecretString": "x" * (MAX_REQUEST_BYTES + 1)}).encode()
-    status, headers, body = await post(stack, big, sign(stack, big, target="secretsmanager.CreateSecret"))
+    status, headers, body = await post(
+        stack, big, sign(stack, user, big, target="secretsmanager.CreateSecret")
+    )
     assert status == 413 and body["__type"] == "RequestEntityTooLargeException"
     assert headers["x-amzn-RequestId"] and "Traceback" not in json.dumps(body)
 
 
 async def test_authentication_failures_have_aws_codes(
-    stack: Gateway, monkeypatch: pytest.MonkeyPatch
+    stack: Gateway, user: Credentials, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     body = b"{}"
     status, headers, answer = await post(
@@ -270,44 +287,46 @@ async def test_authentication_failures_have_aws_codes(
     assert headers["x-amzn-RequestId"]
 
     status, _, answer = await post(
-        stack, body, sign(stack, body, secret="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+        stack, body, sign(stack, user, body, secret="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
     )
     assert (status, answer["__type"]) == (400, "InvalidSignatureException")
 
-    headers = sign(stack, body)
+    headers = sign(stack, user, body)
     status, _, answer = await post(stack, b'{"MaxResults": 1}', headers)  # the body signed was {}
     assert (status, answer["__type"]) == (400, "InvalidSignatureException")
 
-    status, _, answer = await post(stack, body, sign(stack, body, region="local-2"))
+    status, _, answer = await post(stack, body, sign(stack, user, body, region="local-2"))
     assert (status, answer["__type"]) == (400, "InvalidSignatureException")
     assert "local-2" in answer["message"]
 
-    status, _, answer = await post(stack, body, sign(stack, body, service="kms"))  # a secretsmanager target
+    status, _, answer = await post(
+        stack, body, sign(stack, user, body, service="kms")
+    )  # a secretsmanager target
     assert (status, answer["__type"]) == (400, "InvalidSignatureException")
 
     real = botocore.auth.get_current_datetime
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: real() - dt.timedelta(minutes=6))
-    replay = sign(stack, body)
+    replay = sign(stack, user, body)
     monkeypatch.setattr(botocore.auth, "get_current_datetime", real)
     status, _, answer = await post(stack, body, replay)
     assert (status, answer["__type"]) == (400, "InvalidSignatureException")
     assert answer["message"].startswith("Signature expired")
 
-    unknown = dict(sign(stack, body))
-    unknown["Authorization"] = unknown["Authorization"].replace(
-        stack.credentials.access_key_id, "AKIA" + "Q" * 16
-    )
+    unknown = dict(sign(stack, user, body))
+    unknown["Authorization"] = unknown["Authorization"].replace(user.access_key_id, "AKIA" + "Q" * 16)
     status, _, answer = await post(stack, body, unknown)
     assert (status, answer["__type"]) == (400, "UnrecognizedClientException")
 
     # A correctly signed request passes the same checks (the failures above are the signature's).
-    status, _, answer = await post(stack, body, sign(stack, body))
+    status, _, answer = await post(stack, body, sign(stack, user, body))
     assert status == 200 and "SecretList" in answer
 
 
-async def test_refused_calls_are_in_the_audit_trail(stack: Gateway, database_url: str) -> None:
+async def test_refused_calls_are_in_the_audit_trail(
+    stack: Gateway, user: Credentials, database_url: str
+) -> None:
     body = b'{"SecretId": "app/db"}'
-    headers = sign(stack, body, target="secretsmanager.GetSecretValue", secret="not-the-secret")
+    headers = sign(stack, user, body, target="secretsmanager.GetSecretValue", secret="not-the-secret")
     headers["User-Agent"] = "refused-agent/1.0"
     status, _, answer = await post(stack, body, headers)
     assert (status, answer["__type"]) == (400, "InvalidSignatureException")
