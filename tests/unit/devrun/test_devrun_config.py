@@ -164,3 +164,26 @@ def test_the_rotation_role_and_session_length_settings() -> None:
     env = {"COFFER_ROTATION_ROLE_ARN": "x", "COFFER_ROTATION_SESSION_SECONDS": "900"}
     assert set(service_env("rotation", env)) >= set(env)
     assert not set(service_env("store", env)) & set(env)
+
+
+def test_make_run_serves_the_aws_endpoint_in_each_region_and_profiles_it(tmp_path: Path) -> None:
+    from coffer.cli.aws_env import aws_env_lines
+    from coffer.devrun.config import DEV_AWS_ADDR, with_aws_endpoint
+
+    base = with_aws_endpoint({"COFFER_HOME": str(tmp_path / "c")})
+    assert base["COFFER_AWS_ADDR"] == DEV_AWS_ADDR == "127.0.0.1:7447"
+    assert with_aws_endpoint({"COFFER_AWS_ADDR": ""})["COFFER_AWS_ADDR"] == ""  # empty: off, as asked
+    multi = MultiRegion.from_envs(region_envs(base, 2), echo=lambda _: None)
+    assert [d.settings.aws_addr for d in multi.deployments] == ["127.0.0.1:7447", "127.0.0.1:7457"]
+    gateway_env = multi.deployments[1].service_env("gateway")
+    assert gateway_env["COFFER_AWS_ADDR"] == "127.0.0.1:7457"
+    assert "COFFER_AWS_ADDR" not in multi.deployments[1].service_env("store")
+    for deployment in multi.deployments:
+        deployment.admin_credentials = Credentials("AKIAONEONEONEONEONE2", "s")
+    multi.write_profile()
+    profile = load_profile(multi.profile_path)
+    assert profile.aws_endpoint_url == "https://127.0.0.1:7447"
+    assert profile.select_region("local-2").aws_endpoint_url == "https://127.0.0.1:7457"
+    lines = aws_env_lines(profile, "local-2")
+    assert "export AWS_ENDPOINT_URL=https://127.0.0.1:7457" in lines
+    assert "export AWS_DEFAULT_REGION=local-2" in lines
