@@ -297,7 +297,7 @@ async def keep_sealing_bootstrap_secrets(
         await asyncio.sleep(delay)
         delay = min(max(delay * 2, 0.5), max_delay)
         try:
-            _, waiting = await seal_bootstrap_secrets(pool, load(), secrets_)
+            _, waiting = await seal_bootstrap_secrets(pool, await asyncio.to_thread(load), secrets_)
         except (errors.CofferError, asyncpg.PostgresError, OSError) as exc:
             log.warning("iam.bootstrap.secrets_not_sealed_yet", error=type(exc).__name__, retry_in=delay)
             continue
