@@ -81,6 +81,8 @@ def init_pki(state: Path) -> None:
         + "\n",
     )
     rotation = iam_keys.ensure_rotation_key(_private_dir(state / "rotation") / iam_keys.ROTATION_FILE_NAME)
+    # No credentials_file: the store's container sees only state/store, not the operator's profile or the
+    # rotation key (and no plaintext copy is made for it), so these keys get no stored secret (README).
     iam_keys.write_bootstrap(_private_dir(state / "store") / iam_keys.BOOTSTRAP_FILE_NAME, admin, rotation)
 
 

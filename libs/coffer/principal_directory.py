@@ -56,8 +56,8 @@ class AccessKeyRecord:
     expires: dt.datetime | None = None
     issued: dt.datetime | None = None
     token_sha256: bytes | None = None
-    #: The key's secret (SigV4 needs it, not only the derived signing key); None for keys created before the
-    #: store kept it (they cannot sign AWS-protocol requests).
+    #: The secret access key (AWS SigV4 signs with keys derived from it): the gateway's answers only, None for
+    #: other callers and for keys created before the store kept secrets. Kept out of repr (logs, tracebacks).
     secret_access_key: str | None = field(default=None, repr=False)
 
     @property
@@ -116,6 +116,7 @@ def to_proto(record: AccessKeyRecord) -> pb.ResolveAccessKeyResponse:
         status=record.status,
         signing_key=record.signing_key,
         token_sha256=record.token_sha256 or b"",
+        secret_access_key=record.secret_access_key or "",
     )
     expires, issued = _ts(record.expires), _ts(record.issued)
     if expires is not None:
@@ -142,6 +143,7 @@ def from_proto(msg: pb.ResolveAccessKeyResponse) -> AccessKeyRecord:
         expires=msg.expires.ToDatetime(tzinfo=dt.UTC) if msg.HasField("expires") else None,
         issued=msg.issued.ToDatetime(tzinfo=dt.UTC) if msg.HasField("issued") else None,
         token_sha256=bytes(msg.token_sha256) or None,
+        secret_access_key=msg.secret_access_key or None,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import secrets
 import uuid
@@ -15,6 +16,8 @@ from typing import Any
 import asyncpg
 import pytest
 import redis
+
+from .conftest import run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -85,3 +88,36 @@ def test_secret_values_rest_nowhere_in_plaintext(e2e: Any) -> None:
         assert files_containing(root, needles) == [], f"a secret value was found in plaintext under {root}"
     # The logs were written at all (so their silence about the value means something).
     assert any(p.stat().st_size > 0 for p in e2e.log_dir.glob("*.log"))
+
+
+def test_secret_access_keys_rest_nowhere_in_plaintext(e2e: Any) -> None:
+    """Issue 10: the store now keeps every access key's secret (sealed, for AWS SigV4). A key created through
+    the CLI, and used once so the gateway resolved it (and the store opened the secret for it), leaves its
+    secret in no file: PostgreSQL, Redis, the logs, COFFER_HOME. Its access key id (metadata) IS in
+    PostgreSQL: the control."""
+    name = f"e2e-canary-key-{uuid.uuid4().hex[:8]}"
+    e2e.cli_json("iam", "create-user", "--user-name", name)
+    key = e2e.cli_json("iam", "create-access-key", "--user-name", name)["AccessKey"]
+    secret, akid = key["SecretAccessKey"], key["AccessKeyId"]
+    # Resolved by the gateway (a call signed with the key; whether it is allowed does not matter here).
+    profile = Path(e2e.profile_path)
+    doc = {**json.loads(profile.read_text()), "access_key_id": akid, "secret_access_key": secret}
+    other = profile.parent / f"{name}.json"  # removed before the search (it holds the secret on purpose)
+    other.write_text(json.dumps(doc))
+    try:
+        assert run_cli(other, "sts", "get-caller-identity").returncode == 0
+    finally:
+        other.unlink()
+    asyncio.run(_checkpoint(e2e.database_url))
+    client = redis.Redis.from_url(e2e.deployment.redis_url)
+    try:
+        client.save()
+    finally:
+        client.close()
+
+    assert files_containing(e2e.pg_data_dir, [akid.encode()]), "control access key id not found in PostgreSQL"
+    needles = encodings(secret)
+    for root in (e2e.pg_data_dir, e2e.redis_data_dir, e2e.log_dir, e2e.home):
+        assert files_containing(root, needles) == [], (
+            f"a secret access key was found in plaintext under {root}"
+        )

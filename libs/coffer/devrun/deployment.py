@@ -221,8 +221,15 @@ class Deployment:
         if self.settings.seal == "file":  # COFFER_SEAL=shamir: no key file; `coffer operator init` makes it
             ensure_root_key(self.settings.root_key_file)
         self.admin_credentials = iam_keys.ensure_admin(self.profile_path)
-        self.rotation_credentials = iam_keys.ensure_rotation_key(self.home / iam_keys.ROTATION_FILE_NAME)
-        iam_keys.write_bootstrap(self.bootstrap_keys_file, self.admin_credentials, self.rotation_credentials)
+        rotation_file = self.home / iam_keys.ROTATION_FILE_NAME
+        self.rotation_credentials = iam_keys.ensure_rotation_key(rotation_file)
+        iam_keys.write_bootstrap(
+            self.bootstrap_keys_file,
+            self.admin_credentials,
+            self.rotation_credentials,
+            admin_file=self.profile_path,
+            rotation_file=rotation_file,
+        )
 
     def start_servers(self) -> None:
         self.database_url = self.settings.database_url

@@ -7,7 +7,8 @@
   deployment's home (``rotation-credentials.json``: ``access_key_id`` / ``secret_access_key``). The rotation
   service assumes the role with it through the gateway for short sessions; no session is issued here.
 * The bootstrap keys file (0600, ``COFFER_BOOTSTRAP_KEYS_FILE``): the signing keys (never the secrets) of
-  both, which the store inserts at start when absent.
+  both, which the store inserts at start when absent, and the paths of the two files above, from which the
+  store reads each secret to seal it into the key's row (AWS SigV4 needs it; no third plaintext copy).
 """
 
 from __future__ import annotations
@@ -60,14 +61,24 @@ def ensure_rotation_key(path: Path) -> Credentials:
     return creds
 
 
-def write_bootstrap(path: Path, admin: Credentials, rotation: Credentials | None) -> None:
-    """The bootstrap keys file: the signing keys of the admin's access key and of user coffer-rotation's."""
+def write_bootstrap(
+    path: Path,
+    admin: Credentials,
+    rotation: Credentials | None,
+    *,
+    admin_file: Path | None = None,
+    rotation_file: Path | None = None,
+) -> None:
+    """The bootstrap keys file: the signing keys of the admin's access key and of user coffer-rotation's,
+    with the files that hold their secrets (the admin's profile, which may be written after the store
+    starts: the store keeps looking)."""
     keys = [
         bootstrap_entry(
             BootstrapKey(
                 access_key_id=admin.access_key_id,
                 signing_key=derive_signing_key(admin.secret_access_key),
                 user=ADMIN_USER,
+                credentials_file=str(admin_file.resolve()) if admin_file is not None else None,
             )
         )
     ]
@@ -78,6 +89,7 @@ def write_bootstrap(path: Path, admin: Credentials, rotation: Credentials | None
                     access_key_id=rotation.access_key_id,
                     signing_key=derive_signing_key(rotation.secret_access_key),
                     user=ROTATION_NAME,
+                    credentials_file=str(rotation_file.resolve()) if rotation_file is not None else None,
                 )
             )
         )

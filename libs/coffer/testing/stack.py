@@ -145,14 +145,16 @@ class ServiceStack:
         kind, _, name = principal.partition("/")
         if principal == f"user/{ADMIN_USER}" and self.admin is not None:
             return self.admin
+        # sealed as IAM CreateAccessKey seals it, when the store runs here
+        sealer = self.store.access_key_secrets if self.store is not None else None
         conn = await asyncpg.connect(self.env["COFFER_DATABASE_URL"])
         try:
             if principal == "service/rotation":
-                akid, secret = await issue_user_key(conn, ROTATION_NAME, policy=None)
+                akid, secret = await issue_user_key(conn, ROTATION_NAME, policy=None, secrets_=sealer)
                 return Credentials(akid, secret)
             if kind != "user" or not name:
                 raise ValueError(f"unsupported test principal {principal!r}")
-            akid, secret = await issue_user_key(conn, name)
+            akid, secret = await issue_user_key(conn, name, secrets_=sealer)
             return Credentials(akid, secret)
         finally:
             await conn.close()
@@ -244,12 +246,26 @@ async def insert_session(
     return Credentials(akid, secret, token)
 
 
+#: The stack's admin credentials file (0600, next to the bootstrap keys file), as a deployment's profile.
+ADMIN_CREDENTIALS_FILE = "admin-credentials.json"
+
+
 def write_admin_bootstrap(path: Path) -> Credentials:
-    """A new admin access key, written (its signing key only) to the bootstrap keys file at ``path`` (0600)
-    for the store to insert at start; returns the credentials."""
+    """A new admin access key: its secret in ``admin-credentials.json`` (0600) beside ``path``, and its
+    signing key with that file's path in the bootstrap keys file at ``path`` (0600), for the store to insert
+    at start and seal the secret of; returns the credentials."""
     akid, secret = new_access_key_id(), new_secret_access_key()
-    key = BootstrapKey(access_key_id=akid, signing_key=derive_signing_key(secret), user=ADMIN_USER)
     path.parent.mkdir(parents=True, exist_ok=True)
+    creds_file = path.parent / ADMIN_CREDENTIALS_FILE
+    fd = os.open(creds_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"access_key_id": akid, "secret_access_key": secret}, fh)
+    key = BootstrapKey(
+        access_key_id=akid,
+        signing_key=derive_signing_key(secret),
+        user=ADMIN_USER,
+        credentials_file=str(creds_file.resolve()),
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"keys": [bootstrap_entry(key)]}, fh)

@@ -45,6 +45,7 @@ from coffer.rpc.server import (
 )
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Peer, Settings
+from coffer.store.access_key_secrets import AccessKeySecrets
 from coffer.store.app import StoreApp, StoreConfig
 from coffer.store.audit_servicer import AuditIngestServicer, AuditServicer
 from coffer.store.audit_trail import StoreAuditTrail, load_signing_key
@@ -57,7 +58,12 @@ from coffer.store.iam import (
     OrganizationsServicer,
     SecurityTokenServicer,
 )
-from coffer.store.iam_bootstrap import ensure_root_account, read_bootstrap_keys
+from coffer.store.iam_bootstrap import (
+    BootstrapKey,
+    ensure_root_account,
+    keep_sealing_bootstrap_secrets,
+    read_bootstrap_keys,
+)
 from coffer.store.iam_directory import DirectoryServicer, IamDirectory, iam_hub
 from coffer.store.key_events import KeyEventsFollower
 from coffer.store.key_policies import KeyPolicies, KmsKeyPolicyCheck, grpc_source
@@ -164,7 +170,10 @@ class StoreRuntime:
     housekeeper: Housekeeper
     iam: IamDirectory
     audit_trail: StoreAuditTrail
+    access_key_secrets: AccessKeySecrets
     usage_meter: UsageMeter | None = None
+    #: Seals the bootstrap keys' secrets once the kms answers (done when the task is).
+    bootstrap_sealing: asyncio.Task[None] | None = None
     purge_task: asyncio.Task[None] | None = None
     replicator_task: asyncio.Task[None] | None = None
     housekeeping_task: asyncio.Task[None] | None = None
@@ -189,7 +198,13 @@ class StoreRuntime:
             await self.iam.aclose()
             await self.server.stop(grace)
         finally:
-            await cancel_and_wait(self.purge_task, self.replicator_task, self.housekeeping_task, logger=log)
+            await cancel_and_wait(
+                self.purge_task,
+                self.replicator_task,
+                self.housekeeping_task,
+                self.bootstrap_sealing,
+                logger=log,
+            )
             await self.audit_trail.aclose()
             await self.replicator.aclose()
             await self.key_events.aclose()
@@ -209,9 +224,12 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         applied = await apply_migrations(pool)
         if applied:
             log.info("store.migrated", applied=applied)
-        await ensure_root_account(
-            pool, read_bootstrap_keys(settings.bootstrap_keys_file) if settings.bootstrap_keys_file else ()
-        )
+        bootstrap_file = settings.bootstrap_keys_file
+
+        def bootstrap_keys() -> list[BootstrapKey]:
+            return read_bootstrap_keys(bootstrap_file) if bootstrap_file else []
+
+        await ensure_root_account(pool, bootstrap_keys())
         hub = iam_hub(settings.database_url)
         await hub.start()
         undo.push_async_callback(hub.aclose)
@@ -308,7 +326,8 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         usage = UsageServicer(pool, usage_meter, app.clock)
         control = RotationControlServicer(rotation, rotation_requests)
         receiver = ReplicationServicer(replication)
-        iam_core = IamCore(IamRepository(pool), clock=app.clock)
+        access_key_secrets = AccessKeySecrets(kms)
+        iam_core = IamCore(IamRepository(pool), secrets=access_key_secrets, clock=app.clock)
 
         def register(server: grpc.aio.Server) -> list[str]:
             store_pb2_grpc.add_SecretStoreServiceServicer_to_server(servicer, server)
@@ -320,7 +339,9 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             iam_pb2_grpc.add_SecurityTokenServiceServicer_to_server(SecurityTokenServicer(iam_core), server)
             iam_pb2_grpc.add_OrganizationsServiceServicer_to_server(OrganizationsServicer(iam_core), server)
             usage_pb2_grpc.add_UsageServiceServicer_to_server(usage, server)
-            directory_pb2_grpc.add_PrincipalDirectoryServiceServicer_to_server(DirectoryServicer(iam), server)
+            directory_pb2_grpc.add_PrincipalDirectoryServiceServicer_to_server(
+                DirectoryServicer(iam, access_key_secrets), server
+            )
             audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit_trail), server)
             audit_pb2_grpc.add_AuditIngestServiceServicer_to_server(AuditIngestServicer(audit_trail), server)
             return [
@@ -375,8 +396,13 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         ),
         iam=iam,
         audit_trail=audit_trail,
+        access_key_secrets=access_key_secrets,
     )
     audit_trail.start()
+    runtime.bootstrap_sealing = asyncio.get_running_loop().create_task(
+        keep_sealing_bootstrap_secrets(pool, bootstrap_keys, access_key_secrets),
+        name="store-bootstrap-secrets",
+    )
     if settings.peers:
         runtime.replicator_task = asyncio.get_running_loop().create_task(
             replicator.run(), name="store-replicator"

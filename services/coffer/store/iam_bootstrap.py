@@ -4,23 +4,32 @@
 versions of secrets whose rotation is configured), and the access keys handed over by the deployment
 (``COFFER_BOOTSTRAP_KEYS_FILE``, see :func:`read_bootstrap_keys`): inserted when absent, never replaced.
 
+The bootstrap keys' secrets (for AWS SigV4, issue 10) are sealed by :func:`seal_bootstrap_secrets` once the
+kms answers: the rows are inserted at once, without waiting for the kms (which may be sealed until an
+operator unseals it, and itself resolves its callers through this store), so Coffer's own signing works from
+the start; the AWS endpoint answers UnrecognizedClientException for such a key until its secret is sealed.
+
 (Helper A1 writes the IAM admin API; this is the small bootstrap A2 needs, until A1's ``ensure_root_account``
 replaces :func:`ensure_root_account` here.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 
 from coffer import logs
+from coffer.core import errors
 from coffer.core.principal import ADMIN_POLICY_TEXT, ROOT_ACCOUNT
+from coffer.crypto.access_keys import derive_signing_key
 from coffer.principal_directory import IAM_CHANNEL
+from coffer.store.access_key_secrets import AccessKeySecrets
 
 log = logs.get_logger("coffer.store.iam_bootstrap")
 
@@ -77,17 +86,46 @@ def _unique_id(prefix: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class BootstrapKey:
-    """A user's access key to insert (``user`` the user's name in the root account)."""
+    """A user's access key to insert (``user`` the user's name in the root account). ``credentials_file``:
+    the 0600 JSON file the deployment already keeps the key in (the admin's profile,
+    ``rotation-credentials.json``), whose ``secret_access_key`` the store seals into the key's row, so the
+    bootstrap file names the secret without holding another plaintext copy of it; ``secret_access_key``:
+    the secret read from there (never logged, never written back)."""
 
     access_key_id: str
     signing_key: bytes
     user: str = ADMIN_USER
+    credentials_file: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False, compare=False)
+
+
+def _secret_in(path: str, access_key_id: str, signing_key: bytes) -> str | None:
+    """The secret of ``access_key_id`` in the credentials file ``path``, if it is there and derives
+    ``signing_key``."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("iam.bootstrap.credentials_unreadable", path=path, error=type(exc).__name__)
+        return None
+    secret = doc.get("secret_access_key") if isinstance(doc, dict) else None
+    if (
+        not isinstance(doc, dict)
+        or doc.get("access_key_id") != access_key_id
+        or not isinstance(secret, str)
+        or derive_signing_key(secret) != signing_key
+    ):
+        log.warning("iam.bootstrap.credentials_mismatch", path=path, access_key_id=access_key_id)
+        return None
+    return secret
 
 
 def read_bootstrap_keys(path: Path) -> list[BootstrapKey]:
-    """``{"keys": [{"user": "admin", "access_key_id": "AKIA…", "signing_key": "<64 hex>"}, {"user":
-    "coffer-rotation", ...}]}`` (a missing file: none). Role sessions (entries with a ``role``, written by
-    older releases) are skipped: sessions come from STS AssumeRole only."""
+    """``{"keys": [{"user": "admin", "access_key_id": "AKIA…", "signing_key": "<64 hex>",
+    "credentials_file": "/…/profile.json"}, {"user": "coffer-rotation", ...}]}`` (a missing file: none;
+    ``credentials_file`` optional: the secret is read from it, and left out with a warning when that file
+    does not hold this key with a secret that derives ``signing_key``). Role
+    sessions (entries with a ``role``, written by older releases) are skipped: sessions come from STS
+    AssumeRole only."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -97,11 +135,15 @@ def read_bootstrap_keys(path: Path) -> list[BootstrapKey]:
         if entry.get("role") is not None:
             log.warning("iam.bootstrap.session_skipped", access_key_id=entry.get("access_key_id"))
             continue
+        akid, signing_key = entry["access_key_id"], bytes.fromhex(entry["signing_key"])
+        source = entry.get("credentials_file")
         out.append(
             BootstrapKey(
-                access_key_id=entry["access_key_id"],
-                signing_key=bytes.fromhex(entry["signing_key"]),
+                access_key_id=akid,
+                signing_key=signing_key,
                 user=entry.get("user") or ADMIN_USER,
+                credentials_file=source,
+                secret_access_key=_secret_in(source, akid, signing_key) if source else None,
             )
         )
     return out
@@ -194,19 +236,91 @@ async def ensure_root_account(pool: asyncpg.Pool, keys: Sequence[BootstrapKey] =
     log.info("iam.bootstrap", keys_added=len(added))
 
 
+async def seal_bootstrap_secrets(
+    pool: asyncpg.Pool, keys: Sequence[BootstrapKey], secrets_: AccessKeySecrets
+) -> tuple[list[str], list[str]]:
+    """Seal the secret of each bootstrap key whose row has none yet (and whose signing key is the file's: a
+    row rotated away from it is left alone). Returns the access key ids sealed now and those still waiting
+    for their secret (credentials file not written yet or unreadable); KMS failures raise
+    (:func:`keep_sealing_bootstrap_secrets` retries)."""
+    sealed_now: list[str] = []
+    waiting: list[str] = []
+    for key in keys:
+        if key.credentials_file is None and key.secret_access_key is None:
+            continue
+        missing = await pool.fetchval(
+            "SELECT secret_ciphertext IS NULL FROM store.iam_access_keys"
+            " WHERE access_key_id = $1 AND signing_key = $2",
+            key.access_key_id,
+            key.signing_key,
+        )
+        if not missing:
+            continue
+        if key.secret_access_key is None:
+            waiting.append(key.access_key_id)
+            continue
+        sealed = await secrets_.seal(key.access_key_id, key.secret_access_key)
+        async with pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                """UPDATE store.iam_access_keys SET secret_ciphertext = $3, secret_wrapped_key = $4
+                    WHERE access_key_id = $1 AND signing_key = $2 AND secret_ciphertext IS NULL""",
+                key.access_key_id,
+                key.signing_key,
+                sealed.ciphertext,
+                sealed.wrapped_key,
+            )
+            if status.endswith(" 1"):
+                sealed_now.append(key.access_key_id)
+                await conn.execute(  # the gateways' caches hold the record without its secret
+                    "SELECT pg_notify($1, $2)",
+                    IAM_CHANNEL,
+                    json.dumps({"access_key_ids": [key.access_key_id], "principal_arns": []}),
+                )
+    if sealed_now:
+        log.info("iam.bootstrap.secrets_sealed", access_key_ids=sealed_now)
+    return sealed_now, waiting
+
+
+async def keep_sealing_bootstrap_secrets(
+    pool: asyncpg.Pool,
+    load: Callable[[], Sequence[BootstrapKey]],
+    secrets_: AccessKeySecrets,
+    *,
+    first_delay: float = 0.0,
+    max_delay: float = 30.0,
+) -> None:
+    """Run :func:`seal_bootstrap_secrets` over ``load()`` (the bootstrap file, read again each round: the
+    deployment may write the admin's profile after the store started) until nothing is left to seal,
+    pausing longer and longer while the kms is unreachable or sealed or a credentials file is missing."""
+    delay = first_delay
+    while True:
+        await asyncio.sleep(delay)
+        delay = min(max(delay * 2, 0.5), max_delay)
+        try:
+            _, waiting = await seal_bootstrap_secrets(pool, await asyncio.to_thread(load), secrets_)
+        except (errors.CofferError, asyncpg.PostgresError, OSError) as exc:
+            log.warning("iam.bootstrap.secrets_not_sealed_yet", error=type(exc).__name__, retry_in=delay)
+            continue
+        if not waiting:
+            return
+
+
 async def issue_user_key(
     conn: asyncpg.Connection,
     name: str,
     *,
     policy: str | None = ADMIN_POLICY_TEXT,
     account: str = ROOT_ACCOUNT,
+    secrets_: AccessKeySecrets | None = None,
 ) -> tuple[str, str]:
     """Create user ``name`` (with inline policy ``policy`` when given) if missing and a new access key of
     it; returns ``(access key id, secret access key)``. For tests and bootstrap tooling (A1's IAM API is the
-    way for users)."""
-    from coffer.crypto.access_keys import derive_signing_key, new_access_key_id, new_secret_access_key
+    way for users). With ``secrets_`` (a store's sealer) the secret is sealed into the row as IAM
+    CreateAccessKey does; without, the key has none (Coffer's own signing only)."""
+    from coffer.crypto.access_keys import new_access_key_id, new_secret_access_key
 
     akid, secret = new_access_key_id(), new_secret_access_key()
+    sealed = await secrets_.seal(akid, secret) if secrets_ is not None else None
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO store.iam_accounts (account_id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING",
@@ -216,11 +330,14 @@ async def issue_user_key(
         if policy is not None:
             await _ensure_policy(conn, pid, "Inline", policy)
         await conn.execute(
-            """INSERT INTO store.iam_access_keys (access_key_id, principal_id, signing_key)
-               VALUES ($1, $2, $3)""",
+            """INSERT INTO store.iam_access_keys
+                 (access_key_id, principal_id, signing_key, secret_ciphertext, secret_wrapped_key)
+               VALUES ($1, $2, $3, $4, $5)""",
             akid,
             pid,
             derive_signing_key(secret),
+            sealed.ciphertext if sealed is not None else None,
+            sealed.wrapped_key if sealed is not None else None,
         )
         await conn.execute(
             "SELECT pg_notify($1, $2)",
@@ -232,4 +349,7 @@ async def issue_user_key(
 
 def bootstrap_entry(key: BootstrapKey) -> dict[str, str]:
     """``key`` as an entry of the bootstrap keys file."""
-    return {"user": key.user, "access_key_id": key.access_key_id, "signing_key": key.signing_key.hex()}
+    entry = {"user": key.user, "access_key_id": key.access_key_id, "signing_key": key.signing_key.hex()}
+    if key.credentials_file is not None:
+        entry["credentials_file"] = key.credentials_file
+    return entry

@@ -22,10 +22,11 @@ from coffer.loops import cancel_and_wait
 from coffer.pgnotify import NotifyHub
 from coffer.principal_directory import IAM_CHANNEL, AccessKeyRecord, ResolvedCache, to_proto
 from coffer.rpc.context import current_peer
+from coffer.store.access_key_secrets import AccessKeySecrets, SealedSecret
 
 log = logs.get_logger("coffer.store.iam_directory")
 
-#: The one peer given signing keys (and session token digests) with a resolved access key.
+#: The one peer given signing keys, session token digests and secret access keys with a resolved access key.
 SIGNATURE_VERIFIER = "gateway"
 
 _KEY_SQL = """
@@ -35,6 +36,9 @@ SELECT k.access_key_id, k.signing_key, k.status, k.session_name, k.token_sha256,
 FROM store.iam_access_keys k JOIN store.iam_principals p ON p.id = k.principal_id
 WHERE k.access_key_id = $1
 """
+_SECRET_SQL = (
+    "SELECT secret_ciphertext, secret_wrapped_key FROM store.iam_access_keys WHERE access_key_id = $1"
+)
 _POLICIES_SQL = (
     "SELECT policy_name, document FROM store.iam_policies WHERE principal_id = $1 ORDER BY policy_name"
 )
@@ -167,13 +171,37 @@ class IamDirectory:
             raise errors.AccessDenied("The caller's access key no longer exists.")
         return found
 
+    async def sealed_secret(self, access_key_id: str) -> SealedSecret | None:
+        """The sealed secret access key of ``access_key_id`` (None: a key created before secrets were kept).
+        Read on each call, never cached here: only the kms's data keys are (``DataKeyCache``)."""
+        row = await self._pool.fetchrow(_SECRET_SQL, access_key_id)
+        if row is None or row["secret_ciphertext"] is None:
+            return None
+        return SealedSecret(
+            ciphertext=bytes(row["secret_ciphertext"]), wrapped_key=bytes(row["secret_wrapped_key"])
+        )
+
     async def aclose(self) -> None:
         await cancel_and_wait(self._task, logger=log)
 
 
 class DirectoryServicer(pb_grpc.PrincipalDirectoryServiceServicer):
-    def __init__(self, directory: IamDirectory) -> None:
+    def __init__(self, directory: IamDirectory, secrets: AccessKeySecrets) -> None:
         self._directory = directory
+        self._secrets = secrets
+
+    async def _secret(self, access_key_id: str) -> str:
+        """The key's secret access key, opened for the gateway ("" when none is stored, or when the stored
+        blob does not open: logged, and the key then serves Coffer's own signing only). A kms that cannot be
+        reached fails the call (retryable), rather than have the gateway cache a record without it."""
+        sealed = await self._directory.sealed_secret(access_key_id)
+        if sealed is None:
+            return ""
+        try:
+            return await self._secrets.open(access_key_id, sealed)
+        except errors.DecryptionFailure as exc:
+            log.error("iam.access_key_secret_unopenable", access_key_id=access_key_id, error=exc.message)
+            return ""
 
     async def ResolveAccessKey(
         self, request: pb.ResolveAccessKeyRequest, context: grpc.aio.ServicerContext
@@ -185,9 +213,13 @@ class DirectoryServicer(pb_grpc.PrincipalDirectoryServiceServicer):
             )
         msg = to_proto(record)
         if current_peer() != SIGNATURE_VERIFIER:
-            # Only the gateway verifies signatures: the kms resolves callers and gets no key material.
+            # Only the gateway verifies signatures: the kms resolves callers and gets no key material (and the
+            # secret is not even opened for it).
             msg.ClearField("signing_key")
             msg.ClearField("token_sha256")
+            msg.ClearField("secret_access_key")
+        else:
+            msg.secret_access_key = await self._secret(record.access_key_id)
         return msg
 
     async def WatchPrincipalChanges(

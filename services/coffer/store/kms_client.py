@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 
@@ -190,4 +191,39 @@ class KmsClient:
             raise decryption_failure(exc) from None
         data_key = DataKey(plaintext=resp.plaintext, wrapped=wrapped, key_arn=resp.key_id)
         self.cache.put(secret_arn, version_id, data_key)
+        return data_key
+
+    # -- data keys under another encryption context (the sealed secret access keys) -----------------------
+
+    @staticmethod
+    def _cache_parts(context: Mapping[str, str]) -> tuple[str, str]:
+        """The cache's (arn, version) pair for a non-secret context: no secret ARN starts with ``{``."""
+        return json.dumps(dict(context), sort_keys=True, separators=(",", ":")), ""
+
+    async def generate_data_key_in(self, *, key_id: str, context: Mapping[str, str]) -> DataKey:
+        """A fresh AES-256 data key of ``key_id`` bound to ``context``. KMS failures pass through as the
+        KMS raised them (the caller phrases them for its own API)."""
+        resp = await self._stub.GenerateDataKey(
+            kms_pb2.GenerateDataKeyRequest(
+                key_id=key_id, key_spec="AES_256", encryption_context=dict(context)
+            ),
+            timeout=self._timeout,
+        )
+        data_key = DataKey(plaintext=resp.plaintext, wrapped=resp.ciphertext_blob, key_arn=resp.key_id)
+        self.cache.put(*self._cache_parts(context), data_key)
+        return data_key
+
+    async def decrypt_data_key_in(self, *, wrapped: bytes, context: Mapping[str, str]) -> DataKey:
+        """Unwrap a data key sealed with ``context`` (cached like the secrets' data keys); a wrong context is
+        the KMS's InvalidCiphertextException."""
+        parts = self._cache_parts(context)
+        cached = self.cache.get(wrapped, *parts)
+        if cached is not None:
+            return cached
+        resp = await self._stub.Decrypt(
+            kms_pb2.DecryptRequest(ciphertext_blob=wrapped, encryption_context=dict(context)),
+            timeout=self._timeout,
+        )
+        data_key = DataKey(plaintext=resp.plaintext, wrapped=wrapped, key_arn=resp.key_id)
+        self.cache.put(*parts, data_key)
         return data_key

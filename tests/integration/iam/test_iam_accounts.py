@@ -52,7 +52,7 @@ def admin_of(account: str) -> Principal:
 
 
 async def test_accounts_are_isolated_and_only_the_root_account_creates_accounts(iam_stack: IamStack) -> None:
-    core = IamCore(IamRepository(iam_stack.store.pool))
+    core = IamCore(IamRepository(iam_stack.store.pool), secrets=iam_stack.store.access_key_secrets)
     iam, orgs, sts = (
         IdentityManagementServicer(core),
         OrganizationsServicer(core),
@@ -101,7 +101,7 @@ async def test_accounts_are_isolated_and_only_the_root_account_creates_accounts(
 
 
 async def test_calls_are_decided_by_the_callers_identity_policies(iam_stack: IamStack) -> None:
-    core = IamCore(IamRepository(iam_stack.store.pool))
+    core = IamCore(IamRepository(iam_stack.store.pool), secrets=iam_stack.store.access_key_secrets)
     iam, orgs = IdentityManagementServicer(core), OrganizationsServicer(core)
     reader = Principal(
         arn=f"arn:aws:iam::{ROOT}:user/reader",
@@ -152,7 +152,7 @@ async def test_calls_are_decided_by_the_callers_identity_policies(iam_stack: Iam
 
 
 async def test_calls_on_an_entity_are_decided_on_its_arn_with_its_path(iam_stack: IamStack) -> None:
-    core = IamCore(IamRepository(iam_stack.store.pool))
+    core = IamCore(IamRepository(iam_stack.store.pool), secrets=iam_stack.store.access_key_secrets)
     iam = IdentityManagementServicer(core)
     team_reader = Principal(
         arn=f"arn:aws:iam::{ROOT}:user/team/lead",

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from coffer.core.principal import ROOT_ACCOUNT
+from coffer.store.access_key_secrets import SealedSecret
 
 NOTIFY_CHANNEL = "coffer_iam"
 #: pg_notify payloads must stay under 8,000 bytes; longer lists are cut to a "reset" (drop everything).
@@ -300,6 +301,7 @@ class IamTx:
         access_key_id: str,
         principal_id: int,
         signing_key: bytes,
+        sealed: SealedSecret,
         *,
         session_name: str | None = None,
         token_sha256: bytes | None = None,
@@ -307,12 +309,14 @@ class IamTx:
         session_tags: Mapping[str, str] | None = None,
     ) -> datetime:
         created: datetime = await self.conn.fetchval(
-            "INSERT INTO store.iam_access_keys (access_key_id, principal_id, signing_key, session_name, "
-            "token_sha256, expires_at, session_tags) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) "
-            "RETURNING created_at",
+            "INSERT INTO store.iam_access_keys (access_key_id, principal_id, signing_key, secret_ciphertext, "
+            "secret_wrapped_key, session_name, token_sha256, expires_at, session_tags) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb) RETURNING created_at",
             access_key_id,
             principal_id,
             signing_key,
+            sealed.ciphertext,
+            sealed.wrapped_key,
             session_name,
             token_sha256,
             expires_at,

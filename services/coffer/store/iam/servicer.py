@@ -24,6 +24,7 @@ from coffer.core.authorize import authorize
 from coffer.core.principal import ADMIN_POLICY_TEXT, ROOT_ACCOUNT, Principal, PrincipalKind
 from coffer.crypto import access_keys
 from coffer.rpc.context import current_caller
+from coffer.store.access_key_secrets import AccessKeySecrets
 from coffer.store.iam.repository import IamRepository, IamTx, PrincipalRow
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
@@ -115,8 +116,10 @@ def _no_role(name: str) -> errors.NoSuchEntity:
 class IamCore:
     """The transactions the three services share (account creation makes a user, a policy and a key)."""
 
-    def __init__(self, repo: IamRepository, clock: Clock | None = None) -> None:
+    def __init__(self, repo: IamRepository, *, secrets: AccessKeySecrets, clock: Clock | None = None) -> None:
         self.repo = repo
+        #: Seals every new key's secret access key into its row (the AWS endpoint verifies SigV4 with it).
+        self.secrets = secrets
         self.clock: Clock = clock or SystemClock()
 
     async def key_ids(self, tx: IamTx, principal_id: int) -> list[str]:
@@ -155,7 +158,9 @@ class IamCore:
             )
         key_id = access_keys.new_access_key_id()
         secret = access_keys.new_secret_access_key()
-        created = await tx.insert_access_key(key_id, user.id, access_keys.derive_signing_key(secret))
+        # Sealed inside the transaction: a KMS failure rolls it back, so no key exists without its secret.
+        sealed = await self.secrets.seal(key_id, secret)
+        created = await tx.insert_access_key(key_id, user.id, access_keys.derive_signing_key(secret), sealed)
         await tx.notify(access_key_ids=[key_id], principal_arns=[user.arn])
         return pb.AccessKey(
             user_name=user.name,
@@ -602,6 +607,7 @@ class SecurityTokenServicer(iam_pb2_grpc.SecurityTokenServiceServicer):
                 key_id,
                 role.id,
                 access_keys.derive_signing_key(secret),
+                await self._core.secrets.seal(key_id, secret),
                 session_name=session,
                 token_sha256=access_keys.token_digest(token),
                 expires_at=expires,
