@@ -147,7 +147,12 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+def max_concurrent() -> int:
+    return 512
+
+
+@pytest.fixture
+async def harness(monkeypatch: pytest.MonkeyPatch, max_concurrent: int) -> AsyncIterator[Harness]:
     monkeypatch.setattr(jsonproto, "TARGETS", {TARGET: METHOD})
     seen, trail = Seen(), FakeTrail()
     endpoint = AwsEndpoint(
@@ -161,6 +166,7 @@ async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
             unadmitted_only=True,
             fail_closed=False,
         ),
+        max_concurrent=max_concurrent,
     )
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", endpoint.handle)
@@ -213,3 +219,11 @@ async def test_a_bug_is_500_generic_and_a_dependency_503(harness: Harness) -> No
     harness.seen.fail = ConnectionRefusedError("store down")
     response = await harness.client.post("/", data=b"{}", headers=harness.signed(b"{}"))
     assert response.status == 503 and json.loads(await response.read())["__type"] == "ServiceUnavailable"
+
+
+@pytest.mark.parametrize("max_concurrent", [0])
+async def test_requests_over_the_concurrency_limit_are_throttled(harness: Harness) -> None:
+    response = await harness.client.post("/", data=b"{}", headers=harness.signed(b"{}"))
+    body = json.loads(await response.read())
+    assert response.status == 400 and body["__type"] == "ThrottlingException"
+    assert response.headers["x-amzn-RequestId"] and harness.seen.calls == []

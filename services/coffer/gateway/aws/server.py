@@ -381,8 +381,15 @@ class AwsEndpoint:
     def _respond(call: _Call, status: int, body: bytes, content_type: str) -> web.Response:
         response = web.Response(status=status, body=body, content_type=content_type)
         response.headers[REQUEST_ID_HEADER] = call.request_id
-        response.headers["Server"] = "Coffer"  # not aiohttp's and Python's versions
         return response
+
+
+async def _every_response(_request: web.Request, response: web.StreamResponse) -> None:
+    """Whatever answers (aiohttp itself included, e.g. for a request it cannot route): a request id, and no
+    server software versions."""
+    if REQUEST_ID_HEADER not in response.headers:
+        response.headers[REQUEST_ID_HEADER] = str(uuid.uuid4())
+    response.headers["Server"] = "Coffer"
 
 
 def _too_large() -> ProtocolError:
@@ -447,6 +454,7 @@ async def start_aws_server(
     )
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app.router.add_route("*", "/{tail:.*}", endpoint.handle)
+    app.on_response_prepare.append(_every_response)
     runner = web.AppRunner(
         app,
         access_log=None,
