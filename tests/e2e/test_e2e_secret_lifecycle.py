@@ -4,6 +4,7 @@ text)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
@@ -12,6 +13,14 @@ from typing import Any
 import pytest
 
 from coffer.testing.wait import eventually_sync
+
+
+def epoch(printed: str) -> float:
+    """The CLI prints timestamps as the AWS CLI does (ISO 8601 with the zone's offset)."""
+    when = dt.datetime.fromisoformat(printed)
+    assert when.tzinfo is not None, printed
+    return when.timestamp()
+
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +82,7 @@ def test_secret_life_through_the_cli(e2e: Any) -> None:
         v3,
         ["AWSCURRENT"],
     )
-    assert current["ARN"] == arn and isinstance(current["CreatedDate"], int | float)
+    assert current["ARN"] == arn and epoch(current["CreatedDate"]) > 0
     assert "SecretBinary" not in current
     previous = e2e.cli_json(SM, "get-secret-value", "--secret-id", name, "--version-stage", "AWSPREVIOUS")
     assert (previous["SecretString"], previous["VersionId"]) == ("value-two", v2)
@@ -172,11 +181,11 @@ def test_secret_life_through_the_cli(e2e: Any) -> None:
     deleted = e2e.cli_json(SM, "delete-secret", "--secret-id", name, "--recovery-window-in-days", "7")
     after = time.time()
     assert deleted["ARN"] == arn and deleted["Name"] == name
-    assert before + 7 * 86400 - 5 <= deleted["DeletionDate"] <= after + 7 * 86400 + 5
+    assert before + 7 * 86400 - 5 <= epoch(deleted["DeletionDate"]) <= after + 7 * 86400 + 5
     refused_get = e2e.cli(SM, "get-secret-value", "--secret-id", name)
     assert aws_error(refused_get, "InvalidRequestException", "GetSecretValue") == MARKED_FOR_DELETION
     described = e2e.cli_json(SM, "describe-secret", "--secret-id", name)
-    assert before - 5 <= described["DeletedDate"] <= after + 5
+    assert before - 5 <= epoch(described["DeletedDate"]) <= after + 5
     assert listed(f"Key=name,Values={prefix}/") == [other["Name"]]
     assert listed(f"Key=name,Values={prefix}/", planned=True) == sorted([name, other["Name"]])
 
@@ -187,7 +196,7 @@ def test_secret_life_through_the_cli(e2e: Any) -> None:
 
     # Force delete: gone without a window (the purge runs in the background, every second here).
     forced = e2e.cli_json(SM, "delete-secret", "--secret-id", name, "--force-delete-without-recovery")
-    assert forced["ARN"] == arn and forced["DeletionDate"] <= time.time() + 5
+    assert forced["ARN"] == arn and epoch(forced["DeletionDate"]) <= time.time() + 5
     gone = eventually_sync(
         lambda: e2e.cli(SM, "describe-secret", "--secret-id", name),
         until=lambda result: result.returncode != 0,

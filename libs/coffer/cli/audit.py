@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from coffer.api.audit.v1 import audit_pb2
+from coffer.cli import shapes
 from coffer.client import CofferClient
 from coffer.crypto.audit_chain import ChainedEvent, SignedDigest, verify
 
@@ -68,7 +69,7 @@ def _lookup(connect: Connect) -> Callable[[argparse.Namespace, TextIO, TextIO], 
                     "EventName": e.event_name,
                     "ReadOnly": e.read_only,
                     "AccessKeyId": e.access_key_id,
-                    "EventTime": e.event_time.ToDatetime(tzinfo=dt.UTC).isoformat(),
+                    "EventTime": shapes.aws_timestamp(e.event_time),
                     "EventSource": e.event_source,
                     "Username": e.username,
                     "Resources": [

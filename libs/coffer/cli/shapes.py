@@ -8,7 +8,7 @@
   structures and lists of structures in shorthand (``Key=a,Value=b``; ``Key=name,Values=db/,prod/``) or
   JSON (``'[{"Key": "a", "Value": "b"}]'``), string maps as ``k=v`` pairs or a JSON object;
 - responses as the AWS CLI prints them: PascalCase members, absent members omitted, blobs base64,
-  timestamps as epoch seconds.
+  timestamps as ISO 8601 text (``aws_timestamp``).
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 SECRETS_PACKAGE = "coffer.api.secrets.v1"
 KMS_PACKAGE = "coffer.api.kms.v1"
 IAM_PACKAGE = "coffer.api.iam.v1"
-#: Packages whose timestamps the AWS CLI prints as ISO-8601 text (IAM, STS and Organizations speak AWS's
-#: query protocol: ``"CreateDate": "2026-12-01T05:00:00+00:00"``); the others print epoch seconds.
-_ISO_TIMESTAMP_PACKAGES = frozenset({IAM_PACKAGE})
+#: Packages whose services speak AWS's query protocol (IAM, STS, Organizations): their timestamps travel as
+#: ISO-8601 text in UTC, which the AWS CLI prints in UTC (``"CreateDate": "2026-12-01T05:00:00+00:00"``).
+#: The JSON-protocol services (Secrets Manager, KMS) send epoch seconds, which it prints in local time.
+_UTC_TIMESTAMP_PACKAGES = frozenset({IAM_PACKAGE})
 
 #: AWS member names that are not the plain PascalCase of the proto field name.
 _IRREGULAR_NAMES: dict[str, dict[str, str]] = {
@@ -390,10 +391,18 @@ def request_from_args(request: Descriptor, args: argparse.Namespace) -> Message:
 
 
 def epoch_seconds(ts: Timestamp) -> int | float:
-    """Epoch seconds as the AWS CLI prints them (a number, with milliseconds when there are any)."""
+    """Epoch seconds as AWS's JSON protocol sends them (a number, with milliseconds when there are any)."""
     if ts.nanos == 0:
         return ts.seconds
     return round(ts.seconds + ts.nanos / 1e9, 3)
+
+
+def aws_timestamp(ts: Timestamp) -> str:
+    """A JSON-protocol timestamp as the AWS CLI prints it with ISO 8601 output (v2's default, v1's
+    ``cli_timestamp_format = iso8601``): botocore turns the epoch seconds on the wire (milliseconds) into a
+    datetime in the local time zone and the CLI prints its ``isoformat()``, e.g.
+    ``2026-12-01T09:16:14.123000+00:00`` on a UTC host, ``2026-12-01T09:16:14+00:00`` on a whole second."""
+    return dt.datetime.fromtimestamp(epoch_seconds(ts), tz=dt.UTC).astimezone().isoformat()
 
 
 def iso_timestamp(ts: Timestamp) -> str:
@@ -407,7 +416,7 @@ def _value(field: FieldDescriptor, value: Any) -> Any:
     if (
         isinstance(value, Timestamp)
         and field.containing_type is not None
-        and field.containing_type.file.package in _ISO_TIMESTAMP_PACKAGES
+        and field.containing_type.file.package in _UTC_TIMESTAMP_PACKAGES
     ):
         return iso_timestamp(value)
     if field.type == F.TYPE_MESSAGE:
@@ -419,7 +428,7 @@ def _message(message: Message) -> Any:
     descriptor = _descriptor(message)
     if descriptor.full_name == "google.protobuf.Timestamp":
         assert isinstance(message, Timestamp)
-        return epoch_seconds(message)
+        return aws_timestamp(message)
     if descriptor.full_name in _LIST_WRAPPERS:
         (only,) = _fields(descriptor)
         return [_value(only, v) for v in getattr(message, only.name)]
@@ -429,7 +438,7 @@ def _message(message: Message) -> Any:
 def to_aws(message: Message, *, top_level: bool = True) -> dict[str, Any]:
     """A response message as the AWS CLI's JSON: PascalCase members; optional members and sub-structures
     only when present; empty lists omitted (except the result lists of List*/Batch* operations); blobs in
-    base64; timestamps as epoch seconds."""
+    base64; timestamps as ISO 8601 text, as the AWS CLI prints them."""
     out: dict[str, Any] = {}
     for field in _fields(_descriptor(message)):
         value = getattr(message, field.name)

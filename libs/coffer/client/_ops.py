@@ -41,7 +41,7 @@ USAGE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"]
 AUDIT = audit_pb2.DESCRIPTOR.services_by_name["AuditService"]
 
 #: Like boto3, fill ``client_request_token`` with ``str(uuid4())`` when the caller did not give one.
-TOKEN_AUTOFILL = frozenset({"CreateSecret", "PutSecretValue", "UpdateSecret"})
+TOKEN_AUTOFILL = frozenset({"CreateSecret", "PutSecretValue", "UpdateSecret", "RotateSecret"})
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 

@@ -2,7 +2,8 @@
 
 Methods are the operations in snake_case; keyword arguments are the request fields (snake_case proto field
 names); they **return the response protobuf messages**; failures raise ``CofferError`` subclasses (``code`` =
-AWS error name). ``client_request_token`` is auto-filled for CreateSecret, PutSecretValue and UpdateSecret.
+AWS error name). ``client_request_token`` is auto-filled for CreateSecret, PutSecretValue, UpdateSecret and
+RotateSecret.
 
     with CofferClient.from_env() as client:
         client.create_secret(name="db/prod", secret_string="{...}")

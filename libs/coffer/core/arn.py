@@ -3,15 +3,17 @@
 ARN: ``arn:<partition>:secretsmanager:<region>:<account>:secret:<name>-<6 random alphanumerics>``.
 A fresh suffix is minted on every creation, so a re-created name gets a new ARN.
 
-A ``SecretId`` is one of:
+A ``SecretId`` is one of (AWS's rules, aws-secrets-manager.md §3):
 
-1. a full ARN - matched exactly (it must name this service's partition, region and account);
-2. a partial ARN (no ``-XXXXXX`` suffix) - matched by name;
-3. a name.
+1. an ARN whose resource part ends in ``-`` + 6 alphanumerics - a full ARN, matched exactly and only
+   exactly (it must name this service's partition and region; its account is the owner's);
+2. any other ARN of this service - a partial ARN, matched by the resource part as a name;
+3. anything else - a name, looked up in the caller's account.
 
-A name may itself end in ``-`` + 6 alphanumerics; then a partial ARN looks like a full one. We try the exact
-ARN first and fall back to the whole resource part as a name, which resolves both readings without ever
-confusing a purged secret's ARN with a re-created one (``name-OLDSFX`` is a different name from ``name``).
+A name may itself end in ``-`` + 6 alphanumerics (``db-abcdef``). By name it resolves like any other; its
+partial ARN (``...:secret:db-abcdef``) reads as a full ARN and, as in AWS, answers ResourceNotFoundException:
+there is no fallback to a name lookup (AWS recommends full ARNs for such names). That also keeps a purged
+secret's ARN from ever reaching a secret re-created under a name that happens to spell it.
 """
 
 from __future__ import annotations
@@ -61,15 +63,19 @@ def partial_arn(*, partition: str, region: str, account: str, name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SecretRef:
-    """How to look a SecretId up: by exact ARN first (when given), else by name in ``account``."""
+    """How to look a SecretId up: by exact ARN when ``arn`` is given (and only so), else by name in
+    ``account``. ``name`` is the resource part as given (for a full ARN it includes the suffix)."""
 
     arn: str | None
     name: str
     account: str = "000000000000"
 
     @property
-    def name_key(self) -> list[str]:
-        """The (account, name) pair the name lookup matches (``LOOKUP``'s second parameter)."""
+    def name_key(self) -> list[str] | None:
+        """The (account, name) pair the name lookup matches (``LOOKUP``'s second parameter); None for a full
+        ARN, which matches its ARN alone."""
+        if self.arn is not None:
+            return None
         return [self.account, self.name]
 
 

@@ -27,7 +27,7 @@ from coffer.core import versions as v
 from coffer.core.model import AWSCURRENT, AWSPENDING, RotationRules
 from coffer.core.rotation import BUILTIN_ROTATORS, MAX_ERROR, STEP_STATUSES, STEPS, RotationPolicy, Trigger
 from coffer.core.targets import split_endpoint
-from coffer.core.validation import MAX_LIST_RESULTS, Checker
+from coffer.core.validation import MAX_LIST_RESULTS, NEED_TOKEN_MESSAGE, Checker
 from coffer.store.app import StoreApp, StoreConfig, Tx, check_writable
 from coffer.store.records import AttemptRow, DueSecret, FunctionRow, LockedSecret, RotationConfig
 from coffer.targets import TargetGuard
@@ -289,12 +289,16 @@ class RotationApp:
         if rules is not None:
             c.length("rotationRules.duration", rules.duration, min_len=2, max_len=3)
         c.done()
+        # AWS refuses a RotateSecret without a token before it looks the secret up (so a missing secret
+        # answers this too); SDKs and the CLI fill one in. Scheduled rotations never come through here: the
+        # store mints their token itself (``_start_scheduled``).
+        if token is None:
+            raise errors.InvalidParameter(NEED_TOKEN_MESSAGE)
         new_schedule = _schedule(rules)
         given = rotation_lambda_arn or None
         if given is not None:
             await self._resolve_rotator(given)
         immediately = True if rotate_immediately is None else rotate_immediately
-        token = token or str(uuid.uuid4())
         ref = self._store.ref(secret_id)
         now = self._clock.now()
         async with self._repo.transaction() as tx:

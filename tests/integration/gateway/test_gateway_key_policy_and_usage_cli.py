@@ -85,7 +85,7 @@ async def test_usage_cli(stack: Any) -> None:
     assert code == 0, err
     described = json.loads((await cli(stack, "secretsmanager", "describe-secret", "--secret-id", "u/1"))[1])
     created = described["CreatedDate"]
-    ym = dt.datetime.fromtimestamp(created, dt.UTC).strftime("%Y-%m")
+    ym = dt.datetime.fromisoformat(created).astimezone(dt.UTC).strftime("%Y-%m")
     code, out, err = await cli(stack, "usage", "get", "--month", ym)
     assert code == 0, err
     usage = json.loads(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import io
 import json
 from typing import Any
@@ -36,7 +37,7 @@ async def test_kms_create_describe_disable_enable_via_cli(kms_stack: Any) -> Non
     assert meta["AWSAccountId"] == "000000000000"
     assert meta["Enabled"] is True and meta["KeyState"] == "Enabled"
     assert meta["Description"] == "payments" and meta["KeyManager"] == "CUSTOMER"
-    assert isinstance(meta["CreationDate"], int | float)
+    assert dt.datetime.fromisoformat(meta["CreationDate"]).tzinfo is not None  # ISO 8601, as the AWS CLI
     assert "DeletionDate" not in meta
 
     code, out, err = await cli(kms_stack, "kms", "disable-key", "--key-id", key_id)

@@ -6,6 +6,7 @@ rotator."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 from typing import Any
@@ -60,7 +61,7 @@ async def test_rotation_via_cli(stack: Any) -> None:
     assert desc["RotationEnabled"] is True
     assert desc["RotationLambdaARN"] == "random-value"
     assert desc["RotationRules"] == {"AutomaticallyAfterDays": 1}
-    assert isinstance(desc["NextRotationDate"], int | float)
+    assert dt.datetime.fromisoformat(desc["NextRotationDate"]).tzinfo is not None  # ISO 8601
     assert "LastRotatedDate" not in desc
     assert desc["VersionIdsToStages"][token] == ["AWSPENDING"]
 

@@ -6,6 +6,7 @@ three services."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 import uuid
@@ -77,7 +78,8 @@ async def test_cli_create_get_and_error(stack: Any) -> None:
     got = json.loads(out)
     assert got["SecretString"] == '{"user": "app"}' and got["VersionStages"] == ["AWSCURRENT"]
     assert got["ARN"] == created["ARN"] and got["VersionId"] == created["VersionId"]
-    assert "SecretBinary" not in got and isinstance(got["CreatedDate"], int | float)
+    assert "SecretBinary" not in got
+    assert dt.datetime.fromisoformat(got["CreatedDate"]).tzinfo is not None  # ISO 8601, as the AWS CLI
 
     code, out, err = await cli(stack, "secretsmanager", "describe-secret", "--secret-id", "db/prod")
     assert code == 0, err

@@ -199,7 +199,9 @@ async def test_replica_has_same_values_versions_labels_under_its_own_key(regions
         ),
         r2.store.DeleteSecret(pb.DeleteSecretRequest(secret_id="app/db")),
         r2.store.RestoreSecret(pb.RestoreSecretRequest(secret_id="app/db")),
-        r2.store.RotateSecret(pb.RotateSecretRequest(secret_id="app/db", rotate_immediately=True)),
+        r2.store.RotateSecret(
+            pb.RotateSecretRequest(secret_id="app/db", client_request_token=token(), rotate_immediately=True)
+        ),
         r2.store.ReplicateSecretToRegions(
             pb.ReplicateSecretToRegionsRequest(
                 secret_id="app/db", add_replica_regions=[pb.ReplicaRegion(region="local-3")]

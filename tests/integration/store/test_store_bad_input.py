@@ -197,6 +197,23 @@ CASES = [
         grpc.StatusCode.FAILED_PRECONDITION,
         NEED_TOKEN,
     ),
+    # RotateSecret's own spelling of the missing token, decided before the secret is looked up.
+    Case(
+        "rotate-without-token",
+        "RotateSecret",
+        lambda w: pb.RotateSecretRequest(secret_id="live", rotation_lambda_arn="random-value"),
+        "InvalidParameterException",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        NEED_TOKEN,
+    ),
+    Case(
+        "rotate-unknown-secret-without-token",
+        "RotateSecret",
+        lambda w: pb.RotateSecretRequest(secret_id="nobody/home"),
+        "InvalidParameterException",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        NEED_TOKEN,
+    ),
     Case(
         "put-without-value",
         "PutSecretValue",

@@ -455,3 +455,59 @@ async def test_concurrent_writes_stay_consistent(stack: StoreStack) -> None:
     current = await s.GetSecretValue(pb.GetSecretValueRequest(secret_id="race"))
     assert current.secret_string == current.version_id and current.version_id in tokens
     assert await stack.db.fetchval("SELECT count(*) FROM store.versions") == 1 + 8 + 1
+
+
+async def test_secret_id_resolution_follows_aws(stack: StoreStack) -> None:
+    """SecretId resolution as AWS does it (aws-secrets-manager.md §3), over gRPC:
+
+    - a full ARN (resource part ending in ``-`` + 6 alphanumerics) matches that exact ARN and nothing else;
+    - a partial ARN (no such ending) matches by name;
+    - a plain name matches by name, also when the name itself ends in ``-`` + 6 characters (``db-abcdef``);
+    - the partial ARN of such a name reads as a full ARN: ResourceNotFoundException, no name fallback;
+    - an ARN of another region, another account (with no such secret) or another partition, or a full ARN
+      with a wrong suffix: ResourceNotFoundException.
+    """
+    s = stack.store
+    plain = await s.CreateSecret(
+        pb.CreateSecretRequest(name="app/cfg", client_request_token=token(), secret_string="cfg")
+    )
+    odd = await s.CreateSecret(
+        pb.CreateSecretRequest(name="db-abcdef", client_request_token=token(), secret_string="odd")
+    )
+    here = "arn:aws:secretsmanager:local-1:000000000000:secret:"
+
+    async def value(secret_id: str) -> str:
+        reply: pb.GetSecretValueResponse = await s.GetSecretValue(
+            pb.GetSecretValueRequest(secret_id=secret_id)
+        )
+        return reply.secret_string
+
+    assert await value(plain.arn) == "cfg"  # full ARN
+    assert await value(here + "app/cfg") == "cfg"  # partial ARN
+    assert await value("app/cfg") == "cfg"
+    assert await value(odd.arn) == "odd"  # full ARN: db-abcdef-XXXXXX
+    assert await value("db-abcdef") == "odd"  # by name
+    assert (await s.DescribeSecret(pb.DescribeSecretRequest(secret_id="db-abcdef"))).arn == odd.arn
+
+    wrong_suffix = plain.arn[:-6] + ("zzzzzz" if not plain.arn.endswith("zzzzzz") else "yyyyyy")
+    for absent in (
+        here + "db-abcdef",  # partial ARN of a name ending in -XXXXXX: read as a full ARN, not found
+        wrong_suffix,
+        plain.arn.replace(":local-1:", ":local-2:"),  # another region
+        plain.arn.replace(":000000000000:", ":111111111111:"),  # another account
+        here.replace("arn:aws:", "arn:aws-cn:") + "app/cfg",  # another partition
+    ):
+        with pytest.raises(errors.NotFound) as e:
+            await value(absent)
+        assert e.value.code == "ResourceNotFoundException", absent
+        assert e.value.message == "Secrets Manager can't find the specified secret.", absent
+        with pytest.raises(errors.NotFound):
+            await s.DescribeSecret(pb.DescribeSecretRequest(secret_id=absent))
+    # A write through the suffix-looking partial ARN touches nothing either.
+    with pytest.raises(errors.NotFound):
+        await s.PutSecretValue(
+            pb.PutSecretValueRequest(
+                secret_id=here + "db-abcdef", client_request_token=token(), secret_string="x"
+            )
+        )
+    assert await value("db-abcdef") == "odd"

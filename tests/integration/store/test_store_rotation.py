@@ -110,11 +110,13 @@ async def run_steps(
 async def test_rotate_secret_requires_a_rotator_the_first_time(stack: StoreStack) -> None:
     arn, _ = await make_secret(stack)
     with pytest.raises(errors.InvalidRequest) as e:
-        await stack.store.RotateSecret(pb.RotateSecretRequest(secret_id=arn))
+        await stack.store.RotateSecret(pb.RotateSecretRequest(client_request_token=token(), secret_id=arn))
     assert e.value.message == "No Lambda rotation function ARN is associated with this secret."
     with pytest.raises(errors.AccessDenied) as denied:
         await stack.store.RotateSecret(
-            pb.RotateSecretRequest(secret_id=arn, rotation_lambda_arn="no-such-rotator")
+            pb.RotateSecretRequest(
+                client_request_token=token(), secret_id=arn, rotation_lambda_arn="no-such-rotator"
+            )
         )
     assert "cannot invoke the specified Lambda function" in denied.value.message
     desc = await stack.store.DescribeSecret(pb.DescribeSecretRequest(secret_id=arn))
@@ -153,7 +155,7 @@ async def test_rotate_secret_creates_placeholder_and_attempt(
 
     # A second RotateSecret while AWSPENDING is elsewhere: AWS's exact error, nothing written.
     with pytest.raises(errors.InvalidRequest) as e:
-        await stack.store.RotateSecret(pb.RotateSecretRequest(secret_id=arn))
+        await stack.store.RotateSecret(pb.RotateSecretRequest(client_request_token=token(), secret_id=arn))
     assert e.value.message == PENDING_MSG
 
     claimed = await control.ClaimDueRotations(spb.ClaimDueRotationsRequest(limit=10))
@@ -204,7 +206,9 @@ async def test_complete_rotation_moves_labels_and_dates(
     ]
     assert not attempt.HasField("error")
     # Rotating again is allowed now (AWSPENDING is gone).
-    again = await stack.store.RotateSecret(pb.RotateSecretRequest(secret_id=arn))
+    again = await stack.store.RotateSecret(
+        pb.RotateSecretRequest(client_request_token=token(), secret_id=arn)
+    )
     assert again.version_id and again.version_id != t
 
 
@@ -214,7 +218,9 @@ async def test_complete_refused_before_finish_secret(
     arn, _ = await make_secret(stack)
     t = (
         await stack.store.RotateSecret(
-            pb.RotateSecretRequest(secret_id=arn, rotation_lambda_arn="random-value")
+            pb.RotateSecretRequest(
+                client_request_token=token(), secret_id=arn, rotation_lambda_arn="random-value"
+            )
         )
     ).version_id
     await control.AcquireRotationLease(
@@ -230,7 +236,9 @@ async def test_leases_exclude_a_second_worker(
     arn, _ = await make_secret(stack)
     t = (
         await stack.store.RotateSecret(
-            pb.RotateSecretRequest(secret_id=arn, rotation_lambda_arn="random-value")
+            pb.RotateSecretRequest(
+                client_request_token=token(), secret_id=arn, rotation_lambda_arn="random-value"
+            )
         )
     ).version_id
 
@@ -267,7 +275,9 @@ async def test_failed_tries_back_off_then_fail_with_the_reason(
     arn, first = await make_secret(stack)
     t = (
         await stack.store.RotateSecret(
-            pb.RotateSecretRequest(secret_id=arn, rotation_lambda_arn="random-value")
+            pb.RotateSecretRequest(
+                client_request_token=token(), secret_id=arn, rotation_lambda_arn="random-value"
+            )
         )
     ).version_id
     max_tries = stack.settings.rotation_max_tries
@@ -326,7 +336,7 @@ async def test_failed_tries_back_off_then_fail_with_the_reason(
     )
     assert not refused.acquired and "Failed" in refused.reason
     with pytest.raises(errors.InvalidRequest) as e:
-        await stack.store.RotateSecret(pb.RotateSecretRequest(secret_id=arn))
+        await stack.store.RotateSecret(pb.RotateSecretRequest(client_request_token=token(), secret_id=arn))
     assert e.value.message == PENDING_MSG
     # Cleaning AWSPENDING (as AWS tells you to) makes RotateSecret work again.
     await stack.store.UpdateSecretVersionStage(
@@ -334,7 +344,9 @@ async def test_failed_tries_back_off_then_fail_with_the_reason(
             secret_id=arn, version_stage="AWSPENDING", remove_from_version_id=t
         )
     )
-    assert (await stack.store.RotateSecret(pb.RotateSecretRequest(secret_id=arn))).version_id
+    assert (
+        await stack.store.RotateSecret(pb.RotateSecretRequest(client_request_token=token(), secret_id=arn))
+    ).version_id
 
 
 async def test_rotate_immediately_false_tests_on_a_temporary_copy(
@@ -343,6 +355,7 @@ async def test_rotate_immediately_false_tests_on_a_temporary_copy(
     arn, first = await make_secret(stack, value="current-value")
     resp = await stack.store.RotateSecret(
         pb.RotateSecretRequest(
+            client_request_token=token(),
             secret_id=arn,
             rotation_lambda_arn="random-value",
             rotate_immediately=False,
@@ -387,6 +400,7 @@ async def test_cancel_rotate_secret(
     t = (
         await stack.store.RotateSecret(
             pb.RotateSecretRequest(
+                client_request_token=token(),
                 secret_id=arn,
                 rotation_lambda_arn="random-value",
                 rotation_rules=pb.RotationRules(schedule_expression="cron(0 8 * * ? *)", duration="2h"),
@@ -429,6 +443,7 @@ async def test_scheduled_rotation_starts_inside_the_window_only(
     t = (
         await stack.store.RotateSecret(
             pb.RotateSecretRequest(
+                client_request_token=token(),
                 secret_id=arn,
                 rotation_lambda_arn="random-value",
                 rotation_rules=pb.RotationRules(schedule_expression="rate(1 day)", duration="2h"),
@@ -477,6 +492,7 @@ async def test_manual_value_change_counts_as_rotation_for_days_rules(stack: Stor
     arn, _ = await make_secret(stack)
     await stack.store.RotateSecret(
         pb.RotateSecretRequest(
+            client_request_token=token(),
             secret_id=arn,
             rotation_lambda_arn="random-value",
             rotate_immediately=False,
@@ -515,7 +531,9 @@ async def test_rotation_functions_registry(stack: StoreStack) -> None:
     listed = await stack.store.ListRotationFunctions(pb.ListRotationFunctionsRequest())
     assert [f.arn for f in listed.functions] == [fn_arn]
     arn, _ = await make_secret(stack)
-    await stack.store.RotateSecret(pb.RotateSecretRequest(secret_id=arn, rotation_lambda_arn=fn_arn))
+    await stack.store.RotateSecret(
+        pb.RotateSecretRequest(client_request_token=token(), secret_id=arn, rotation_lambda_arn=fn_arn)
+    )
     with pytest.raises(errors.InvalidRequest, match="still the rotator"):
         await stack.store.DeleteRotationFunction(pb.DeleteRotationFunctionRequest(function_id="my-rotator"))
     await stack.store.DeleteSecret(pb.DeleteSecretRequest(secret_id=arn, force_delete_without_recovery=True))
@@ -542,6 +560,7 @@ async def test_bad_rules_are_refused_without_writing(stack: StoreStack) -> None:
     with pytest.raises(errors.InvalidParameter) as e:
         await stack.store.RotateSecret(
             pb.RotateSecretRequest(
+                client_request_token=token(),
                 secret_id=arn,
                 rotation_lambda_arn="random-value",
                 rotation_rules=pb.RotationRules(
@@ -553,6 +572,7 @@ async def test_bad_rules_are_refused_without_writing(stack: StoreStack) -> None:
     with pytest.raises(errors.InvalidParameter, match="at most every 4 hours"):
         await stack.store.RotateSecret(
             pb.RotateSecretRequest(
+                client_request_token=token(),
                 secret_id=arn,
                 rotation_lambda_arn="random-value",
                 rotation_rules=pb.RotationRules(schedule_expression="rate(2 hours)"),
@@ -561,3 +581,35 @@ async def test_bad_rules_are_refused_without_writing(stack: StoreStack) -> None:
     assert await stack.db.fetchval("SELECT count(*) FROM store.rotation_attempts") == 0
     desc = await stack.store.DescribeSecret(pb.DescribeSecretRequest(secret_id=arn))
     assert not desc.HasField("rotation_enabled")
+
+
+async def test_rotate_secret_without_token_is_refused_before_the_lookup(stack: StoreStack) -> None:
+    """AWS: RotateSecret without a ClientRequestToken is InvalidParameterException (not InvalidRequest as for
+    the other writes), decided before the secret is looked up: a secret that does not exist answers it too,
+    not ResourceNotFoundException. Nothing is configured or started."""
+    message = "You must provide a ClientRequestToken value. We recommend a UUID-type value."
+    arn, _ = await make_secret(stack)
+    for secret_id in (
+        arn,
+        "app/db",
+        "no/such-secret",
+        "arn:aws:secretsmanager:local-1:000000000000:secret:x",
+    ):
+        with pytest.raises(errors.InvalidParameter) as e:
+            await stack.store.RotateSecret(
+                pb.RotateSecretRequest(secret_id=secret_id, rotation_lambda_arn="random-value")
+            )
+        assert (e.value.code, e.value.message) == ("InvalidParameterException", message)
+    desc = await stack.store.DescribeSecret(pb.DescribeSecretRequest(secret_id=arn))
+    assert not desc.HasField("rotation_enabled")
+    assert await stack.db.fetchval("SELECT count(*) FROM store.rotation_attempts") == 0
+    # With a token the same call rotates, and the token is the pending version's id.
+    t = token()
+    resp = await stack.store.RotateSecret(
+        pb.RotateSecretRequest(secret_id=arn, client_request_token=t, rotation_lambda_arn="random-value")
+    )
+    assert resp.version_id == t
+    with pytest.raises(errors.NotFound):
+        await stack.store.RotateSecret(
+            pb.RotateSecretRequest(secret_id="no/such-secret", client_request_token=token())
+        )

@@ -1,9 +1,10 @@
 """`coffer iam | sts | organizations`: commands and flags from the protos, AWS JSON out (IAM's timestamps as
-ISO-8601 text, as the AWS CLI prints query-protocol services; Secrets Manager's stay epoch seconds)."""
+ISO-8601 text in UTC, as the AWS CLI prints query-protocol services; Secrets Manager's in the local zone)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -19,7 +20,10 @@ def _ts(seconds: int) -> Timestamp:
     return ts
 
 
-def test_iam_responses_print_like_the_aws_cli() -> None:
+def test_iam_responses_print_like_the_aws_cli(in_zone: Callable[[str], None]) -> None:
+    in_zone(
+        "Asia/Kolkata"
+    )  # +05:30: IAM stays in UTC (its wire is UTC text), Secrets Manager follows the zone
     user = iam_pb2.User(
         path="/",
         user_name="alice",
@@ -43,9 +47,8 @@ def test_iam_responses_print_like_the_aws_cli() -> None:
     }
     assert shapes.to_aws(iam_pb2.ListAccessKeysResponse()) == {"AccessKeyMetadata": [], "IsTruncated": False}
     assert shapes.to_aws(iam_pb2.DeleteUserResponse()) == {}
-    # Secrets Manager keeps epoch seconds.
     described = shapes.to_aws(secrets_pb2.DescribeSecretResponse(created_date=_ts(1_796_000_000)))
-    assert described["CreatedDate"] == 1_796_000_000
+    assert described["CreatedDate"] == "2026-11-30T06:23:20+05:30"
 
 
 def test_iam_commands_and_flags() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,12 @@ from coffer.cli import shapes
 from coffer.cli.main import EXIT_CONFIG, EXIT_SERVICE_ERROR, EXIT_USAGE, build_parser, main
 from coffer.client import _ops
 from coffer.core import errors
+
+
+@pytest.fixture(autouse=True)
+def _utc_host(in_zone: Callable[[str], None]) -> None:
+    """Timestamps print in the local zone (as the AWS CLI's): the expected texts below are for a UTC host."""
+    in_zone("UTC")
 
 
 def request(*argv: str) -> Message:
@@ -266,9 +273,9 @@ def test_describe_secret_json_names_omissions_and_timestamps() -> None:
         "Name": "db/prod",
         "Description": "",
         "RotationLambdaARN": "arn:aws:lambda:local-1:000000000000:function:rot",
-        "LastChangedDate": 1_700_000_100,
+        "LastChangedDate": "2023-11-14T22:15:00+00:00",
         "VersionIdsToStages": {"v1": ["AWSPREVIOUS"], "v2": ["AWSCURRENT"]},
-        "CreatedDate": 1_700_000_000.123,
+        "CreatedDate": "2023-11-14T22:13:20.123000+00:00",
     }
     # Never tagged: no Tags. All tags removed: "Tags": [].
     assert "Tags" not in body
@@ -276,7 +283,31 @@ def test_describe_secret_json_names_omissions_and_timestamps() -> None:
     assert shapes.to_aws(resp)["Tags"] == []
     resp.tags.tags.add(key="a", value="")
     assert shapes.to_aws(resp)["Tags"] == [{"Key": "a", "Value": ""}]
-    assert json.loads(json.dumps(body))["CreatedDate"] == 1_700_000_000.123
+    assert json.loads(json.dumps(body))["CreatedDate"] == "2023-11-14T22:13:20.123000+00:00"
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/St_Johns", "Europe/Paris"])
+def test_timestamps_print_exactly_as_the_aws_cli_prints_them(
+    zone: str, in_zone: Callable[[str], None]
+) -> None:
+    """The AWS CLI with ISO 8601 output (v2's default; v1 with ``cli_timestamp_format = iso8601``; v1's own
+    default prints the wire's epoch number) parses the epoch seconds AWS sends (milliseconds) with botocore
+    into a local-time datetime and prints its ``isoformat()``. Compared with awscli's own parser over the
+    numbers AWS's JSON protocol would carry (``epoch_seconds``), in zones with odd offsets and DST."""
+    from awscli.customizations.scalarparse import iso_format  # type: ignore[import-untyped]
+
+    in_zone(zone)
+    for seconds, nanos in [
+        (1_700_000_000, 123_000_000),
+        (1_796_000_000, 0),
+        (5, 0),
+        (1_751_328_000, 999_999_999),
+    ]:
+        stamp = ts(seconds, nanos)
+        wire = json.loads(json.dumps(shapes.epoch_seconds(stamp)))
+        assert shapes.aws_timestamp(stamp) == iso_format(wire)
+    in_zone("UTC")
+    assert shapes.aws_timestamp(ts(1_796_000_000, 123_456_789)) == "2026-11-30T00:53:20.123000+00:00"
 
 
 def test_get_secret_value_binary_is_base64_and_string_absent() -> None:
@@ -294,7 +325,7 @@ def test_get_secret_value_binary_is_base64_and_string_absent() -> None:
         "VersionId": "v",
         "SecretBinary": "/wA=",
         "VersionStages": ["AWSCURRENT"],
-        "CreatedDate": 5,
+        "CreatedDate": "1970-01-01T00:00:05+00:00",
     }
 
 
@@ -313,10 +344,14 @@ def test_list_outputs_keep_empty_result_lists_and_drop_empty_nested_lists() -> N
     body = shapes.to_aws(listing)
     assert body["Versions"][0] == {
         "VersionId": "old",
-        "CreatedDate": 1,
+        "CreatedDate": "1970-01-01T00:00:01+00:00",
         "KmsKeyIds": ["DefaultEncryptionKey"],
     }
-    assert body["Versions"][1] == {"VersionId": "cur", "VersionStages": ["AWSCURRENT"], "CreatedDate": 2}
+    assert body["Versions"][1] == {
+        "VersionId": "cur",
+        "VersionStages": ["AWSCURRENT"],
+        "CreatedDate": "1970-01-01T00:00:02+00:00",
+    }
     entry = sm.SecretListEntry(
         arn="a", name="n", secret_versions_to_stages={"v": sm.VersionStages(stages=["X"])}
     )
@@ -348,7 +383,11 @@ def test_kms_key_metadata_and_ciphertext() -> None:
     body = shapes.to_aws(kms_pb2.DescribeKeyResponse(key_metadata=meta))["KeyMetadata"]
     assert body["AWSAccountId"] == "000000000000"
     assert body["Arn"] == "arn:aws:kms:local-1:000000000000:key/k"
-    assert body["Enabled"] is False and body["Description"] == "" and body["CreationDate"] == 10
+    assert (
+        body["Enabled"] is False
+        and body["Description"] == ""
+        and body["CreationDate"] == "1970-01-01T00:00:10+00:00"
+    )
     assert "DeletionDate" not in body
     enc = shapes.to_aws(
         kms_pb2.EncryptResponse(

@@ -88,6 +88,9 @@ def test_client_request_token_is_auto_filled_like_boto3() -> None:
     put = _ops.build_request(_ops.operation(_ops.SECRETS, "PutSecretValue"), original, {})
     assert isinstance(put, sm.PutSecretValueRequest) and len(put.client_request_token) == 36
     assert not original.HasField("client_request_token")  # the caller's message is not modified
+    rotate = _ops.build_request(_ops.operation(_ops.SECRETS, "RotateSecret"), None, {"secret_id": "s"})
+    assert isinstance(rotate, sm.RotateSecretRequest)
+    assert str(uuid.UUID(rotate.client_request_token)) == rotate.client_request_token  # as boto3 does
     get = _ops.build_request(_ops.operation(_ops.SECRETS, "GetSecretValue"), None, {"secret_id": "s"})
     assert get == sm.GetSecretValueRequest(secret_id="s")
     with pytest.raises(ValueError):

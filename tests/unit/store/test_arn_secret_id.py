@@ -54,8 +54,10 @@ def test_parse_arn_round_trip() -> None:
     ("secret_id", "expected"),
     [
         ("db/prod", SecretRef(arn=None, name="db/prod")),
-        # full ARN: exact match first, the resource part as a name only as a fallback
+        # full ARN: the exact ARN and nothing else
         (FULL, SecretRef(arn=FULL, name="db/prod-a1B2c3")),
+        # a name that ends in -XXXXXX is still a name
+        ("db-abcdef", SecretRef(arn=None, name="db-abcdef")),
         # partial ARN (no suffix): by name
         ("arn:aws:secretsmanager:local-1:000000000000:secret:db/prod", SecretRef(arn=None, name="db/prod")),
         # a suffix-looking tail that is not 6 alphanumerics is part of the name
@@ -88,3 +90,17 @@ def test_another_accounts_arn_resolves_in_that_account() -> None:
     partial = "arn:aws:secretsmanager:local-1:111111111111:secret:db/prod"
     assert resolve_secret_id(partial, **HERE) == SecretRef(arn=None, name="db/prod", account="111111111111")
     assert resolve_secret_id("db/prod", **HERE) == SecretRef(arn=None, name="db/prod", account="000000000000")
+
+
+def test_a_full_arn_never_falls_back_to_a_name() -> None:
+    """AWS: a partial ARN whose name ends in ``-`` + 6 characters reads as a full ARN and is matched as one
+    (ResourceNotFoundException when no secret has that ARN), never by the name it spells; a name or a
+    suffix-free partial ARN is matched by name."""
+    looks_full = resolve_secret_id("arn:aws:secretsmanager:local-1:000000000000:secret:db-abcdef", **HERE)
+    assert looks_full is not None and looks_full.name_key is None
+    assert looks_full.arn == "arn:aws:secretsmanager:local-1:000000000000:secret:db-abcdef"
+    by_name = resolve_secret_id("db-abcdef", **HERE)
+    assert by_name is not None and by_name.arn is None
+    assert by_name.name_key == ["000000000000", "db-abcdef"]
+    partial = resolve_secret_id("arn:aws:secretsmanager:local-1:000000000000:secret:db/prod", **HERE)
+    assert partial is not None and partial.name_key == ["000000000000", "db/prod"]

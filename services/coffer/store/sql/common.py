@@ -21,8 +21,9 @@ ROTATION_CHANNEL = "coffer_rotation_requested"
 #: in id order and the replicator's per-peer cursor (an outbox id) never passes a row still in flight.
 REPLICATION_OUTBOX_LOCK = 0x636F6666_6572_04
 
-# The SecretId lookup every statement shares: exact ARN first, else the name in an account ($1 = ARN or NULL,
-# $2 = [account, name]: ``SecretRef.name_key``).
+# The SecretId lookup every statement shares: the exact ARN, or the name in an account ($1 = ARN or NULL,
+# $2 = [account, name] or NULL: ``SecretRef.name_key``; exactly one of them is given, so a full ARN never
+# falls back to a name).
 LOOKUP = (
     "(s.arn = $1 OR (s.account_id = ($2::text[])[1] AND s.name = ($2::text[])[2]))"
     " ORDER BY (s.arn = $1) DESC NULLS LAST LIMIT 1"
