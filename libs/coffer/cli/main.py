@@ -8,6 +8,7 @@
     coffer sts assume-role --role-arn arn:aws:iam::000000000000:role/app --role-session-name s1
     coffer organizations create-account --account-name team-a --email team-a@example.com
     coffer status
+    coffer agent --config agent.toml
     coffer rotation history --secret-id db/prod
     coffer usage get --month 2026-03
     coffer operator init --key-shares 5 --key-threshold 3
@@ -220,6 +221,40 @@ def _operator_handler(operation: str) -> Handler:
     return handle
 
 
+def _agent(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``coffer agent [--config FILE]``: the local sidecar (``coffer.agent``) until SIGINT/SIGTERM. The
+    configuration file and the SSRF token variable are checked before anything starts (exit 253 when
+    unusable, as a configuration error)."""
+    import asyncio
+
+    from coffer.agent import AgentConfigError, load_config, read_ssrf_token
+    from coffer.agent.run import configure_logging, run_agent
+    from coffer.client.aio import AsyncCofferClient
+
+    try:
+        config = load_config(Path(args.config) if args.config else None)
+        token = read_ssrf_token(config)
+    except AgentConfigError as exc:
+        print(f"coffer agent: {exc.message}", file=err)
+        return EXIT_CONFIG
+    if config.region and not args.region:
+        args.region = config.region
+    conn = _connection(args)
+    configure_logging(config)
+
+    def connect() -> AsyncCofferClient:
+        return AsyncCofferClient(
+            conn.endpoint,
+            conn.ca_file,
+            conn.credentials,
+            region=conn.region,
+            max_attempts=conn.max_attempts,
+            retry_mode=conn.retry_mode,
+        )
+
+    return asyncio.run(run_agent(config, connect, token, err=err))
+
+
 def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     profile = _profile(args)
     if profile.regions and not args.endpoint:
@@ -294,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
             shapes.add_request_arguments(op_parser, method.input_type)
             op_parser.set_defaults(handler=_operation_handler(service_name, method.name))
+
+    agent = commands.add_parser(
+        "agent",
+        parents=leaf_parents,
+        help="local sidecar serving the AWS Secrets Manager Agent's HTTP interface from a pushed cache",
+    )
+    agent.add_argument("--config", "-c", default=None, metavar="FILE", help="the agent's TOML configuration")
+    agent.set_defaults(handler=_agent)
 
     status = commands.add_parser(
         "status", parents=leaf_parents, help="health of every service in the profile"
