@@ -204,6 +204,7 @@ class CacheStats:
 
     hits: int = 0
     misses: int = 0
+    events: int = 0
     invalidations: int = 0
     resyncs: int = 0
     stream_connects: int = 0
@@ -249,6 +250,9 @@ class SecretCache:
         #: Set while the stream is delivering (after its first event, until it fails).
         self.stream_connected = asyncio.Event()
         self.stats = CacheStats()
+        #: Called with every event after it is applied (heartbeats too): a bench timing a change's arrival, a
+        #: test waiting for the stream to pass a point. Must not block.
+        self.event_listeners: list[Callable[[ChangeEvent], None]] = []
 
     @property
     def config(self) -> SecretCacheConfig:
@@ -463,8 +467,13 @@ class SecretCache:
         this; public so that a bench or a test can feed events.)"""
         if event.resume_token:
             self._resume_token = event.resume_token
-        if event.kind == HEARTBEAT:
-            return
+        if event.kind != HEARTBEAT:
+            self._invalidate(event)
+        for listener in self.event_listeners:
+            listener(event)
+
+    def _invalidate(self, event: ChangeEvent) -> None:
+        self.stats.events += 1
         self._epoch += 1
         self._recent.append((self._epoch, event.arn, event.name))
         keys: set[Key] = set()

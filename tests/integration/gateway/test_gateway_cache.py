@@ -3,7 +3,8 @@ read sees a new AWSCURRENT (a put, a label moved back) within a second with its 
 change stream drops the entry; with the stream cut (its connection goes through a TCP relay the test
 closes) the old value is served until the TTL and the new one after it; the agent answers an HTTP client
 written against AWS's agent documentation, refuses a request without the SSRF token as AWS's agent does, and
-``coffer agent`` runs as a command with a TOML file."""
+``coffer agent`` runs as a command with a TOML file; the thread-safe cache and its decorator work from
+threads."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import pytest
 
 from coffer.agent import AgentConfig, start_agent
 from coffer.client import AsyncCofferClient
-from coffer.client.cache import SecretCache, SecretCacheConfig
+from coffer.client.cache import InjectKeywordedSecretString, SecretCache, SecretCacheConfig, SyncSecretCache
 from coffer.testing.wait import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -49,12 +50,25 @@ async def until_following(client: AsyncCofferClient, cache: SecretCache) -> None
     await eventually(probe, timeout=30, interval=0.2, message="the cache's change stream delivers")
 
 
+async def stream_passed(client: AsyncCofferClient, cache: SecretCache) -> None:
+    """Until the stream has delivered every change committed so far (events come in commit order: once a
+    write made now is seen, everything before it was)."""
+    seen: list[str] = []
+    cache.event_listeners.append(lambda event: seen.append(event.name))
+    try:
+        await client.put_secret_value(secret_id="scratch/ping", secret_string="barrier")
+        await eventually(lambda: "scratch/ping" in seen, timeout=30, message="the stream passes a write")
+    finally:
+        cache.event_listeners.pop()
+
+
 async def test_cached_read_sees_new_value_within_a_second(stack: Any) -> None:
     async with AsyncCofferClient(stack.endpoint, stack.ca_file, stack.credentials) as client:
         cache = SecretCache(SecretCacheConfig(secret_refresh_interval=3600), client)
         try:
             await until_following(client, cache)
             first = await client.create_secret(name="app/db", secret_string="password-one")
+            await stream_passed(client, cache)  # the creation's own events are not what this test is about
             assert await cache.get_secret_string("app/db") == "password-one"
             assert await cache.get_secret_string(first.arn) == "password-one"
             misses = cache.stats.misses
@@ -89,6 +103,34 @@ async def test_cached_read_sees_new_value_within_a_second(stack: Any) -> None:
             assert cache.stats.invalidations >= 2
         finally:
             await cache.close()
+
+
+async def test_sync_cache_and_decorator_from_a_thread(stack: Any) -> None:
+    async with AsyncCofferClient(stack.endpoint, stack.ca_file, stack.credentials) as admin:
+        await admin.create_secret(
+            name="app/json", secret_string=json.dumps({"username": "u", "password": "p1"})
+        )
+
+        def connect() -> AsyncCofferClient:
+            return AsyncCofferClient(stack.endpoint, stack.ca_file, stack.credentials)
+
+        cache = await asyncio.to_thread(SyncSecretCache, SecretCacheConfig(), connect)
+        try:
+            assert await asyncio.to_thread(cache.wait_connected, 30)
+
+            @InjectKeywordedSecretString("app/json", cache, user="username", password="password")
+            def login(user: str, password: str) -> tuple[str, str]:
+                return user, password
+
+            assert await asyncio.to_thread(login) == ("u", "p1")
+            await admin.put_secret_value(
+                secret_id="app/json", secret_string=json.dumps({"username": "u", "password": "p2"})
+            )
+            await eventually(
+                lambda: asyncio.to_thread(login), until=lambda v: v == ("u", "p2"), timeout=5, interval=0.02
+            )
+        finally:
+            await asyncio.to_thread(cache.close)
 
 
 class Relay:
@@ -138,7 +180,7 @@ class SplitClient:
         return await self.direct.describe_secret(**fields)
 
     def watch_secrets(self, **kw: Any) -> AsyncIterator[Any]:
-        return self.relayed.watch_secrets(**kw)  # type: ignore[attr-defined,no-any-return]
+        return self.relayed.watch_secrets(**kw)
 
 
 class ManualClock:
