@@ -204,6 +204,7 @@ async def test_stream_cut_falls_back_to_ttl(stack: Any) -> None:
     try:
         await until_following(direct, cache)
         await direct.create_secret(name="app/cut", secret_string="old")
+        await stream_passed(direct, cache)
         assert await cache.get_secret_string("app/cut") == "old"
 
         await relay.cut()
