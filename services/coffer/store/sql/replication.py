@@ -111,8 +111,11 @@ ob AS (
     INSERT INTO store.outbox (secret_id, secret_arn, change_seq, event, version_id, payload, created_at)
     SELECT id, arn, change_seq, $2, $3, $4::jsonb || jsonb_build_object('snapshot', snapshot), $5 FROM snap
     RETURNING secret_arn
+),
+ev AS (
+    SELECT store.append_secret_event(id, account_id, arn, name, $6, $3, $7, $5) AS appended FROM bumped
 )
-SELECT pg_notify('coffer_store_changed', secret_arn) FROM ob
+SELECT pg_notify('coffer_store_changed', secret_arn) FROM ob, ev
 """
 
 
