@@ -263,8 +263,14 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             call = self._open(method, context)
             try:
                 try:
+                    if isinstance(request, Message):
+                        call.request = request
                     await self._admit(call, context, request if isinstance(request, Message) else None)
                     async for response in behavior(request, context):
+                        if self._public is not None and not call.published:
+                            # A public stream is one call: recorded once, when its first response is
+                            # ready (it was accepted), before that response leaves (fail closed).
+                            await self._publish(call, None, None)
                         yield response
                 except grpc.aio.AbortError:
                     raise
