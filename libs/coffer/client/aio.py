@@ -15,7 +15,7 @@ when not given.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -368,7 +368,7 @@ class AsyncCofferClient(_AsyncService):
         resume_token: str | None = None,
         secret_ids: Sequence[str] = (),
         name_prefix: str | None = None,
-    ) -> AsyncIterator[sm.SecretChangeEvent]:
+    ) -> AsyncGenerator[sm.SecretChangeEvent, None]:
         """The change stream (issue 14, beyond AWS): every change of the secrets this caller may describe, in
         commit order, starting with a ``Heartbeat`` (the stream is live from there). Keep the last event's
         ``resume_token`` and pass it back to resume with nothing missed and nothing twice. The stream is not

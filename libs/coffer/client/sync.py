@@ -11,7 +11,7 @@ AWS error name). ``client_request_token`` is auto-filled for CreateSecret, PutSe
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -347,7 +347,7 @@ class CofferClient(_SyncService):
         resume_token: str | None = None,
         secret_ids: Sequence[str] = (),
         name_prefix: str | None = None,
-    ) -> Iterator[sm.SecretChangeEvent]:
+    ) -> Generator[sm.SecretChangeEvent, None, None]:
         """The change stream, as :meth:`coffer.client.aio.AsyncCofferClient.watch_secrets` (not retried here:
         resume with the last event's token). Closing the iterator cancels the call."""
         op = _ops.operation(self._service, "WatchSecrets")

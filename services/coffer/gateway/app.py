@@ -8,7 +8,8 @@ them).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -148,9 +149,9 @@ class GatewayApp:
         request_id: str | None,
         action: str,
         resource: str,
-        open_stream: Callable[[], AsyncIterator[T]],
+        open_stream: Callable[[], AsyncGenerator[T, None]],
         trail: TrailCall | None = None,
-    ) -> AsyncIterator[T]:
+    ) -> AsyncGenerator[T, None]:
         """A server-streaming call (WatchSecrets): throttled and authorized like :meth:`call`, then its
         messages pass through. One audit line: ``allowed`` once the first message arrives (the serving
         service accepted the stream, and recorded the call in the trail), or the failure before it. A failure
@@ -168,11 +169,12 @@ class GatewayApp:
             raise
         opened = False
         try:
-            async for message in open_stream():
-                if not opened:
-                    opened = True
-                    audit(outcome="allowed")
-                yield message
+            async with contextlib.aclosing(open_stream()) as messages:
+                async for message in messages:
+                    if not opened:
+                        opened = True
+                        audit(outcome="allowed")
+                    yield message
         except (errors.KmsSealed, errors.KmsHsmUnavailable) as exc:
             if not opened:
                 audit(outcome="failed", error_code=exc.code)

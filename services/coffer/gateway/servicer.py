@@ -11,9 +11,10 @@ served (``gateway_handlers`` refuses to start), and a unit test checks the table
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import operator
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
@@ -331,7 +332,7 @@ def _answerer(app: GatewayApp, local: Local) -> Callable[[Any, float | None], Ru
 Invoke: TypeAlias = Callable[[Any, "float | None"], Awaitable[Any]]
 """``(request message, seconds the caller still waits or None) -> response message``."""
 
-StreamInvoke: TypeAlias = Callable[[Any, "float | None"], AsyncIterator[Any]]
+StreamInvoke: TypeAlias = Callable[[Any, "float | None"], AsyncGenerator[Any, None]]
 """``(request message, seconds the caller still waits or None) -> the response messages``."""
 
 
@@ -409,7 +410,7 @@ def _stream_operation(
     event_source = ACTION_SOURCES.get(action.partition(":")[0], "")
     name = method.name
 
-    async def forward(request: Any, remaining: float | None) -> AsyncIterator[Any]:
+    async def forward(request: Any, remaining: float | None) -> AsyncGenerator[Any, None]:
         # No FORWARD_TIMEOUT_SECONDS: a stream lives as long as its caller wants (or its own deadline).
         call = open_call(request, timeout=remaining)
         try:
@@ -420,7 +421,7 @@ def _stream_operation(
         finally:
             call.cancel()
 
-    def stream(request: Any, remaining: float | None) -> AsyncIterator[Any]:
+    def stream(request: Any, remaining: float | None) -> AsyncGenerator[Any, None]:
         return app.stream(
             principal=current_principal(),
             request_id=current_request_id(),
@@ -448,8 +449,11 @@ def _method_handler(operation: Operation) -> grpc.RpcMethodHandler:
     if stream is not None:
 
         async def stream_behavior(request: Any, context: Context) -> AsyncIterator[Any]:
-            async for message in stream(request, context.time_remaining()):
-                yield message
+            # Closed explicitly (not left to the garbage collector) when the caller goes away, so that the
+            # forwarded call is cancelled at once.
+            async with contextlib.aclosing(stream(request, context.time_remaining())) as messages:
+                async for message in messages:
+                    yield message
 
         return grpc.unary_stream_rpc_method_handler(
             stream_behavior,

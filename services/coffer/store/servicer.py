@@ -4,6 +4,7 @@ CofferErrors, mapped by the server interceptor). Omitted fields stay unset (prot
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -249,18 +250,19 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
             secret_ids=list(request.secret_ids),
             name_prefix=_opt(request, "name_prefix"),
         )
-        async for event in events:
-            out = pb.SecretChangeEvent(resume_token=event.resume_token, kind=event.kind)
-            if event.arn:
-                out.arn = event.arn
-                out.name = event.name
-            if event.version_id is not None:
-                out.version_id = event.version_id
-            out.version_stages.extend(event.version_stages)
-            _set_ts(out.event_time, event.event_time)
-            if event.detail is not None:
-                out.detail = event.detail
-            yield out
+        async with contextlib.aclosing(events):
+            async for event in events:
+                out = pb.SecretChangeEvent(resume_token=event.resume_token, kind=event.kind)
+                if event.arn:
+                    out.arn = event.arn
+                    out.name = event.name
+                if event.version_id is not None:
+                    out.version_id = event.version_id
+                out.version_stages.extend(event.version_stages)
+                _set_ts(out.event_time, event.event_time)
+                if event.detail is not None:
+                    out.detail = event.detail
+                yield out
 
     # --- resource policies ----------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ live from that point: a client may read what it caches after it). The call needs
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -143,7 +143,7 @@ class SecretWatch:
 
     async def watch(
         self, *, resume_token: str | None, secret_ids: Sequence[str], name_prefix: str | None
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent, None]:
         """The stream: a Heartbeat first, then every matching visible event after the token (or after the
         newest event committed, without one), Heartbeats while idle. Runs until the caller goes away."""
         watch_filter = self._filter(secret_ids, name_prefix)
