@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from coffer.api.audit.v1 import audit_pb2
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.client import AsyncCofferClient
 from coffer.client.credentials import Credentials
@@ -226,6 +227,13 @@ async def test_heartbeats_while_idle_carry_a_token_that_resumes(gw: Gateway) -> 
         resumed = client.watch_secrets(resume_token=beat.resume_token)
         assert (await next_change(resumed)).name == "hb/a"
         await resumed.aclose()
+        # Each stream is one call in the audit trail, however many events it carried.
+        page = await client.audit.lookup_events(
+            lookup_attributes=[
+                audit_pb2.LookupAttribute(attribute_key="EventName", attribute_value="WatchSecrets")
+            ]
+        )
+        assert len(page.events) == 2
 
 
 async def test_deletion_restore_labels_tags_and_rotation_have_their_kinds(gw: Gateway) -> None:
