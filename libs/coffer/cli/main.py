@@ -37,7 +37,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from google.protobuf.descriptor import ServiceDescriptor
 
@@ -135,6 +135,8 @@ def _operation_handler(service: str, operation: str) -> Handler:
     def handle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         request = shapes.request_from_args(descriptor.input_type, args)
         client = _client(args)
+        if descriptor.server_streaming:
+            return _watch(client, request, out)
         with client:
             target = {
                 "secretsmanager": client,
@@ -150,6 +152,20 @@ def _operation_handler(service: str, operation: str) -> Handler:
         return EXIT_OK
 
     return handle
+
+
+def _watch(client: CofferClient, request: Any, out: TextIO) -> int:
+    """``coffer secretsmanager watch-secrets [--name-prefix P] [--secret-ids ID ...] [--resume-token T]``:
+    one JSON line per event, flushed as it comes, until interrupted (the stream is not retried: run it again
+    with the last ResumeToken)."""
+    with client:
+        for event in client.watch_secrets(
+            resume_token=request.resume_token or None,
+            secret_ids=list(request.secret_ids),
+            name_prefix=request.name_prefix if request.HasField("name_prefix") else None,
+        ):
+            print(json.dumps(shapes.to_aws(event), ensure_ascii=False), file=out, flush=True)
+    return EXIT_OK
 
 
 def _rotation_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
