@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 from coffer import logs
 from coffer.core import errors
@@ -235,7 +235,7 @@ class SecretCache:
         if client is None:
             from coffer.client.aio import AsyncCofferClient
 
-            client = cast(CacheClient, AsyncCofferClient.from_env())
+            client = AsyncCofferClient.from_env()
         self._client: CacheClient = client
         self._clock = clock
         self._entries: collections.OrderedDict[Key, _Entry] = collections.OrderedDict()
