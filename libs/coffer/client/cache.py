@@ -59,8 +59,9 @@ log = logs.get_logger("coffer.client.cache")
 DEFAULT_VERSION_STAGE = "AWSCURRENT"
 #: Event kinds that say nothing about a secret (the stream is alive, here is a fresh token).
 HEARTBEAT = "Heartbeat"
-#: The error code the server answers for a resume token too old to resume from.
-RESYNC_CODE = "InvalidRequestException"
+#: What the server answers for a resume token too old to resume from (InvalidRequestException) or not one
+#: it issued (InvalidParameterException): either way, start afresh.
+RESYNC_CODES = frozenset({"InvalidRequestException", "InvalidParameterException"})
 #: How many recent events a read that started before them is checked against (older: not kept).
 _RECENT_EVENTS = 4096
 
@@ -513,7 +514,7 @@ class SecretCache:
             except asyncio.CancelledError:
                 raise
             except errors.CofferError as exc:
-                if exc.code == RESYNC_CODE and self._resume_token is not None:
+                if exc.code in RESYNC_CODES and self._resume_token is not None:
                     log.warning("secret_cache_resync", reason=exc.message)
                     self._resume_token = None
                     failures = 0

@@ -1,10 +1,10 @@
 """The caching client and the agent on the real stack (gateway → store → kms, PostgreSQL, TLS): a cached
 read sees a new AWSCURRENT (a put, a label moved back) within a second with its TTL at an hour, because the
 change stream drops the entry; with the stream cut (its connection goes through a TCP relay the test
-closes) the old value is served until the TTL and the new one after it; the agent answers an HTTP client
-written against AWS's agent documentation, refuses a request without the SSRF token as AWS's agent does, and
-``coffer agent`` runs as a command with a TOML file; the thread-safe cache and its decorator work from
-threads."""
+closes) the old value is served until the TTL and the new one after it; a resume token the server refuses
+clears the cache; the agent answers an HTTP client written against AWS's agent documentation and refuses a
+request without the SSRF token as AWS's agent does; ``coffer agent`` runs as a command with a TOML file;
+the thread-safe cache and its decorator work from threads."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import pytest
 from coffer.agent import AgentConfig, start_agent
 from coffer.client import AsyncCofferClient
 from coffer.client.cache import InjectKeywordedSecretString, SecretCache, SecretCacheConfig, SyncSecretCache
+from coffer.core import changes
 from coffer.testing.wait import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -159,6 +160,12 @@ class Relay:
 
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
+    def drop(self) -> None:
+        """Break every connection made so far (new ones still go through)."""
+        for writer in self.writers:
+            writer.transport.abort()
+        self.writers.clear()
+
     async def cut(self) -> None:
         assert self.server is not None
         self.server.close()
@@ -224,6 +231,36 @@ async def test_stream_cut_falls_back_to_ttl(stack: Any) -> None:
         await cache.close()
         await relayed.close()
         await direct.close()
+
+
+async def test_refused_resume_token_clears_the_cache(stack: Any) -> None:
+    relay = Relay(stack.endpoint)
+    relayed_endpoint = await relay.start()
+    direct = AsyncCofferClient(stack.endpoint, stack.ca_file, stack.credentials)
+    relayed = AsyncCofferClient(relayed_endpoint, stack.ca_file, stack.credentials)
+    config = SecretCacheConfig(watch_retry_delay_base=0.05, watch_retry_delay_max=0.1)
+    cache = SecretCache(config, SplitClient(direct, relayed))
+    try:
+        await until_following(direct, cache)
+        await direct.create_secret(name="app/resync", secret_string="v1")
+        await stream_passed(direct, cache)
+        assert await cache.get_secret_string("app/resync") == "v1" and len(cache) == 1
+        connects = cache.stats.stream_connects
+
+        # A token from a store whose change log was replaced (another epoch): the server says resync.
+        cache._resume_token = changes.encode_token(987654321, 1)
+        relay.drop()
+        stats = cache.stats
+        await eventually(lambda: stats.resyncs == 1, timeout=30, message="the refused token makes a resync")
+        assert len(cache) == 0  # what was cached may have missed changes: dropped
+        await eventually(lambda: stats.stream_connects > connects, timeout=30, message="following afresh")
+        assert cache._resume_token != changes.encode_token(987654321, 1)
+        assert await cache.get_secret_string("app/resync") == "v1"
+    finally:
+        await cache.close()
+        await relayed.close()
+        await direct.close()
+        await relay.cut()
 
 
 def http_get(url: str, headers: dict[str, str]) -> tuple[int, str]:
