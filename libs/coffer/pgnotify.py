@@ -70,6 +70,19 @@ class Subscription:
             out.append(item)
         return out
 
+    async def next_within(self, seconds: float) -> Notice | None:
+        """The next notice, waiting at most ``seconds`` (None: none came, or the hub closed). Unlike
+        ``anext`` on the iterator, a timeout here leaves the subscription usable."""
+        try:
+            item = await asyncio.wait_for(self._queue.get(), seconds)
+        except TimeoutError:
+            return None
+        if item is _CLOSED:
+            self._queue.put_nowait(_CLOSED)
+            return None
+        assert isinstance(item, Notice)
+        return item
+
     def __aiter__(self) -> AsyncIterator[Notice]:
         return self._iterate()
 

@@ -211,6 +211,13 @@ class Settings:
     outbox_max_rows: int = 100_000
     outbox_keep_seconds: float = 600.0
     rotation_attempts_kept: int = 100
+    # The change stream (issue 14, WatchSecrets): events are kept this long and at most this many (a resume
+    # token older than what is kept is refused: the client resyncs); an idle stream sends a Heartbeat this
+    # often, and reads the log this often even without a notification.
+    watch_keep_seconds: float = 86_400.0
+    watch_max_events: int = 1_000_000
+    watch_heartbeat_seconds: float = 15.0
+    watch_poll_seconds: float = 5.0
     #: Where rotation may connect (database targets, rotation functions): ``coffer.core.targets`` parses it.
     #: Empty means ``*`` (any address except loopback, link-local and the like, and Coffer's own endpoints).
     rotation_allowed_targets: str = ""
@@ -301,6 +308,10 @@ class Settings:
             outbox_max_rows=int(e.get("COFFER_OUTBOX_MAX_ROWS", "100000")),
             outbox_keep_seconds=float(e.get("COFFER_OUTBOX_KEEP_SECONDS", "600")),
             rotation_attempts_kept=int(e.get("COFFER_ROTATION_ATTEMPTS_KEPT", "100")),
+            watch_keep_seconds=float(e.get("COFFER_WATCH_KEEP_SECONDS", "86400")),
+            watch_max_events=int(e.get("COFFER_WATCH_MAX_EVENTS", "1000000")),
+            watch_heartbeat_seconds=float(e.get("COFFER_WATCH_HEARTBEAT_SECONDS", "15")),
+            watch_poll_seconds=float(e.get("COFFER_WATCH_POLL_SECONDS", "5")),
             rotation_allowed_targets=e.get("COFFER_ROTATION_ALLOWED_TARGETS", ""),
             rotation_denied_targets=tuple(
                 t.strip() for t in e.get("COFFER_ROTATION_DENIED_TARGETS", "").split(",") if t.strip()

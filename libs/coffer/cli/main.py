@@ -9,6 +9,7 @@
     coffer organizations create-account --account-name team-a --email team-a@example.com
     coffer status
     eval "$(coffer aws-env)"     # the AWS CLI / boto3 against the AWS-protocol endpoint, as the admin
+    coffer agent --config agent.toml
     coffer rotation history --secret-id db/prod
     coffer usage get --month 2026-03
     coffer operator init --key-shares 5 --key-threshold 3
@@ -37,7 +38,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from google.protobuf.descriptor import ServiceDescriptor
 
@@ -135,6 +136,8 @@ def _operation_handler(service: str, operation: str) -> Handler:
     def handle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         request = shapes.request_from_args(descriptor.input_type, args)
         client = _client(args)
+        if descriptor.server_streaming:
+            return _watch(client, request, out)
         with client:
             target = {
                 "secretsmanager": client,
@@ -150,6 +153,20 @@ def _operation_handler(service: str, operation: str) -> Handler:
         return EXIT_OK
 
     return handle
+
+
+def _watch(client: CofferClient, request: Any, out: TextIO) -> int:
+    """``coffer secretsmanager watch-secrets [--name-prefix P] [--secret-ids ID ...] [--resume-token T]``:
+    one JSON line per event, flushed as it comes, until interrupted (the stream is not retried: run it again
+    with the last ResumeToken)."""
+    with client:
+        for event in client.watch_secrets(
+            resume_token=request.resume_token or None,
+            secret_ids=list(request.secret_ids),
+            name_prefix=request.name_prefix if request.HasField("name_prefix") else None,
+        ):
+            print(json.dumps(shapes.to_aws(event), ensure_ascii=False), file=out, flush=True)
+    return EXIT_OK
 
 
 def _rotation_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -219,6 +236,40 @@ def _operator_handler(operation: str) -> Handler:
         return EXIT_OK
 
     return handle
+
+
+def _agent(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``coffer agent [--config FILE]``: the local sidecar (``coffer.agent``) until SIGINT/SIGTERM. The
+    configuration file and the SSRF token variable are checked before anything starts (exit 253 when
+    unusable, as a configuration error)."""
+    import asyncio
+
+    from coffer.agent import AgentConfigError, load_config, read_ssrf_token
+    from coffer.agent.run import configure_logging, run_agent
+    from coffer.client.aio import AsyncCofferClient
+
+    try:
+        config = load_config(Path(args.config) if args.config else None)
+        token = read_ssrf_token(config)
+    except AgentConfigError as exc:
+        print(f"coffer agent: {exc.message}", file=err)
+        return EXIT_CONFIG
+    if config.region and not args.region:
+        args.region = config.region
+    conn = _connection(args)
+    configure_logging(config)
+
+    def connect() -> AsyncCofferClient:
+        return AsyncCofferClient(
+            conn.endpoint,
+            conn.ca_file,
+            conn.credentials,
+            region=conn.region,
+            max_attempts=conn.max_attempts,
+            retry_mode=conn.retry_mode,
+        )
+
+    return asyncio.run(run_agent(config, connect, token, err=err))
 
 
 def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -299,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
             shapes.add_request_arguments(op_parser, method.input_type)
             op_parser.set_defaults(handler=_operation_handler(service_name, method.name))
+
+    agent = commands.add_parser(
+        "agent",
+        parents=leaf_parents,
+        help="local sidecar serving the AWS Secrets Manager Agent's HTTP interface from a pushed cache",
+    )
+    agent.add_argument("--config", "-c", default=None, metavar="FILE", help="the agent's TOML configuration")
+    agent.set_defaults(handler=_agent)
 
     status = commands.add_parser(
         "status", parents=leaf_parents, help="health of every service in the profile"

@@ -12,7 +12,7 @@ RotateSecret.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -341,6 +341,37 @@ class CofferClient(_SyncService):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def watch_secrets(
+        self,
+        *,
+        resume_token: str | None = None,
+        secret_ids: Sequence[str] = (),
+        name_prefix: str | None = None,
+    ) -> Generator[sm.SecretChangeEvent, None, None]:
+        """The change stream, as :meth:`coffer.client.aio.AsyncCofferClient.watch_secrets` (not retried here:
+        resume with the last event's token). Closing the iterator cancels the call."""
+        op = _ops.operation(self._service, "WatchSecrets")
+        msg = sm.WatchSecretsRequest(secret_ids=list(secret_ids))
+        if resume_token:
+            msg.resume_token = resume_token
+        if name_prefix is not None:
+            msg.name_prefix = name_prefix
+        stream = self._channel.unary_stream(
+            op.path,
+            request_serializer=op.request_type.SerializeToString,
+            response_deserializer=op.response_type.FromString,
+        )
+        metadata = (
+            signed_metadata(self._credentials(), op.path, msg) if self._credentials is not None else None
+        )
+        call = stream(msg, metadata=metadata)
+        try:
+            yield from call
+        except grpc.RpcError as exc:
+            raise _ops.map_rpc_error(exc, self._endpoint, "WatchSecrets") from None
+        finally:
+            call.cancel()
 
     def create_secret(self, **fields: Any) -> sm.CreateSecretResponse:
         return self._call("CreateSecret", sm.CreateSecretResponse, fields)

@@ -15,7 +15,7 @@ from coffer.rpc.status import from_rpc_error
 from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_host
 
 
-class _ContextPropagator(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _Propagation:
     """Adds the request id, and the end caller's principal with its assertion: signed here when the channel
     has a signer (the gateway's), else the verified one this call came with. Without an assertion no
     principal is claimed: the callee then sees this service's own identity."""
@@ -23,12 +23,7 @@ class _ContextPropagator(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
     def __init__(self, signer: PrincipalSigner | None) -> None:
         self._signer = signer
 
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
+    def _details(self, client_call_details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = list(client_call_details.metadata or ())
         rid = ctx.current_request_id()
         if rid is not None:
@@ -53,19 +48,45 @@ class _ContextPropagator(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
                 user_agent = ctx.user_agent_var.get()
                 if user_agent:
                     metadata.append((ctx.USER_AGENT_HEADER, user_agent))
-        details = grpc.aio.ClientCallDetails(
+        return grpc.aio.ClientCallDetails(
             method=client_call_details.method,
             timeout=client_call_details.timeout,
             metadata=grpc.aio.Metadata(*metadata),
             credentials=client_call_details.credentials,
             wait_for_ready=client_call_details.wait_for_ready,
         )
+
+
+class _ContextPropagator(_Propagation, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """The propagation on unary calls, whose errors become CofferErrors here."""
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        details = self._details(client_call_details)
         call = await continuation(details, request)
         try:
             await call
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         return call
+
+
+class _StreamContextPropagator(_Propagation, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """The same metadata on server-streaming calls (the gateway's forwarded WatchSecrets): without it the
+    callee would see the gateway's own identity instead of the end caller's. Errors surface while iterating
+    the call (``grpc.aio.AioRpcError``); the caller maps them with ``from_rpc_error``."""
+
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return await continuation(self._details(client_call_details), request)
 
 
 #: How often Coffer's channels ping a peer while a call is open (to notice a dead peer under a long-lived
@@ -102,5 +123,5 @@ def secure_channel(
             ("grpc.keepalive_time_ms", KEEPALIVE_MS),
             *options,
         ],
-        interceptors=[_ContextPropagator(signer)],
+        interceptors=[_ContextPropagator(signer), _StreamContextPropagator(signer)],
     )

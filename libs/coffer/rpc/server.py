@@ -6,13 +6,14 @@ audit line per call; graceful stop on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -257,15 +258,22 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return handle
 
     def _wrap_generator(
-        self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+        self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncGenerator[Any, None]]
     ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             call = self._open(method, context)
             try:
                 try:
+                    if isinstance(request, Message):
+                        call.request = request
                     await self._admit(call, context, request if isinstance(request, Message) else None)
-                    async for response in behavior(request, context):
-                        yield response
+                    async with contextlib.aclosing(behavior(request, context)) as responses:
+                        async for response in responses:
+                            if self._public is not None and not call.published:
+                                # A public stream is one call: recorded once, when its first response is
+                                # ready (it was accepted), before that response leaves (fail closed).
+                                await self._publish(call, None, None)
+                            yield response
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:  # every failure is mapped, logged and answered by _fail

@@ -8,7 +8,8 @@ them).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -140,6 +141,55 @@ class GatewayApp:
         # Rules with a ``reply`` method (``authz.Authorization``) also trim what the caller may not read.
         shape = getattr(self._authorize, "reply", None)
         return shape(principal, action, result) if shape is not None else result
+
+    async def stream(
+        self,
+        *,
+        principal: str | None,
+        request_id: str | None,
+        action: str,
+        resource: str,
+        open_stream: Callable[[], AsyncGenerator[T, None]],
+        trail: TrailCall | None = None,
+    ) -> AsyncGenerator[T, None]:
+        """A server-streaming call (WatchSecrets): throttled and authorized like :meth:`call`, then its
+        messages pass through. One audit line: ``allowed`` once the first message arrives (the serving
+        service accepted the stream, and recorded the call in the trail), or the failure before it. A failure
+        after that ends the stream with its error (a dependency's detail is logged, not shown)."""
+        audit = partial(
+            self._audit.record, principal=principal, action=action, resource=resource, request_id=request_id
+        )
+        try:
+            if self._throttle is not None:
+                self._admit(action)
+            self._authorize(principal, action, resource)
+        except errors.CofferError as exc:
+            audit(outcome="denied", error_code=exc.code)
+            await self._trail_record(trail, None, exc)
+            raise
+        opened = False
+        try:
+            async with contextlib.aclosing(open_stream()) as messages:
+                async for message in messages:
+                    if not opened:
+                        opened = True
+                        audit(outcome="allowed")
+                    yield message
+        except (errors.KmsSealed, errors.KmsHsmUnavailable) as exc:
+            if not opened:
+                audit(outcome="failed", error_code=exc.code)
+            raise
+        except errors.Unavailable as exc:
+            if not opened:
+                audit(outcome="failed", error_code=exc.code)
+            log.warning("gateway.dependency_unavailable", action=action, error=exc.message)
+            raise errors.Unavailable() from None
+        except errors.CofferError as exc:
+            if not opened:
+                audit(outcome="failed", error_code=exc.code)
+            raise
+        if not opened:
+            audit(outcome="allowed")
 
     def _admit(self, action: str) -> None:
         """Refuse (``ThrottlingException``) a call over its caller's or its account's rate; Coffer's own

@@ -11,9 +11,10 @@ served (``gateway_handlers`` refuses to start), and a unit test checks the table
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import operator
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
@@ -34,6 +35,7 @@ from coffer.core.password import DEFAULT_LENGTH, PasswordRequest
 from coffer.gateway.app import GatewayApp, TrailCall
 from coffer.gateway.authz import ANY_RESOURCE
 from coffer.rpc.context import current_principal, current_request_id
+from coffer.rpc.status import from_rpc_error
 
 #: Upper bound on one forwarded call (the store's own KMS calls and SQL happen inside it).
 FORWARD_TIMEOUT_SECONDS = 30.0
@@ -224,6 +226,9 @@ ROUTES: Final[Mapping[str, Route]] = {
     _SM + "ValidateResourcePolicy": Route(
         "secretsmanager:ValidateResourcePolicy", "secret_id", _store("ValidateResourcePolicy")
     ),
+    # Beyond AWS (issue 14): the call needs secretsmanager:WatchSecrets on "*" (the store decides it); each
+    # event needs secretsmanager:DescribeSecret on its secret (decided per event by the store).
+    _SM + "WatchSecrets": Route("secretsmanager:WatchSecrets", None, _store("WatchSecrets")),
     # KeyManagementService
     _KMS + "CreateKey": Route("kms:CreateKey", None, _kms("CreateKey")),
     _KMS + "DescribeKey": Route("kms:DescribeKey", "key_id", _kms("DescribeKey")),
@@ -327,6 +332,9 @@ def _answerer(app: GatewayApp, local: Local) -> Callable[[Any, float | None], Ru
 Invoke: TypeAlias = Callable[[Any, "float | None"], Awaitable[Any]]
 """``(request message, seconds the caller still waits or None) -> response message``."""
 
+StreamInvoke: TypeAlias = Callable[[Any, "float | None"], AsyncGenerator[Any, None]]
+"""``(request message, seconds the caller still waits or None) -> the response messages``."""
+
 
 @dataclass(frozen=True, slots=True)
 class Operation:
@@ -340,6 +348,9 @@ class Operation:
     request_class: type[Message]
     response_class: type[Message]
     invoke: Invoke
+    #: A server-streaming method's messages (``invoke`` then refuses: a front end that answers with one
+    #: message cannot serve it); None for a unary method.
+    stream: StreamInvoke | None = None
 
     @property
     def full_name(self) -> str:
@@ -349,8 +360,10 @@ class Operation:
 def _operation(
     app: GatewayApp, method: MethodDescriptor, route: Route, stubs: Mapping[Downstream, Any]
 ) -> Operation:
-    if method.client_streaming or method.server_streaming:
-        raise TypeError(f"{full_method(method)}: the gateway serves unary methods only")
+    if method.client_streaming:
+        raise TypeError(f"{full_method(method)}: the gateway serves unary and server-streaming methods only")
+    if method.server_streaming:
+        return _stream_operation(app, method, route, stubs)
     action = route.action
     resource_of = resource_getter(route.resource, method.input_type)
     target = route.target
@@ -383,7 +396,70 @@ def _operation(
     )
 
 
+def _stream_operation(
+    app: GatewayApp, method: MethodDescriptor, route: Route, stubs: Mapping[Downstream, Any]
+) -> Operation:
+    """A server-streaming method: forwarded to its downstream stream, throttled, authorized and audited by
+    ``GatewayApp.stream``; the forwarded call is cancelled when the caller goes away (or the stream ends)."""
+    target = route.target
+    if not isinstance(target, Forward):
+        raise TypeError(f"{full_method(method)}: a streaming method is forwarded, never answered here")
+    open_call = getattr(stubs[target.downstream], target.method)
+    action = route.action
+    resource_of = resource_getter(route.resource, method.input_type)
+    event_source = ACTION_SOURCES.get(action.partition(":")[0], "")
+    name = method.name
+
+    async def forward(request: Any, remaining: float | None) -> AsyncGenerator[Any, None]:
+        # No FORWARD_TIMEOUT_SECONDS: a stream lives as long as its caller wants (or its own deadline).
+        call = open_call(request, timeout=remaining)
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
+
+    def stream(request: Any, remaining: float | None) -> AsyncGenerator[Any, None]:
+        return app.stream(
+            principal=current_principal(),
+            request_id=current_request_id(),
+            action=action,
+            resource=resource_of(request),
+            open_stream=lambda: forward(request, remaining),
+            trail=TrailCall(event_source, name, request, False),
+        )
+
+    async def invoke(_request: Any, _remaining: float | None) -> Any:
+        raise errors.InvalidRequest(f"{name} is a stream: call it through the gRPC API.")
+
+    return Operation(
+        method=method,
+        route=route,
+        request_class=GetMessageClass(method.input_type),
+        response_class=GetMessageClass(method.output_type),
+        invoke=invoke,
+        stream=stream,
+    )
+
+
 def _method_handler(operation: Operation) -> grpc.RpcMethodHandler:
+    stream = operation.stream
+    if stream is not None:
+
+        async def stream_behavior(request: Any, context: Context) -> AsyncIterator[Any]:
+            # Closed explicitly (not left to the garbage collector) when the caller goes away, so that the
+            # forwarded call is cancelled at once.
+            async with contextlib.aclosing(stream(request, context.time_remaining())) as messages:
+                async for message in messages:
+                    yield message
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream_behavior,
+            request_deserializer=operation.request_class.FromString,
+            response_serializer=operation.response_class.SerializeToString,
+        )
     invoke = operation.invoke
 
     async def behavior(request: Any, context: Context) -> Any:

@@ -70,12 +70,19 @@ from coffer.store.key_policies import KeyPolicies, KmsKeyPolicyCheck, grpc_sourc
 from coffer.store.kms_client import DataKeyCache, KmsClient
 from coffer.store.replication import ReplicationApp
 from coffer.store.replicator import PeerLink, Replicator
-from coffer.store.repository import ReplicationRepository, StoreRepository, apply_migrations, create_pool
+from coffer.store.repository import (
+    CHANGED_CHANNEL,
+    ReplicationRepository,
+    StoreRepository,
+    apply_migrations,
+    create_pool,
+)
 from coffer.store.rotation import RotationApp
 from coffer.store.sealer import ValueSealer
 from coffer.store.servicer import ReplicationServicer, RotationControlServicer, SecretStoreServicer
 from coffer.store.usage import SERVICE_NAME as USAGE_SERVICE_NAME
 from coffer.store.usage import MeteringAudit, UsageMeter, UsageServicer
+from coffer.store.watch import SecretWatch
 from coffer.targets import TargetGuard
 
 log = logs.get_logger("coffer.store")
@@ -321,7 +328,19 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
         audit_trail = StoreAuditTrail(
             pool, load_signing_key(settings.pki_dir / AUDIT_KEY), region=settings.region
         )
-        servicer = SecretStoreServicer(app, rotation, replication)
+        changes_hub = NotifyHub(settings.database_url, CHANGED_CHANNEL, service="store")
+        await changes_hub.start()
+        undo.push_async_callback(changes_hub.aclose)
+        watch = SecretWatch(
+            repo=StoreRepository(pool),
+            app=app,
+            hub=changes_hub,
+            clock=app.clock,
+            heartbeat_seconds=settings.watch_heartbeat_seconds,
+            poll_seconds=settings.watch_poll_seconds,
+            resolve_caller=iam.resolve_caller,
+        )
+        servicer = SecretStoreServicer(app, rotation, replication, watch)
         usage_meter = UsageMeter(pool, app.clock)
         usage = UsageServicer(pool, usage_meter, app.clock)
         control = RotationControlServicer(rotation, rotation_requests)
@@ -393,6 +412,8 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             outbox_max_rows=settings.outbox_max_rows,
             outbox_keep_seconds=settings.outbox_keep_seconds,
             attempts_kept=settings.rotation_attempts_kept,
+            watch_keep_seconds=settings.watch_keep_seconds,
+            watch_max_events=settings.watch_max_events,
         ),
         iam=iam,
         audit_trail=audit_trail,

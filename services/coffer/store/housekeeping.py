@@ -1,6 +1,7 @@
 """The store's housekeeping loop: trims the outbox (rows every peer region acknowledged; beyond a cap, the
 oldest rows whoever has not acknowledged them, re-seeding the replicas that missed some) and the rotation
-attempt history (the newest N finished attempts per secret are kept) and deletes role sessions that expired
+attempt history (the newest N finished attempts per secret are kept), the change stream's events (by age and
+count) and deletes role sessions that expired
 more than an hour ago (``SESSION_GRACE``). The rules are in ``coffer.store.sql.housekeeping``."""
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class HousekeepingResult:
     attempts: int
     reseeded: int
     sessions: int = 0
+    #: Change stream events trimmed (older or beyond the cap).
+    watch_events: int = 0
 
 
 class Housekeeper:
@@ -40,6 +43,8 @@ class Housekeeper:
         outbox_max_rows: int,
         outbox_keep_seconds: float,
         attempts_kept: int,
+        watch_keep_seconds: float = 86_400.0,
+        watch_max_events: int = 1_000_000,
     ) -> None:
         self._repo = repo
         self._clock = clock
@@ -47,6 +52,8 @@ class Housekeeper:
         self._max_rows = outbox_max_rows
         self._keep = outbox_keep_seconds
         self._attempts_kept = attempts_kept
+        self._watch_keep = watch_keep_seconds
+        self._watch_max = watch_max_events
 
     async def run_once(self) -> HousekeepingResult:
         trim = await self._repo.trim_outbox(self._peers, max_rows=self._max_rows, keep_seconds=self._keep)
@@ -55,7 +62,8 @@ class Housekeeper:
         reseeded = await self._reseed(trim.resync)
         attempts = await self._repo.trim_attempts(keep=self._attempts_kept)
         sessions = await self._repo.delete_expired_sessions(expired_before=self._clock.now() - SESSION_GRACE)
-        if trim.acknowledged or trim.capped or attempts or sessions:
+        watch = await self._repo.trim_events(keep_seconds=self._watch_keep, max_rows=self._watch_max)
+        if trim.acknowledged or trim.capped or attempts or sessions or watch.deleted:
             log.info(
                 "housekeeping.trimmed",
                 outbox_acknowledged=trim.acknowledged,
@@ -64,8 +72,11 @@ class Housekeeper:
                 reseeded=reseeded,
                 attempts=attempts,
                 sessions=sessions,
+                watch_events=watch.deleted,
             )
-        return HousekeepingResult(outbox=trim, attempts=attempts, reseeded=reseeded, sessions=sessions)
+        return HousekeepingResult(
+            outbox=trim, attempts=attempts, reseeded=reseeded, sessions=sessions, watch_events=watch.deleted
+        )
 
     async def _reseed(self, resync: Sequence[tuple[int, str, str]]) -> int:
         """A new change per secret, shipped as a seed (every version, full metadata) to the given regions."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import structlog
 
 from coffer.clock import Clock
-from coffer.core import errors
+from coffer.core import changes, errors
 from coffer.core.arn import SecretRef
 from coffer.core.model import (
     AWSCURRENT,
@@ -321,6 +321,13 @@ class ReplicationApp:
             head = await tx.head_by_arn(replica_arn)
             if ch.kind == REMOVE:
                 if head is not None and head.is_replica:
+                    await tx.record_event(
+                        head.id,
+                        kind=changes.DELETED,
+                        version_id=None,
+                        detail=f"replica removed by its primary region {ch.primary_region}",
+                        now=self._clock.now(),
+                    )
                     await tx.delete_secret(head.id)
                     log.info("replication.replica_removed", arn=replica_arn)
                 return outcome("applied")
@@ -358,6 +365,16 @@ class ReplicationApp:
             )
             if head is not None and head.kms_key_id != key_id:
                 await self._reencrypt(tx, secret_id, replica_arn, key_id=key_id, fresh=sealed_now)
+            # This region's watchers see the replicated change too (the stream's lock last, as always).
+            current = ch.snapshot.labels.get(AWSCURRENT)
+            newest = current if current in sealed_now else min(sealed_now, default=None)
+            await tx.record_event(
+                secret_id,
+                kind=changes.VERSION_CREATED if newest is not None else changes.METADATA_CHANGED,
+                version_id=newest,
+                detail=f"replicated from {ch.primary_region}",
+                now=self._clock.now(),
+            )
         return outcome("applied")
 
     async def _reencrypt(

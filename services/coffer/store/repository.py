@@ -18,6 +18,7 @@ from coffer.store.sql.migrations import apply_migrations
 from coffer.store.sql.replication import ReplicationReads, ReplicationStatements
 from coffer.store.sql.rotation import RotationReads, RotationStatements
 from coffer.store.sql.secrets import SecretReads, SecretStatements
+from coffer.store.sql.watch import WatchReads, WatchStatements
 
 __all__ = [
     "CHANGED_CHANNEL",
@@ -32,11 +33,11 @@ __all__ = [
 ]
 
 
-class StoreTx(SecretStatements, RotationStatements, ReplicationStatements):
+class StoreTx(SecretStatements, RotationStatements, ReplicationStatements, WatchStatements):
     """Every statement available inside one write transaction."""
 
 
-class StoreRepository(SecretReads, RotationReads, ListingReads, HousekeepingReads):
+class StoreRepository(SecretReads, RotationReads, ListingReads, HousekeepingReads, WatchReads):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTx]:
         async with self._pool.acquire() as conn, conn.transaction():

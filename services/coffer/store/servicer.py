@@ -4,6 +4,7 @@ CofferErrors, mapped by the server interceptor). Omitted fields stay unset (prot
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -27,6 +28,7 @@ from coffer.store.due_rotations import watch_rotation_requests
 from coffer.store.records import AttemptRow, FunctionRow
 from coffer.store.replication import ReplicationApp
 from coffer.store.rotation import Job, RotationApp
+from coffer.store.watch import SecretWatch
 
 REPLICATOR_PREFIX = "replicator."
 SM = "secretsmanager:"
@@ -215,10 +217,17 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
 
 
 class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
-    def __init__(self, app: StoreApp, rotation: RotationApp, replication: ReplicationApp) -> None:
+    def __init__(
+        self,
+        app: StoreApp,
+        rotation: RotationApp,
+        replication: ReplicationApp,
+        watch: SecretWatch | None = None,
+    ) -> None:
         self._app = app
         self._rotation = rotation
         self._replication = replication
+        self._watch = watch
 
     async def _authorize(self, action: str, secret_id: str, params: RequestParams | None = None) -> None:
         """Decide the public call's action on its secret first (coffer.store.authz)."""
@@ -228,6 +237,32 @@ class SecretStoreServicer(store_pb2_grpc.SecretStoreServiceServicer):
         caller = self._app.authz.caller()
         if caller is not None:
             self._app.authz.check_global(caller, SM + action)
+
+    # --- the change stream ----------------------------------------------------------------------------------
+
+    async def WatchSecrets(
+        self, request: pb.WatchSecretsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SecretChangeEvent]:
+        if self._watch is None:
+            raise errors.Unavailable("This store does not serve WatchSecrets.")
+        events = self._watch.watch(
+            resume_token=_opt(request, "resume_token"),
+            secret_ids=list(request.secret_ids),
+            name_prefix=_opt(request, "name_prefix"),
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                out = pb.SecretChangeEvent(resume_token=event.resume_token, kind=event.kind)
+                if event.arn:
+                    out.arn = event.arn
+                    out.name = event.name
+                if event.version_id is not None:
+                    out.version_id = event.version_id
+                out.version_stages.extend(event.version_stages)
+                _set_ts(out.event_time, event.event_time)
+                if event.detail is not None:
+                    out.detail = event.detail
+                yield out
 
     # --- resource policies ----------------------------------------------------------------------------------
 

@@ -262,15 +262,29 @@ async def _call(
     report: Report,
 ) -> None:
     out_cls = GetMessageClass(method.output_type)
-    call = channels[restricted].unary_unary(
-        full_method(method),
-        request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=out_cls.FromString,
-    )
     where = f"{method.name} as {'restricted' if restricted else 'admin'}"
     report.by_method[f"{method.containing_service.name}/{method.name}"] += 1
     try:
-        response = await call(request, timeout=30)
+        if method.server_streaming:
+            # A stream (WatchSecrets) that opens stays open: its first message is what a request decides.
+            stream = channels[restricted].unary_stream(
+                full_method(method),
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=out_cls.FromString,
+            )
+            streaming = stream(request, timeout=30)
+            try:
+                first = await streaming.read()
+            finally:
+                streaming.cancel()
+            response = out_cls() if first is grpc.aio.EOF else first
+        else:
+            call = channels[restricted].unary_unary(
+                full_method(method),
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=out_cls.FromString,
+            )
+            response = await call(request, timeout=30)
     except grpc.aio.AioRpcError as exc:
         report.by_status[exc.code().name] += 1
         if exc.code() == grpc.StatusCode.UNAVAILABLE and len(report.unavailable) < 20:

@@ -105,6 +105,17 @@ async def test_replica_has_same_values_versions_labels_under_its_own_key(regions
     assert stages(d2) == stages(d1) == {t1: ["AWSCURRENT"]}
     assert (d2.description, [(t.key, t.value) for t in d2.tags.tags]) == ("the db", [("team", "payments")])
     assert status_of(d1) == {"local-2": ("InSync", "")}
+    # The change streams of both regions (WatchSecrets): the primary's replica status went InSync; the
+    # replica region saw the replicated version arrive.
+    primary_events = await r1.db.fetch(
+        "SELECT kind, detail FROM store.secret_events WHERE arn = $1 ORDER BY position", created.arn
+    )
+    assert ("ReplicationStatusChanged", "local-2: InSync") in [tuple(r) for r in primary_events]
+    replica_events = await r2.db.fetch(
+        "SELECT kind, version_id, detail FROM store.secret_events WHERE arn = $1 ORDER BY position",
+        replica_arn,
+    )
+    assert tuple(replica_events[0]) == ("VersionCreated", t1, "replicated from local-1")
     listed = await r2.store.ListSecrets(pb.ListSecretsRequest())
     assert [(s.name, s.primary_region) for s in listed.secret_list] == [("app/db", "local-1")]
 

@@ -126,10 +126,23 @@ class HeldFunction:
 async def test_random_value_rotation_end_to_end(stack: Any) -> None:
     await stack.start_rotation()
     created = await stack.client.create_secret(name="app/token", secret_string="first-value")
+    watch = stack.client.watch_secrets(secret_ids=["app/token"])
+    assert (await anext(watch)).kind == "Heartbeat"
     reply = await stack.client.call("RotateSecret", secret_id="app/token", rotation_lambda_arn="random-value")
     token = reply.version_id
     attempt = await wait_attempt(stack, "app/token", token, {"Succeeded", "Failed"})
     assert attempt.status == "Succeeded", attempt.error
+    # The change stream told the rotation's story: started, the pending value put, succeeded.
+    seen: list[tuple[str, str, list[str]]] = []
+    async for event in watch:
+        if event.kind != "Heartbeat":
+            seen.append((event.kind, event.version_id, list(event.version_stages)))
+        if event.kind == "RotationSucceeded":
+            break
+    await watch.aclose()
+    assert seen[0] == ("RotationStarted", token, ["AWSPENDING"])
+    assert ("VersionCreated", token, ["AWSPENDING"]) in seen
+    assert seen[-1] == ("RotationSucceeded", token, ["AWSCURRENT"])
     done = {(s.step, s.status) for s in attempt.steps}
     assert done == {(step, "succeeded") for step in STEP_NAMES}
     current = await stack.client.get_secret_value(secret_id="app/token")

@@ -56,7 +56,9 @@ def test_every_route_names_a_public_rpc() -> None:
 def test_route_matches_the_descriptor(method: Any) -> None:
     route = ROUTES[full_method(method)]
     assert route.action == f"{ACTION_PREFIX[method.containing_service.full_name]}:{method.name}"
-    assert not method.client_streaming and not method.server_streaming
+    assert not method.client_streaming
+    # The one server stream is the change stream, forwarded (never answered by the gateway).
+    assert method.server_streaming == (method.name == "WatchSecrets")
     if route.resource is not None:
         fields = method.input_type.fields_by_name
         assert route.resource in fields, f"{method.input_type.full_name} has no field {route.resource}"
@@ -215,3 +217,74 @@ def test_every_public_service_has_an_audit_event_source() -> None:
     assert sources["coffer.api.kms.v1.SealService"] == "kms.amazonaws.com"
     assert sources["coffer.api.audit.v1.AuditService"] == "cloudtrail.amazonaws.com"
     assert set(sources) == {s.full_name for s in PUBLIC_SERVICES}
+
+
+class FakeStreamCall:
+    """What a downstream stub's server-streaming method returns: its messages, and a cancel."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+        self.cancelled = False
+
+    def __aiter__(self) -> Any:
+        return self._iterate()
+
+    async def _iterate(self) -> Any:
+        for item in self.items:
+            yield item
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
+@dataclass
+class StreamingStore(FakeStub):
+    streams: list[tuple[Any, float | None, FakeStreamCall]] = field(default_factory=list)
+
+    def WatchSecrets(self, request: Any, *, timeout: float | None) -> FakeStreamCall:
+        call = FakeStreamCall(["first", "second", "third"])
+        self.streams.append((request, timeout, call))
+        return call
+
+
+async def test_watch_secrets_is_forwarded_as_a_stream_audited_once_and_cancelled_when_left() -> None:
+    audit = RecordingAudit()
+    app = GatewayApp(authorize=lambda *_: None, audit=audit, random=random.Random(1))
+    store = StreamingStore()
+    handlers = gateway_handlers(app, store=store, kms=FakeStub())  # type: ignore[arg-type]
+    handler = handlers[SM]["WatchSecrets"]
+    assert handler.unary_stream is not None and handler.unary_unary is None
+    request = sm.WatchSecretsRequest(name_prefix="app/")
+    token = ctx.principal_var.set("user/alice")
+    try:
+        stream = handler.unary_stream(
+            handler.request_deserializer(request.SerializeToString()), FakeContext(None)
+        )
+        assert await anext(stream) == "first"
+        assert await anext(stream) == "second"
+        await stream.aclose()  # the client went away
+    finally:
+        ctx.principal_var.reset(token)
+    ((forwarded, timeout, call),) = store.streams
+    assert forwarded == request and timeout is None  # no forward timeout on a stream
+    assert call.cancelled
+    assert [(line["action"], line["outcome"]) for line in audit.lines] == [
+        ("secretsmanager:WatchSecrets", "allowed")
+    ]
+
+
+async def test_a_refused_watch_is_not_forwarded() -> None:
+    audit = RecordingAudit()
+
+    def deny(principal: str | None, action: str, resource: str) -> None:
+        raise errors.AccessDenied(f"not {action}")
+
+    app = GatewayApp(authorize=deny, audit=audit, random=random.Random(1))
+    store = StreamingStore()
+    handler = gateway_handlers(app, store=store, kms=FakeStub())[SM]["WatchSecrets"]  # type: ignore[arg-type]
+    stream = handler.unary_stream(sm.WatchSecretsRequest(), FakeContext(None))
+    with pytest.raises(errors.AccessDenied):
+        await anext(stream)
+    assert store.streams == []
+    assert [line["outcome"] for line in audit.lines] == ["denied"]

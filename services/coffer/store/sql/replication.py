@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from coffer.core.changes import MAX_DETAIL, REPLICATION_STATUS_CHANGED
 from coffer.store import snapshot as snapshot_columns
 from coffer.store.records import StoredValue
 from coffer.store.snapshot import SecretSnapshot
@@ -111,9 +112,27 @@ ob AS (
     INSERT INTO store.outbox (secret_id, secret_arn, change_seq, event, version_id, payload, created_at)
     SELECT id, arn, change_seq, $2, $3, $4::jsonb || jsonb_build_object('snapshot', snapshot), $5 FROM snap
     RETURNING secret_arn
+),
+ev AS (
+    SELECT store.append_secret_event(id, account_id, arn, name, $6, $3, $7, $5) AS appended FROM bumped
 )
-SELECT pg_notify('coffer_store_changed', secret_arn) FROM ob
+SELECT pg_notify('coffer_store_changed', secret_arn) FROM ob, ev
 """
+
+
+async def _status_events(conn: asyncpg.Connection, changed: Sequence[tuple[int, str]], now: datetime) -> None:
+    """A ReplicationStatusChanged change stream event per (secret id, detail)."""
+    if changed:
+        await conn.execute(
+            "SELECT store.append_secret_event(s.id, s.account_id, s.arn, s.name, $3, NULL, left(t.d, $4), $5)"
+            " FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS t(i, d, n)"
+            " JOIN store.secrets s ON s.id = t.i ORDER BY t.n",
+            [c[0] for c in changed],
+            [c[1] for c in changed],
+            REPLICATION_STATUS_CHANGED,
+            MAX_DETAIL,
+            now,
+        )
 
 
 _PENDING_SQL = """
@@ -356,19 +375,25 @@ class ReplicationReads(Reads):
     async def acknowledge(self, region: str, acks: Sequence[Ack], *, cursor: int, now: datetime) -> None:
         """Record what the peer applied or refused, and move the peer's cursor, in one transaction."""
         async with self._pool.acquire() as conn, conn.transaction():
+            changed: list[tuple[int, str]] = []
             for ack in acks:
                 if ack.ok:
-                    await conn.execute(
-                        "UPDATE store.replication_status r SET synced_seq = GREATEST(r.synced_seq, $3),"
+                    row = await conn.fetchrow(
+                        "WITH old AS (SELECT status FROM store.replication_status"
+                        " WHERE secret_id = $1 AND region = $2)"
+                        " UPDATE store.replication_status r SET synced_seq = GREATEST(r.synced_seq, $3),"
                         " status = CASE WHEN GREATEST(r.synced_seq, $3) >= s.change_seq THEN 'InSync'"
                         " ELSE 'InProgress' END, status_message = NULL, updated_at = $4"
                         " FROM store.secrets s WHERE s.id = r.secret_id AND r.secret_id = $1"
-                        " AND r.region = $2 AND NOT r.blocked",
+                        " AND r.region = $2 AND NOT r.blocked"
+                        " RETURNING r.status, (SELECT status FROM old) AS was",
                         ack.secret_id,
                         region,
                         ack.seq,
                         now,
                     )
+                    if row is not None and row["status"] != row["was"]:
+                        changed.append((ack.secret_id, f"{region}: {row['status']}"))
                 else:
                     await conn.execute(
                         "UPDATE store.replication_status SET status = 'Failed', status_message = $3,"
@@ -378,6 +403,10 @@ class ReplicationReads(Reads):
                         ack.message,
                         now,
                     )
+                    changed.append((ack.secret_id, f"{region}: Failed: {ack.message or ''}"))
+            # Last, after every row this transaction locks: the change stream's lock is always the last
+            # one a transaction takes (no other transaction waits for it while holding one of these rows).
+            await _status_events(conn, changed, now)
             await conn.execute(
                 "UPDATE store.replication_peers SET last_outbox = GREATEST(last_outbox, $2), updated_at = $3"
                 " WHERE region = $1",
@@ -389,14 +418,23 @@ class ReplicationReads(Reads):
     async def mark_unreachable(
         self, region: str, secret_ids: Sequence[int], *, message: str, now: datetime
     ) -> None:
-        await self._pool.execute(
-            "UPDATE store.replication_status SET status = 'Failed', status_message = $3, updated_at = $4"
-            " WHERE region = $1 AND secret_id = ANY($2::bigint[]) AND NOT blocked",
-            region,
-            list(secret_ids),
-            message,
-            now,
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "WITH old AS (SELECT secret_id, status FROM store.replication_status"
+                " WHERE region = $1 AND secret_id = ANY($2::bigint[]))"
+                " UPDATE store.replication_status r SET status = 'Failed', status_message = $3,"
+                " updated_at = $4 FROM old WHERE old.secret_id = r.secret_id AND r.region = $1"
+                " AND NOT r.blocked RETURNING r.secret_id, old.status AS was",
+                region,
+                list(secret_ids),
+                message,
+                now,
+            )
+            await _status_events(
+                conn,
+                [(r["secret_id"], f"{region}: Failed: {message}") for r in rows if r["was"] != "Failed"],
+                now,
+            )
 
     async def detach(self, primary_arn: str, region: str) -> bool:
         """The replica in ``region`` was promoted: stop replicating there. False if unknown."""

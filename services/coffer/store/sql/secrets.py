@@ -12,6 +12,7 @@ import asyncpg
 
 from coffer.core import errors
 from coffer.core.arn import SecretRef
+from coffer.core.changes import event_kind
 from coffer.core.model import ReplicationStatus, Secret, SecretVersion, Tag
 from coffer.core.secret_keys import SecretFacts
 from coffer.core.versions import versions_to_stages
@@ -147,27 +148,39 @@ FROM s LEFT JOIN v ON true
 _RECORD_CHANGE_SQL = """
 WITH bumped AS (
     UPDATE store.secrets SET change_seq = change_seq + 1, last_changed_at = $5
-    WHERE id = $1 RETURNING id, arn, change_seq
+    WHERE id = $1 RETURNING id, arn, name, account_id, change_seq
 ),
 ob AS (
     INSERT INTO store.outbox (secret_id, secret_arn, change_seq, event, version_id, payload, created_at)
     SELECT id, arn, change_seq, $2, $3, $4::jsonb, $5 FROM bumped
     RETURNING secret_arn
+),
+ev AS (
+    SELECT store.append_secret_event(id, account_id, arn, name, $6, $3, $7, $5) AS appended FROM bumped
 )
-SELECT pg_notify('coffer_store_changed', secret_arn) FROM ob
+SELECT pg_notify('coffer_store_changed', secret_arn) FROM ob, ev
 """
 
 _PURGE_SQL = """
 WITH gone AS (
     DELETE FROM store.secrets WHERE deletion_date IS NOT NULL AND deletion_date <= $1
-    RETURNING id, arn, change_seq
+    RETURNING id, arn, name, account_id, change_seq
 ),
 ob AS (
     INSERT INTO store.outbox (secret_id, secret_arn, change_seq, event, payload, created_at)
     SELECT id, arn, change_seq + 1, 'PurgeSecret', '{}'::jsonb, $1 FROM gone
-    RETURNING secret_arn
+    RETURNING secret_id, secret_arn
 )
-SELECT secret_arn, pg_notify('coffer_store_changed', secret_arn) FROM ob
+SELECT ob.secret_id, ob.secret_arn, gone.name, gone.account_id,
+       pg_notify('coffer_store_changed', ob.secret_arn)
+FROM ob JOIN gone ON gone.id = ob.secret_id
+"""
+
+# After the purge's DELETE (which holds the purged rows' locks): the change stream's lock is taken last, as
+# by every other write, so no transaction waits for it while holding a row the purge needs.
+_PURGE_EVENTS_SQL = """
+SELECT store.append_secret_event(i, a, r, n, $5, NULL, $6, $7)
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS t(i, a, r, n)
 """
 
 _UPDATABLE = frozenset(
@@ -376,11 +389,14 @@ class SecretStatements(Statements):
         """Bump the change sequence and LastChangedDate, write the outbox row, NOTIFY (at commit). A secret
         with replica regions gets the outbox lock first and a metadata snapshot in its outbox row."""
         body = dict(payload or {})
+        kind, detail = event_kind(event, version_id=version_id, payload=body)
         if secret_id in self._replicated:
             await self._conn.execute("SELECT pg_advisory_xact_lock($1)", REPLICATION_OUTBOX_LOCK)
-            await self._conn.execute(RECORD_REPLICATED_SQL, secret_id, event, version_id, body, now)
+            await self._conn.execute(
+                RECORD_REPLICATED_SQL, secret_id, event, version_id, body, now, kind, detail
+            )
             return
-        await self._conn.execute(_RECORD_CHANGE_SQL, secret_id, event, version_id, body, now)
+        await self._conn.execute(_RECORD_CHANGE_SQL, secret_id, event, version_id, body, now, kind, detail)
 
 
 class SecretReads(Reads):
@@ -477,8 +493,20 @@ class SecretReads(Reads):
     async def purge_due(self, now: datetime) -> list[str]:
         """Delete every secret whose recovery window has ended (versions and labels cascade), with an outbox
         row and a notification each, in one transaction. Returns the purged ARNs."""
+        kind, detail = event_kind("PurgeSecret", version_id=None, payload={})
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_PURGE_SQL, now)
+            if rows:
+                await conn.execute(
+                    _PURGE_EVENTS_SQL,
+                    [r["secret_id"] for r in rows],
+                    [r["account_id"] for r in rows],
+                    [r["secret_arn"] for r in rows],
+                    [r["name"] for r in rows],
+                    kind,
+                    detail,
+                    now,
+                )
         return [r["secret_arn"] for r in rows]
 
     async def secret_head(self, ref: SecretRef) -> tuple[int, str, str] | None:
