@@ -4,7 +4,7 @@ building (with the boto3-style ``ClientRequestToken`` auto-fill) and channel cre
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -156,3 +156,15 @@ def connection_options(conn: Connection, options: Mapping[str, Any]) -> dict[str
         "retry_mode": conn.retry_mode,
         **options,
     }
+
+
+def watch_request(
+    resume_token: str | None, secret_ids: Sequence[str], name_prefix: str | None
+) -> secrets_pb2.WatchSecretsRequest:
+    """The WatchSecrets request of the async and sync clients' ``watch_secrets``."""
+    msg = secrets_pb2.WatchSecretsRequest(secret_ids=list(secret_ids))
+    if resume_token:
+        msg.resume_token = resume_token
+    if name_prefix is not None:
+        msg.name_prefix = name_prefix
+    return msg

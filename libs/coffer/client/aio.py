@@ -376,11 +376,7 @@ class AsyncCofferClient(_AsyncService):
         ``InvalidRequestException``: re-read what you cache and watch again without one. The stream has no
         deadline (bound it with ``asyncio.timeout`` if you need one); leaving the loop cancels the call."""
         op = _ops.operation(self._service, "WatchSecrets")
-        msg = sm.WatchSecretsRequest(secret_ids=list(secret_ids))
-        if resume_token:
-            msg.resume_token = resume_token
-        if name_prefix is not None:
-            msg.name_prefix = name_prefix
+        msg = _ops.watch_request(resume_token, secret_ids, name_prefix)
         stream = self._channel.unary_stream(
             op.path,
             request_serializer=op.request_type.SerializeToString,

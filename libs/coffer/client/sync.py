@@ -352,11 +352,7 @@ class CofferClient(_SyncService):
         """The change stream, as :meth:`coffer.client.aio.AsyncCofferClient.watch_secrets` (not retried here:
         resume with the last event's token). Closing the iterator cancels the call."""
         op = _ops.operation(self._service, "WatchSecrets")
-        msg = sm.WatchSecretsRequest(secret_ids=list(secret_ids))
-        if resume_token:
-            msg.resume_token = resume_token
-        if name_prefix is not None:
-            msg.name_prefix = name_prefix
+        msg = _ops.watch_request(resume_token, secret_ids, name_prefix)
         stream = self._channel.unary_stream(
             op.path,
             request_serializer=op.request_type.SerializeToString,

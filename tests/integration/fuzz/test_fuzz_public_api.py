@@ -36,6 +36,7 @@ from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.api.secrets.v1 import secrets_pb2 as sm
 from coffer.api.secrets.v1 import secrets_pb2_grpc
 from coffer.client.credentials import Credentials, SigningInterceptor
+from coffer.gateway.aws.jsonproto import INT_RANGES
 from coffer.gateway.servicer import PUBLIC_SERVICES, full_method
 from coffer.rpc.tls import GATEWAY_HOST, name_options
 from coffer.store.iam_bootstrap import issue_user_key
@@ -59,18 +60,7 @@ VALUE_METHODS = frozenset({"GetSecretValue", "BatchGetSecretValue"})
 BAD_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 MAX_DEPTH = 3
 
-INT_BOUNDS = {
-    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
-    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
-}
+INT_BOUNDS = INT_RANGES
 
 
 @dataclass(frozen=True)
