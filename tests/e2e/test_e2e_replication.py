@@ -15,7 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from coffer.client.sync import CofferClient
 from coffer.core.errors import CofferError
@@ -365,3 +368,50 @@ def store_lag_metric(log_file: Path) -> dict[str, Any]:
             continue
         latest = {k: v for k, v in record.items() if k.startswith(("p50", "p99", "lag", "count"))}
     return latest
+
+
+def _boto_sm(region: Any) -> Any:
+    """boto3 (unmodified, from PyPI) on ``region``'s own AWS-protocol endpoint, as that region's admin, once
+    the admin's bootstrap key can sign AWS requests (its secret is sealed moments after start)."""
+
+    def client(service: str) -> Any:
+        creds = region.admin_credentials
+        return boto3.session.Session().client(
+            service,
+            endpoint_url=region.aws_endpoint_url,
+            verify=str(region.ca_file),
+            region_name=region.settings.region,
+            aws_access_key_id=creds.access_key_id,
+            aws_secret_access_key=creds.secret_access_key,
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+        )
+
+    eventually_sync(
+        lambda: client("sts").get_caller_identity(), timeout=30, interval=0.5, retry_on=(ClientError,)
+    )
+    return client("secretsmanager")
+
+
+def test_boto3_replicates_to_local_2_and_reads_the_replica_through_its_endpoint(regions: Any) -> None:
+    primary, replica = _boto_sm(regions[PRIMARY]), _boto_sm(regions[REPLICA])
+    name = f"e2e/boto3-replica-{uuid.uuid4().hex[:8]}"
+    created = primary.create_secret(Name=name, SecretString="replicated-by-boto3")
+    answer = primary.replicate_secret_to_regions(SecretId=name, AddReplicaRegions=[{"Region": REPLICA}])
+    assert [s["Region"] for s in answer["ReplicationStatus"]] == [REPLICA]
+
+    def read_there() -> dict[str, Any]:
+        return dict(replica.get_secret_value(SecretId=name))
+
+    got = wait_for("the replica through local-2's AWS endpoint", read_there)
+    assert got["SecretString"] == "replicated-by-boto3" and got["VersionId"] == created["VersionId"]
+    assert f":{REPLICA}:" in got["ARN"]
+    assert wait_for(
+        "InSync",
+        lambda: (status_of(primary.describe_secret(SecretId=name), REPLICA) or {}).get("Status") == "InSync",
+    )
+    assert replica.describe_secret(SecretId=name)["PrimaryRegion"] == PRIMARY
+    with pytest.raises(ClientError) as refused:
+        replica.put_secret_value(SecretId=name, SecretString="written-in-the-replica")
+    error = refused.value.response["Error"]
+    assert (error["Code"], error["Message"]) == ("InvalidParameterException", REPLICA_ERROR)
+    assert replica.get_secret_value(SecretId=name)["SecretString"] == "replicated-by-boto3"
