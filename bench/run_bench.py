@@ -1,7 +1,9 @@
 """`make bench`: GetSecretValue and PutSecretValue through the whole running stack (client, gateway,
 store, kms; TLS and mTLS; warm) at concurrency 1, 16 and 64, next to a bare grpc.aio echo server measured
-in the same run. Prints ops/s, p50/p99 and the ratio to the echo. Then ListSecrets pages at 100,000 secrets
-(``bench.list_secrets``). A benchmark, not a test: no thresholds."""
+in the same run. Prints ops/s, p50/p99 and the ratio to the echo. Then GetSecretValue over the AWS protocol
+against Coffer's endpoint and moto's server, cached reads (SecretCache, the agent) and the cache's
+propagation delay (``bench.aws_cache``), and ListSecrets pages at 100,000 secrets (``bench.list_secrets``).
+A benchmark, not a test: no thresholds."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import grpc
 from bench import aws_cache
 from bench import list_secrets as bench_list_secrets
 from bench.load import Result, drive
+from coffer import logs
 from coffer.embedded import free_port
 from coffer.rpc.tls import GATEWAY_HOST, TlsFiles, channel_credentials, name_options
 from coffer.testing.wait import eventually
@@ -279,6 +282,8 @@ def main() -> None:
         "--list-secrets", type=int, default=100_000, help="secrets for the ListSecrets benchmark (0: skip it)"
     )
     args = parser.parse_args()
+    # The in-process caches and agent log each invalidation at debug level: only warnings in the output.
+    logs.configure(service="bench", level="warning")
     asyncio.run(main_async(args.duration, args.list_secrets))
 
 
