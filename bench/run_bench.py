@@ -1,7 +1,9 @@
 """`make bench`: GetSecretValue and PutSecretValue through the whole running stack (client, gateway,
 store, kms; TLS and mTLS; warm) at concurrency 1, 16 and 64, next to a bare grpc.aio echo server measured
-in the same run. Prints ops/s, p50/p99 and the ratio to the echo. Then ListSecrets pages at 100,000 secrets
-(``bench.list_secrets``). A benchmark, not a test: no thresholds."""
+in the same run. Prints ops/s, p50/p99 and the ratio to the echo. Then GetSecretValue over the AWS protocol
+against Coffer's endpoint and moto's server, cached reads (SecretCache, the agent) and the cache's
+propagation delay (``bench.aws_cache``), and ListSecrets pages at 100,000 secrets (``bench.list_secrets``).
+A benchmark, not a test: no thresholds."""
 
 from __future__ import annotations
 
@@ -14,13 +16,17 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from bench import aws_cache
 from bench import list_secrets as bench_list_secrets
 from bench.load import Result, drive
+from coffer import logs
+from coffer.embedded import free_port
 from coffer.rpc.tls import GATEWAY_HOST, TlsFiles, channel_credentials, name_options
 from coffer.testing.wait import eventually
 
@@ -100,8 +106,9 @@ RESOURCE_POLICY = {
 }
 
 
-async def _app_client(admin: Any, info: Any) -> Any:
-    """An access key of IAM user ``bench-app`` (tag team=bench, APP_POLICY), and a client signing with it."""
+async def _app_client(admin: Any, info: Any) -> tuple[Any, Any]:
+    """An access key of IAM user ``bench-app`` (tag team=bench, APP_POLICY), and a client signing with it
+    (the key too: the AWS-protocol part signs with it)."""
     from coffer.client import Credentials
     from coffer.client.aio import AsyncCofferClient
 
@@ -110,22 +117,37 @@ async def _app_client(admin: Any, info: Any) -> Any:
         user_name="bench-app", policy_name="app", policy_document=json.dumps(APP_POLICY)
     )
     key = (await admin.iam.create_access_key(user_name="bench-app")).access_key
-    return AsyncCofferClient(
+    client = AsyncCofferClient(
         endpoint=info.endpoint,
         ca_file=str(info.ca_file),
         credentials=Credentials(key.access_key_id, key.secret_access_key),
     )
+    return client, key
 
 
-async def _measure(duration: float, list_secrets: int, *, bypass: bool) -> tuple[list[Result], Path]:
+@dataclass
+class Extra:
+    """The AWS-protocol, cached-read and propagation figures (measured in the policies-on run only)."""
+
+    aws: list[Result] = field(default_factory=list)
+    moto: list[Result] = field(default_factory=list)
+    cache: list[Result] = field(default_factory=list)
+    agent: list[Result] = field(default_factory=list)
+    propagation_ms: list[float] = field(default_factory=list)
+
+
+async def _measure(
+    duration: float, list_secrets: int, *, bypass: bool, extra: Extra | None = None
+) -> tuple[list[Result], Path]:
     """Start a throwaway deployment (``bypass``: COFFER_UNSAFE_BENCH_BYPASS, no policy decided and no
-    audit event recorded) and drive GetSecretValue and PutSecretValue through it as ``bench-app``."""
+    audit event recorded) and drive GetSecretValue and PutSecretValue through it as ``bench-app``; with
+    ``extra``, also the AWS-protocol, cached-read and propagation parts (``bench.aws_cache``)."""
     from coffer.client.aio import AsyncCofferClient
     from coffer.devrun import Deployment
 
     home = Path(tempfile.mkdtemp(prefix="coffer-bench-"))
     # No request rates: the bench measures throughput far above AWS's 50 writes/s quota.
-    env = {"COFFER_THROTTLE": "off"}
+    env = {"COFFER_THROTTLE": "off", "COFFER_AWS_ADDR": f"127.0.0.1:{free_port()}"}
     if bypass:
         env["COFFER_UNSAFE_BENCH_BYPASS"] = "1"
     deployment = Deployment.in_home(home, env=env, echo=lambda _line: None)
@@ -135,7 +157,7 @@ async def _measure(duration: float, list_secrets: int, *, bypass: bool) -> tuple
         admin = AsyncCofferClient(
             endpoint=info.endpoint, ca_file=str(info.ca_file), credentials=info.credentials
         )
-        client = await _app_client(admin, info)
+        client, key = await _app_client(admin, info)
         name = f"bench/{uuid.uuid4().hex[:8]}"
         value = "x" * 256
         tags = [{"key": "team", "value": "bench"}]
@@ -168,6 +190,8 @@ async def _measure(duration: float, list_secrets: int, *, bypass: bool) -> tuple
             results.append(await drive("GetSecretValue", get_op, concurrency=c, duration=duration))
         for c in CONCURRENCY:
             results.append(await drive("PutSecretValue", put_op, concurrency=c, duration=duration))
+        if extra is not None:
+            await _extra(extra, deployment, info, key, name, value, duration)
         if list_secrets:
             await bench_list_secrets.run(
                 admin,
@@ -184,9 +208,48 @@ async def _measure(duration: float, list_secrets: int, *, bypass: bool) -> tuple
         await asyncio.to_thread(deployment.stop)
 
 
+async def _extra(
+    extra: Extra, deployment: Any, info: Any, key: Any, name: str, value: str, duration: float
+) -> None:
+    """Fill ``extra``: GetSecretValue over the AWS protocol (Coffer, as bench-app, vs moto); cached reads
+    and propagation with clients of the admin (the cache's reads are served from memory, whoever reads)."""
+    from coffer.client.aio import AsyncCofferClient
+    from coffer.devrun.config import aws_endpoint_url
+
+    aws_url = aws_endpoint_url(deployment.settings)
+    assert aws_url is not None, "the bench sets COFFER_AWS_ADDR"
+    extra.aws, extra.moto = await aws_cache.aws_protocol(
+        aws_url,
+        info.ca_file,
+        key,
+        deployment.settings.region,
+        name,
+        value,
+        levels=CONCURRENCY,
+        duration=duration,
+    )
+
+    def admin_client() -> AsyncCofferClient:
+        return AsyncCofferClient(
+            endpoint=info.endpoint, ca_file=str(info.ca_file), credentials=info.credentials
+        )
+
+    cache_client = admin_client()  # the agent closes it with its cache
+    extra.cache, extra.agent = await aws_cache.cached_reads(
+        cache_client, name, levels=CONCURRENCY, duration=duration
+    )
+    writer, reader = admin_client(), admin_client()
+    try:
+        extra.propagation_ms = await aws_cache.propagation(writer, reader, f"{name}-put-0")
+    finally:
+        await writer.close()
+        await reader.close()
+
+
 async def main_async(duration: float, list_secrets: int) -> None:
     baseline, _ = await _measure(duration, 0, bypass=True)
-    results, pki_dir = await _measure(duration, list_secrets, bypass=False)
+    extra = Extra()
+    results, pki_dir = await _measure(duration, list_secrets, bypass=False, extra=extra)
     echo = await _echo_results(pki_dir, duration, payload=300)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     print(f"\nCoffer bench, {stamp}, {os.cpu_count()} CPUs, {duration:.0f} s per point")
@@ -199,6 +262,17 @@ async def main_async(duration: float, list_secrets: int) -> None:
     print("\nkept with policies and auditing on (ops/s on / off):")
     for on, off in zip(results, baseline, strict=True):
         print(f"  {on.name:<16} {on.concurrency:>4}  {on.ops_per_s / off.ops_per_s:>6.0%}")
+    print(
+        "\nGetSecretValue over the AWS JSON protocol, the same client (aiohttp, botocore SigV4 per request)"
+    )
+    print("against Coffer's AWS endpoint (HTTPS, as bench-app, policies on) and moto's server (HTTP):")
+    aws_cache.print_aws(extra.aws, extra.moto)
+    gets = [r for r in results if r.name == "GetSecretValue"]
+    print("\ncached reads (refresh 1 h; the change stream invalidates) next to uncached gRPC GetSecretValue:")
+    print("SecretCache.get_secret_string in-process; the agent in this process over keep-alive HTTP")
+    aws_cache.print_cached(gets, extra.cache, extra.agent)
+    print("\npropagation:")
+    aws_cache.print_propagation(extra.propagation_ms)
 
 
 def main() -> None:
@@ -208,6 +282,8 @@ def main() -> None:
         "--list-secrets", type=int, default=100_000, help="secrets for the ListSecrets benchmark (0: skip it)"
     )
     args = parser.parse_args()
+    # The in-process caches and agent log each invalidation at debug level: only warnings in the output.
+    logs.configure(service="bench", level="warning")
     asyncio.run(main_async(args.duration, args.list_secrets))
 
 
