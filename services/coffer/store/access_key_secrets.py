@@ -87,11 +87,34 @@ class AccessKeySecrets:
     async def seal(self, access_key_id: str, secret_access_key: str) -> SealedSecret:
         """Encrypt under a fresh data key bound to ``access_key_id``. A KMS that refuses or cannot be reached
         raises :class:`~coffer.core.errors.Unavailable` (the key must not be created without its secret)."""
+        sealed = await self._seal(access_key_id, secret_access_key, tolerate_sealed_kms=False)
+        assert sealed is not None
+        return sealed
+
+    async def seal_unless_kms_sealed(self, access_key_id: str, secret_access_key: str) -> SealedSecret | None:
+        """:meth:`seal`, except that a KMS that is sealed (or whose HSM is away) gives None: the key is then
+        created without its stored secret, usable with Coffer's own signing but not over the AWS protocol.
+        Operators need access keys to unseal the KMS, so a sealed KMS must not stop their creation; any other
+        failure still refuses the key."""
+        return await self._seal(access_key_id, secret_access_key, tolerate_sealed_kms=True)
+
+    async def _seal(
+        self, access_key_id: str, secret_access_key: str, *, tolerate_sealed_kms: bool
+    ) -> SealedSecret | None:
         try:
             with _as_store():
                 data_key = await self._kms.generate_data_key_in(
                     key_id=self._key_id, context=_context(access_key_id)
                 )
+        except (errors.KmsSealed, errors.KmsHsmUnavailable) as exc:
+            if not tolerate_sealed_kms:
+                raise errors.Unavailable(
+                    f"The access key's secret could not be encrypted: the KMS answered {exc.code}. Try again."
+                ) from None
+            log.warning(
+                "iam.access_key_created_without_stored_secret", access_key_id=access_key_id, error=exc.code
+            )
+            return None
         except errors.CofferError as exc:
             log.warning("iam.access_key_seal_failed", access_key_id=access_key_id, error=exc.code)
             raise errors.Unavailable(

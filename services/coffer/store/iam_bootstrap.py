@@ -320,7 +320,7 @@ async def issue_user_key(
     from coffer.crypto.access_keys import new_access_key_id, new_secret_access_key
 
     akid, secret = new_access_key_id(), new_secret_access_key()
-    sealed = await secrets_.seal(akid, secret) if secrets_ is not None else None
+    sealed = await secrets_.seal_unless_kms_sealed(akid, secret) if secrets_ is not None else None
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO store.iam_accounts (account_id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING",

@@ -158,8 +158,9 @@ class IamCore:
             )
         key_id = access_keys.new_access_key_id()
         secret = access_keys.new_secret_access_key()
-        # Sealed inside the transaction: a KMS failure rolls it back, so no key exists without its secret.
-        sealed = await self.secrets.seal(key_id, secret)
+        # Sealed inside the transaction: a KMS failure rolls it back, so no key exists without its secret —
+        # unless the KMS is sealed: operators need keys to unseal it (such a key cannot sign SigV4).
+        sealed = await self.secrets.seal_unless_kms_sealed(key_id, secret)
         created = await tx.insert_access_key(key_id, user.id, access_keys.derive_signing_key(secret), sealed)
         await tx.notify(access_key_ids=[key_id], principal_arns=[user.arn])
         return pb.AccessKey(
