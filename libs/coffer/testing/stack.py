@@ -10,6 +10,7 @@ everything that was started, in reverse order.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -134,6 +135,14 @@ class ServiceStack:
         if self.kms is not None:  # the kms resolves its callers and records its calls through the store
             await self.kms.use_store(addr, self.pki_dir)
         return self.store
+
+    async def bootstrap_sealed(self, within: float = 10.0) -> None:
+        """Wait until the store has sealed the bootstrap keys' secrets (its background task; the first seal
+        creates the AWS managed key ``alias/aws/secretsmanager`` in the kms), so tests that count keys or
+        cached data keys start from a settled state."""
+        if self.store is None or self.store.bootstrap_sealing is None:
+            raise RuntimeError("the store is not running")
+        await asyncio.wait_for(asyncio.shield(self.store.bootstrap_sealing), within)
 
     async def credential(self, principal: str) -> Credentials:
         """Credentials of ``principal``: ``user/admin`` → the root admin's access key; ``user/<name>`` → a

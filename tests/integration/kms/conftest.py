@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from coffer.api.kms.v1 import kms_pb2_grpc
+from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.core import errors
 from coffer.crypto.rootkey import RootKey
 from coffer.kms.__main__ import KmsRuntime
@@ -20,7 +20,7 @@ from coffer.rpc.channel import secure_channel
 from coffer.rpc.tls import TlsFiles
 from coffer.settings import Settings
 from coffer.testing.clock import ManualClock
-from coffer.testing.stack import provisioned_stack
+from coffer.testing.stack import ADMIN_CREDENTIALS_FILE, provisioned_stack
 
 REGION = "local-1"
 ACCOUNT = "000000000000"
@@ -35,6 +35,9 @@ class KmsHarness:
     store: kms_pb2_grpc.KeyManagementServiceStub
     gateway: kms_pb2_grpc.KeyManagementServiceStub
     stub_for: Callable[[str], kms_pb2_grpc.KeyManagementServiceStub]
+    #: The AWS managed key ``alias/aws/secretsmanager`` (created by the store for the bootstrap key's secret;
+    #: "" when ``admin_secret_sealed`` is False).
+    aws_managed_key_id: str
 
     async def fails(
         self, call: Awaitable[Any], kind: type[errors.CofferError], message: str | None = None
@@ -54,6 +57,13 @@ class KmsHarness:
 
 
 @pytest.fixture
+def admin_secret_sealed() -> bool:
+    """Whether the store seals the bootstrap admin key's secret (creating the AWS managed key) before the
+    test starts; a test that needs a kms with no key at all parametrizes it to False."""
+    return True
+
+
+@pytest.fixture
 def purge_interval() -> float:
     """Long by default so the background loop stays out of the way; tests call run_maintenance themselves."""
     return 3600.0
@@ -61,7 +71,7 @@ def purge_interval() -> float:
 
 @pytest.fixture
 async def kms(
-    database_url: str, pki_dir: Path, tmp_path: Path, purge_interval: float
+    database_url: str, pki_dir: Path, tmp_path: Path, purge_interval: float, admin_secret_sealed: bool
 ) -> AsyncIterator[KmsHarness]:
     services = await provisioned_stack(
         home=tmp_path,
@@ -76,7 +86,13 @@ async def kms(
     clock = ManualClock()
     runtime = await services.start_kms(clock=clock)
     # The store holds the audit trail: the kms records the calls of the gateway (public calls) there.
+    if not admin_secret_sealed:  # the secret's file gone, the store has nothing to seal
+        (tmp_path / ADMIN_CREDENTIALS_FILE).unlink()
     await services.start_store()
+    if admin_secret_sealed:
+        # The store seals the bootstrap admin key's secret under the AWS managed key, creating it: the test
+        # starts with that one key (and its alias) in the kms.
+        await services.bootstrap_sealed()
     channels = []
 
     def stub_for(identity: str) -> kms_pb2_grpc.KeyManagementServiceStub:
@@ -87,14 +103,22 @@ async def kms(
         return kms_pb2_grpc.KeyManagementServiceStub(channel)
 
     try:
+        store_stub = stub_for("store")
+        aws_key_id = ""
+        if admin_secret_sealed:
+            described = await store_stub.DescribeKey(
+                kms_pb2.DescribeKeyRequest(key_id="alias/aws/secretsmanager")
+            )
+            aws_key_id = described.key_metadata.key_id
         yield KmsHarness(
             runtime=runtime,
             settings=settings,
             clock=clock,
             root_key=root_key,
-            store=stub_for("store"),
+            store=store_stub,
             gateway=stub_for("gateway"),
             stub_for=stub_for,
+            aws_managed_key_id=aws_key_id,
         )
     finally:
         for channel in channels:
