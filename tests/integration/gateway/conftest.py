@@ -113,3 +113,11 @@ async def stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterat
     loopback = {"COFFER_ROTATION_ALLOWED_TARGETS": "127.0.0.1"}
     async with gateway_stack(tmp_path, pki_dir, database_url, **loopback) as gw:
         yield gw
+
+
+@pytest.fixture
+async def user(stack: Gateway) -> Credentials:
+    """A new access key of IAM user ``aws`` (allow-all policy), its secret sealed by the store as IAM's
+    CreateAccessKey seals it (the admin's bootstrap key is sealed a moment after the store starts)."""
+    assert stack.services is not None
+    return await stack.services.credential("user/aws")

@@ -39,14 +39,6 @@ def aws_url(gw: Gateway) -> str:
     return f"https://127.0.0.1:{gw.runtime.aws.port}"
 
 
-@pytest.fixture
-async def user(stack: Gateway) -> Credentials:
-    """A new access key of IAM user ``aws`` (allow-all policy), its secret sealed by the store as IAM's
-    CreateAccessKey seals it (the admin's bootstrap key is sealed a moment after the store starts)."""
-    assert stack.services is not None
-    return await stack.services.credential("user/aws")
-
-
 def boto(gw: Gateway, service: str, creds: Credentials, **kw: Any) -> Any:
     c = creds
     return boto3.session.Session().client(

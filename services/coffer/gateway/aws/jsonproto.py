@@ -56,7 +56,7 @@ COFFER_ONLY: Final[frozenset[str]] = frozenset(
         "/coffer.api.secrets.v1.SecretsManagerService/RegisterRotationFunction",
         "/coffer.api.secrets.v1.SecretsManagerService/ListRotationFunctions",
         "/coffer.api.secrets.v1.SecretsManagerService/DeleteRotationFunction",
-        # A server stream: gRPC only (its long-poll form over this endpoint is not built yet).
+        # A server stream: served over this endpoint as a long poll instead (``longpoll``).
         "/coffer.api.secrets.v1.SecretsManagerService/WatchSecrets",
     }
 )

@@ -46,7 +46,7 @@ from coffer import logs
 from coffer.audit_trail import PublicAudit, call_event
 from coffer.core import errors
 from coffer.crypto import signing, sigv4
-from coffer.gateway.aws import jsonproto, query
+from coffer.gateway.aws import jsonproto, longpoll, query
 from coffer.gateway.servicer import Operation
 from coffer.principal_directory import DirectoryCache
 from coffer.rpc import context as ctx
@@ -110,6 +110,8 @@ class _Parsed:
     message: Message | None = None
     deferred: errors.CofferError | None = None
     method: str = ""
+    #: A long poll over a stream (WatchSecrets): ``message`` is its poll request.
+    poll: bool = False
 
 
 @dataclass(slots=True)
@@ -155,6 +157,11 @@ class AwsEndpoint:
         self._in_progress = 0
         self._targets = {
             target: operations[method] for target, method in jsonproto.TARGETS.items() if method in operations
+        }
+        self._polls = {
+            target: operations[method]
+            for target, method in longpoll.LONG_POLLS.items()
+            if method in operations
         }
 
     # -- the request --------------------------------------------------------------------------------------
@@ -227,7 +234,11 @@ class AwsEndpoint:
             if parsed.deferred is not None:
                 raise parsed.deferred
             assert parsed.operation is not None and parsed.message is not None
-            response = await parsed.operation.invoke(parsed.message, None)
+            if parsed.poll:
+                assert isinstance(parsed.message, longpoll.REQUEST_CLASS)
+                response: Message = await longpoll.poll(parsed.operation, parsed.message)
+            else:
+                response = await parsed.operation.invoke(parsed.message, None)
             return self._success(call, parsed, response)
         except Exception as exc:
             err = classify(exc)
@@ -264,13 +275,17 @@ class AwsEndpoint:
         prefix = target.partition(".")[0]
         service = TARGET_SERVICES.get(prefix)
         operation = self._targets.get(target)
+        poll = operation is None and target in self._polls
+        if poll:
+            operation = self._polls[target]
         if service is None or operation is None:
             raise ProtocolError(
                 400, "UnknownOperationException", f"Unknown operation (X-Amz-Target {target[:100]!r})."
             )
-        parsed = _Parsed(service=service, operation=operation, method=operation.full_name)
+        parsed = _Parsed(service=service, operation=operation, method=operation.full_name, poll=poll)
+        request_class = longpoll.REQUEST_CLASS if poll else operation.request_class
         try:
-            parsed.message = jsonproto.request_from_json(operation.request_class, document)
+            parsed.message = jsonproto.request_from_json(request_class, document)
         except errors.CofferError as exc:
             parsed.deferred = exc
         return parsed
