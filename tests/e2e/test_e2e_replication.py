@@ -400,7 +400,12 @@ def test_boto3_replicates_to_local_2_and_reads_the_replica_through_its_endpoint(
     assert [s["Region"] for s in answer["ReplicationStatus"]] == [REPLICA]
 
     def read_there() -> dict[str, Any]:
-        return dict(replica.get_secret_value(SecretId=name))
+        try:
+            return dict(replica.get_secret_value(SecretId=name))
+        except ClientError as exc:  # not there yet: the replicator has not run
+            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+            raise AssertionError(f"{name} not in {REPLICA} yet") from exc
 
     got = wait_for("the replica through local-2's AWS endpoint", read_there)
     assert got["SecretString"] == "replicated-by-boto3" and got["VersionId"] == created["VersionId"]

@@ -74,6 +74,7 @@ async def stack(tmp_path: Path, pki_dir: Path, database_url: str) -> AsyncIterat
         kms_runtime = await services.start_kms(clock=clock, root_key=RootKey.generate())
         settings = services.settings("store")  # on port 0: a test may start a second store with it
         store_runtime = await services.start_store(clock=clock)
+        await services.bootstrap_sealed()  # its data key and audit lines come before the test's
         target = f"127.0.0.1:{store_runtime.port}"
         channel = secure_channel(target, TlsFiles.for_identity(pki_dir, "gateway"), server_name="store")
         closers.append(channel.close)
