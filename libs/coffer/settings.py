@@ -88,6 +88,10 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_ROTATION_DENIED_TARGETS",
             "COFFER_BOOTSTRAP_KEYS_FILE",
             "COFFER_UNSAFE_BENCH_BYPASS",
+            "COFFER_WATCH_KEEP_SECONDS",
+            "COFFER_WATCH_MAX_EVENTS",
+            "COFFER_WATCH_HEARTBEAT_SECONDS",
+            "COFFER_WATCH_POLL_SECONDS",
         }
     ),
     "rotation": frozenset(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from coffer import settings as settings_module
 from coffer.client.credentials import Credentials
 from coffer.client.profile import load_profile
 from coffer.devrun import (
@@ -20,7 +22,7 @@ from coffer.devrun import (
     with_database,
     with_peers,
 )
-from coffer.settings import DEFAULT_PORTS, SERVICES, Settings, service_env
+from coffer.settings import COMMON_KEYS, DEFAULT_PORTS, SERVICE_KEYS, SERVICES, Settings, service_env
 
 
 def test_settings_env_round_trips_through_from_env(tmp_path: Path) -> None:
@@ -54,6 +56,20 @@ def test_the_throttle_settings_reach_the_gateway(tmp_path: Path) -> None:
     assert gateway["COFFER_THROTTLE"] == "off"
     assert json.loads(gateway["COFFER_THROTTLE_RATES"]) == {"GetSecretValue": 5, "kms:Encrypt": 2.5}
     assert "COFFER_THROTTLE" not in service_env("store", settings_env(original))
+
+
+def test_every_setting_read_reaches_a_service_that_reads_it() -> None:
+    """A COFFER_* variable ``Settings.from_env`` reads but no service is given would be silently dropped
+    (``service_env`` filters each process's environment): every one must be common or some service's."""
+    source = Path(settings_module.__file__).read_text()
+    read = set(re.findall(r'e\.get\("(COFFER_[A-Z0-9_]+)"', source)) | set(
+        re.findall(r'e\["(COFFER_[A-Z0-9_]+)"\]', source)
+    )
+    assert len(read) > 30
+    given = set(COMMON_KEYS).union(*SERVICE_KEYS.values())
+    assert read - given == set()
+    watch = {k for k in read if k.startswith("COFFER_WATCH_")}
+    assert watch and watch <= set(service_env("store", dict.fromkeys(watch, "1")))
 
 
 def test_connect_address_maps_wildcards_to_loopback() -> None:
