@@ -120,10 +120,47 @@ class EmbeddedPostgres:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres:@/{database}?host={quote(str(self.data_dir.resolve()))}"
 
+    def restart(self, mode: str = "fast") -> None:
+        """Restart the running server with ``pg_ctl restart -m <mode>`` (``fast``: clients are disconnected,
+        the server shuts down cleanly; ``immediate``: it stops without a checkpoint, as after a crash, and
+        recovers from its WAL at start), keeping its options; returns once it accepts connections again."""
+        if mode not in ("smart", "fast", "immediate"):
+            raise ValueError(f"pg_ctl has no shutdown mode {mode!r}")
+        pg = self._server
+        if pg is None:
+            raise RuntimeError("the server is not running")
+        _pg_ctl(pg, "-m", mode, "-l", str(Path(pg.pgdata) / "log"), "restart")
+
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        """Stop the server, also when it was restarted (``restart``, or ``pg_ctl`` by a caller): the
+        package's own stop knows only the process it started."""
+        pg = self._server
+        if pg is None:
+            return
+        if (Path(pg.pgdata) / "postmaster.pid").exists():
+            with contextlib.suppress(subprocess.SubprocessError):
+                _pg_ctl(pg, "stop")
+        pg.stop()
+        self._server = None
+
+
+def _pg_ctl(pg: Any, *args: str, timeout: float = 60.0) -> None:
+    """Run ``pg_ctl -w -D <data> <args>`` as the server's user. Not through ``subprocess``'s ``user=``:
+    that forks (no vfork), and a fork of a process whose gRPC threads are busy aborts it; ``runuser`` (root
+    only) lets ``subprocess`` spawn with vfork. Output goes to the server's log (``-l``) or nowhere: a pipe
+    would be inherited by the postmaster and never reach EOF."""
+    command = [str(Path(pg.bin_path) / "pg_ctl"), "-w", "-D", str(pg.pgdata), *args]
+    user = getattr(pg, "system_user", None)
+    if user is not None and os.geteuid() == 0:
+        command = ["runuser", "-u", str(user), "--", *command]
+    subprocess.run(
+        command,
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=timeout,
+    )
 
 
 def _redis_binary() -> str:

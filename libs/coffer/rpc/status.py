@@ -84,6 +84,7 @@ _REDIS_UNAVAILABLE = frozenset(
 # asyncpg raises a bare InterfaceError with one of these in its message once its connection or pool went away
 # (e.g. "cannot call Transaction.__aexit__(): the underlying connection is closed").
 _ASYNCPG_CLOSED = ("connection is closed", "pool is closing", "pool is closed")
+_ASYNCPG_BROKEN_STATE = "cannot switch to state"
 _NETWORK_ERRNOS = frozenset(
     {
         errno.ECONNREFUSED,
@@ -99,6 +100,17 @@ _NETWORK_ERRNOS = frozenset(
     }
 )
 _GRPC_UNAVAILABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def _raised_within(exc: BaseException, package: str) -> bool:
+    """Whether ``exc`` was raised from inside ``package`` (a frame of its traceback runs its code)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_globals.get("__name__", "")
+        if isinstance(name, str) and (name == package or name.startswith(package + ".")):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _dependency_of(exc: BaseException) -> tuple[str, str] | None:
@@ -122,9 +134,16 @@ def _dependency_of(exc: BaseException) -> tuple[str, str] | None:
                 return None
             if type(exc).__name__ == "InterfaceError" and any(m in str(exc) for m in _ASYNCPG_CLOSED):
                 return "PostgreSQL", "unavailable"
+            if type(exc).__name__ == "InternalClientError" and str(exc).startswith(_ASYNCPG_BROKEN_STATE):
+                # A connection whose session the server terminated mid-operation (a restart) is left in a
+                # state asyncpg refuses to use (MagicStack/asyncpg#1069); the pool replaces it.
+                return "PostgreSQL", "unavailable"
             return None
         if package == "redis":
             return ("Redis", "unavailable") if cls.__name__ in _REDIS_UNAVAILABLE else None
+    if isinstance(exc, OSError) and _raised_within(exc, "asyncpg"):
+        # asyncpg connecting to a server that is down: its Unix socket is gone (ENOENT) or refuses
+        return "PostgreSQL", "unavailable"
     if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
         return "the network", "unavailable"
     if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:

@@ -13,13 +13,11 @@ embedded package listens on its Unix socket only; its build has no TLS, so TCP i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import ipaddress
 import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -170,16 +168,6 @@ def _restart_on_tcp(server: EmbeddedPostgres, *, socket_dir: str, port: int, log
     return log
 
 
-def _stop(server: EmbeddedPostgres) -> None:
-    """Stop the restarted server (the package's own stop knows only the process it started)."""
-    pg: Any = server._server
-    if pg is not None and (Path(pg.pgdata) / "postmaster.pid").exists():
-        with contextlib.suppress(subprocess.SubprocessError):
-            pgexec("pg_ctl", ("-w", "-D", str(pg.pgdata), "stop"), bin_path=pg.bin_path, user=pg.system_user)
-            server._server = None
-    server.stop()
-
-
 @contextmanager
 def scram_postgres(*, ready_timeout: float = 10.0, log_statements: bool = False) -> Iterator[ScramPostgres]:
     """Start a password-checking PostgreSQL in a temporary directory; stop and remove it on exit."""
@@ -202,5 +190,5 @@ def scram_postgres(*, ready_timeout: float = 10.0, log_statements: bool = False)
         )
         yield ScramPostgres(host=host, port=port, superuser="postgres", password=password, log_file=log)
     finally:
-        _stop(server)
+        server.stop()  # also the server restarted on TCP
         shutil.rmtree(root, ignore_errors=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -28,6 +29,12 @@ class _RpcError(grpc.aio.AioRpcError):  # type: ignore[misc]
 
 CASES: list[tuple[str, BaseException, tuple[grpc.StatusCode, str]]] = [
     # PostgreSQL through asyncpg
+    (
+        "asyncpg connection left mid-operation by a server restart",
+        pg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+        UNAVAILABLE,
+    ),
+    ("asyncpg client bug of another kind", pg.InternalClientError("unexpected"), INTERNAL),
     ("pg connection error", pg.PostgresConnectionError("lost"), UNAVAILABLE),
     ("pg connection does not exist", pg.ConnectionDoesNotExistError("closed mid-operation"), UNAVAILABLE),
     ("pg connection failure", pg.ConnectionFailureError("08006"), UNAVAILABLE),
@@ -143,3 +150,18 @@ def test_aborted_travels_between_services() -> None:
     rebuilt = from_rpc_error(Received())
     assert isinstance(rebuilt, errors.Aborted)
     assert rebuilt.code == "TransactionConflict"
+
+
+async def test_asyncpg_connecting_to_a_stopped_server_is_unavailable_but_a_missing_file_is_a_bug(
+    tmp_path: Path,
+) -> None:
+    """A stopped PostgreSQL's Unix socket is gone: asyncpg's connect raises FileNotFoundError (ENOENT), which
+    is the world's fault there; the same error anywhere else (a missing file of ours) stays a bug."""
+    with pytest.raises(OSError) as down:
+        await asyncpg.connect(f"postgresql://postgres@/postgres?host={tmp_path}&port=5999", timeout=5)
+    assert isinstance(down.value, FileNotFoundError)
+    err = classify(down.value)
+    assert isinstance(err, errors.Unavailable) and "PostgreSQL" in err.message
+    with pytest.raises(FileNotFoundError) as ours:
+        (tmp_path / "missing").read_bytes()  # a plain missing file, outside asyncpg
+    assert isinstance(classify(ours.value), errors.Internal)
