@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := $(shell find protos -name '*.proto')
 PROTO_STAMP := libs/coffer/api/.generated
 
-.PHONY: run test proto lint typecheck bench install stop clean lock deploy-check fuzz
+.PHONY: run test proto lint typecheck bench install stop clean lock deploy-check fuzz chaos
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -61,6 +61,14 @@ bench: install
 COFFER_FUZZ_REQUESTS ?= 100000
 fuzz: install
 	COFFER_FUZZ_REQUESTS=$(COFFER_FUZZ_REQUESTS) $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/integration/fuzz
+
+# Fault injection at full length (`make test` runs the same scenarios shorter): PostgreSQL restarted twice under
+# load, the KMS down ten seconds, the link to a peer region cut for a minute then slowed, Redis flushed and
+# restarted mid-rotation. Each prints what it measured.
+chaos: install
+	COFFER_CHAOS=long $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/integration/chaos \
+	  tests/integration/replication/test_replication_link_faults.py \
+	  "tests/integration/rotation/test_rotation_end_to_end.py::test_redis_loss_and_a_restart_mid_rotation_still_complete"
 
 clean:
 	rm -rf $(VENV) libs/coffer/api .mypy_cache .ruff_cache

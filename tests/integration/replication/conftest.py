@@ -31,6 +31,7 @@ from coffer.rpc.tls import TlsFiles
 from coffer.settings import Settings
 from coffer.store.__main__ import StoreRuntime
 from coffer.store.__main__ import serve as serve_store
+from coffer.testing.faultproxy import FaultProxy
 from coffer.testing.stack import ServiceStack, provisioned_stack
 
 ACCOUNT = "000000000000"
@@ -85,6 +86,14 @@ class Region:
 class TwoRegions:
     r1: Region
     r2: Region
+    #: The fault-injecting proxy local-1's store reaches local-2's through (``peer_link`` True), else None.
+    link: FaultProxy | None = None
+
+
+@pytest.fixture
+def peer_link() -> bool:
+    """Whether local-1 reaches local-2's store through a ``FaultProxy`` (the link-fault tests say True)."""
+    return False
 
 
 async def _new_database(pg_server: EmbeddedPostgres) -> str:
@@ -117,16 +126,22 @@ def region_pkis(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 async def regions(
-    tmp_path: Path, region_pkis: dict[str, Path], database_url: str, pg_server: EmbeddedPostgres
+    tmp_path: Path,
+    region_pkis: dict[str, Path],
+    database_url: str,
+    pg_server: EmbeddedPostgres,
+    peer_link: bool,
 ) -> AsyncIterator[TwoRegions]:
     second_db = await _new_database(pg_server)
     urls = {"local-1": database_url, "local-2": pg_server.url(second_db)}
     ports = {"local-1": free_port(), "local-2": free_port()}
+    link = await FaultProxy("127.0.0.1", ports["local-2"]).start() if peer_link else None
+    reach = {**ports, "local-2": link.port} if link is not None else dict(ports)  # as local-1 dials them
     made: list[Region] = []
     try:
         for name, other in (("local-1", "local-2"), ("local-2", "local-1")):
             peers = (
-                f'[{{"region": "{other}", "endpoint": "127.0.0.1:{ports[other]}",'
+                f'[{{"region": "{other}", "endpoint": "127.0.0.1:{reach[other]}",'
                 f' "ca_file": "{region_pkis[other] / "ca.crt"}"}}]'
             )
             services = await provisioned_stack(
@@ -160,9 +175,11 @@ async def regions(
             )
             region._channels.append(kms_channel)
             region.kms = kms_pb2_grpc.KeyManagementServiceStub(kms_channel)
-        yield TwoRegions(r1=made[0], r2=made[1])
+        yield TwoRegions(r1=made[0], r2=made[1], link=link)
     finally:
         for region in reversed(made):
             await region.aclose()
+        if link is not None:
+            await link.stop()
         await _drop_database(pg_server, second_db)
         await dbroles.drop_roles(pg_server.url(), second_db)
