@@ -252,6 +252,9 @@ async def test_unknown_target_bad_json_and_wrong_content_type(stack: Gateway, us
     listed = b"[1, 2]"
     status, _, body = await post(stack, listed, sign(stack, user, listed))
     assert (status, body["__type"]) == (400, "SerializationException")
+    deep = b"[" * 100_000 + b"]" * 100_000  # deeper than the parser goes: refused, not a 500
+    status, _, body = await post(stack, deep, sign(stack, user, deep))
+    assert (status, body["__type"]) == (400, "SerializationException"), body
 
     status, headers, body = await post(stack, b"{}", sign(stack, user, b"{}", content_type="text/plain"))
     assert (status, body["__type"]) == (404, "UnknownOperationException") and headers["x-amzn-RequestId"]

@@ -76,6 +76,16 @@ def _targets() -> dict[str, str]:
 #: (``secretsmanager.GetSecretValue`` → ``/coffer.api.secrets.v1.SecretsManagerService/GetSecretValue``).
 TARGETS: Mapping[str, str] = _targets()
 
+
+def request_descriptor(target: str) -> Descriptor:
+    """The request message of ``target`` (a key of TARGETS), as the endpoint decodes its body."""
+    service_name, _, method = TARGETS[target].strip("/").partition("/")
+    for _prefix, service in _SERVICES:
+        if service.full_name == service_name:
+            return service.methods_by_name[method].input_type
+    raise KeyError(target)
+
+
 #: Members AWS does not spell as the PascalCase of the field, per proto package (KMS spells ``Arn``, Secrets
 #: Manager ``ARN``).
 _MEMBER_EXCEPTIONS: Final[Mapping[str, Mapping[str, str]]] = {

@@ -269,6 +269,10 @@ class AwsEndpoint:
             raise ProtocolError(
                 400, "SerializationException", "The request body is not valid JSON."
             ) from None
+        except RecursionError:  # e.g. 50,000 nested arrays: the parser gives up before the stack does
+            raise ProtocolError(
+                400, "SerializationException", "The request body is nested too deeply to be read."
+            ) from None
         if not isinstance(document, dict):
             raise ProtocolError(400, "SerializationException", "The request body must be a JSON object.")
         target = request.headers.get(TARGET_HEADER, "")
