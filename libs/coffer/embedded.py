@@ -137,11 +137,14 @@ class EmbeddedPostgres:
         pg = self._server
         if pg is None:
             return
-        if (Path(pg.pgdata) / "postmaster.pid").exists():
-            with contextlib.suppress(subprocess.SubprocessError):
-                _pg_ctl(pg, "stop")
-        pg.stop()
         self._server = None
+        if (Path(pg.pgdata) / "postmaster.pid").exists():
+            try:
+                _pg_ctl(pg, "stop")
+                return
+            except subprocess.SubprocessError:
+                pass
+        pg.stop()  # the package's own way (it kills the process it started if pg_ctl cannot stop it)
 
 
 def _pg_ctl(pg: Any, *args: str, timeout: float = 60.0) -> None:

@@ -34,6 +34,7 @@ from coffer.kms.seal import PgSealStore, Root, Seal, SealMode, SealStatus, SoftR
 from coffer.kms.seal_servicer import SERVICE_NAME as SEAL_SERVICE_NAME
 from coffer.kms.seal_servicer import SealServicer
 from coffer.kms.servicer import SERVICE_NAME, KmsServicer
+from coffer.leader import LEADER_RETRY_SECONDS, Leadership
 from coffer.pgnotify import NotifyHub
 from coffer.pki import SIGNING_PUB
 from coffer.principal_directory import DirectoryCache
@@ -285,7 +286,13 @@ async def serve(
             stop_after=settings.root_rotation_stop_after,
         )
         app = KmsApp(store=store, root_key=seal, scope=scope, clock=clock or SystemClock())
-        loop = MaintenanceLoop(run=app.run_maintenance, interval=settings.purge_interval_seconds)
+        loop = MaintenanceLoop(
+            run=app.run_maintenance,
+            interval=settings.purge_interval_seconds,
+            leadership=Leadership(
+                settings.database_url, "kms.maintenance", retry_seconds=LEADER_RETRY_SECONDS
+            ),
+        )
         await hub.start()
 
         def register(server: grpc.aio.Server) -> list[str]:

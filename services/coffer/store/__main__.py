@@ -30,6 +30,7 @@ from coffer.audit_trail import ACTION_SOURCES, CLOUDTRAIL_SOURCE, SECRETS_SOURCE
 from coffer.clock import Clock
 from coffer.core import errors
 from coffer.core.rotation import RotationPolicy
+from coffer.leader import Leadership
 from coffer.loops import cancel_and_wait, run_forever
 from coffer.pgnotify import NotifyHub
 from coffer.pki import AUDIT_KEY, SIGNING_PUB, replicator_identity
@@ -184,6 +185,9 @@ class StoreRuntime:
     purge_task: asyncio.Task[None] | None = None
     replicator_task: asyncio.Task[None] | None = None
     housekeeping_task: asyncio.Task[None] | None = None
+    #: The elections of the jobs only one store replica runs (None: the loops are off).
+    purge_leadership: Leadership | None = None
+    housekeeping_leadership: Leadership | None = None
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -429,11 +433,16 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             replicator.run(), name="store-replicator"
         )
     if settings.purge_interval_seconds > 0:
+        # Each runs on one store replica at a time (coffer.leader); the others stand by.
+        interval = settings.purge_interval_seconds
+        runtime.purge_leadership = Leadership(settings.database_url, "store.purge")
+        runtime.housekeeping_leadership = Leadership(settings.database_url, "store.housekeeping")
         runtime.purge_task = asyncio.get_running_loop().create_task(
-            purge_loop(app, settings.purge_interval_seconds), name="store-purge"
+            runtime.purge_leadership.run(lambda: purge_loop(app, interval)), name="store-purge"
         )
         runtime.housekeeping_task = asyncio.get_running_loop().create_task(
-            runtime.housekeeper.run(settings.purge_interval_seconds), name="store-housekeeping"
+            runtime.housekeeping_leadership.run(lambda: runtime.housekeeper.run(interval)),
+            name="store-housekeeping",
         )
     log.info(
         "store.ready",

@@ -28,6 +28,7 @@ from coffer.api.replication.v1 import replication_pb2 as rpb
 from coffer.api.replication.v1 import replication_pb2_grpc
 from coffer.clock import Clock
 from coffer.core import errors
+from coffer.leader import close_connection
 from coffer.loops import run_forever, sleep_or_wake
 from coffer.store.app import StoreApp
 from coffer.store.repository import CHANGED_CHANNEL, ReplicationRepository
@@ -105,17 +106,6 @@ def build_change(row: OutboxRow, *, region: str) -> rpb.SecretChange:
     return to_proto(outbox_change(row, region=region))
 
 
-async def _close_connection(conn: asyncpg.Connection) -> None:
-    """Close the leader connection (releasing the lock); one that cannot close cleanly is terminated."""
-    if conn.is_closed():
-        return
-    try:
-        await asyncio.shield(conn.close(timeout=2))
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        log.warning("replication.leader_close_failed", error_type=type(exc).__name__, exc_info=exc)
-        conn.terminate()
-
-
 class Replicator:
     def __init__(
         self,
@@ -168,7 +158,7 @@ class Replicator:
             await self._lead(conn)
         finally:
             self.is_leader = False
-            await _close_connection(conn)
+            await close_connection(conn)
 
     async def _lead(self, conn: asyncpg.Connection) -> None:
         # Another store process may hold the lock: poll for it (no event can tell us it was released).

@@ -50,7 +50,7 @@ async def test_the_kms_down_cached_reads_go_on_the_rest_fails_clearly_and_all_re
         for call in (
             lambda: client.get_secret_value(secret_id="chaos/kms-cold"),
             lambda: client.put_secret_value(secret_id="chaos/kms-cached", secret_string="new"),
-            lambda: client.create_secret(name=f"chaos/kms-new-{served}", secret_string="x"),
+            lambda n=served: client.create_secret(name=f"chaos/kms-new-{n}", secret_string="x"),
         ):
             started = time.monotonic()
             with pytest.raises(errors.CofferError) as info:
@@ -80,6 +80,7 @@ async def test_the_kms_down_cached_reads_go_on_the_rest_fails_clearly_and_all_re
     await client.create_secret(name="chaos/kms-after", secret_string="y")
     print(
         f"\nchaos/kms: down {DOWN_SECONDS:.0f} s: {served} cached reads served, refusals {dict(refused)} "
-        f"(slowest {slowest_refusal * 1000:.0f} ms); a cold read worked {recovered:.2f} s after the KMS returned"
+        f"(slowest {slowest_refusal * 1000:.0f} ms); a cold read worked {recovered:.2f} s after the KMS"
+        " returned"
     )
     await client.close()

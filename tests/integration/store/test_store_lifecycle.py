@@ -167,6 +167,7 @@ async def test_full_lifecycle(stack: StoreStack) -> None:
 async def test_background_purge_loop_runs_on_its_interval(stack: StoreStack) -> None:
     from dataclasses import replace
 
+    from coffer.loops import cancel_and_wait
     from coffer.store.__main__ import serve
 
     await stack.store.CreateSecret(
@@ -174,6 +175,9 @@ async def test_background_purge_loop_runs_on_its_interval(stack: StoreStack) -> 
     )
     await stack.store.DeleteSecret(pb.DeleteSecretRequest(secret_id="short-lived", recovery_window_in_days=7))
     stack.clock.advance(timedelta(days=8))
+    # One store replica purges at a time (coffer.leader): the fixture's store, whose loop waits an hour,
+    # stands down (its purge task ends, releasing the lock) so the new one's is elected.
+    await cancel_and_wait(stack.store_runtime.purge_task)
     fast = await serve(replace(stack.settings, purge_interval_seconds=0.05), clock=stack.clock)
     try:
         await eventually(
