@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from coffer import metrics
 from coffer.core import errors
 
 
@@ -37,4 +38,5 @@ async def create_pool(
         raise errors.Unavailable(
             f"{service}: cannot connect to PostgreSQL: {type(exc).__name__}: {exc}"
         ) from exc
+    metrics.watch_pool(service, pool)
     return pool

@@ -38,6 +38,7 @@ COMMON_KEYS = frozenset(
         "COFFER_LOG_LEVEL",
         "COFFER_LOG_FILE",
         "COFFER_HEALTH_ADDR",
+        "COFFER_METRICS_ADDR",
         *(f"COFFER_{service.upper()}_ADDR" for service in SERVICES),
     }
 )
@@ -234,6 +235,8 @@ class Settings:
     #: Where the service also serves the gRPC health service alone, in plaintext (``host:port``), for probes
     #: that cannot speak TLS (the kubelet's gRPC probe); empty: nowhere (``make run``).
     health_addr: str = ""
+    #: Where the service serves its Prometheus metrics (``host:port``; "" = not served).
+    metrics_addr: str = ""
     #: Where the gateway serves AWS's own protocols over HTTPS (``host:port``; issue 10,
     #: ``coffer.gateway.aws``): AWS JSON 1.1 for Secrets Manager and KMS, STS's query protocol, SigV4. Empty:
     #: not served.
@@ -336,6 +339,7 @@ class Settings:
                 if p.strip()
             ),
             health_addr=e.get("COFFER_HEALTH_ADDR", ""),
+            metrics_addr=e.get("COFFER_METRICS_ADDR", ""),
             aws_addr=e.get("COFFER_AWS_ADDR", ""),
             throttle=_on_off("COFFER_THROTTLE", e.get("COFFER_THROTTLE", "on")),
             throttle_rates=tuple(parse_rates(e.get("COFFER_THROTTLE_RATES", "")).items()),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from coffer.settings import SERVICES
 from coffer.testing.wait import eventually_sync
@@ -44,3 +47,20 @@ def test_status_names_a_killed_service(e2e_factory: Callable[[], Any]) -> None:
     output = result.stdout + result.stderr
     assert "store" in output
     assert broken.deployment.health()["kms"] == "SERVING"  # only the killed one is down
+
+
+def test_every_service_process_serves_its_metrics_where_the_profile_says(e2e: Any) -> None:
+    """``make run``'s services are separate processes: each serves its own Prometheus metrics, at the URL
+    the profile lists, with its own per-RPC counts (the health checks above are calls too)."""
+    profile = json.loads(e2e.deployment.profile_path.read_text())
+    assert set(profile["metrics"]) == set(SERVICES)
+    for name, url in profile["metrics"].items():
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert "coffer_rpc_requests" in families, name
+        services = {s.labels["service"] for s in families["coffer_rpc_requests"].samples}
+        assert services <= {name}, (name, services)  # a process reports its own service only
+    # the store's pool and the rotation queue are there too
+    with urllib.request.urlopen(profile["metrics"]["store"], timeout=10) as response:
+        assert 'coffer_db_pool_connections{service="store",state="max"}' in response.read().decode()

@@ -52,6 +52,7 @@ def _banner(deployment: Deployment, *, wrote_user_profile: bool) -> Iterator[str
     yield f"Coffer is running (region {s.region}, account {s.account_id}). Ctrl-C stops everything."
     yield from _service_lines(s, "  ")
     yield f"  logs      {deployment.log_dir}/<service>.log"
+    yield "  metrics   " + " ".join(f"{name} {deployment.metrics_url(name)}" for name in SERVICES)
     yield ""
     yield f"  endpoint  {deployment.endpoint}"
     yield f"  CA file   {deployment.ca_file}"

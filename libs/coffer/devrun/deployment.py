@@ -75,6 +75,10 @@ async def _ensure_database(admin_url: str, name: str) -> None:
 # ---------------------------------------------------------------------------------------------- deployment
 
 
+#: ``make run``'s Prometheus ports: each service's gRPC port plus this (7443 → 9464 for the gateway).
+METRICS_PORT_OFFSET = 2021
+
+
 @dataclass(frozen=True)
 class DeploymentInfo:
     """How to reach a running deployment (what the profile says, plus where its files are)."""
@@ -110,6 +114,9 @@ class Deployment:
     echo: Callable[[str], None] = print_line
     #: With an external PostgreSQL (``settings.database_url``): create its database when it is missing.
     create_database: bool = False
+    #: Each service's Prometheus port (``COFFER_METRICS_ADDR``, on loopback); unset: its gRPC port plus
+    #: METRICS_PORT_OFFSET (``make run``: 9464-9467, region ``i`` adding ``10*i`` as its other ports).
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     #: The root admin's access key (its secret is kept in the 0600 profile only).
     admin_credentials: Credentials | None = None
@@ -174,7 +181,15 @@ class Deployment:
         if free_ports:
             for service in SERVICES:
                 values.setdefault(f"COFFER_{service.upper()}_ADDR", f"127.0.0.1:{free_port()}")
+            options.setdefault("metrics_ports", {service: free_port() for service in SERVICES})
         return cls(Settings.from_env(values), **options)
+
+    def metrics_url(self, name: str) -> str:
+        """Where service ``name`` serves its Prometheus metrics."""
+        port = self.metrics_ports.get(name)
+        if port is None:
+            port = int(self.settings.addr_of(name).rpartition(":")[2]) + METRICS_PORT_OFFSET
+        return f"http://127.0.0.1:{port}/metrics"
 
     def info(self) -> DeploymentInfo:
         return DeploymentInfo(
@@ -282,6 +297,7 @@ class Deployment:
             "region": self.settings.region,
             "aws_endpoint_url": aws_endpoint_url(self.settings),
             "services": self.info().services,
+            "metrics": {name: self.metrics_url(name) for name in SERVICES},
             "operator_cert": str(pki / "operator.crt"),
             "operator_key": str(pki / "operator.key"),
             # Each service's restarts, kept by the supervisor while it runs (``coffer status`` shows them).
@@ -368,6 +384,7 @@ class Deployment:
             bootstrap_keys_file=self.bootstrap_keys_file,
         )
         env["COFFER_PKI_DIR"] = str(self.service_pki_dir(name))
+        env["COFFER_METRICS_ADDR"] = self.metrics_url(name).removeprefix("http://").removesuffix("/metrics")
         if name == "store" and self.settings.peers:
             env["COFFER_PEERS"] = peers_json(self._local_peers())
         return env

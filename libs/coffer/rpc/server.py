@@ -30,6 +30,7 @@ from coffer.audit import AuditSink, Outcome
 from coffer.audit_trail import PublicAudit, call_event
 from coffer.core import errors
 from coffer.core.principal import Principal
+from coffer.metrics import MetricsServer, observe_rpc, start_metrics_server
 from coffer.rpc import context as ctx
 from coffer.rpc.assertions import Claims, PrincipalVerifier
 from coffer.rpc.status import classify, to_status
@@ -251,6 +252,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     await self._fail(call, context, exc)
                 log.debug("rpc.ok", ms=_ms_since(call.started))
                 self._record(call, "allowed")
+                observe_rpc(self._service, method, "OK", call.started)
                 return response
             finally:
                 _close(call)
@@ -280,6 +282,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     await self._fail(call, context, exc)
                 log.debug("rpc.ok", ms=_ms_since(call.started))
                 self._record(call, "allowed")
+                observe_rpc(self._service, method, "OK", call.started)
             finally:
                 _close(call)
 
@@ -418,6 +421,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 err = audit_err
         self._record(call, "failed" if call.admitted else "denied", err.code)
         code, message, trailers = to_status(err)
+        observe_rpc(self._service, call.method, code.name, call.started)
         await context.abort(code, message, trailing_metadata=trailers)
         raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 
@@ -442,6 +446,12 @@ class RunningServer:
     #: The plaintext health-only server (``health_bind``) and its port, when there is one.
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
+    #: The Prometheus endpoint (``metrics_bind``), when there is one.
+    metrics: MetricsServer | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics.port if self.metrics is not None else None
 
     async def stop(self, grace: float = 5.0) -> None:
         log.info("server.stopping", port=self.port)
@@ -449,6 +459,8 @@ class RunningServer:
         await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(None)
+        if self.metrics is not None:
+            await self.metrics.stop()
         log.info("server.stopped", port=self.port)
 
 
@@ -469,6 +481,7 @@ async def start_server(
     public_audit: PublicAudit | None = None,
     health_bind: str | None = None,
     resolve_caller: CallerResolver | None = None,
+    metrics_bind: str | None = None,
 ) -> RunningServer:
     """Start a TLS gRPC server. ``register`` adds the servicers and returns their full service names, which
     the health service reports SERVING. ``bind`` may use port 0; the bound port is returned.
@@ -484,7 +497,10 @@ async def start_server(
 
     ``health_bind`` (``COFFER_HEALTH_ADDR``): also serve the same health service, and nothing else, on a
     plaintext port there (for probes that cannot speak TLS, such as the kubelet's gRPC probe). It tells
-    only whether the service is SERVING; every other method exists on the TLS port only."""
+    only whether the service is SERVING; every other method exists on the TLS port only.
+
+    ``metrics_bind`` (``COFFER_METRICS_ADDR``): serve the process's Prometheus metrics there
+    (``coffer.metrics``; plaintext HTTP, ``GET /metrics`` only)."""
     issuers = IssuerCheck(own_ca=tls.ca, foreign=foreign_identities) if foreign_identities and peers else None
     server = grpc.aio.server(
         interceptors=[
@@ -521,12 +537,24 @@ async def start_server(
         health_port = health_server.add_insecure_port(health_bind)
         if health_port == 0:
             raise OSError(f"{service}: could not bind the health address {health_bind}")
-    await server.start()
-    if health_server is not None:
-        await health_server.start()
+    metrics = await start_metrics_server(service, metrics_bind) if metrics_bind else None
+    try:
+        await server.start()
+        if health_server is not None:
+            await health_server.start()
+    except BaseException:
+        if metrics is not None:
+            await metrics.stop()
+        raise
     for name in (*names, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("server.started", service=service, port=port, health_port=health_port)
+    log.info(
+        "server.started",
+        service=service,
+        port=port,
+        health_port=health_port,
+        metrics_port=metrics.port if metrics is not None else None,
+    )
     return RunningServer(
         server=server,
         port=port,
@@ -534,6 +562,7 @@ async def start_server(
         service_names=names,
         health_server=health_server,
         health_port=health_port,
+        metrics=metrics,
     )
 
 

@@ -190,6 +190,7 @@ async def serve(settings: Settings) -> GatewayRuntime:
             service="gateway",
             bind=settings.gateway_addr,
             health_bind=settings.health_addr or None,
+            metrics_bind=settings.metrics_addr or None,
             tls=TlsFiles.for_identity(settings.pki_dir, "gateway"),
             register=register,
             peers=None,

@@ -311,6 +311,7 @@ async def serve(
             service="kms",
             bind=settings.kms_addr,
             health_bind=settings.health_addr or None,
+            metrics_bind=settings.metrics_addr or None,
             tls=TlsFiles.for_identity(settings.pki_dir, "kms"),
             register=register,
             peers=PEERS,

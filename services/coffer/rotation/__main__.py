@@ -19,9 +19,9 @@ import grpc
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from coffer import logs
+from coffer import logs, metrics
 from coffer.core import errors
-from coffer.loops import cancel_and_wait
+from coffer.loops import cancel_and_wait, run_forever
 from coffer.rotation.api import GatewaySecretsApi
 from coffer.rotation.control import StoreRotationControl
 from coffer.rotation.queue import JobQueue
@@ -40,6 +40,8 @@ from coffer.settings import Settings
 from coffer.targets import TargetGuard
 
 log = logs.get_logger("coffer.rotation")
+#: How often the rotation queue gauges are read from Redis.
+QUEUE_GAUGE_SECONDS = 5.0
 
 #: No service calls the rotation service yet: only the operator's health checks get in (PeerPolicy.allows).
 ROTATION_PEERS = PeerPolicy(default=frozenset())
@@ -67,6 +69,7 @@ class RotationRuntime:
     pool: WorkerPool | None = None
     api: GatewaySecretsApi | None = None
     _scheduler_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _gauges_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def port(self) -> int:
@@ -76,7 +79,7 @@ class RotationRuntime:
         """Stop the scheduler and the workers, stop serving (health goes NOT_SERVING first), then close the
         gateway client, the store channel and the Redis pool."""
         try:
-            await cancel_and_wait(self._scheduler_task, logger=log)
+            await cancel_and_wait(self._scheduler_task, self._gauges_task, logger=log)
             if self.pool is not None:
                 await self.pool.stop()
             await self.server.stop(grace)
@@ -120,6 +123,7 @@ async def serve(settings: Settings) -> RotationRuntime:
             service="rotation",
             bind=settings.rotation_addr,
             health_bind=settings.health_addr or None,
+            metrics_bind=settings.metrics_addr or None,
             tls=TlsFiles.for_identity(settings.pki_dir, "rotation"),
             register=_no_services,
             peers=ROTATION_PEERS,
@@ -179,6 +183,18 @@ def start_rotation_work(runtime: RotationRuntime, settings: Settings) -> None:
     )
     runtime.pool.start()
     runtime._scheduler_task = asyncio.create_task(runtime.scheduler.run(), name="rotation-scheduler")
+    runtime._gauges_task = asyncio.create_task(_queue_gauges(queue), name="rotation-queue-gauges")
+
+
+async def _queue_gauges(queue: JobQueue, interval: float = QUEUE_GAUGE_SECONDS) -> None:
+    """Keep ``coffer_rotation_queue_depth`` and ``coffer_rotation_dead_letters`` current."""
+
+    async def once() -> None:
+        waiting, dead = await queue.depth()
+        metrics.ROTATION_QUEUE_DEPTH.labels("rotation").set(waiting)
+        metrics.ROTATION_DEAD_LETTERS.labels("rotation").set(dead)
+
+    await run_forever(once, name="rotation.queue_gauges", interval=interval, logger=log)
 
 
 def main() -> None:

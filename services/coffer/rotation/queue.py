@@ -136,6 +136,20 @@ class JobQueue:
             letters.append(DeadLetter(_text(entry_id), _decode(values), _text(values.get(ERROR_FIELD, b""))))
         return letters
 
+    async def depth(self) -> tuple[int, int]:
+        """(jobs not yet acknowledged: delivered and pending, or not delivered yet; dead letters)."""
+        waiting = 0
+        try:
+            groups = await self._redis.xinfo_groups(self.jobs_key)
+        except ResponseError:  # no stream yet
+            groups = []
+        for group in groups or ():
+            name = group.get("name") if isinstance(group, dict) else None
+            if name in (self.group, self.group.encode()):
+                waiting = int(group.get("pending") or 0) + int(group.get("lag") or 0)
+        dead = int(await self._redis.xlen(self.dead_key) or 0)
+        return waiting, dead
+
     async def pending_count(self) -> int:
         try:
             info = await self._redis.xpending(self.jobs_key, self.group)

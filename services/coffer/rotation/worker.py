@@ -14,7 +14,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 
-from coffer import logs
+from coffer import logs, metrics
 from coffer.api.store.v1 import store_pb2
 from coffer.core import errors
 from coffer.core.rotation import STEP_STATUSES
@@ -135,7 +135,13 @@ class Worker:
 
     async def run_job(self, job: store_pb2.RotationJob) -> str:
         """Run one job if its lease can be taken. Returns the outcome: ``skipped``, ``succeeded``,
-        ``retry``, ``failed`` or ``lease_lost``."""
+        ``retry``, ``failed`` or ``lease_lost`` (counted in ``coffer_rotation_attempts_total``)."""
+        outcome = await self._run_job(job)
+        kind = "custom" if job.rotator.startswith("arn:") else (job.rotator or "unknown")
+        metrics.ROTATION_ATTEMPTS.labels("rotation", kind, outcome).inc()
+        return outcome
+
+    async def _run_job(self, job: store_pb2.RotationJob) -> str:
         lease = await self._control.acquire_lease(
             job, worker_id=self.worker_id, lease_seconds=self._lease_seconds
         )

@@ -382,6 +382,7 @@ async def serve(settings: Settings, *, clock: Clock | None = None) -> StoreRunti
             service="store",
             bind=settings.store_addr,
             health_bind=settings.health_addr or None,
+            metrics_bind=settings.metrics_addr or None,
             tls=TlsFiles.for_identity(settings.pki_dir, "store"),
             register=register,
             peers=store_peers(settings.peers),

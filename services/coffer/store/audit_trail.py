@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from coffer import metrics
 from coffer.audit_trail import Batcher, PartialFailure
 from coffer.core import errors
 from coffer.core.audit_event import AuditEvent
@@ -42,6 +44,7 @@ from coffer.crypto.audit_chain import (
     record_hash,
 )
 
+_AUDIT_WRITE = metrics.AUDIT_WRITE.labels("store")
 log = structlog.get_logger("coffer.store.audit")
 
 DIGEST_INTERVAL_SECONDS: Final = 300.0
@@ -238,8 +241,10 @@ class StoreAuditTrail:
         await asyncio.gather(*(self._batcher.submit(e) for e in events))
 
     async def _write(self, events: list[AuditEvent]) -> None:
+        started = time.perf_counter()
         try:
             await self._write_batch(events)
+            _AUDIT_WRITE.observe(time.perf_counter() - started)
         except errors.Unavailable as exc:
             if len(events) == 1 or not isinstance(exc.__cause__, asyncpg.PostgresError):
                 raise

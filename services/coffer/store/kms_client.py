@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
+from coffer import metrics
 from coffer.api.kms.v1 import kms_pb2, kms_pb2_grpc
 from coffer.core import errors
 from coffer.rpc.context import current_request_id
@@ -66,6 +67,9 @@ def key_state_failure(info: KeyInfo) -> errors.EncryptionFailure | None:
         return encryption_failure(errors.KmsInvalidState(f"{info.arn} is pending deletion."))
     return encryption_failure(errors.KmsInvalidState(f"{info.arn} is {info.state}."))
 
+
+_CACHE_HIT = metrics.DATA_KEY_CACHE.labels("store", "hit")
+_CACHE_MISS = metrics.DATA_KEY_CACHE.labels("store", "miss")
 
 _CacheKey = tuple[bytes, str, str]
 
@@ -177,7 +181,9 @@ class KmsClient:
     async def decrypt_data_key(self, *, wrapped: bytes, secret_arn: str, version_id: str) -> DataKey:
         cached = self.cache.get(wrapped, secret_arn, version_id)
         if cached is not None:
+            _CACHE_HIT.inc()
             return cached
+        _CACHE_MISS.inc()
         try:
             resp = await self._stub.Decrypt(
                 kms_pb2.DecryptRequest(
@@ -219,7 +225,9 @@ class KmsClient:
         parts = self._cache_parts(context)
         cached = self.cache.get(wrapped, *parts)
         if cached is not None:
+            _CACHE_HIT.inc()
             return cached
+        _CACHE_MISS.inc()
         resp = await self._stub.Decrypt(
             kms_pb2.DecryptRequest(ciphertext_blob=wrapped, encryption_context=dict(context)),
             timeout=self._timeout,

@@ -24,6 +24,7 @@ import asyncpg
 import grpc
 import structlog
 
+from coffer import metrics
 from coffer.api.replication.v1 import replication_pb2 as rpb
 from coffer.api.replication.v1 import replication_pb2_grpc
 from coffer.clock import Clock
@@ -214,6 +215,8 @@ class Replicator:
         cursor = await self._repo.cursor(peer.region)
         rows, scanned = await self._repo.pending(peer.region, after=cursor, limit=self._batch)
         if not rows:
+            metrics.REPLICATION_BACKLOG.labels("store", peer.region).set(0)
+            metrics.REPLICATION_LAG.labels("store", peer.region).set(0)
             if scanned > cursor:
                 await self._repo.advance(peer.region, scanned, now=self._clock.now())
             return False
@@ -292,6 +295,9 @@ class Replicator:
             log.info("replication.peer_back", peer=peer.region, after_failures=peer.failures)
         peer.failures, peer.retry_at, peer.last_error = 0, 0.0, None
         lags = [(acked_at - r.committed_at).total_seconds() for r in rows]
+        full = len(rows) >= self._batch  # a full batch: more is waiting (at least a batch's worth, known)
+        metrics.REPLICATION_BACKLOG.labels("store", peer.region).set(self._batch if full else 0)
+        metrics.REPLICATION_LAG.labels("store", peer.region).set(max(lags) if full else 0)
         log.info(
             "replication.shipped",
             peer=peer.region,
@@ -313,6 +319,12 @@ class Replicator:
         peer.retry_at = time.monotonic() + delay
         reason = exc.message or type(exc).__name__
         peer.last_error = reason
+        if rows:  # what waits for this peer: at least this batch, the oldest of it this old
+            metrics.REPLICATION_BACKLOG.labels("store", peer.region).set(len(rows))
+            oldest = min(r.committed_at for r in rows)
+            metrics.REPLICATION_LAG.labels("store", peer.region).set(
+                (datetime.now(UTC) - oldest).total_seconds()
+            )
         message = f"Region {peer.region} is unreachable or failed: {reason} (retrying)"
         await self._repo.mark_unreachable(
             peer.region,
