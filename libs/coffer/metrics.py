@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -135,10 +136,20 @@ def watch_pool(service: str, pool: object) -> None:
     _POOLS.add(service, read)
 
 
+#: (service, method, code) -> its counter and histogram children (``labels()`` once, not per call).
+_RPC_CHILDREN: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
 def observe_rpc(service: str, method: str, code: str, started: float) -> None:
     """One call answered: count it and its latency since ``started`` (``time.perf_counter()``)."""
-    RPC_REQUESTS.labels(service, method, code).inc()
-    RPC_DURATION.labels(service, method).observe(time.perf_counter() - started)
+    key = (service, method, code)
+    children = _RPC_CHILDREN.get(key)
+    if children is None:
+        children = (RPC_REQUESTS.labels(service, method, code), RPC_DURATION.labels(service, method))
+        _RPC_CHILDREN[key] = children
+    counter, histogram = children
+    counter.inc()
+    histogram.observe(time.perf_counter() - started)
 
 
 @dataclass
