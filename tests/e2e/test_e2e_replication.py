@@ -143,8 +143,13 @@ def test_status_covers_both_regions(regions: Any) -> None:
     result = regions.cli("status")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 8 and all(line.split()[-1] == "SERVING" for line in lines)
+    serving = [line for line in lines if line.split()[-1] == "SERVING"]
+    assert len(serving) == 8
     assert {line.split()[0] for line in lines} == {PRIMARY, REPLICA}
+    # then each region's rotation queue and its replication to the other, from the services' metrics
+    others = [line.split(maxsplit=1)[1] for line in lines if line not in serving]
+    assert sum(o.startswith("rotation-queue  waiting ") for o in others) == 2, others
+    assert sum(o.startswith("replication  to ") and " lag " in o for o in others) == 2, others
 
 
 def test_region_option_reaches_that_region_only(regions: Any) -> None:

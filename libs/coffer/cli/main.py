@@ -45,6 +45,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from coffer.cli import aws_env, shapes
 from coffer.cli.audit import add_audit_commands
 from coffer.cli.status import ServiceHealth, check_all, supervisor_restarts
+from coffer.cli.status_metrics import metrics_lines
 from coffer.client import _ops
 from coffer.client.profile import ConfigurationError, Connection, Profile, load_profile, resolve_connection
 from coffer.client.sync import CofferClient
@@ -299,6 +300,12 @@ def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if region:
             line = f"{region:<{region_width}}  {line}"
         print(f"{line}  ({r.detail})" if r.detail else line, file=out)
+    if not args.endpoint:  # what the serving services' metrics say: replication lag, the rotation queue
+        serving = {(region, r.name) for region, r in results if r.ok}
+        for region, (_services, _conn, region_profile) in checks:
+            urls = {name: url for name, url in region_profile.metrics.items() if (region, name) in serving}
+            for line in metrics_lines(urls, timeout=args.timeout):
+                print(f"{region:<{region_width}}  {line}" if region else line, file=out)
     failed = [(region, r) for region, r in results if not r.ok]
     if failed:
         listed = ", ".join(f"{region + ' ' if region else ''}{r.name} ({r.status})" for region, r in failed)

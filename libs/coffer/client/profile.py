@@ -58,6 +58,8 @@ class Profile:
     session_token: str | None = field(default=None, repr=False)
     region: str | None = None
     services: Mapping[str, str] = field(default_factory=dict)
+    #: Service name -> its Prometheus metrics URL (``metrics`` in the JSON, written by ``make run``).
+    metrics: Mapping[str, str] = field(default_factory=dict)
     operator_cert: Path | None = None
     operator_key: Path | None = None
     #: Client retries (``coffer.client.retry``): attempts in all per call, and the retry mode.
@@ -100,6 +102,7 @@ class Profile:
             session_token=entry.session_token or (self.session_token if region == self.region else None),
             region=region,
             services=dict(entry.services) if entry.services else {},
+            metrics=dict(entry.metrics) if entry.metrics else {},
             operator_cert=entry.operator_cert or self.operator_cert,
             operator_key=entry.operator_key or self.operator_key,
             aws_endpoint_url=entry.aws_endpoint_url
@@ -170,12 +173,13 @@ def _retry_mode(value: object, where: str) -> str | None:
         raise ConfigurationError(f"{where}: {exc}") from None
 
 
-def _services(doc: Mapping[str, object], path: Path) -> dict[str, str]:
-    services = doc.get("services") or {}
+def _services(doc: Mapping[str, object], path: Path, key: str = "services") -> dict[str, str]:
+    services = doc.get(key) or {}
     if not isinstance(services, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in services.items()
     ):
-        raise ConfigurationError(f'{path}: "services" must map service names to "host:port" strings')
+        what = '"host:port" strings' if key == "services" else "URLs"
+        raise ConfigurationError(f'{path}: "{key}" must map service names to {what}')
     return dict(services)
 
 
@@ -194,6 +198,7 @@ def _regions(doc: Mapping[str, object], path: Path) -> dict[str, Profile]:
             session_token=_opt_str(entry, "session_token", path),
             region=name,
             services=_services(entry, path),
+            metrics=_services(entry, path, "metrics"),
             operator_cert=_opt_path(entry, "operator_cert", path),
             operator_key=_opt_path(entry, "operator_key", path),
             aws_endpoint_url=_opt_str(entry, "aws_endpoint_url", path),
@@ -220,6 +225,7 @@ def read_profile(path: Path) -> Profile:
         session_token=_opt_str(doc, "session_token", path),
         region=_opt_str(doc, "region", path),
         services=_services(doc, path),
+        metrics=_services(doc, path, "metrics"),
         operator_cert=_opt_path(doc, "operator_cert", path),
         operator_key=_opt_path(doc, "operator_key", path),
         max_attempts=_max_attempts(doc.get("max_attempts"), str(path)),

@@ -28,6 +28,7 @@ from coffer.devrun import iam_keys
 from coffer.devrun.config import (
     DATABASE_NAME,
     DB_ROLES_FILE,
+    MAX_REGIONS,
     START_WAVES,
     aws_endpoint_url,
     connect_address,
@@ -51,7 +52,7 @@ from coffer.devrun.processes import (
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from coffer.pki import ensure_pki, install_service_dir
 from coffer.rootkey_file import ensure_root_key
-from coffer.settings import SERVICES, Peer, Settings
+from coffer.settings import DEFAULT_PORTS, SERVICES, Peer, Settings
 
 ADMIN_PRINCIPAL = "arn:aws:iam::000000000000:user/admin"
 
@@ -185,10 +186,16 @@ class Deployment:
         return cls(Settings.from_env(values), **options)
 
     def metrics_url(self, name: str) -> str:
-        """Where service ``name`` serves its Prometheus metrics."""
+        """Where service ``name`` serves its Prometheus metrics: on ``make run``'s own ports (the defaults,
+        or region ``i``'s, shifted by ``10*i``) its gRPC port plus METRICS_PORT_OFFSET; on ports chosen
+        otherwise a free port, chosen once (an offset from arbitrary ports could land on a taken one)."""
         port = self.metrics_ports.get(name)
         if port is None:
-            port = int(self.settings.addr_of(name).rpartition(":")[2]) + METRICS_PORT_OFFSET
+            grpc_port = int(self.settings.addr_of(name).rpartition(":")[2])
+            shift = grpc_port - DEFAULT_PORTS[name]
+            dev_ports = 0 <= shift < 10 * MAX_REGIONS and shift % 10 == 0
+            port = grpc_port + METRICS_PORT_OFFSET if dev_ports else free_port()
+            self.metrics_ports[name] = port
         return f"http://127.0.0.1:{port}/metrics"
 
     def info(self) -> DeploymentInfo:
