@@ -3,8 +3,6 @@ database per test, and a development PKI. Nothing here needs the machine's own s
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,20 +11,13 @@ import redis.asyncio as aioredis
 
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis
 from coffer.pki import ensure_pki
-from coffer.testing.stack import fresh_database
+from coffer.testing.stack import fresh_database, temporary_postgres
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[EmbeddedPostgres]:
-    # Not under pytest's basetemp: as root the server runs as the 'pgserver' user, which must traverse every
-    # parent of its data dir, and each new pytest session resets /tmp/pytest-of-<user> to 0700 (so a second,
-    # concurrent session would lock this one's server out of its own files).
-    root = Path(tempfile.mkdtemp(prefix="coffer-test-pg-"))
-    server = EmbeddedPostgres(root / "data")
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    with temporary_postgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,10 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,6 +281,22 @@ def write_admin_bootstrap(path: Path) -> Credentials:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"keys": [bootstrap_entry(key)]}, fh)
     return Credentials(akid, secret)
+
+
+@contextlib.contextmanager
+def temporary_postgres(prefix: str = "coffer-test-pg-") -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL server in a new temporary directory, stopped and removed afterwards. Not under pytest's
+    basetemp: as root the server runs as the 'pgserver' user, which must traverse every parent of its data
+    directory, and each new pytest session resets /tmp/pytest-of-<user> to 0700 (so a second, concurrent
+    session would lock this one's server out of its own files)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    server = EmbeddedPostgres(root / "data")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager

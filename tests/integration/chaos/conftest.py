@@ -7,28 +7,22 @@ seconds, ...); ``make test`` runs the same scenarios shorter."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from coffer.embedded import EmbeddedPostgres
-from coffer.testing.stack import ServiceStack, fresh_database, provisioned_stack
+from coffer.testing.stack import ServiceStack, fresh_database, provisioned_stack, temporary_postgres
 
 LONG = os.environ.get("COFFER_CHAOS", "") == "long"
 
 
 @pytest.fixture(scope="module")
 def own_pg() -> Iterator[EmbeddedPostgres]:
-    """A PostgreSQL server for this module alone (not under pytest's basetemp, as tests/conftest.py says)."""
-    root = Path(tempfile.mkdtemp(prefix="coffer-test-chaos-pg-"))
-    server = EmbeddedPostgres(root / "data")
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    """A PostgreSQL server for this module alone (the tests restart it)."""
+    with temporary_postgres("coffer-test-chaos-pg-") as server:
+        yield server
 
 
 @pytest.fixture
