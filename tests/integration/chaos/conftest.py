@@ -11,11 +11,24 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
+from coffer import logs
 from coffer.embedded import EmbeddedPostgres
 from coffer.testing.stack import ServiceStack, fresh_database, provisioned_stack, temporary_postgres
 
 LONG = os.environ.get("COFFER_CHAOS", "") == "long"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_services() -> Iterator[None]:
+    """Under ``make chaos`` (which prints what each scenario measured) services log warnings and errors."""
+    if not LONG:
+        yield
+        return
+    logs.configure(service="chaos", level="warning")
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="module")

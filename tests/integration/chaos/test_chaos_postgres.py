@@ -25,7 +25,8 @@ from .conftest import LONG
 
 pytestmark = pytest.mark.integration
 
-SECRETS = [f"chaos/pg-{i}" for i in range(4)]
+#: Enough secrets that no secret reaches AWS's 100 versions a day however long the load runs.
+SECRETS = [f"chaos/pg-{i}" for i in range(64 if LONG else 8)]
 WRITERS, READERS = 6, 4
 #: What a caller may see while the database is away: retryable refusals, never INTERNAL.
 ALLOWED_CODES = {errors.Unavailable.default_code, "ThrottlingException"}
