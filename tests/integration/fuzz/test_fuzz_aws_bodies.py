@@ -182,12 +182,15 @@ async def test_mutated_aws_bodies_never_break_the_endpoint(fuzz_stack: ServiceSt
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await asyncio.gather(*(worker(session) for _ in range(CONCURRENCY)))
-        # still serving: a well-formed, signed read answers the canary
-        body = json.dumps({"SecretId": "fuzz/canary"}).encode()
+        # still serving: a new secret (the fuzzer may have deleted or changed the canary) reads back
+        after = f"after-{uuid.uuid4().hex}"
+        await admin.create_secret(name="fuzz/after", secret_string=after)
+        body = json.dumps({"SecretId": "fuzz/after"}).encode()
         headers = _signed_headers(url, creds, "secretsmanager.GetSecretValue", body)
         async with session.post(url, data=body, headers=headers, ssl=context) as response:
-            assert response.status == 200
-            assert json.loads(await response.read())["SecretString"] == canary_value
+            answer = await response.read()
+            assert response.status == 200, answer
+            assert json.loads(answer)["SecretString"] == after
     await admin.close()
 
     by_status = collections.Counter(status for (_t, status) in counts.elements())
