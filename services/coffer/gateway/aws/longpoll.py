@@ -99,6 +99,5 @@ async def poll(operation: Operation, request: pb.WatchSecretsPollRequest) -> pb.
                 break
     finally:
         reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        await asyncio.wait({reader})  # its end (never its error: ours propagates, a cancellation of us too)
     return answer
