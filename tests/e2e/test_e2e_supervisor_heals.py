@@ -123,6 +123,7 @@ def take_port_once_free(home: Path, service: str, port: int, within: float = 20.
 def test_a_service_that_fails_at_every_restart_stops_the_deployment(e2e_tools: Any, tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = e2e_tools.env_for(home, database_url=e2e_tools.new_database())
+    env["COFFER_DEVRUN_RESTART_DELAY_SECONDS"] = "0.1"  # 0.1, 0.2, 0.4, 0.8 s: the loop in 1.5 s, not 7.5
     port = int(env["COFFER_ROTATION_ADDR"].rpartition(":")[2])
     supervisor = Supervisor(env, tmp_path / "out")
     squatter: socket.socket | None = None

@@ -318,14 +318,20 @@ class Replicator:
         delay = min(self._backoff_max, self._backoff_base * 2 ** (peer.failures - 1))
         peer.retry_at = time.monotonic() + delay
         reason = exc.message or type(exc).__name__
-        peer.last_error = reason
+        peer.last_error = reason  # the whole detail, for the log below
+        if isinstance(exc, errors.Unavailable):
+            # The detail names addresses inside the deployment: callers of DescribeSecret get its gist only.
+            late = "DEADLINE_EXCEEDED" in reason or "Deadline" in reason
+            public = "its store did not answer in time" if late else "its store cannot be reached"
+        else:
+            public = reason
         if rows:  # what waits for this peer: at least this batch, the oldest of it this old
             metrics.REPLICATION_BACKLOG.labels("store", peer.region).set(len(rows))
             oldest = min(r.committed_at for r in rows)
             metrics.REPLICATION_LAG.labels("store", peer.region).set(
                 (datetime.now(UTC) - oldest).total_seconds()
             )
-        message = f"Region {peer.region} is unreachable or failed: {reason} (retrying)"
+        message = f"Region {peer.region} is unreachable or failed: {public} (retrying)"
         await self._repo.mark_unreachable(
             peer.region,
             sorted({r.secret_id for r in rows if not r.removed}),
