@@ -4,6 +4,8 @@ errors turned back into CofferErrors."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -103,6 +105,32 @@ FAST_RECONNECT: tuple[tuple[str, Any], ...] = (
 )
 
 
+#: Calls spread over every address of the target, a dead one left out until it answers again.
+_ROUND_ROBIN = ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
+
+
+def spread_target(target: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """The gRPC target and options for ``target``: one ``host:port`` as it is; several replicas as
+    ``ip:port,ip:port`` (``ipv4:`` addresses) or a ``dns:///name:port`` whose name has several addresses (a
+    Kubernetes headless Service) get round-robin balancing over them (issue 11)."""
+    if target.startswith("dns:"):
+        return target, (_ROUND_ROBIN,)
+    if "," not in target:
+        return target, ()
+    parts = [p.strip() for p in target.split(",") if p.strip()]
+    for part in parts:
+        host, _, port = part.rpartition(":")
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(
+                f"{target!r}: several replicas are given as IPv4 ip:port pairs, or as one dns:///name:port"
+            ) from None
+        if not port.isdigit():
+            raise ValueError(f"{target!r}: {part!r} has no port")
+    return "ipv4:" + ",".join(parts), (_ROUND_ROBIN,)
+
+
 def secure_channel(
     target: str,
     tls: TlsFiles,
@@ -115,12 +143,14 @@ def secure_channel(
     its certificate must carry that service's name (``store.coffer.internal``, checked whatever address
     ``target`` is). ``signer``: sign the end caller's principal (the gateway). Calls on it raise CofferError
     subclasses, never raw grpc errors."""
+    resolved, balancing = spread_target(target)
     return grpc.aio.secure_channel(
-        target,
+        resolved,
         channel_credentials(tls),
         options=[
             *name_options(service_host(server_name)),
             ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+            *balancing,
             *options,
         ],
         interceptors=[_ContextPropagator(signer), _StreamContextPropagator(signer)],
