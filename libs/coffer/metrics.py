@@ -33,6 +33,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from coffer import logs
+from coffer.settings import split_address
 
 log = logs.get_logger("coffer.metrics")
 
@@ -171,17 +172,18 @@ async def start_metrics_server(service: str, bind: str) -> MetricsServer:
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    host, _, port_text = bind.rpartition(":")
-    if not port_text.isdigit():
+    try:
+        host, wanted = split_address(bind)
+    except ValueError:
         await runner.cleanup()
-        raise ValueError(f"COFFER_METRICS_ADDR must be host:port, not {bind!r}")
-    site = web.TCPSite(runner, host.strip("[]") or "0.0.0.0", int(port_text))
+        raise
+    site = web.TCPSite(runner, host, wanted)
     try:
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
     sockets = getattr(site._server, "sockets", None) or ()
-    port = sockets[0].getsockname()[1] if sockets else int(port_text)
+    port = sockets[0].getsockname()[1] if sockets else wanted
     log.info("metrics.started", service=service, port=port)
     return MetricsServer(runner=runner, port=port)

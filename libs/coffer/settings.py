@@ -147,6 +147,14 @@ def parse_peers(raw: str) -> tuple[Peer, ...]:
     return tuple(peers)
 
 
+def split_address(addr: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:443``) → (host, port) for binding a listener; an empty host: all interfaces."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"an address must be host:port, not {addr!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 def connect_address(addr: str) -> str:
     """Where a client on this machine reaches a server bound to ``addr`` (a wildcard host: loopback)."""
     host, _, port = addr.rpartition(":")

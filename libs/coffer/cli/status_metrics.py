@@ -5,7 +5,6 @@ saying so; the health lines above already say whether it serves."""
 
 from __future__ import annotations
 
-import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 
@@ -30,7 +29,7 @@ def metrics_lines(urls: Mapping[str, str], *, timeout: float) -> Iterator[str]:
             continue
         try:
             found = _scrape(url, timeout)
-        except (OSError, urllib.error.URLError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # urllib's URLError is an OSError
             reason = getattr(exc, "reason", None) or exc
             yield f"metrics  {service}'s metrics unreadable at {url} ({reason})"
             continue

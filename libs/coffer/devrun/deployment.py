@@ -186,9 +186,13 @@ class Deployment:
         return cls(Settings.from_env(values), **options)
 
     def metrics_url(self, name: str) -> str:
-        """Where service ``name`` serves its Prometheus metrics: on ``make run``'s own ports (the defaults,
-        or region ``i``'s, shifted by ``10*i``) its gRPC port plus METRICS_PORT_OFFSET; on ports chosen
-        otherwise a free port, chosen once (an offset from arbitrary ports could land on a taken one)."""
+        return f"http://{self.metrics_addr(name)}/metrics"
+
+    def metrics_addr(self, name: str) -> str:
+        """Where service ``name`` serves its Prometheus metrics (``COFFER_METRICS_ADDR``): on ``make run``'s
+        own ports (the defaults, or region ``i``'s, shifted by ``10*i``) its gRPC port plus
+        METRICS_PORT_OFFSET; on ports chosen otherwise a free port, chosen once (an offset from arbitrary
+        ports could land on a taken one)."""
         port = self.metrics_ports.get(name)
         if port is None:
             grpc_port = int(self.settings.addr_of(name).rpartition(":")[2])
@@ -196,7 +200,7 @@ class Deployment:
             dev_ports = 0 <= shift < 10 * MAX_REGIONS and shift % 10 == 0
             port = grpc_port + METRICS_PORT_OFFSET if dev_ports else free_port()
             self.metrics_ports[name] = port
-        return f"http://127.0.0.1:{port}/metrics"
+        return f"127.0.0.1:{port}"
 
     def info(self) -> DeploymentInfo:
         return DeploymentInfo(
@@ -391,7 +395,7 @@ class Deployment:
             bootstrap_keys_file=self.bootstrap_keys_file,
         )
         env["COFFER_PKI_DIR"] = str(self.service_pki_dir(name))
-        env["COFFER_METRICS_ADDR"] = self.metrics_url(name).removeprefix("http://").removesuffix("/metrics")
+        env["COFFER_METRICS_ADDR"] = self.metrics_addr(name)
         if name == "store" and self.settings.peers:
             env["COFFER_PEERS"] = peers_json(self._local_peers())
         return env

@@ -52,6 +52,7 @@ from coffer.principal_directory import DirectoryCache
 from coffer.rpc import context as ctx
 from coffer.rpc.status import INTERNAL_HTTP_MESSAGE, classify, to_http
 from coffer.rpc.tls import TlsFiles
+from coffer.settings import split_address
 
 log = logs.get_logger("coffer.gateway.aws")
 
@@ -441,14 +442,6 @@ class AwsServer:
     async def stop(self) -> None:
         await self.runner.cleanup()
         log.info("aws.stopped", port=self.port)
-
-
-def split_address(addr: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:443``) → (host, port)."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"COFFER_AWS_ADDR must be host:port, not {addr!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 async def start_aws_server(
