@@ -89,9 +89,13 @@ async def provision(
     *,
     passwords: Mapping[str, str] | None = None,
     services: tuple[str, ...] = tuple(SCHEMAS),
+    keep_unknown: bool = False,
 ) -> Provisioned:
     """Create (or bring up to date) the roles and schemas of ``services`` in the database ``admin_url``
-    names. ``passwords`` (service -> password) are kept, e.g. from a previous run; missing ones are made."""
+    names. ``passwords`` (service -> password) are kept, e.g. from a previous run; missing ones are made.
+    ``keep_unknown``: a role that exists and has no password in ``passwords`` keeps the one it has (it is
+    then left out of the result's passwords and DSNs): ``coffer admin restore`` into a deployment whose
+    passwords it is not given."""
     database = database_of(admin_url)
     known = dict(passwords or {})
     out_passwords: dict[str, str] = {}
@@ -107,7 +111,11 @@ async def provision(
                 exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
                 verb = "ALTER" if exists else "CREATE"
                 options = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
-                await _exec_format(conn, f"{verb} ROLE %I WITH {options} PASSWORD %L", role, password)
+                if exists and keep_unknown and not known.get(service):
+                    await _exec_format(conn, f"ALTER ROLE %I WITH {options}", role)
+                    password = ""
+                else:
+                    await _exec_format(conn, f"{verb} ROLE %I WITH {options} PASSWORD %L", role, password)
                 await _exec_format(
                     conn, "GRANT CONNECT, TEMPORARY, CREATE ON DATABASE %I TO %I", database, role
                 )
@@ -115,8 +123,9 @@ async def provision(
                 await _exec_format(conn, "CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I", schema, role)
                 await _hand_over(conn, schema, role)
                 await _exec_format(conn, "REVOKE ALL ON SCHEMA %I FROM PUBLIC", schema)
-                out_passwords[service] = password
-                dsns[service] = dsn_for(admin_url, user=role, password=password)
+                if password:
+                    out_passwords[service] = password
+                    dsns[service] = dsn_for(admin_url, user=role, password=password)
     finally:
         await conn.close()
     return Provisioned(passwords=out_passwords, dsns=dsns)

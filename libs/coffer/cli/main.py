@@ -16,6 +16,8 @@
     coffer operator unseal 'academic acid ...'
     coffer operator rotate-root --wait
     coffer operator migrate-seal --to shamir --key-shares 5 --key-threshold 3 --wait
+    coffer admin backup --to /backups/2026-12-02 --include-root-key --passphrase-file pass.txt
+    coffer admin restore --from /backups/2026-12-02 --passphrase-file pass.txt
 
 Every operation of ``coffer.api.secrets.v1.SecretsManagerService``, ``coffer.api.kms.v1.
 KeyManagementService`` and ``coffer.api.iam.v1`` (``iam``, ``sts``, ``organizations``) is a sub-command, built
@@ -43,6 +45,7 @@ from typing import Any, NoReturn, TextIO
 from google.protobuf.descriptor import ServiceDescriptor
 
 from coffer.cli import aws_env, shapes
+from coffer.cli.admin import add_admin_commands
 from coffer.cli.audit import add_audit_commands
 from coffer.cli.status import ServiceHealth, check_all, supervisor_restarts
 from coffer.cli.status_metrics import metrics_lines
@@ -450,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_seal.add_argument("--key-threshold", type=int, metavar="K", help="shamir: shares needed")
     migrate_seal.add_argument("--wait", action="store_true", help="answer when the migration is done")
     migrate_seal.set_defaults(handler=_operator_handler("OperatorMigrateSeal"))
+    add_admin_commands(commands, _Parser)
 
     return parser
 

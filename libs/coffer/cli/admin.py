@@ -1,0 +1,451 @@
+"""``coffer admin``: backup and restore of a deployment (beyond AWS). They talk to PostgreSQL directly, as
+its administrator, never to the services.
+
+- ``coffer admin backup --to DIR [--include-root-key] [--passphrase-file FILE]``: a consistent snapshot of
+  the database (``coffer.backup``); with ``--include-root-key`` also the KMS root key file (file seal),
+  encrypted under a passphrase (``--passphrase-file``, else ``COFFER_BACKUP_PASSPHRASE``, else asked twice on
+  the terminal).
+- ``coffer admin restore --from DIR [--force] [--no-root-key]``: checks the backup (manifest, checksums,
+  schema version, passphrase) before touching anything, then loads it into an empty database and puts the
+  root key back (refusing to replace another root key, or a database that holds Coffer's data, without
+  ``--force``). Stop the services first; start them after.
+
+Where: ``--database-url`` (a PostgreSQL superuser's URL of the deployment's database), else
+``COFFER_ADMIN_DATABASE_URL``, else ``COFFER_DATABASE_URL``, else the embedded server of ``make run`` in
+``--home`` (default ``COFFER_HOME``, else ``.coffer``; started for the command when it is not running). The
+root key file is ``--root-key-file``, else ``COFFER_ROOT_KEY_FILE``, else ``<home>/keys/root.key``. Exit 0
+when done, 1 when refused or failed (the reason on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import importlib.metadata
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from coffer import dbroles
+from coffer.backup import BackupError, keyseal
+from coffer.backup.manifest import (
+    MANIFEST_NAME,
+    ROOT_KEY_DIR,
+    Manifest,
+    RootKeyEntry,
+    check_migrations,
+    digest_files,
+    safe_relative,
+    verify_files,
+)
+from coffer.crypto.rootkey import RootKey
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+PASSPHRASE_VAR = "COFFER_BACKUP_PASSPHRASE"
+ROOT_KEY_NAME = "root.key"
+NEXT_ROOT_KEY_NAME = "root.key.next"  # coffer.kms.rekey.next_file: a root rotation's new key
+
+
+def _home(args: argparse.Namespace) -> Path:
+    return Path(args.home or os.environ.get("COFFER_HOME") or ".coffer").resolve()
+
+
+def _root_key_file(args: argparse.Namespace) -> Path:
+    if args.root_key_file:
+        return Path(args.root_key_file)
+    env = os.environ.get("COFFER_ROOT_KEY_FILE")
+    return Path(env) if env else _home(args) / "keys" / ROOT_KEY_NAME
+
+
+def _root_key_path(root_key_file: Path, name: str) -> Path:
+    """Where the root key file called ``name`` in a backup belongs in this deployment."""
+    if name == ROOT_KEY_NAME:
+        return root_key_file
+    if name == NEXT_ROOT_KEY_NAME:
+        return root_key_file.with_name(root_key_file.name + ".next")
+    raise BackupError(f"the backup holds a root key file of unknown name {name!r}")
+
+
+def _region(args: argparse.Namespace) -> str:
+    return str(getattr(args, "region", None) or os.environ.get("COFFER_REGION") or "local-1")
+
+
+@contextlib.contextmanager
+def _database_url(args: argparse.Namespace, err: TextIO) -> Iterator[str]:
+    """The administrator's URL of the deployment's database (see the module doc); the embedded server of
+    ``make run`` is started for the command and stopped after it when it was not running."""
+    for url in (
+        args.database_url,
+        os.environ.get("COFFER_ADMIN_DATABASE_URL"),
+        os.environ.get("COFFER_DATABASE_URL"),
+    ):
+        if url:
+            yield url
+            return
+    from coffer.devrun.config import DATABASE_NAME
+    from coffer.embedded import EmbeddedPostgres
+
+    home = _home(args)
+    data_dir = home / "pg"
+    if not data_dir.exists():
+        raise BackupError(
+            f"no database given and no embedded PostgreSQL in {home}: give --database-url (a superuser's URL "
+            "of the deployment's database) or COFFER_ADMIN_DATABASE_URL, or --home of a `make run` deployment"
+        )
+    server = EmbeddedPostgres(data_dir)
+    running = (data_dir / "postmaster.pid").exists()
+    if not running:
+        print(f"coffer admin: starting the embedded PostgreSQL in {data_dir} for this command", file=err)
+        server.start()
+    try:
+        yield server.url(DATABASE_NAME)
+    finally:
+        if not running:
+            server.stop()
+
+
+def _read_passphrase(args: argparse.Namespace, *, confirm: bool) -> str:
+    if args.passphrase_file:
+        try:
+            text = Path(args.passphrase_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise BackupError(
+                f"cannot read the passphrase file {args.passphrase_file}: {exc.strerror}"
+            ) from None
+        return text[:-1] if text.endswith("\n") else text
+    from_env = os.environ.get(PASSPHRASE_VAR)
+    if from_env:
+        return from_env
+    if not sys.stdin.isatty():
+        raise BackupError(
+            f"a passphrase is needed: give --passphrase-file FILE or set {PASSPHRASE_VAR} "
+            "(there is no terminal to ask on)"
+        )
+    first = getpass.getpass("Backup passphrase: ")
+    if confirm and getpass.getpass("Same passphrase again: ") != first:
+        raise BackupError("the two passphrases differ")
+    return first
+
+
+def _coffer_version() -> str:
+    try:
+        return importlib.metadata.version("coffer")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# ------------------------------------------------------------------------------------------------- backup
+
+
+def _backup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from coffer.backup import snapshot
+    from coffer.rootkey_file import RootKeyFileError, load_root_key
+
+    target = Path(args.to)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise BackupError(f"{target} exists and is not an empty directory: back up into a new one")
+    root_keys: list[tuple[str, RootKey, bytes]] = []
+    passphrase = ""
+    if args.include_root_key:
+        root_file = _root_key_file(args)
+        try:
+            for name in (ROOT_KEY_NAME, NEXT_ROOT_KEY_NAME):
+                path = _root_key_path(root_file, name)
+                if name == ROOT_KEY_NAME or path.exists():
+                    key = load_root_key(path)
+                    root_keys.append((name, key, _secret_of(path)))
+        except RootKeyFileError as exc:
+            raise BackupError(
+                f"{exc} (--include-root-key copies the file seal's root key; under the shamir or pkcs11 "
+                "seal the database already holds what the backup needs: keep the unseal shares or the HSM "
+                "key instead)"
+            ) from None
+        passphrase = _read_passphrase(args, confirm=True)
+        keyseal.check_passphrase(passphrase)
+
+    created = not target.exists()
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        with _database_url(args, err) as url:
+            print(f"backing up {dbroles.database_of(url)!r} to {target}", file=out)
+            dumped = asyncio.run(
+                snapshot.dump(
+                    url,
+                    target,
+                    region=_region(args),
+                    coffer_version=_coffer_version(),
+                    echo=lambda line: print(line, file=out),
+                )
+            )
+        manifest = replace(dumped.manifest, files=digest_files(target, dumped.data_files))
+        if args.include_root_key:
+            manifest = _add_root_keys(target, manifest, root_keys, passphrase)
+        tmp = target / f".{MANIFEST_NAME}.tmp"
+        _write_private(tmp, manifest.to_json())
+        os.replace(tmp, target / MANIFEST_NAME)
+    except BaseException:
+        if created:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    rows = sum(t.rows for t in manifest.tables)
+    root = (
+        f"root key included ({', '.join(k.key_id for k in manifest.root_keys)}), under the passphrase"
+        if manifest.root_keys
+        else "root key NOT included (keep the root key file, unseal shares or HSM key apart)"
+    )
+    print(
+        f"backup written to {target}: {len(manifest.tables)} tables, {rows} rows, "
+        f"seal {manifest.seal_mode}, {root}",
+        file=out,
+    )
+    return EXIT_OK
+
+
+def _secret_of(path: Path) -> bytes:
+    from coffer.crypto.rootkey import ROOT_KEY_SIZE
+
+    data = path.read_bytes()
+    return data if len(data) == ROOT_KEY_SIZE else bytes.fromhex(data.strip().decode("ascii"))
+
+
+def _add_root_keys(
+    target: Path, manifest: Manifest, root_keys: list[tuple[str, RootKey, bytes]], passphrase: str
+) -> Manifest:
+    if manifest.seal_mode != "file":
+        raise BackupError(
+            f"the kms uses the {manifest.seal_mode} seal: its root key is in the database (encrypted), "
+            "not in a file; back up without --include-root-key and keep the unseal shares or the HSM key"
+        )
+    ids = {key.key_id for _, key, _ in root_keys}
+    unknown = [key_id for key_id in manifest.root_key_ids if key_id not in ids]
+    if unknown:
+        raise BackupError(
+            f"the key material is wrapped under root key id(s) {', '.join(unknown)}, and the root key "
+            f"file holds {', '.join(sorted(ids))}: point --root-key-file (or COFFER_ROOT_KEY_FILE) at "
+            "this deployment's key"
+        )
+    key_dir = target / ROOT_KEY_DIR
+    key_dir.mkdir(mode=0o700)
+    digest = manifest.data_digest()
+    entries = []
+    for name, key, secret in root_keys:
+        blob = keyseal.seal(secret, passphrase, name=name, data_digest=digest)
+        relative = f"{ROOT_KEY_DIR}/{name}.json"
+        _write_private(target / safe_relative(relative), json.dumps(blob, indent=2) + "\n")
+        entries.append(RootKeyEntry(name=name, file=relative, key_id=key.key_id))
+    files = dict(manifest.files)
+    files.update(digest_files(target, [e.file for e in entries]))
+    return replace(manifest, root_keys=tuple(entries), files=files)
+
+
+# ------------------------------------------------------------------------------------------------ restore
+
+
+def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from coffer.backup import snapshot
+    from coffer.deployinit import PASSWORD_VARS
+    from coffer.devrun.config import DB_ROLES_FILE
+    from coffer.kms.rekey import write_key_file
+    from coffer.rootkey_file import RootKeyFileError, load_root_key
+
+    source = Path(args.from_dir)
+    manifest_path = source / MANIFEST_NAME
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BackupError(
+            f"{source} holds no {MANIFEST_NAME}: it is not a Coffer backup, or its backup did not finish"
+        ) from None
+    manifest = Manifest.from_json(text)
+    verify_files(source, manifest)
+    check_migrations(manifest.migrations, snapshot.known_migrations(snapshot.migration_sets()))
+    print(
+        f"backup of {manifest.created_at} (region {manifest.region}, database {manifest.database!r}, "
+        f"Coffer {manifest.coffer_version}): checksums and schema version OK",
+        file=out,
+    )
+
+    # The root key first: a wrong passphrase or a conflicting key file stops the restore before it starts.
+    root_file = _root_key_file(args)
+    keys_to_write: list[tuple[Path, bytes]] = []
+    if manifest.root_keys and not args.no_root_key:
+        passphrase = _read_passphrase(args, confirm=False)
+        for entry in manifest.root_keys:
+            blob = _read_json(source / safe_relative(entry.file))
+            secret = keyseal.open_sealed(
+                blob, passphrase, name=entry.name, data_digest=manifest.data_digest()
+            )
+            if RootKey(secret).key_id != entry.key_id:
+                raise BackupError(
+                    f"the root key {entry.name} in the backup is not the one its manifest names"
+                )
+            path = _root_key_path(root_file, entry.name)
+            if path.exists():
+                try:
+                    existing = load_root_key(path).key_id
+                except RootKeyFileError:
+                    existing = "unreadable"
+                if existing == entry.key_id:
+                    continue
+                if not args.force:
+                    raise BackupError(
+                        f"{path} holds another root key (id {existing}; the backup's is {entry.key_id}): "
+                        "move it away, or give --force to replace it"
+                    )
+            keys_to_write.append((path, secret))
+
+    home = _home(args)
+    roles_file = home / DB_ROLES_FILE
+    with _database_url(args, err) as url:
+        use_file = roles_file.exists() or (home / "pg").exists()
+        passwords = _role_passwords(roles_file if use_file else None, os.environ, PASSWORD_VARS)
+        restored = asyncio.run(
+            snapshot.restore(
+                url,
+                source,
+                manifest,
+                passwords=passwords,
+                keep_unknown_passwords=not passwords,
+                force=args.force,
+                echo=lambda line: print(line, file=out),
+            )
+        )
+        if use_file:
+            dbroles.write_passwords(roles_file, restored.passwords)
+    for path, secret in keys_to_write:
+        write_key_file(path, secret)
+        print(f"root key restored to {path}", file=out)
+    _check_root_key(manifest, root_file, bool(keys_to_write), err)
+    print(
+        f"restored {sum(restored.rows.values())} rows into {dbroles.database_of(url)!r}; "
+        "start the services (they apply any newer migrations)",
+        file=out,
+    )
+    return EXIT_OK
+
+
+def _role_passwords(
+    roles_file: Path | None, env: Mapping[str, str], variables: Mapping[str, str]
+) -> dict[str, str]:
+    """The database roles' passwords the deployment's services log in with: ``make run``'s roles file,
+    else ``deployinit``'s variables, else none known."""
+    if roles_file is not None:
+        return dbroles.read_passwords(roles_file)
+    return {service: env[var] for service, var in variables.items() if env.get(var)}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BackupError(f"cannot read {path}: {exc}") from None
+
+
+def _check_root_key(manifest: Manifest, root_file: Path, restored: bool, err: TextIO) -> None:
+    """Warn when the kms will not find the root key the restored data needs (file seal)."""
+    if manifest.seal_mode != "file" or restored or not manifest.root_key_ids:
+        return
+    from coffer.rootkey_file import RootKeyFileError, load_root_key
+
+    try:
+        key_id = load_root_key(root_file).key_id
+    except RootKeyFileError as exc:
+        print(f"warning: the kms will not start until its root key is back: {exc}", file=err)
+        return
+    if key_id not in manifest.root_key_ids:
+        print(
+            f"warning: {root_file} holds root key {key_id}, but the restored key material is wrapped under "
+            f"{', '.join(manifest.root_key_ids)}: put that root key there before starting the kms",
+            file=err,
+        )
+
+
+# ------------------------------------------------------------------------------------------------ parser
+
+
+Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
+
+
+def _handler(run: Handler, command: str) -> Handler:
+    def handle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        try:
+            return run(args, out, err)
+        except BackupError as exc:
+            print(f"coffer admin {command}: {exc.message}", file=err)
+            return EXIT_FAILED
+
+    return handle
+
+
+def _where(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        metavar="URL",
+        help="a PostgreSQL superuser's URL of the deployment's database "
+        "(default: COFFER_ADMIN_DATABASE_URL, COFFER_DATABASE_URL, or make run's embedded server in --home)",
+    )
+    parser.add_argument(
+        "--home", default=None, metavar="DIR", help="the deployment's COFFER_HOME (default .coffer)"
+    )
+    parser.add_argument(
+        "--root-key-file",
+        default=None,
+        metavar="FILE",
+        help="the KMS root key file (default: COFFER_ROOT_KEY_FILE or <home>/keys/root.key)",
+    )
+    parser.add_argument(
+        "--passphrase-file",
+        default=None,
+        metavar="FILE",
+        help=f"the passphrase of the root key in the backup (default: {PASSPHRASE_VAR}, else asked)",
+    )
+
+
+def add_admin_commands(commands: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    admin = commands.add_parser("admin", help="backup and restore of the deployment (administrators)")
+    actions = admin.add_subparsers(dest="admin_command", metavar="ACTION", parser_class=parser_class)
+    actions.required = True
+    backup = actions.add_parser(
+        "backup", help="a consistent snapshot of the database (and the root key, encrypted, if asked)"
+    )
+    backup.add_argument("--to", required=True, metavar="DIR", help="a new (or empty) directory")
+    backup.add_argument(
+        "--include-root-key",
+        action="store_true",
+        help="also the KMS root key file, encrypted under a passphrase (file seal)",
+    )
+    _where(backup)
+    backup.set_defaults(handler=_handler(_backup, "backup"))
+    restore = actions.add_parser(
+        "restore", help="load a backup into an empty database and put the root key back (services stopped)"
+    )
+    restore.add_argument("--from", dest="from_dir", required=True, metavar="DIR", help="the backup directory")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="replace Coffer's data in a database that holds some, and a different root key file",
+    )
+    restore.add_argument(
+        "--no-root-key",
+        action="store_true",
+        help="leave the root key file alone even if the backup holds one",
+    )
+    _where(restore)
+    restore.set_defaults(handler=_handler(_restore, "restore"))
