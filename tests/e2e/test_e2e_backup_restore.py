@@ -244,6 +244,18 @@ def test_backup_wipe_restore_brings_every_secret_back(
     verified = e2e.cli("audit", "verify")
     assert verified.returncode == 0 and verified.stdout.startswith("OK"), verified.stdout + verified.stderr
     assert int(verified.stdout.split()[1]) >= events_before
+    # a restore while the services run is refused, --force or not
+    running = e2e.cli(
+        "admin",
+        "restore",
+        "--from",
+        str(backup),
+        *where,
+        "--force",
+        "--passphrase-file",
+        str(passphrase_file),
+    )
+    assert running.returncode == 1 and "the services are still connected" in running.stderr, running.stderr
     # the secret scheduled for deletion is still scheduled, and comes back with its value
     sm.restore_secret(SecretId=names[3])
     assert sm.get_secret_value(SecretId=names[3])["SecretString"] == canaries["deleted"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import os
 import re
 import secrets
 import tempfile
@@ -172,7 +173,11 @@ async def dump(
                     columns = await _columns(conn, schema, table)
                     relative = f"{DATA_DIR}/{schema}.{table}.copy.gz"
                     target = directory / safe_relative(relative)
-                    with gzip.open(target, "wb", compresslevel=6) as out:
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with (
+                        os.fdopen(fd, "wb") as raw,
+                        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as out,
+                    ):
 
                         async def write(chunk: bytes, out: gzip.GzipFile = out) -> None:
                             out.write(chunk)
@@ -296,6 +301,20 @@ async def restore(
             raise BackupError(
                 "restore needs a PostgreSQL superuser login (it loads rows with triggers and foreign-key "
                 "checks off, as pg_restore --disable-triggers does): give the administrator's URL"
+            )
+        database = dbroles.database_of(url)
+        roles = [dbroles.role_name(database, service) for service in dbroles.SCHEMAS]
+        connected = int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = ANY($2::text[])",
+                database,
+                roles,
+            )
+        )
+        if connected:
+            raise BackupError(
+                f"the services are still connected to {database!r} ({connected} connection(s) of "
+                f"{' and '.join(roles)}): stop them first (`make stop`, or scale them to zero), then restore"
             )
         existing = await coffer_tables(conn, schemas)
         if existing:

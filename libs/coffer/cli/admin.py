@@ -79,9 +79,10 @@ def _region(args: argparse.Namespace) -> str:
 
 
 @contextlib.contextmanager
-def _database_url(args: argparse.Namespace, err: TextIO) -> Iterator[str]:
+def _database_url(args: argparse.Namespace, err: TextIO, *, create: bool = False) -> Iterator[str]:
     """The administrator's URL of the deployment's database (see the module doc); the embedded server of
-    ``make run`` is started for the command and stopped after it when it was not running."""
+    ``make run`` is started for the command and stopped after it when it was not running (``create``: made
+    first when ``<home>/pg`` was wiped, for a restore)."""
     for url in (
         args.database_url,
         os.environ.get("COFFER_ADMIN_DATABASE_URL"),
@@ -95,7 +96,7 @@ def _database_url(args: argparse.Namespace, err: TextIO) -> Iterator[str]:
 
     home = _home(args)
     data_dir = home / "pg"
-    if not data_dir.exists():
+    if not data_dir.exists() and not (create and home.is_dir()):
         raise BackupError(
             f"no database given and no embedded PostgreSQL in {home}: give --database-url (a superuser's URL "
             "of the deployment's database) or COFFER_ADMIN_DATABASE_URL, or --home of a `make run` deployment"
@@ -103,7 +104,8 @@ def _database_url(args: argparse.Namespace, err: TextIO) -> Iterator[str]:
     server = EmbeddedPostgres(data_dir)
     running = (data_dir / "postmaster.pid").exists()
     if not running:
-        print(f"coffer admin: starting the embedded PostgreSQL in {data_dir} for this command", file=err)
+        made = "a new" if not data_dir.exists() else "the"
+        print(f"coffer admin: starting {made} embedded PostgreSQL in {data_dir} for this command", file=err)
         server.start()
     try:
         yield server.url(DATABASE_NAME)
@@ -312,7 +314,7 @@ def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     home = _home(args)
     roles_file = home / DB_ROLES_FILE
-    with _database_url(args, err) as url:
+    with _database_url(args, err, create=True) as url:
         use_file = roles_file.exists() or (home / "pg").exists()
         passwords = _role_passwords(roles_file if use_file else None, os.environ, PASSWORD_VARS)
         restored = asyncio.run(
