@@ -1,7 +1,8 @@
 """Backup, wipe, restore, end to end (issue 11): a deployment started like ``make run`` gets secrets of every
 kind (string, binary, several versions and labels, a resource policy, tags, a customer KMS key with an alias,
 one secret scheduled for deletion) and audit events; ``coffer admin backup --include-root-key`` snapshots
-it; the services stop, the database and its roles are dropped and the root key file removed; a tampered
+it; the services stop, the database and its roles are dropped and the root key and audit signing key files
+removed; a tampered
 copy of the backup and a wrong passphrase are refused without touching anything; ``coffer admin restore``
 brings it back; the services start again and every secret, version, label, value, policy, tag, key and
 alias reads back as before, and ``coffer audit verify`` still passes over the restored chain. No value
@@ -193,17 +194,21 @@ def test_backup_wipe_restore_brings_every_secret_back(
 
     # No value, no KMS plaintext, no root key and not the passphrase, in any file.
     root_key = e2e.settings.root_key_file.read_bytes()
+    audit_key_file = e2e.settings.pki_dir / "audit-signing.key"
+    audit_key = audit_key_file.read_bytes()
+    assert [k["name"] for k in manifest["root_keys"]] == ["root.key", "audit-signing.key"]
     needles = [c.encode() for c in canaries.values()] + [binary[:40], kms_plaintext, PASSPHRASE.encode()]
-    needles += [binary[:40].hex().encode(), root_key, root_key.hex().encode()]
+    needles += [binary[:40].hex().encode(), root_key, root_key.hex().encode(), audit_key.splitlines()[1]]
     for path, content in _backup_bytes(backup):
         for needle in needles:
             assert needle not in content, f"{needle!r} found in {path}"
 
-    # ---- wipe: stop the services, drop the database and its roles, remove the root key file
+    # ---- wipe: stop the services, drop the database and its roles, remove the root and audit keys
     e2e.deployment.stop_services()
     database = dbroles.database_of(e2e.database_url)
     asyncio.run(_wipe(e2e_tools.pg_server.url(), database))
     e2e.settings.root_key_file.unlink()
+    audit_key_file.unlink()
 
     # ---- refused: a tampered copy, a wrong passphrase (nothing is touched)
     tampered = tmp_path / "tampered"
@@ -230,6 +235,7 @@ def test_backup_wipe_restore_brings_every_secret_back(
     )
     assert restored.returncode == 0, restored.stderr
     assert e2e.settings.root_key_file.read_bytes() == root_key
+    assert audit_key_file.read_bytes() == audit_key
     again = e2e.cli(
         "admin", "restore", "--from", str(backup), *where, "--passphrase-file", str(passphrase_file)
     )

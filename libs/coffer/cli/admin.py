@@ -2,13 +2,15 @@
 its administrator, never to the services.
 
 - ``coffer admin backup --to DIR [--include-root-key] [--passphrase-file FILE]``: a consistent snapshot of
-  the database (``coffer.backup``); with ``--include-root-key`` also the KMS root key file (file seal),
+  the database (``coffer.backup``); with ``--include-root-key`` also the KMS root key file (file seal; and
+  its successor while a root rotation runs) and the store's audit-digest signing key
+  (``<pki>/audit-signing.key``, so the restored trail's signed digests still verify on a new machine), each
   encrypted under a passphrase (``--passphrase-file``, else ``COFFER_BACKUP_PASSPHRASE``, else asked twice on
   the terminal).
 - ``coffer admin restore --from DIR [--force] [--no-root-key]``: checks the backup (manifest, checksums,
   schema version, passphrase) before touching anything, then loads it into an empty database and puts the
-  root key back (refusing to replace another root key, or a database that holds Coffer's data, without
-  ``--force``). Stop the services first; start them after.
+  keys back (refusing to replace another key, or a database that holds Coffer's data, without ``--force``).
+  Stop the services first (it refuses while they are connected); start them after.
 
 Where: ``--database-url`` (a PostgreSQL superuser's URL of the deployment's database), else
 ``COFFER_ADMIN_DATABASE_URL``, else ``COFFER_DATABASE_URL``, else the embedded server of ``make run`` in
@@ -23,13 +25,14 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -52,6 +55,17 @@ EXIT_FAILED = 1
 PASSPHRASE_VAR = "COFFER_BACKUP_PASSPHRASE"
 ROOT_KEY_NAME = "root.key"
 NEXT_ROOT_KEY_NAME = "root.key.next"  # coffer.kms.rekey.next_file: a root rotation's new key
+AUDIT_KEY_NAME = "audit-signing.key"  # coffer.pki.AUDIT_KEY: the store's audit-digest signing key
+
+
+@dataclass(frozen=True)
+class _KeyFile:
+    """A key kept outside the database that goes into the backup, encrypted (``--include-root-key``)."""
+
+    name: str
+    path: Path
+    key_id: str
+    secret: bytes
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -65,13 +79,38 @@ def _root_key_file(args: argparse.Namespace) -> Path:
     return Path(env) if env else _home(args) / "keys" / ROOT_KEY_NAME
 
 
-def _root_key_path(root_key_file: Path, name: str) -> Path:
-    """Where the root key file called ``name`` in a backup belongs in this deployment."""
+def _pki_dir(args: argparse.Namespace) -> Path:
+    return Path(args.pki_dir) if args.pki_dir else _home(args) / "pki"
+
+
+def _key_path(args: argparse.Namespace, name: str) -> Path:
+    """Where the key file called ``name`` in a backup belongs in this deployment."""
+    root_key_file = _root_key_file(args)
     if name == ROOT_KEY_NAME:
         return root_key_file
     if name == NEXT_ROOT_KEY_NAME:
         return root_key_file.with_name(root_key_file.name + ".next")
-    raise BackupError(f"the backup holds a root key file of unknown name {name!r}")
+    if name == AUDIT_KEY_NAME:
+        return _pki_dir(args) / AUDIT_KEY_NAME
+    raise BackupError(f"the backup holds a key file of unknown name {name!r}")
+
+
+def _key_id(name: str, secret: bytes) -> str:
+    """The id of a key file's key: the root key's own id (as the kms records it); for the audit signing key,
+    the start of the SHA-256 of its public key."""
+    if name != AUDIT_KEY_NAME:
+        return RootKey(secret).key_id
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = serialization.load_pem_private_key(secret, password=None)
+    except ValueError:
+        raise BackupError(f"the {name} is not a PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise BackupError(f"the {name} is not an Ed25519 key")
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(public).hexdigest()[:16]
 
 
 def _region(args: argparse.Namespace) -> str:
@@ -162,22 +201,31 @@ def _backup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     target = Path(args.to)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BackupError(f"{target} exists and is not an empty directory: back up into a new one")
-    root_keys: list[tuple[str, RootKey, bytes]] = []
+    key_files: list[_KeyFile] = []
     passphrase = ""
     if args.include_root_key:
-        root_file = _root_key_file(args)
         try:
             for name in (ROOT_KEY_NAME, NEXT_ROOT_KEY_NAME):
-                path = _root_key_path(root_file, name)
+                path = _key_path(args, name)
                 if name == ROOT_KEY_NAME or path.exists():
                     key = load_root_key(path)
-                    root_keys.append((name, key, _secret_of(path)))
+                    key_files.append(_KeyFile(name, path, key.key_id, _secret_of(path)))
         except RootKeyFileError as exc:
             raise BackupError(
                 f"{exc} (--include-root-key copies the file seal's root key; under the shamir or pkcs11 "
                 "seal the database already holds what the backup needs: keep the unseal shares or the HSM "
                 "key instead)"
             ) from None
+        audit_key = _key_path(args, AUDIT_KEY_NAME)
+        if audit_key.is_file():
+            secret = audit_key.read_bytes()
+            key_files.append(_KeyFile(AUDIT_KEY_NAME, audit_key, _key_id(AUDIT_KEY_NAME, secret), secret))
+        else:
+            print(
+                f"note: no audit signing key at {audit_key} (--pki-dir): not in the backup; keep it with "
+                "the PKI, or verify the restored trail with the public key exported earlier",
+                file=err,
+            )
         passphrase = _read_passphrase(args, confirm=True)
         keyseal.check_passphrase(passphrase)
 
@@ -197,7 +245,7 @@ def _backup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             )
         manifest = replace(dumped.manifest, files=digest_files(target, dumped.data_files))
         if args.include_root_key:
-            manifest = _add_root_keys(target, manifest, root_keys, passphrase)
+            manifest = _add_key_files(target, manifest, key_files, passphrase)
         tmp = target / f".{MANIFEST_NAME}.tmp"
         _write_private(tmp, manifest.to_json())
         os.replace(tmp, target / MANIFEST_NAME)
@@ -207,7 +255,9 @@ def _backup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise
     rows = sum(t.rows for t in manifest.tables)
     root = (
-        f"root key included ({', '.join(k.key_id for k in manifest.root_keys)}), under the passphrase"
+        "root key included ("
+        + ", ".join(f"{k.name} {k.key_id}" for k in manifest.root_keys)
+        + "), under the passphrase"
         if manifest.root_keys
         else "root key NOT included (keep the root key file, unseal shares or HSM key apart)"
     )
@@ -226,15 +276,13 @@ def _secret_of(path: Path) -> bytes:
     return data if len(data) == ROOT_KEY_SIZE else bytes.fromhex(data.strip().decode("ascii"))
 
 
-def _add_root_keys(
-    target: Path, manifest: Manifest, root_keys: list[tuple[str, RootKey, bytes]], passphrase: str
-) -> Manifest:
+def _add_key_files(target: Path, manifest: Manifest, key_files: list[_KeyFile], passphrase: str) -> Manifest:
     if manifest.seal_mode != "file":
         raise BackupError(
             f"the kms uses the {manifest.seal_mode} seal: its root key is in the database (encrypted), "
             "not in a file; back up without --include-root-key and keep the unseal shares or the HSM key"
         )
-    ids = {key.key_id for _, key, _ in root_keys}
+    ids = {k.key_id for k in key_files if k.name != AUDIT_KEY_NAME}
     unknown = [key_id for key_id in manifest.root_key_ids if key_id not in ids]
     if unknown:
         raise BackupError(
@@ -246,11 +294,11 @@ def _add_root_keys(
     key_dir.mkdir(mode=0o700)
     digest = manifest.data_digest()
     entries = []
-    for name, key, secret in root_keys:
-        blob = keyseal.seal(secret, passphrase, name=name, data_digest=digest)
-        relative = f"{ROOT_KEY_DIR}/{name}.json"
+    for key_file in key_files:
+        blob = keyseal.seal(key_file.secret, passphrase, name=key_file.name, data_digest=digest)
+        relative = f"{ROOT_KEY_DIR}/{key_file.name}.json"
         _write_private(target / safe_relative(relative), json.dumps(blob, indent=2) + "\n")
-        entries.append(RootKeyEntry(name=name, file=relative, key_id=key.key_id))
+        entries.append(RootKeyEntry(name=key_file.name, file=relative, key_id=key_file.key_id))
     files = dict(manifest.files)
     files.update(digest_files(target, [e.file for e in entries]))
     return replace(manifest, root_keys=tuple(entries), files=files)
@@ -264,7 +312,6 @@ def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from coffer.deployinit import PASSWORD_VARS
     from coffer.devrun.config import DB_ROLES_FILE
     from coffer.kms.rekey import write_key_file
-    from coffer.rootkey_file import RootKeyFileError, load_root_key
 
     source = Path(args.from_dir)
     manifest_path = source / MANIFEST_NAME
@@ -283,7 +330,7 @@ def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         file=out,
     )
 
-    # The root key first: a wrong passphrase or a conflicting key file stops the restore before it starts.
+    # The keys first: a wrong passphrase or a conflicting key file stops the restore before it starts.
     root_file = _root_key_file(args)
     keys_to_write: list[tuple[Path, bytes]] = []
     if manifest.root_keys and not args.no_root_key:
@@ -293,22 +340,22 @@ def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             secret = keyseal.open_sealed(
                 blob, passphrase, name=entry.name, data_digest=manifest.data_digest()
             )
-            if RootKey(secret).key_id != entry.key_id:
-                raise BackupError(
-                    f"the root key {entry.name} in the backup is not the one its manifest names"
-                )
-            path = _root_key_path(root_file, entry.name)
+            if _key_id(entry.name, secret) != entry.key_id:
+                raise BackupError(f"the {entry.name} in the backup is not the one its manifest names")
+            path = _key_path(args, entry.name)
             if path.exists():
                 try:
-                    existing = load_root_key(path).key_id
-                except RootKeyFileError:
+                    existing = _key_id(
+                        entry.name, _secret_of(path) if entry.name != AUDIT_KEY_NAME else path.read_bytes()
+                    )
+                except (BackupError, ValueError, OSError):
                     existing = "unreadable"
                 if existing == entry.key_id:
                     continue
                 if not args.force:
                     raise BackupError(
-                        f"{path} holds another root key (id {existing}; the backup's is {entry.key_id}): "
-                        "move it away, or give --force to replace it"
+                        f"{path} holds another key (id {existing}; the backup's {entry.name} is "
+                        f"{entry.key_id}): move it away, or give --force to replace it"
                     )
             keys_to_write.append((path, secret))
 
@@ -332,7 +379,7 @@ def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             dbroles.write_passwords(roles_file, restored.passwords)
     for path, secret in keys_to_write:
         write_key_file(path, secret)
-        print(f"root key restored to {path}", file=out)
+        print(f"key restored to {path}", file=out)
     _check_root_key(manifest, root_file, bool(keys_to_write), err)
     print(
         f"restored {sum(restored.rows.values())} rows into {dbroles.database_of(url)!r}; "
@@ -413,6 +460,12 @@ def _where(parser: argparse.ArgumentParser) -> None:
         help="the KMS root key file (default: COFFER_ROOT_KEY_FILE or <home>/keys/root.key)",
     )
     parser.add_argument(
+        "--pki-dir",
+        default=None,
+        metavar="DIR",
+        help="the issuing PKI directory, whose audit-signing.key goes with the root key (default <home>/pki)",
+    )
+    parser.add_argument(
         "--passphrase-file",
         default=None,
         metavar="FILE",
@@ -431,7 +484,7 @@ def add_admin_commands(commands: Any, parser_class: type[argparse.ArgumentParser
     backup.add_argument(
         "--include-root-key",
         action="store_true",
-        help="also the KMS root key file, encrypted under a passphrase (file seal)",
+        help="also the KMS root key file (file seal) and the audit signing key, encrypted under a passphrase",
     )
     _where(backup)
     backup.set_defaults(handler=_handler(_backup, "backup"))
@@ -447,7 +500,7 @@ def add_admin_commands(commands: Any, parser_class: type[argparse.ArgumentParser
     restore.add_argument(
         "--no-root-key",
         action="store_true",
-        help="leave the root key file alone even if the backup holds one",
+        help="leave the key files alone even if the backup holds them (no passphrase needed)",
     )
     _where(restore)
     restore.set_defaults(handler=_handler(_restore, "restore"))
