@@ -11,6 +11,8 @@ its administrator, never to the services.
   schema version, passphrase) before touching anything, then loads it into an empty database and puts the
   keys back (refusing to replace another key, or a database that holds Coffer's data, without ``--force``).
   Stop the services first (it refuses while they are connected); start them after.
+- ``coffer admin verify-backup --from DIR``: the checks restore makes first (and the passphrase, unless
+  ``--no-root-key``), changing nothing.
 
 Where: ``--database-url`` (a PostgreSQL superuser's URL of the deployment's database), else
 ``COFFER_ADMIN_DATABASE_URL``, else ``COFFER_DATABASE_URL``, else the embedded server of ``make run`` in
@@ -252,6 +254,12 @@ def _backup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except BaseException:
         if created:
             shutil.rmtree(target, ignore_errors=True)
+        else:  # it was empty: leave it so
+            for child in target.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
         raise
     rows = sum(t.rows for t in manifest.tables)
     root = (
@@ -288,7 +296,8 @@ def _add_key_files(target: Path, manifest: Manifest, key_files: list[_KeyFile], 
         raise BackupError(
             f"the key material is wrapped under root key id(s) {', '.join(unknown)}, and the root key "
             f"file holds {', '.join(sorted(ids))}: point --root-key-file (or COFFER_ROOT_KEY_FILE) at "
-            "this deployment's key"
+            "this deployment's key (or, if a root rotation or seal migration is under way, back up when it "
+            "has finished: coffer operator status)"
         )
     key_dir = target / ROOT_KEY_DIR
     key_dir.mkdir(mode=0o700)
@@ -307,6 +316,61 @@ def _add_key_files(target: Path, manifest: Manifest, key_files: list[_KeyFile], 
 # ------------------------------------------------------------------------------------------------ restore
 
 
+def _checked_backup(source: Path, out: TextIO) -> Manifest:
+    """The backup's manifest, once its format, every file's checksum and its schema version are checked."""
+    from coffer.backup import snapshot
+
+    try:
+        text = (source / MANIFEST_NAME).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BackupError(
+            f"{source} holds no {MANIFEST_NAME}: it is not a Coffer backup, or its backup did not finish"
+        ) from None
+    except OSError as exc:
+        raise BackupError(f"cannot read {source / MANIFEST_NAME}: {exc.strerror}") from None
+    manifest = Manifest.from_json(text)
+    verify_files(source, manifest)
+    check_migrations(manifest.migrations, snapshot.known_migrations(snapshot.migration_sets()))
+    print(
+        f"backup of {manifest.created_at} (region {manifest.region}, database {manifest.database!r}, "
+        f"Coffer {manifest.coffer_version}, {len(manifest.tables)} tables, "
+        f"{sum(t.rows for t in manifest.tables)} rows): checksums and schema version OK",
+        file=out,
+    )
+    return manifest
+
+
+def _open_keys(
+    args: argparse.Namespace, source: Path, manifest: Manifest
+) -> list[tuple[RootKeyEntry, bytes]]:
+    """Every key file in the backup, decrypted with the passphrase and checked against its manifest entry."""
+    passphrase = _read_passphrase(args, confirm=False)
+    opened = []
+    for entry in manifest.root_keys:
+        blob = _read_json(source / safe_relative(entry.file))
+        secret = keyseal.open_sealed(blob, passphrase, name=entry.name, data_digest=manifest.data_digest())
+        if _key_id(entry.name, secret) != entry.key_id:
+            raise BackupError(f"the {entry.name} in the backup is not the one its manifest names")
+        opened.append((entry, secret))
+    return opened
+
+
+def _verify_backup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``coffer admin verify-backup --from DIR``: what restore checks before it changes anything, without
+    changing anything (the keys too, when the backup holds them and --no-root-key is not given)."""
+    source = Path(args.from_dir)
+    manifest = _checked_backup(source, out)
+    if manifest.root_keys and not args.no_root_key:
+        for entry, _secret in _open_keys(args, source, manifest):
+            print(f"{entry.name} ({entry.key_id}) decrypts with the passphrase", file=out)
+    elif manifest.root_keys:
+        print("key files not checked (--no-root-key)", file=out)
+    else:
+        print("no key files in this backup (the root key is kept apart)", file=out)
+    print(f"OK: {source} can be restored by this Coffer", file=out)
+    return EXIT_OK
+
+
 def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from coffer.backup import snapshot
     from coffer.deployinit import PASSWORD_VARS
@@ -314,34 +378,13 @@ def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from coffer.kms.rekey import write_key_file
 
     source = Path(args.from_dir)
-    manifest_path = source / MANIFEST_NAME
-    try:
-        text = manifest_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BackupError(
-            f"{source} holds no {MANIFEST_NAME}: it is not a Coffer backup, or its backup did not finish"
-        ) from None
-    manifest = Manifest.from_json(text)
-    verify_files(source, manifest)
-    check_migrations(manifest.migrations, snapshot.known_migrations(snapshot.migration_sets()))
-    print(
-        f"backup of {manifest.created_at} (region {manifest.region}, database {manifest.database!r}, "
-        f"Coffer {manifest.coffer_version}): checksums and schema version OK",
-        file=out,
-    )
+    manifest = _checked_backup(source, out)
 
     # The keys first: a wrong passphrase or a conflicting key file stops the restore before it starts.
     root_file = _root_key_file(args)
     keys_to_write: list[tuple[Path, bytes]] = []
     if manifest.root_keys and not args.no_root_key:
-        passphrase = _read_passphrase(args, confirm=False)
-        for entry in manifest.root_keys:
-            blob = _read_json(source / safe_relative(entry.file))
-            secret = keyseal.open_sealed(
-                blob, passphrase, name=entry.name, data_digest=manifest.data_digest()
-            )
-            if _key_id(entry.name, secret) != entry.key_id:
-                raise BackupError(f"the {entry.name} in the backup is not the one its manifest names")
+        for entry, secret in _open_keys(args, source, manifest):
             path = _key_path(args, entry.name)
             if path.exists():
                 try:
@@ -433,11 +476,18 @@ Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
 
 def _handler(run: Handler, command: str) -> Handler:
     def handle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        import asyncpg
+
         try:
             return run(args, out, err)
         except BackupError as exc:
             print(f"coffer admin {command}: {exc.message}", file=err)
-            return EXIT_FAILED
+        except asyncpg.PostgresError as exc:
+            print(f"coffer admin {command}: PostgreSQL: {type(exc).__name__}: {exc}", file=err)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"coffer admin {command}: {exc.strerror or exc}{where}", file=err)
+        return EXIT_FAILED
 
     return handle
 
@@ -504,3 +554,12 @@ def add_admin_commands(commands: Any, parser_class: type[argparse.ArgumentParser
     )
     _where(restore)
     restore.set_defaults(handler=_handler(_restore, "restore"))
+    verify = actions.add_parser(
+        "verify-backup",
+        help="check a backup as restore would (manifest, checksums, schema version, passphrase); "
+        "changes nothing",
+    )
+    verify.add_argument("--from", dest="from_dir", required=True, metavar="DIR", help="the backup directory")
+    verify.add_argument("--no-root-key", action="store_true", help="do not decrypt the key files")
+    verify.add_argument("--passphrase-file", default=None, metavar="FILE", help="the backup's passphrase")
+    verify.set_defaults(handler=_handler(_verify_backup, "verify-backup"))

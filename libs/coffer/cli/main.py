@@ -17,6 +17,7 @@
     coffer operator rotate-root --wait
     coffer operator migrate-seal --to shamir --key-shares 5 --key-threshold 3 --wait
     coffer admin backup --to /backups/2026-12-02 --include-root-key --passphrase-file pass.txt
+    coffer admin verify-backup --from /backups/2026-12-02 --passphrase-file pass.txt
     coffer admin restore --from /backups/2026-12-02 --passphrase-file pass.txt
 
 Every operation of ``coffer.api.secrets.v1.SecretsManagerService``, ``coffer.api.kms.v1.

@@ -4,14 +4,19 @@ short passphrase, a directory that is not a backup, a damaged backup."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
 
 import pytest
 
+from coffer.backup import keyseal
+from coffer.backup.manifest import Manifest, RootKeyEntry, TableDump, digest_files
+from coffer.backup.snapshot import known_migrations, migration_sets
 from coffer.cli.admin import _role_passwords
 from coffer.cli.main import main
+from coffer.crypto.rootkey import RootKey
 
 
 @pytest.fixture(autouse=True)
@@ -100,3 +105,86 @@ def test_role_passwords_come_from_the_roles_file_else_deployinit_variables(tmp_p
     assert _role_passwords(roles, env, variables) == {"kms": "k1", "store": "s1"}
     assert _role_passwords(None, env, variables) == {"kms": "k2"}
     assert _role_passwords(None, {}, variables) == {}
+
+
+# ---- verify-backup: a backup made here without a database (the manifest and key files as backup writes them)
+
+
+def make_backup(directory: Path, passphrase: str) -> tuple[bytes, Manifest]:
+    directory.mkdir()
+    (directory / "data").mkdir()
+    (directory / "data" / "store.secrets.copy.gz").write_bytes(b"ciphertext rows")
+    manifest = Manifest(
+        created_at="2026-12-02T15:00:00Z",
+        region="local-1",
+        database="coffer",
+        server_version="16",
+        coffer_version="0.1.0",
+        seal_mode="file",
+        root_key_ids=(),
+        migrations={schema: tuple(names) for schema, names in known_migrations(migration_sets()).items()},
+        tables=(TableDump("store", "secrets", ("id",), 1, "data/store.secrets.copy.gz"),),
+        sequences=(),
+    )
+    secret = b"r" * 32
+    manifest = dataclasses.replace(
+        manifest,
+        files=digest_files(directory, ["data/store.secrets.copy.gz"]),
+        root_key_ids=(RootKey(secret).key_id,),
+    )
+    blob = keyseal.seal(secret, passphrase, name="root.key", data_digest=manifest.data_digest(), n=2**14)
+    (directory / "root-key").mkdir()
+    (directory / "root-key" / "root.key.json").write_text(json.dumps(blob))
+    entry = RootKeyEntry("root.key", "root-key/root.key.json", RootKey(secret).key_id)
+    files = {**manifest.files, **digest_files(directory, [entry.file])}
+    manifest = dataclasses.replace(manifest, root_keys=(entry,), files=files)
+    (directory / "manifest.json").write_text(manifest.to_json())
+    return secret, manifest
+
+
+def test_verify_backup_checks_everything_restore_checks(tmp_path: Path) -> None:
+    backup = tmp_path / "b"
+    make_backup(backup, "the right passphrase")
+    (tmp_path / "pass").write_text("the right passphrase\n")
+    code, out, err = run(
+        "admin", "verify-backup", "--from", str(backup), "--passphrase-file", str(tmp_path / "pass")
+    )
+    assert code == 0, err
+    assert (
+        "checksums and schema version OK" in out and "root.key (" in out and out.endswith("by this Coffer\n")
+    )
+
+    (tmp_path / "wrong").write_text("the wrong passphrase\n")
+    code, _, err = run(
+        "admin", "verify-backup", "--from", str(backup), "--passphrase-file", str(tmp_path / "wrong")
+    )
+    assert code == 1 and "the passphrase is wrong" in err
+    code, out, _ = run("admin", "verify-backup", "--from", str(backup), "--no-root-key")
+    assert code == 0 and "not checked" in out
+
+
+def test_a_data_file_changed_with_its_checksum_stops_the_key_decrypting(tmp_path: Path) -> None:
+    """Someone rewrites a data file and its checksum (and the manifest's data digest): the checksums agree,
+    but the root key, bound to the digest it was written with, no longer decrypts."""
+    import dataclasses
+
+    from coffer.backup.manifest import digest_files
+
+    backup = tmp_path / "b"
+    _, manifest = make_backup(backup, "the right passphrase")
+    (backup / "data" / "store.secrets.copy.gz").write_bytes(b"forged rows")
+    forged = dataclasses.replace(
+        manifest, files={**manifest.files, **digest_files(backup, ["data/store.secrets.copy.gz"])}
+    )
+    (backup / "manifest.json").write_text(forged.to_json())
+    (tmp_path / "pass").write_text("the right passphrase\n")
+    code, out, err = run(
+        "admin", "verify-backup", "--from", str(backup), "--passphrase-file", str(tmp_path / "pass")
+    )
+    assert "checksums and schema version OK" in out
+    assert code == 1 and "the backup was changed after it was written" in err
+
+    # and without rewriting the checksum, the file itself is named
+    (backup / "manifest.json").write_text(manifest.to_json())
+    code, _, err = run("admin", "verify-backup", "--from", str(backup), "--no-root-key")
+    assert code == 1 and "changed since the backup was written" in err and "data/store.secrets.copy.gz" in err
