@@ -236,9 +236,7 @@ def test_backup_wipe_restore_brings_every_secret_back(
     assert restored.returncode == 0, restored.stderr
     assert e2e.settings.root_key_file.read_bytes() == root_key
     assert audit_key_file.read_bytes() == audit_key
-    again = e2e.cli(
-        "admin", "restore", "--from", str(backup), *where, "--passphrase-file", str(passphrase_file)
-    )
+    again = e2e.cli("admin", "restore", "--from", str(backup), *where, "--no-root-key")
     assert again.returncode == 1 and "is not empty" in again.stderr and "--force" in again.stderr
 
     e2e.deployment.start_services()
@@ -251,16 +249,7 @@ def test_backup_wipe_restore_brings_every_secret_back(
     assert verified.returncode == 0 and verified.stdout.startswith("OK"), verified.stdout + verified.stderr
     assert int(verified.stdout.split()[1]) >= events_before
     # a restore while the services run is refused, --force or not
-    running = e2e.cli(
-        "admin",
-        "restore",
-        "--from",
-        str(backup),
-        *where,
-        "--force",
-        "--passphrase-file",
-        str(passphrase_file),
-    )
+    running = e2e.cli("admin", "restore", "--from", str(backup), *where, "--force", "--no-root-key")
     assert running.returncode == 1 and "the services are still connected" in running.stderr, running.stderr
     # the secret scheduled for deletion is still scheduled, and comes back with its value
     sm.restore_secret(SecretId=names[3])
