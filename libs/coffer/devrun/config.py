@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from coffer import redisconn
 from coffer.client.credentials import Credentials
 from coffer.core.targets import url_endpoint
 from coffer.settings import SERVICES, Peer, Settings, instance_name
@@ -147,7 +148,11 @@ def service_env(
     if not settings.rotation_allowed_targets:
         env["COFFER_ROTATION_ALLOWED_TARGETS"] = DEV_ALLOWED_TARGETS
     env["COFFER_ROTATION_DENIED_TARGETS"] = ",".join(
-        [*settings.rotation_denied_targets, *filter(None, map(url_endpoint, (database_url, redis_url)))]
+        [
+            *settings.rotation_denied_targets,
+            *filter(None, [url_endpoint(database_url)]),
+            *redisconn.endpoints(redis_url),
+        ]
     )
     if service_dsns and name in service_dsns:
         env["COFFER_DATABASE_URL"] = service_dsns[name]
