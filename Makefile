@@ -34,7 +34,7 @@ proto: $(STAMP)
 	touch $(PROTO_STAMP)
 
 run: install
-	$(BIN)/python -m coffer.devrun $(if $(REGIONS),--regions $(REGIONS),)
+	$(BIN)/python -m coffer.devrun $(if $(REGIONS),--regions $(REGIONS),) $(if $(REPLICAS),--replicas $(REPLICAS),)
 
 stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m coffer.devrun --stop; else echo "nothing to stop (no $(VENV))"; fi

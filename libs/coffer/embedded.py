@@ -268,6 +268,16 @@ class EmbeddedRedis:
             return False
         return b"+PONG" in reply
 
+    def kill(self) -> None:
+        """SIGKILL the server (no shutdown, no save: what the append-only file had not synced is lost, as
+        in a crash); ``start()`` brings it back on the same port, password and data."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        self._proc = None
+
     def stop(self, *, timeout: float = 10.0) -> None:
         if self._proc is None:
             return

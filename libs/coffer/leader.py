@@ -29,6 +29,7 @@ import asyncpg
 import structlog
 
 from coffer.loops import cancel_and_wait
+from coffer.metrics import set_leader
 
 log = structlog.get_logger("coffer.leader")
 
@@ -59,6 +60,7 @@ class Leadership:
     async def run(self, work: Callable[[], Awaitable[None]]) -> None:
         """Forever: campaign, and while leading run ``work()`` (a loop that runs until cancelled)."""
         key = lock_key(self.job)
+        set_leader(self.job, False)
         while True:
             conn: asyncpg.Connection | None = None
             try:
@@ -74,12 +76,14 @@ class Leadership:
                 if self.is_leader:
                     log.info("leader.stepped_down", job=self.job)
                 self.is_leader = False
+                set_leader(self.job, False)
                 if conn is not None:
                     await close_connection(conn)
             await asyncio.sleep(self.retry_seconds)
 
     async def _lead(self, conn: asyncpg.Connection, work: Callable[[], Awaitable[None]]) -> None:
         self.is_leader = True
+        set_leader(self.job, True)
         self.terms += 1
         log.info("leader.elected", job=self.job, term=self.terms)
         task = asyncio.ensure_future(work())

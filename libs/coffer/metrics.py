@@ -15,7 +15,9 @@ What is measured, and where:
 - ``coffer_rotation_attempts_total{service,rotator,outcome}``: rotation attempts ended, by rotator kind;
 - ``coffer_rotation_queue_depth{service}`` and ``coffer_rotation_dead_letters{service}``: the Redis stream;
 - ``coffer_replication_backlog{service,peer}`` and ``coffer_replication_lag_seconds{service,peer}``: changes
-  not yet acknowledged by each peer region, and the age of the oldest.
+  not yet acknowledged by each peer region, and the age of the oldest;
+- ``coffer_leader{service,job}``: 1 while this process leads a job that runs once per deployment
+  (``coffer.leader``, the replicator), 0 while it stands by.
 
 No label ever carries a secret's name, value or a caller's identity (cardinality and privacy).
 """
@@ -92,6 +94,12 @@ REPLICATION_BACKLOG = Gauge(
     ("service", "peer"),
     registry=REGISTRY,
 )
+LEADER = Gauge(
+    "coffer_leader",
+    "1 while this process leads the job (runs it), 0 while it stands by.",
+    ("service", "job"),
+    registry=REGISTRY,
+)
 REPLICATION_LAG = Gauge(
     "coffer_replication_lag_seconds",
     "Age of the oldest change the peer region has not acknowledged (0 when in sync).",
@@ -135,6 +143,11 @@ def watch_pool(service: str, pool: object) -> None:
         return (pool.get_size(), pool.get_idle_size(), pool.get_max_size())  # type: ignore[attr-defined]
 
     _POOLS.add(service, read)
+
+
+def set_leader(job: str, leading: bool) -> None:
+    """Report whether this process leads ``job`` (named ``<service>.<job>``, e.g. ``store.purge``)."""
+    LEADER.labels(job.split(".", 1)[0], job).set(1 if leading else 0)
 
 
 #: (service, method, code) -> its counter and histogram children (``labels()`` once, not per call).

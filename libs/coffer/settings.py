@@ -155,6 +155,24 @@ def split_address(addr: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def instance_name(service: str, index: int) -> str:
+    """The name of replica ``index`` (0-based) of ``service``: the service's own name for the first, then
+    ``<service>-2``, ``<service>-3``... (its process, pid file, log files and supervisor entry)."""
+    return service if index == 0 else f"{service}-{index + 1}"
+
+
+def service_of(instance: str) -> str:
+    """The service an instance name (:func:`instance_name`) is a replica of."""
+    base, sep, number = instance.rpartition("-")
+    return base if sep and number.isdigit() and base in SERVICES else instance
+
+
+def replica_index(instance: str) -> int:
+    """The 0-based replica index of an instance name (:func:`instance_name`)."""
+    base, sep, number = instance.rpartition("-")
+    return int(number) - 1 if sep and number.isdigit() and base in SERVICES else 0
+
+
 def connect_address(addr: str) -> str:
     """Where a client on this machine reaches a server bound to ``addr`` (a wildcard host: loopback)."""
     host, _, port = addr.rpartition(":")

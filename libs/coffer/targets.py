@@ -17,6 +17,7 @@ import socket
 import ssl
 from collections.abc import Iterable
 
+from coffer import redisconn
 from coffer.core.targets import TargetPolicy, TargetRefused, is_socket_host, split_endpoint, url_endpoint
 from coffer.settings import SERVICES, Settings
 
@@ -26,9 +27,15 @@ __all__ = ["PinnedNameContext", "TargetGuard", "TargetRefused", "own_endpoints",
 def own_endpoints(settings: Settings) -> list[str]:
     """``host:port`` of every service of the deployment, of its database and Redis when the settings name
     them, and COFFER_ROTATION_DENIED_TARGETS."""
-    endpoints = [settings.addr_of(service) for service in SERVICES]
+    endpoints = [
+        address.strip().removeprefix("dns:///")  # replicas: ip:port,ip:port or dns:///name:port
+        for service in SERVICES
+        for address in settings.addr_of(service).split(",")
+        if address.strip()
+    ]
     endpoints += settings.rotation_denied_targets
-    endpoints += [e for e in map(url_endpoint, (settings.redis_url, settings.database_url)) if e]
+    endpoints += redisconn.endpoints(settings.redis_url)  # a Sentinel URL: every sentinel
+    endpoints += [e for e in [url_endpoint(settings.database_url)] if e]
     return endpoints
 
 

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from coffer.leader import Leadership, lock_key
+from coffer.metrics import REGISTRY
 from coffer.store.__main__ import serve as serve_store
 from coffer.testing.stack import provisioned_stack
 from coffer.testing.wait import eventually
@@ -81,6 +82,36 @@ async def test_one_replica_runs_the_job_and_another_takes_over_when_it_goes(data
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
     assert running == []
+
+
+async def test_the_leader_gauge_says_who_leads(database_url: str) -> None:
+    """``coffer_leader{service,job}`` is 0 while a replica stands by, 1 while it leads, 0 once it stopped."""
+
+    def gauge() -> float | None:
+        return REGISTRY.get_sample_value("coffer_leader", {"service": "test", "job": "test.gauge"})
+
+    blocker = await asyncpg.connect(database_url)  # holds the lock first: the replica must stand by
+    try:
+        assert await blocker.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("test.gauge"))
+        lead = Leadership(database_url, "test.gauge", retry_seconds=RETRY)
+
+        async def work() -> None:
+            await asyncio.Event().wait()
+
+        task = asyncio.ensure_future(lead.run(work))
+        try:
+            await eventually(gauge, until=lambda v: v == 0, timeout=10)
+            await asyncio.sleep(3 * RETRY)
+            assert gauge() == 0 and not lead.is_leader
+            await blocker.execute("SELECT pg_advisory_unlock_all()")
+            await eventually(gauge, until=lambda v: v == 1, timeout=10)
+            assert lead.is_leader
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert gauge() == 0
+    finally:
+        await blocker.close()
 
 
 async def test_two_stores_on_one_database_elect_one_purger_and_fail_over(

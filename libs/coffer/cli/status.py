@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coffer.client import _ops
 from coffer.rpc.tls import service_host
+from coffer.settings import replica_index, service_of
 
 GATEWAY = "gateway"
 ORDER = ("gateway", "store", "kms", "rotation")
@@ -62,11 +63,11 @@ def check_one(
     timeout: float,
 ) -> ServiceHealth:
     try:
-        creds = _credentials(name, ca_file, operator_cert, operator_key)
+        creds = _credentials(service_of(name), ca_file, operator_cert, operator_key)
     except OSError as exc:
         return ServiceHealth(name, address, "UNREACHABLE", f"cannot read TLS files: {exc}")
     # Every service is checked under its own name (``<name>.coffer.internal``), whatever its address.
-    options = _ops.channel_options(service_host(name))
+    options = _ops.channel_options(service_host(service_of(name)))
     with grpc.secure_channel(_ops.target_of(address), creds, options=options) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
@@ -87,7 +88,11 @@ def check_all(
     timeout: float = 3.0,
     restarts: Mapping[str, int] | None = None,
 ) -> list[ServiceHealth]:
-    names = sorted(services, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    def order(name: str) -> tuple[int, int, str]:  # replicas (``store-2``) right after their first
+        service = service_of(name)
+        return (ORDER.index(service) if service in ORDER else len(ORDER), replica_index(name), name)
+
+    names = sorted(services, key=order)
     results = [
         check_one(
             name,

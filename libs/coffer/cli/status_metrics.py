@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from coffer.settings import service_of
+
 
 def _scrape(url: str, timeout: float) -> dict[str, list[tuple[dict[str, str], float]]]:
     with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -22,29 +24,41 @@ def _scrape(url: str, timeout: float) -> dict[str, list[tuple[dict[str, str], fl
 
 
 def metrics_lines(urls: Mapping[str, str], *, timeout: float) -> Iterator[str]:
-    """The status lines of one region (``urls``: service -> metrics URL; nothing when there are none)."""
+    """The status lines of one region (``urls``: service instance -> metrics URL; nothing when there are
+    none). With several replicas (``store``, ``store-2``...) the store's lines come from whichever replica
+    leads the replicator (the others report no peers), the rotation queue's from the first one readable."""
     for service, build in (("store", _replication), ("rotation", _rotation_queue)):
-        url = urls.get(service)
-        if not url:
-            continue
-        try:
-            found = _scrape(url, timeout)
-        except (OSError, ValueError) as exc:  # urllib's URLError is an OSError
-            reason = getattr(exc, "reason", None) or exc
-            yield f"metrics  {service}'s metrics unreadable at {url} ({reason})"
-            continue
-        yield from build(found)
+        instances = [(name, url) for name, url in urls.items() if service_of(name) == service and url]
+        found: dict[str, list[tuple[dict[str, str], float]]] = {}
+        failures: list[str] = []
+        for _name, url in instances:
+            try:
+                scraped = _scrape(url, timeout)
+            except (OSError, ValueError) as exc:  # urllib's URLError is an OSError
+                reason = getattr(exc, "reason", None) or exc
+                failures.append(f"metrics  {service}'s metrics unreadable at {url} ({reason})")
+                continue
+            for metric, samples in scraped.items():
+                found.setdefault(metric, []).extend(samples)
+            if service == "rotation":
+                break  # one queue in Redis: every replica reports the same depth
+        if instances and len(failures) == len(instances):
+            yield from failures
+        elif instances:
+            yield from build(found)
 
 
 def _replication(found: Mapping[str, list[tuple[dict[str, str], float]]]) -> Iterator[str]:
-    lags = {
-        labels.get("peer", ""): value for labels, value in found.get("coffer_replication_lag_seconds", [])
-    }
-    for labels, backlog in sorted(
-        found.get("coffer_replication_backlog", []), key=lambda s: s[0].get("peer", "")
-    ):
+    lags: dict[str, float] = {}
+    backlogs: dict[str, float] = {}
+    for labels, value in found.get("coffer_replication_lag_seconds", []):
         peer = labels.get("peer", "")
-        yield f"replication  to {peer}  backlog {backlog:.0f}  lag {lags.get(peer, 0.0):.1f} s"
+        lags[peer] = max(value, lags.get(peer, 0.0))
+    for labels, value in found.get("coffer_replication_backlog", []):
+        peer = labels.get("peer", "")
+        backlogs[peer] = max(value, backlogs.get(peer, 0.0))
+    for peer in sorted(backlogs):
+        yield f"replication  to {peer}  backlog {backlogs[peer]:.0f}  lag {lags.get(peer, 0.0):.1f} s"
 
 
 def _rotation_queue(found: Mapping[str, list[tuple[dict[str, str], float]]]) -> Iterator[str]:

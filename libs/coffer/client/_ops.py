@@ -23,6 +23,7 @@ from coffer.api.usage.v1 import usage_pb2
 from coffer.client.profile import Connection
 from coffer.client.retry import DEFAULT_MAX_ATTEMPTS, STANDARD, DeadlineExceeded, RetryPolicy
 from coffer.core import errors
+from coffer.rpc.channel import spread_target
 from coffer.rpc.status import error_info_of, from_rpc_error
 from coffer.rpc.tls import GATEWAY_HOST, name_options
 
@@ -124,6 +125,14 @@ def target_of(endpoint: str) -> str:
     if "://" in endpoint:
         raise ValueError(f"Unsupported endpoint {endpoint!r}: use host:port (TLS is always on)")
     return endpoint
+
+
+def channel_target(endpoint: str, server_name: str | None) -> tuple[str, list[tuple[str, Any]]]:
+    """The gRPC target and channel options for ``endpoint``: one gateway (``host:port``, ``https://...``)
+    or several replicas (``ip:port,ip:port`` or ``dns:///name:port``), over which calls are spread
+    round-robin, a dead replica left out (``coffer.rpc.channel.spread_target``)."""
+    target, balancing = spread_target(target_of(endpoint))
+    return target, [*channel_options(server_name), *balancing]
 
 
 def credentials(ca_file: str | Path) -> grpc.ChannelCredentials:

@@ -309,10 +309,11 @@ class AsyncCofferClient(_AsyncService):
         retry: RetryPolicy | None = None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
     ) -> None:
+        target, options = _ops.channel_target(endpoint, server_name)
         channel = grpc.aio.secure_channel(
-            _ops.target_of(endpoint),
+            target,
             _ops.credentials(ca_file),
-            options=_ops.channel_options(server_name),
+            options=options,
             interceptors=interceptors,
         )
         provider = as_provider(credentials)

@@ -288,10 +288,11 @@ class CofferClient(_SyncService):
         retry: RetryPolicy | None = None,
         interceptors: Sequence[Any] | None = None,
     ) -> None:
+        target, options = _ops.channel_target(endpoint, server_name)
         channel = grpc.secure_channel(
-            _ops.target_of(endpoint),
+            target,
             _ops.credentials(ca_file),
-            options=_ops.channel_options(server_name),
+            options=options,
         )
         if interceptors:
             channel = grpc.intercept_channel(channel, *interceptors)

@@ -20,15 +20,17 @@ from typing import Any
 
 from coffer.devrun.config import (
     MAX_REGIONS,
-    aws_endpoint_url,
+    MAX_REPLICAS,
     connect_address,
     region_envs,
+    replica_index,
+    service_of,
     with_aws_endpoint,
 )
 from coffer.devrun.deployment import Deployment, MultiRegion, print_line
 from coffer.devrun.healing import Healer, RestartPolicy
 from coffer.devrun.processes import DeploymentError, stop_all
-from coffer.settings import SERVICES, Settings
+from coffer.settings import Settings
 
 
 def _cli_command(deployment: Deployment) -> str:
@@ -36,13 +38,19 @@ def _cli_command(deployment: Deployment) -> str:
     return str(coffer_cmd) if coffer_cmd.exists() else f"{deployment.python} -m coffer.cli.main"
 
 
-def _service_lines(settings: Settings, indent: str) -> Iterator[str]:
-    for name in SERVICES:
-        kind = "public, TLS + signed requests" if name == "gateway" else "internal, mTLS"
-        yield f"{indent}{name:<9} {connect_address(settings.addr_of(name)):<22} {kind}"
-    url = aws_endpoint_url(settings)
-    if url:
-        yield f"{indent}AWS endpoint: {url} (AWS JSON 1.1 + STS query, SigV4; the gateway's)"
+def _service_lines(deployment: Deployment, indent: str) -> Iterator[str]:
+    """One line per service instance (every replica under REPLICAS=n), then the AWS endpoint(s)."""
+    for name in deployment.instances:
+        kind = "public, TLS + signed requests" if service_of(name) == "gateway" else "internal, mTLS"
+        yield f"{indent}{name:<10} {connect_address(deployment.instance_addr(name)):<22} {kind}"
+    if deployment.settings.aws_addr:
+        urls = [
+            f"https://{connect_address(deployment.aws_addr_of(name))}"
+            for name in deployment.instances
+            if service_of(name) == "gateway"
+        ]
+        what = "the gateway's" if len(urls) == 1 else "one per gateway"
+        yield f"{indent}AWS endpoint: {' '.join(urls)} (AWS JSON 1.1 + STS query, SigV4; {what})"
 
 
 def _banner(deployment: Deployment, *, wrote_user_profile: bool) -> Iterator[str]:
@@ -50,9 +58,14 @@ def _banner(deployment: Deployment, *, wrote_user_profile: bool) -> Iterator[str
     cli = _cli_command(deployment)
     yield ""
     yield f"Coffer is running (region {s.region}, account {s.account_id}). Ctrl-C stops everything."
-    yield from _service_lines(s, "  ")
+    yield from _service_lines(deployment, "  ")
     yield f"  logs      {deployment.log_dir}/<service>.log"
-    yield "  metrics   " + " ".join(f"{name} {deployment.metrics_url(name)}" for name in SERVICES)
+    for index in range(deployment.replicas):
+        yield "  metrics   " + " ".join(
+            f"{name} {deployment.metrics_url(name)}"
+            for name in deployment.instances
+            if replica_index(name) == index
+        )
     yield ""
     yield f"  endpoint  {deployment.endpoint}"
     yield f"  CA file   {deployment.ca_file}"
@@ -84,7 +97,7 @@ def _multi_banner(regions: MultiRegion, *, wrote_user_profile: bool) -> Iterator
     )
     for deployment in regions.deployments:
         yield f"  {deployment.settings.region}: home {deployment.home}"
-        yield from _service_lines(deployment.settings, "    ")
+        yield from _service_lines(deployment, "    ")
     where = f"{regions.profile_path}" + (f" and {regions.user_profile}" if wrote_user_profile else "")
     yield ""
     yield f"The profile lists every region ({where}); --region picks one (default {names[0]}):"
@@ -114,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--regions", type=int, default=1, help="number of regions local-1..local-N (default 1)"
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help=f"processes of every service (default 1, at most {MAX_REPLICAS}); replica k: ports +1000*(k-1)",
+    )
     parser.add_argument("--stop", action="store_true", help="stop a running (or killed) `make run` and exit")
     parser.add_argument(
         "--no-user-profile", action="store_true", help="do not write ~/.config/coffer/profile.json"
@@ -135,14 +154,20 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.regions <= MAX_REGIONS:
         print(f"--regions {args.regions}: give a number from 1 to {MAX_REGIONS}.", file=sys.stderr)
         return 2
+    if not 1 <= args.replicas <= MAX_REPLICAS:
+        print(f"--replicas {args.replicas}: give a number from 1 to {MAX_REPLICAS}.", file=sys.stderr)
+        return 2
 
     user_profile = None if args.no_user_profile else Path.home() / ".config" / "coffer" / "profile.json"
     target: Deployment | MultiRegion
     if args.regions == 1:
-        target = Deployment(settings, user_profile=user_profile, echo=echo)
+        target = Deployment(settings, user_profile=user_profile, echo=echo, replicas=args.replicas)
     else:
         target = MultiRegion.from_envs(
-            region_envs(environ, args.regions), user_profile=user_profile, echo=echo
+            region_envs(environ, args.regions),
+            user_profile=user_profile,
+            echo=echo,
+            replicas=args.replicas,
         )
         for deployment in target.deployments[1:]:
             deployment.create_database = bool(deployment.settings.database_url)

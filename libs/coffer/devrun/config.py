@@ -10,11 +10,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from coffer import redisconn
 from coffer.client.credentials import Credentials
 from coffer.core.targets import url_endpoint
-from coffer.settings import SERVICES, Peer, Settings
+from coffer.settings import SERVICES, Peer, Settings, instance_name
 from coffer.settings import connect_address as connect_address
+from coffer.settings import replica_index as replica_index
 from coffer.settings import service_env as only_its_settings
+from coffer.settings import service_of as service_of
 
 #: Start order: each wave waits for the previous one to be SERVING. Stopping walks the waves backwards.
 START_WAVES: tuple[tuple[str, ...], ...] = (("kms",), ("store",), ("gateway",), ("rotation",))
@@ -22,6 +25,10 @@ DATABASE_NAME = "coffer"
 #: The database roles' passwords, under COFFER_HOME (``coffer.dbroles``).
 DB_ROLES_FILE = "db-roles.json"
 MAX_REGIONS = 9
+#: ``make run REPLICAS=n``: replica ``k`` (0-based) of a service listens on the first replica's port plus
+#: ``REPLICA_PORT_STEP * k`` (gateway 7443, 8443, 9443...; its AWS endpoint 7447, 8447...).
+REPLICA_PORT_STEP = 1000
+MAX_REPLICAS = 2
 #: Where rotation may connect under ``make run`` unless COFFER_ROTATION_ALLOWED_TARGETS says otherwise: any
 #: non-local address, plus the example rotation function's port on loopback (examples/rotation_function).
 DEV_ALLOWED_TARGETS = "*,127.0.0.1:7600"
@@ -141,11 +148,28 @@ def service_env(
     if not settings.rotation_allowed_targets:
         env["COFFER_ROTATION_ALLOWED_TARGETS"] = DEV_ALLOWED_TARGETS
     env["COFFER_ROTATION_DENIED_TARGETS"] = ",".join(
-        [*settings.rotation_denied_targets, *filter(None, map(url_endpoint, (database_url, redis_url)))]
+        [
+            *settings.rotation_denied_targets,
+            *filter(None, [url_endpoint(database_url)]),
+            *redisconn.endpoints(redis_url),
+        ]
     )
     if service_dsns and name in service_dsns:
         env["COFFER_DATABASE_URL"] = service_dsns[name]
     return only_its_settings(name, env)
+
+
+def replica_addr(addr: str, index: int) -> str:
+    """Where replica ``index`` of a service listens under ``make run`` (its first replica on ``addr``)."""
+    return _shift_port(addr, REPLICA_PORT_STEP * index) if index else addr
+
+
+def instance_waves(replicas: int) -> tuple[tuple[str, ...], ...]:
+    """:data:`START_WAVES` with every replica of each service: the replicas of a wave start together."""
+    return tuple(
+        tuple(instance_name(service, index) for service in wave for index in range(replicas))
+        for wave in START_WAVES
+    )
 
 
 def peers_json(peers: Iterable[Peer]) -> str:

@@ -29,11 +29,16 @@ from coffer.devrun.config import (
     DATABASE_NAME,
     DB_ROLES_FILE,
     MAX_REGIONS,
-    START_WAVES,
+    MAX_REPLICAS,
+    REPLICA_PORT_STEP,
     aws_endpoint_url,
     connect_address,
+    instance_waves,
     peers_json,
+    replica_addr,
+    replica_index,
     service_env,
+    service_of,
     with_database,
     with_peers,
 )
@@ -115,9 +120,14 @@ class Deployment:
     echo: Callable[[str], None] = print_line
     #: With an external PostgreSQL (``settings.database_url``): create its database when it is missing.
     create_database: bool = False
-    #: Each service's Prometheus port (``COFFER_METRICS_ADDR``, on loopback); unset: its gRPC port plus
-    #: METRICS_PORT_OFFSET (``make run``: 9464-9467, region ``i`` adding ``10*i`` as its other ports).
+    #: Each service instance's Prometheus port (``COFFER_METRICS_ADDR``, on loopback); unset: its gRPC port
+    #: plus METRICS_PORT_OFFSET (``make run``: 9464-9467, region ``i`` adding ``10*i`` as its other ports).
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    #: ``make run REPLICAS=n``: how many processes of every service (``<service>``, ``<service>-2``...).
+    replicas: int = 1
+    #: Where replicas other than the first listen, when not on ``make run``'s ports (REPLICA_PORT_STEP
+    #: above the first replica's): instance name → address.
+    instance_addrs: dict[str, str] = field(default_factory=dict)
 
     #: The root admin's access key (its secret is kept in the 0600 profile only).
     admin_credentials: Credentials | None = None
@@ -170,7 +180,29 @@ class Deployment:
 
     @property
     def endpoint(self) -> str:
-        return connect_address(self.settings.gateway_addr)
+        """Where clients reach the gateway: its address, or its replicas' as ``ip:port,ip:port`` (the SDK and
+        CLI spread calls over them and move off a dead one)."""
+        return self.targets_of("gateway")
+
+    @property
+    def waves(self) -> tuple[tuple[str, ...], ...]:
+        """The service instances in start order (each wave's replicas start together)."""
+        return instance_waves(self.replicas)
+
+    @property
+    def instances(self) -> list[str]:
+        return [name for wave in self.waves for name in wave]
+
+    def instance_addr(self, name: str) -> str:
+        """Where the service instance ``name`` (``store``, ``store-2``...) listens."""
+        if name in self.instance_addrs:
+            return self.instance_addrs[name]
+        return replica_addr(self.settings.addr_of(service_of(name)), replica_index(name))
+
+    def targets_of(self, service: str) -> str:
+        """How the other services reach ``service``: its one address, or every replica's, comma-separated."""
+        names = [name for name in self.instances if service_of(name) == service]
+        return ",".join(connect_address(self.instance_addr(name)) for name in names)
 
     @classmethod
     def in_home(
@@ -182,7 +214,13 @@ class Deployment:
         if free_ports:
             for service in SERVICES:
                 values.setdefault(f"COFFER_{service.upper()}_ADDR", f"127.0.0.1:{free_port()}")
-            options.setdefault("metrics_ports", {service: free_port() for service in SERVICES})
+            waves = instance_waves(int(options.get("replicas", 1)))
+            names = [name for wave in waves for name in wave]
+            options.setdefault("metrics_ports", {name: free_port() for name in names})
+            options.setdefault(
+                "instance_addrs",
+                {name: f"127.0.0.1:{free_port()}" for name in names if replica_index(name) > 0},
+            )
         return cls(Settings.from_env(values), **options)
 
     def metrics_url(self, name: str) -> str:
@@ -195,9 +233,14 @@ class Deployment:
         ports could land on a taken one)."""
         port = self.metrics_ports.get(name)
         if port is None:
-            grpc_port = int(self.settings.addr_of(name).rpartition(":")[2])
-            shift = grpc_port - DEFAULT_PORTS[name]
-            dev_ports = 0 <= shift < 10 * MAX_REGIONS and shift % 10 == 0
+            grpc_port = int(self.instance_addr(name).rpartition(":")[2])
+            replica, shift = divmod(grpc_port - DEFAULT_PORTS[service_of(name)], REPLICA_PORT_STEP)
+            dev_ports = (
+                name not in self.instance_addrs
+                and 0 <= replica < MAX_REPLICAS
+                and shift < 10 * MAX_REGIONS
+                and shift % 10 == 0
+            )
             port = grpc_port + METRICS_PORT_OFFSET if dev_ports else free_port()
             self.metrics_ports[name] = port
         return f"127.0.0.1:{port}"
@@ -208,7 +251,7 @@ class Deployment:
             ca_file=self.ca_file,
             credentials=self.admin,
             region=self.settings.region,
-            services={name: connect_address(self.settings.addr_of(name)) for name in SERVICES},
+            services={name: connect_address(self.instance_addr(name)) for name in self.instances},
             home=self.home,
             pki_dir=self.settings.pki_dir,
             log_dir=self.log_dir,
@@ -232,6 +275,8 @@ class Deployment:
             raise
 
     def prepare(self) -> None:
+        if not 1 <= self.replicas <= MAX_REPLICAS:
+            raise DeploymentError(f"replicas: give a number from 1 to {MAX_REPLICAS}, got {self.replicas}")
         for service in SERVICES:
             port = self.settings.addr_of(service).rpartition(":")[2]
             if port in ("", "0"):
@@ -289,12 +334,12 @@ class Deployment:
             self.echo(f"redis     running on 127.0.0.1:{self._redis.port}, data in {self.redis_data_dir}")
 
     def start_services(self) -> None:
-        for wave in START_WAVES:
+        for wave in self.waves:
             for name in wave:
                 self._spawn(name)
             for name in wave:
                 self.processes[name].wait_serving(self.settings.pki_dir, self.health_timeout)
-                self.echo(f"{name:<9} SERVING on {self.settings.addr_of(name)}")
+                self.echo(f"{name:<9} SERVING on {self.instance_addr(name)}")
 
     def profile_entry(self) -> dict[str, Any]:
         """This region's part of the CLI profile (endpoint, CA file, the admin's access key, services,
@@ -308,7 +353,7 @@ class Deployment:
             "region": self.settings.region,
             "aws_endpoint_url": aws_endpoint_url(self.settings),
             "services": self.info().services,
-            "metrics": {name: self.metrics_url(name) for name in SERVICES},
+            "metrics": {name: self.metrics_url(name) for name in self.instances},
             "operator_cert": str(pki / "operator.crt"),
             "operator_key": str(pki / "operator.key"),
             # Each service's restarts, kept by the supervisor while it runs (``coffer status`` shows them).
@@ -348,7 +393,7 @@ class Deployment:
         return dict(self.exit_codes)
 
     def stop_services(self) -> None:
-        for wave in reversed(START_WAVES):
+        for wave in reversed(self.waves):
             running = [self.processes[name] for name in wave if name in self.processes]
             for sp in running:
                 sp.signal(signal.SIGTERM)
@@ -367,9 +412,11 @@ class Deployment:
         """Each service's health status as the operator sees it."""
         return {
             name: check_health(
-                self.settings.addr_of(name), tls=health_tls(self.settings.pki_dir, name), service=name
+                self.instance_addr(name),
+                tls=health_tls(self.settings.pki_dir, service_of(name)),
+                service=service_of(name),
             )
-            for name in SERVICES
+            for name in self.instances
         }
 
     def __enter__(self) -> Deployment:
@@ -381,10 +428,13 @@ class Deployment:
 
     # ---- internals
     def service_env(self, name: str) -> dict[str, str]:
-        """The environment of the service process ``name``: its own settings (``config.service_env``) with
-        its own PKI directory; the store's peers name the copies of their CA certificates kept there."""
+        """The environment of the service instance ``name`` (``store``, ``store-2``...): its service's own
+        settings (``config.service_env``) with its own PKI directory, log file and addresses (it listens on
+        its own; it calls every replica of the others); the store's peers name the copies of their CA
+        certificates kept in its PKI directory."""
+        service = service_of(name)
         env = service_env(
-            name,
+            service,
             self.settings,
             base_env=self.base_env,
             database_url=self.database_url,
@@ -394,9 +444,17 @@ class Deployment:
             service_dsns=self.service_dsns,
             bootstrap_keys_file=self.bootstrap_keys_file,
         )
-        env["COFFER_PKI_DIR"] = str(self.service_pki_dir(name))
+        env["COFFER_PKI_DIR"] = str(self.service_pki_dir(service))
         env["COFFER_METRICS_ADDR"] = self.metrics_addr(name)
-        if name == "store" and self.settings.peers:
+        env["COFFER_LOG_FILE"] = str(self.log_dir / f"{name}.log")
+        if self.replicas > 1 or name in self.instance_addrs:
+            for other in SERVICES:
+                key = f"COFFER_{other.upper()}_ADDR"
+                if key in env:
+                    env[key] = self.instance_addr(name) if other == service else self.targets_of(other)
+            if "COFFER_AWS_ADDR" in env and self.settings.aws_addr:
+                env["COFFER_AWS_ADDR"] = self.aws_addr_of(name)
+        if service == "store" and self.settings.peers:
             env["COFFER_PEERS"] = peers_json(self._local_peers())
         return env
 
@@ -419,6 +477,11 @@ class Deployment:
             extra=extra,
         )
 
+    def aws_addr_of(self, name: str) -> str:
+        """Where the gateway instance ``name`` serves the AWS protocol (``make run``: the first replica's
+        port plus REPLICA_PORT_STEP per replica)."""
+        return replica_addr(self.settings.aws_addr, replica_index(name))
+
     def kill_service(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Send ``sig`` to one service process and wait for it to exit (tests: crash a worker mid-step)."""
         sp = self.processes.pop(name)
@@ -426,17 +489,18 @@ class Deployment:
         return sp.reap(self.stop_timeout)
 
     def start_service(self, name: str) -> None:
-        """(Re)start one service process and wait until it is SERVING."""
+        """(Re)start one service instance and wait until it is SERVING."""
         self._spawn(name)
         self.processes[name].wait_serving(self.settings.pki_dir, self.health_timeout)
 
     def _spawn(self, name: str) -> None:
-        self.install_service_pki(name)
+        self.install_service_pki(service_of(name))
         self.processes[name] = ServiceProcess.spawn(
             name,
+            service=service_of(name),
             python=self.python,
             env=self.service_env(name),
-            address=self.settings.addr_of(name),
+            address=self.instance_addr(name),
             log_dir=self.log_dir,
             run_dir=self.run_dir,
         )

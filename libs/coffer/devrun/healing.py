@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from coffer.clock import Clock, SystemClock
-from coffer.devrun.config import START_WAVES
+from coffer.devrun.config import service_of
 from coffer.devrun.processes import (
     STATE_FILE_NAME,
     DeploymentError,
@@ -162,9 +162,7 @@ class Healer:
         self.clock = clock or SystemClock()
         self.label = label
         self._health_check = health_check or self._check_health
-        self.services = {
-            name: _Service(RestartTracker(policy, self.clock)) for wave in START_WAVES for name in wave
-        }
+        self.services = {name: _Service(RestartTracker(policy, self.clock)) for name in deployment.instances}
         self.write_state()
 
     @property
@@ -175,7 +173,7 @@ class Healer:
         return {name: svc.restarts for name, svc in self.services.items()}
 
     def step(self) -> None:
-        for wave_index, wave in enumerate(START_WAVES):
+        for wave_index, wave in enumerate(self.deployment.waves):
             for name in wave:
                 svc = self.services[name]
                 if svc.state == "up":
@@ -191,7 +189,8 @@ class Healer:
 
     # ---- internals
     def _earlier_waves_up(self, wave_index: int) -> bool:
-        return all(self.services[n].state == "up" for wave in START_WAVES[:wave_index] for n in wave)
+        waves = self.deployment.waves[:wave_index]
+        return all(self.services[n].state == "up" for wave in waves for n in wave)
 
     def _watch_up(self, name: str, svc: _Service) -> None:
         sp = self.deployment.processes.get(name)
@@ -211,8 +210,7 @@ class Healer:
         if status == "SERVING":
             svc.state, svc.due = "up", None
             self.deployment.echo(
-                f"{name:<9} SERVING again on {self.deployment.settings.addr_of(name)} "
-                f"(restart {svc.restarts})"
+                f"{name:<9} SERVING again on {self.deployment.instance_addr(name)} (restart {svc.restarts})"
             )
             self.write_state()
         elif svc.due is not None and self.clock.now() >= svc.due:
@@ -264,8 +262,12 @@ class Healer:
 
     def _check_health(self, name: str) -> str:
         d = self.deployment
+        service = service_of(name)
         return check_health(
-            d.settings.addr_of(name), tls=health_tls(d.settings.pki_dir, name), service=name, timeout=0.5
+            d.instance_addr(name),
+            tls=health_tls(d.settings.pki_dir, service),
+            service=service,
+            timeout=0.5,
         )
 
     def write_state(self) -> None:

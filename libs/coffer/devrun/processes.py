@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from coffer.devrun.config import START_WAVES, connect_address
+from coffer.devrun.config import START_WAVES, connect_address, service_of
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis
 from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_host
 
@@ -98,8 +98,9 @@ def check_health(address: str, *, tls: TlsFiles, service: str, timeout: float = 
 
 @dataclass
 class ServiceProcess:
-    """One running service (``python -m coffer.<name>``), its pid file and its two logs (the service's own
-    log file and ``<name>.out``, where stdout and stderr go)."""
+    """One running service instance (``python -m coffer.<service>``; ``name`` is the service's, or
+    ``<service>-2``... for its further replicas), its pid file and its two logs (the service's own log file
+    and ``<name>.out``, where stdout and stderr go)."""
 
     name: str
     address: str
@@ -107,16 +108,30 @@ class ServiceProcess:
     log_file: Path
     out_file: Path
     pid_file: Path
+    service: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.service:
+            self.service = self.name
 
     @classmethod
     def spawn(
-        cls, name: str, *, python: str, env: dict[str, str], address: str, log_dir: Path, run_dir: Path
+        cls,
+        name: str,
+        *,
+        python: str,
+        env: dict[str, str],
+        address: str,
+        log_dir: Path,
+        run_dir: Path,
+        service: str = "",
     ) -> ServiceProcess:
+        service = service or name
         out_file = log_dir / f"{name}.out"
         fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             proc = subprocess.Popen(
-                [python, "-m", f"coffer.{name}"],
+                [python, "-m", f"coffer.{service}"],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=fd,
@@ -128,7 +143,7 @@ class ServiceProcess:
             os.close(fd)
         pid_file = run_dir / f"{name}.pid"
         write_private(pid_file, str(proc.pid))
-        return cls(name, address, proc, log_dir / f"{name}.log", out_file, pid_file)
+        return cls(name, address, proc, log_dir / f"{name}.log", out_file, pid_file, service)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         parts = []
@@ -140,7 +155,7 @@ class ServiceProcess:
 
     def wait_serving(self, pki_dir: Path, timeout: float) -> None:
         """Until the service answers SERVING; :class:`DeploymentError` when it exits or takes too long."""
-        tls = health_tls(pki_dir, self.name)
+        tls = health_tls(pki_dir, self.service)
         deadline = time.monotonic() + timeout
         while True:
             code = self.proc.poll()
@@ -148,7 +163,7 @@ class ServiceProcess:
                 raise DeploymentError(
                     f"{self.name} exited with code {code} while starting.\n{self.log_tail()}"
                 )
-            status = check_health(self.address, tls=tls, service=self.name, timeout=1.0)
+            status = check_health(self.address, tls=tls, service=self.service, timeout=1.0)
             if status == "SERVING":
                 return
             if time.monotonic() > deadline:
@@ -219,14 +234,18 @@ def stop_leftovers(home: Path, *, echo: Callable[[str], None], timeout: float = 
     """Stop service processes, Redis and PostgreSQL that a killed supervisor left running for ``home``."""
     run_dir = home / "run"
     leftovers: list[int] = []
-    for wave in reversed(START_WAVES):
-        for name in wave:
-            pid_file = run_dir / f"{name}.pid"
+    order = {name: index for index, wave in enumerate(START_WAVES) for name in wave}
+    pid_files = sorted(
+        run_dir.glob("*.pid"), key=lambda path: -order.get(service_of(path.stem), len(order))
+    )  # the last wave first, the replicas of a service (``store-2.pid``...) with it
+    for pid_file in pid_files:
+        name = pid_file.stem
+        if service_of(name) in order:
             try:
                 pid = int(pid_file.read_text().strip())
             except (FileNotFoundError, ValueError):
                 continue
-            if _pid_alive(pid) and f"coffer.{name}" in _pid_cmdline(pid):
+            if _pid_alive(pid) and f"coffer.{service_of(name)}" in _pid_cmdline(pid):
                 echo(f"{name:<9} left running by an earlier supervisor (pid {pid}): stopping it")
                 os.kill(pid, signal.SIGTERM)
                 leftovers.append(pid)

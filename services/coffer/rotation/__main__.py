@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from coffer import logs, metrics
+from coffer import logs, metrics, redisconn
 from coffer.core import errors
 from coffer.loops import cancel_and_wait, run_forever
 from coffer.rotation.api import GatewaySecretsApi
@@ -45,18 +44,6 @@ QUEUE_GAUGE_SECONDS = 5.0
 
 #: No service calls the rotation service yet: only the operator's health checks get in (PeerPolicy.allows).
 ROTATION_PEERS = PeerPolicy(default=frozenset())
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
 @dataclass
@@ -96,13 +83,16 @@ async def connect_redis(url: str) -> aioredis.Redis:
     """A Redis client that answered PING, or ``errors.Unavailable`` naming the server that did not answer."""
     if not url:
         raise errors.Unavailable("The rotation service needs Redis: set COFFER_REDIS_URL (redis://...).")
-    client: aioredis.Redis = aioredis.from_url(url, socket_connect_timeout=5.0)
+    try:
+        client = redisconn.client(url, socket_connect_timeout=5.0)
+    except ValueError as exc:
+        raise errors.Unavailable(f"COFFER_REDIS_URL: {exc}") from None
     try:
         await client.ping()
     except (RedisError, OSError) as exc:
         await client.aclose()
         raise errors.Unavailable(
-            f"Redis at {redact_url(url)} is unreachable ({type(exc).__name__}: {exc}); "
+            f"Redis at {redisconn.redact(url)} is unreachable ({type(exc).__name__}: {exc}); "
             "start it or fix COFFER_REDIS_URL."
         ) from None
     return client
@@ -143,7 +133,7 @@ async def serve(settings: Settings) -> RotationRuntime:
     log.info(
         "rotation.ready",
         port=server.port,
-        redis=redact_url(settings.redis_url),
+        redis=redisconn.redact(settings.redis_url),
         store=settings.store_addr,
         workers=len(runtime.pool.workers) if runtime.pool else 0,
     )

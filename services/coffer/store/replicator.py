@@ -31,6 +31,7 @@ from coffer.clock import Clock
 from coffer.core import errors
 from coffer.leader import close_connection
 from coffer.loops import run_forever, sleep_or_wake
+from coffer.metrics import set_leader
 from coffer.store.app import StoreApp
 from coffer.store.repository import CHANGED_CHANNEL, ReplicationRepository
 from coffer.store.snapshot import (
@@ -46,6 +47,8 @@ from coffer.store.sql.replication import Ack, OutboxRow
 log = structlog.get_logger("coffer.store.replicator")
 
 LEADER_LOCK = 0x636F6666_6572_05  # "coffer" + replicator leader
+#: The replicator's name in ``coffer_leader{job}``.
+REPLICATOR_JOB = "store.replicator"
 
 
 class LagStats:
@@ -148,6 +151,7 @@ class Replicator:
     async def run(self) -> None:
         """Run forever: become the region's leader, then ship; on a lost connection (logged with its
         traceback) start over after ``interval``."""
+        set_leader(REPLICATOR_JOB, False)
         await run_forever(
             self._lead_session, name="replication.replicator", interval=self._interval, logger=log
         )
@@ -159,6 +163,7 @@ class Replicator:
             await self._lead(conn)
         finally:
             self.is_leader = False
+            set_leader(REPLICATOR_JOB, False)
             await close_connection(conn)
 
     async def _lead(self, conn: asyncpg.Connection) -> None:
@@ -166,6 +171,7 @@ class Replicator:
         while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):  # noqa: ASYNC110
             await asyncio.sleep(self._interval)
         self.is_leader = True
+        set_leader(REPLICATOR_JOB, True)
         log.info("replication.leader", region=self._region, peers=[p.region for p in self._peers])
         await conn.add_listener(CHANGED_CHANNEL, self._on_notify)
         while True:

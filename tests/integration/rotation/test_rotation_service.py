@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coffer.core import errors
 from coffer.embedded import free_port
-from coffer.rotation.__main__ import redact_url, serve
+from coffer.rotation.__main__ import serve
 from coffer.rpc.tls import TlsFiles, channel_credentials, name_options, service_host
 from coffer.settings import Settings
 
@@ -69,7 +69,8 @@ async def test_missing_redis_url_is_named(pki_dir: Path) -> None:
         await serve(settings_for(pki_dir, ""))
 
 
-def test_redact_url() -> None:
-    assert redact_url("redis://:pw@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
-    assert redact_url("redis://user:pw@host:1/2") == "redis://user:***@host:1/2"
-    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+async def test_a_malformed_sentinel_url_is_named_without_its_password(pki_dir: Path) -> None:
+    with pytest.raises(errors.Unavailable) as failed:
+        await serve(settings_for(pki_dir, "redis+sentinel://:s3cret-pw@127.0.0.1:26379"))
+    assert "COFFER_REDIS_URL" in failed.value.message and "master-name" in failed.value.message
+    assert "s3cret-pw" not in failed.value.message

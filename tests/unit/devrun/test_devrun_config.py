@@ -203,3 +203,40 @@ def test_make_run_serves_the_aws_endpoint_in_each_region_and_profiles_it(tmp_pat
     lines = aws_env_lines(profile, "local-2")
     assert "export AWS_ENDPOINT_URL=https://127.0.0.1:7457" in lines
     assert "export AWS_DEFAULT_REGION=local-2" in lines
+
+
+def test_make_run_replicas_listen_a_thousand_ports_up_and_call_every_replica_of_the_others(
+    tmp_path: Path,
+) -> None:
+    deployment = Deployment(
+        Settings.from_env({"COFFER_HOME": str(tmp_path), "COFFER_AWS_ADDR": "127.0.0.1:7447"}), replicas=2
+    )
+    assert deployment.instances == [
+        "kms", "kms-2", "store", "store-2", "gateway", "gateway-2", "rotation", "rotation-2"
+    ]  # fmt: skip
+    assert deployment.instance_addr("store-2") == "127.0.0.1:8444"
+    assert deployment.endpoint == "127.0.0.1:7443,127.0.0.1:8443"
+    env = deployment.service_env("store-2")
+    assert env["COFFER_STORE_ADDR"] == "127.0.0.1:8444"  # it listens on its own address
+    assert env["COFFER_KMS_ADDR"] == "127.0.0.1:7445,127.0.0.1:8445"  # it calls both kms replicas
+    assert env["COFFER_LOG_FILE"].endswith("/logs/store-2.log")
+    assert env["COFFER_METRICS_ADDR"] == "127.0.0.1:10465"  # 8444 + 2021
+    assert env["COFFER_PKI_DIR"].endswith("service-pki/store")  # the service's identity, shared
+    gateway = deployment.service_env("gateway-2")
+    assert (
+        gateway["COFFER_GATEWAY_ADDR"] == "127.0.0.1:8443" and gateway["COFFER_AWS_ADDR"] == "127.0.0.1:8447"
+    )
+    rotation = deployment.service_env("rotation")
+    assert rotation["COFFER_ROTATION_ADDR"] == "127.0.0.1:7446"
+    assert rotation["COFFER_GATEWAY_ADDR"] == "127.0.0.1:7443,127.0.0.1:8443"
+    single = Deployment(Settings.from_env({"COFFER_HOME": str(tmp_path)}))
+    assert single.instances == ["kms", "store", "gateway", "rotation"]
+    assert single.service_env("store")["COFFER_KMS_ADDR"] == "127.0.0.1:7445"
+
+
+def test_replicas_on_free_ports_in_tests(tmp_path: Path) -> None:
+    deployment = Deployment.in_home(tmp_path, replicas=2)
+    addrs = {deployment.instance_addr(name) for name in deployment.instances}
+    metrics = {deployment.metrics_addr(name) for name in deployment.instances}
+    assert len(addrs) == 8 and len(metrics) == 8 and not addrs & metrics
+    assert deployment.service_env("kms-2")["COFFER_KMS_ADDR"] == deployment.instance_addr("kms-2")

@@ -17,6 +17,7 @@ from coffer.cli.main import main
 from coffer.cli.status import read_restarts, supervisor_restarts
 from coffer.client.credentials import Credentials
 from coffer.devrun import MultiRegion, region_envs
+from coffer.devrun.config import instance_waves
 from coffer.devrun.healing import (
     CrashLoop,
     Healer,
@@ -134,10 +135,22 @@ class FakeDeployment:
     lines: list[str] = field(default_factory=list)
     spawned: list[str] = field(default_factory=list)
     processes: dict[str, FakeProcess] = field(default_factory=dict)
+    replicas: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("kms", "store", "gateway", "rotation"):
+        for name in self.instances:
             self.processes[name] = FakeProcess(name)
+
+    @property
+    def waves(self) -> tuple[tuple[str, ...], ...]:
+        return instance_waves(self.replicas)
+
+    @property
+    def instances(self) -> list[str]:
+        return [name for wave in self.waves for name in wave]
+
+    def instance_addr(self, name: str) -> str:
+        return f"127.0.0.1:{name}"
 
     def echo(self, line: str) -> None:
         self.lines.append(line)
@@ -147,9 +160,11 @@ class FakeDeployment:
         self.processes[name] = FakeProcess(name)
 
 
-def healer_on(tmp_path: Path, **policy: Any) -> tuple[Healer, FakeDeployment, ManualClock, dict[str, str]]:
+def healer_on(
+    tmp_path: Path, replicas: int = 1, **policy: Any
+) -> tuple[Healer, FakeDeployment, ManualClock, dict[str, str]]:
     (tmp_path / "run").mkdir()
-    deployment = FakeDeployment(tmp_path)
+    deployment = FakeDeployment(tmp_path, replicas=replicas)
     clock = ManualClock()
     health: dict[str, str] = {}
     healer = Healer(
@@ -193,6 +208,23 @@ def test_a_dead_service_is_restarted_after_the_back_off_and_counted_once_serving
     assert any("rotation  SERVING again" in line for line in deployment.lines)
     healer.close()
     assert not state_file(tmp_path).exists()
+
+
+def test_one_dead_replica_is_restarted_while_the_other_keeps_running(tmp_path: Path) -> None:
+    healer, deployment, clock, health = healer_on(tmp_path, replicas=2)
+    assert deployment.instances == [
+        "kms", "kms-2", "store", "store-2", "gateway", "gateway-2", "rotation", "rotation-2"
+    ]  # fmt: skip
+    deployment.processes["store-2"].proc.returncode = -9
+    healer.step()
+    assert "store-2 exited unexpectedly with code -9." in "\n".join(deployment.lines)
+    assert "store-2" not in deployment.processes and "store" in deployment.processes
+    clock.advance(timedelta(seconds=0.5))
+    healer.step()
+    assert deployment.spawned == ["store-2"]
+    health["store-2"] = "SERVING"
+    healer.step()
+    assert restarts_on_disk(tmp_path) == {name: int(name == "store-2") for name in deployment.instances}
 
 
 def test_restarts_keep_the_start_order(tmp_path: Path) -> None:
