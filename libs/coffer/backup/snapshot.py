@@ -218,7 +218,7 @@ async def dump(
 
 
 async def coffer_tables(conn: asyncpg.Connection, schemas: tuple[str, ...]) -> dict[str, int]:
-    """The tables of ``schemas`` that exist, with their (estimated-free, exact) row counts."""
+    """The tables of ``schemas`` that exist, with their row counts."""
     out: dict[str, int] = {}
     for schema in schemas:
         for table in await _tables(conn, schema):

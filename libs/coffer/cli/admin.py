@@ -413,13 +413,24 @@ def _restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 source,
                 manifest,
                 passwords=passwords,
-                keep_unknown_passwords=not passwords,
+                keep_unknown_passwords=True,
                 force=args.force,
                 echo=lambda line: print(line, file=out),
             )
         )
         if use_file:
             dbroles.write_passwords(roles_file, restored.passwords)
+        else:
+            made = sorted(set(restored.passwords) - set(passwords))
+            if made:
+                names = ", ".join(dbroles.role_name(dbroles.database_of(url), s) for s in made)
+                variables = ", ".join(PASSWORD_VARS[s] for s in made)
+                print(
+                    f"warning: the role(s) {names} did not exist and were made with random passwords: "
+                    f"give them the services' passwords ({variables}; python -m coffer.deployinit --roles) "
+                    "before starting the services",
+                    file=err,
+                )
     for path, secret in keys_to_write:
         write_key_file(path, secret)
         print(f"key restored to {path}", file=out)
