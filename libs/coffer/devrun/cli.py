@@ -22,6 +22,7 @@ from coffer.devrun.config import (
     MAX_REGIONS,
     aws_endpoint_url,
     connect_address,
+    console_url,
     region_envs,
     with_aws_endpoint,
 )
@@ -43,6 +44,9 @@ def _service_lines(settings: Settings, indent: str) -> Iterator[str]:
     url = aws_endpoint_url(settings)
     if url:
         yield f"{indent}AWS endpoint: {url} (AWS JSON 1.1 + STS query, SigV4; the gateway's)"
+    console = console_url(settings)
+    if console:
+        yield f"{indent}Web console: {console} (sign in with an access key pair; the gateway's)"
 
 
 def _banner(deployment: Deployment, *, wrote_user_profile: bool) -> Iterator[str]:
@@ -70,6 +74,13 @@ def _banner(deployment: Deployment, *, wrote_user_profile: bool) -> Iterator[str
     if s.aws_addr:
         yield "AWS's own clients (boto3, the AWS CLI) reach the AWS endpoint with the admin's key:"
         yield f'  eval "$({cli} aws-env)"; aws secretsmanager list-secrets'
+    console = console_url(s)
+    if console:
+        yield (
+            f"The web console is at {console} (its certificate is signed by the CA file above: trust it in "
+            "the browser, or accept the warning); sign in with the profile's access_key_id and "
+            "secret_access_key."
+        )
     yield ""
 
 
