@@ -77,7 +77,7 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Strict-Transport-Security": "max-age=31536000",
@@ -92,7 +92,7 @@ _AUDIT = "/coffer.api.audit.v1.AuditService/"
 #: The change buttons of a secret's page: name in the template → the action it needs.
 SECRET_ACTIONS: Mapping[str, str] = {
     "reveal": "secretsmanager:GetSecretValue",
-    "update": "secretsmanager:UpdateSecret",
+    "edit": "secretsmanager:UpdateSecret",
     "put_value": "secretsmanager:PutSecretValue",
     "tag": "secretsmanager:TagResource",
     "untag": "secretsmanager:UntagResource",
@@ -134,7 +134,7 @@ class Refused(Exception):
 
 def _when(value: Any) -> str:
     """An AWS JSON timestamp (epoch seconds) as UTC text."""
-    if value in (None, ""):
+    if isinstance(value, jinja2.Undefined) or value in (None, ""):
         return ""
     try:
         moment = dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
@@ -144,7 +144,7 @@ def _when(value: Any) -> str:
 
 
 def _pretty_json(text: Any) -> str:
-    if not text:
+    if isinstance(text, jinja2.Undefined) or not text:
         return ""
     try:
         return json.dumps(json.loads(text), indent=2, sort_keys=True)
