@@ -129,7 +129,26 @@ class Console:
         element.send_keys(text)
 
     def click(self, css: str) -> None:
+        """Click a link or a submit button and wait for the next page (every click here navigates): the old
+        document is marked (through WebDriver, which the page's CSP does not govern) and the wait ends when
+        a complete document without the mark is there."""
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver.execute_script("window.cofferOldPage = true;")
         self.find(css).click()
+
+        def next_page(driver: Any) -> bool:
+            try:
+                return bool(
+                    driver.execute_script(
+                        "return window.cofferOldPage === undefined && document.readyState === 'complete';"
+                    )
+                )
+            except WebDriverException:  # between two documents
+                return False
+
+        WebDriverWait(self.driver, 30, poll_frequency=0.05).until(next_page)
 
     def text(self) -> str:
         return str(self.find("main").text)
@@ -309,7 +328,7 @@ def test_sign_in_create_a_secret_find_it_by_tag_and_reveal_it(console: Console) 
     rows = console.find("#secret-list").text
     assert name in rows and f"team={tag}" in rows
     console.shot("secret-list")
-    console.find(f"#secret-list a[href*='{tag}']").click()
+    console.click(f"#secret-list a[href*='{tag}']")
     assert console.find("#secret-name").text == name and value not in console.driver.page_source
 
     console.click("#reveal")
