@@ -352,6 +352,7 @@ def test_sign_in_create_a_secret_find_it_by_tag_and_reveal_it(console: Console) 
         return [r.text for r in rows if "GetSecretValue" in r.text and "admin" in r.text]
 
     assert len(_eventually(reads, timeout=10, message="the reveal in the audit trail")) >= 2
+    console.open("/audit?" + urlencode({"attribute": "EventName", "value": "GetSecretValue"}))
     console.shot("audit")
 
 

@@ -140,7 +140,7 @@ def _when(value: Any) -> str:
         moment = dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
     except (TypeError, ValueError, OverflowError):
         return str(value)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _pretty_json(text: Any) -> str:
