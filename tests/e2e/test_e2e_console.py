@@ -352,6 +352,11 @@ def test_sign_in_create_a_secret_find_it_by_tag_and_reveal_it(console: Console) 
         return [r.text for r in rows if "GetSecretValue" in r.text and "admin" in r.text]
 
     assert len(_eventually(reads, timeout=10, message="the reveal in the audit trail")) >= 2
+    # So are the sign-ins, the refused one included (nothing of the form is kept).
+    console.open("/audit?" + urlencode({"attribute": "EventName", "value": "ConsoleLogin"}))
+    logins = console.find("#events").text
+    assert "admin" in logins and logins.count("ConsoleLogin") >= 2
+    assert console.e2e.admin_credentials.secret_access_key not in console.driver.page_source
     console.open("/audit?" + urlencode({"attribute": "EventName", "value": "GetSecretValue"}))
     console.shot("audit")
 
@@ -408,6 +413,41 @@ def test_delete_with_a_recovery_window_and_restore(console: Console) -> None:
 def test_kms_keys_page(console: Console) -> None:
     console.open("/kms")
     assert console.has("#keys") and "aws/secretsmanager" in console.find("#aliases").text
+
+
+def test_sign_in_with_a_role_acts_as_the_role(console: Console) -> None:
+    tag, arn = console.state["tag"], console.state["arn"]
+    account = console.e2e.settings.account_id
+    role = f"console-role-{tag}"
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": account}, "Action": "sts:AssumeRole"}],
+    }
+    console.cli("iam", "create-role", "--role-name", role, "--assume-role-policy-document", json.dumps(trust))
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            *READ_ONLY["Statement"],
+            {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": arn},
+        ],
+    }
+    console.cli(
+        "iam", "put-role-policy", "--role-name", role, "--policy-name", "read",
+        "--policy-document", json.dumps(policy),
+    )  # fmt: skip
+    console.sign_out()
+    console.open("/signin")
+    console.fill("#access_key_id", console.e2e.admin_credentials.access_key_id)
+    console.fill("#secret_access_key", console.e2e.admin_credentials.secret_access_key)
+    console.fill("#role_arn", f"arn:aws:iam::{account}:role/{role}")
+    console.click("#signin")
+    assert f"assumed-role/{role}/console-admin" in console.find("#signed-in-as").text
+    console.open("/secret?" + urlencode({"id": arn}))
+    assert console.has("#reveal") and not console.has("#rotate-now") and not console.has("#delete")
+    console.click("#reveal")
+    assert console.find("#secret-value").text, "the role may read this secret"
+    console.sign_out()
+    console.sign_in(_admin(console))
 
 
 def test_a_read_only_user_sees_no_change_buttons_and_is_refused_when_it_posts(console: Console) -> None:

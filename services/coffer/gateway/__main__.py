@@ -204,6 +204,7 @@ async def serve(settings: Settings) -> GatewayRuntime:
                 operations=operations,
                 directory=directory,
                 region=settings.region,
+                trail=None if settings.unsafe_bench_bypass else audit_trail,
             )
         server = await start_server(
             service="gateway",

@@ -20,7 +20,7 @@ from coffer.api.secrets.v1 import secrets_pb2
 from coffer.core import errors
 from coffer.core.principal import Principal, PrincipalKind, admin_policy
 from coffer.gateway.console import server as console_server
-from coffer.gateway.console.session import SessionStore, SigninTokens, same_origin
+from coffer.gateway.console.session import SessionStore, SigninLimiter, SigninTokens, same_origin
 from coffer.gateway.servicer import ROUTES, Operation
 from coffer.principal_directory import AccessKeyRecord, Resolved
 from coffer.rpc import context as ctx
@@ -116,6 +116,24 @@ def test_the_signin_token_is_bound_to_its_cookie_and_expires() -> None:
     assert not tokens.check(nonce, token)
 
 
+def test_failed_signins_are_limited_per_address_and_per_key() -> None:
+    clock = Clock()
+    limiter = SigninLimiter(clock=clock, max_failures=3, window=60, capacity=100)
+    for _ in range(3):
+        assert limiter.allowed("ip:a", "key:k")
+        limiter.failed("ip:a", "key:k")
+    assert not limiter.allowed("ip:a", "key:other") and not limiter.allowed("ip:b", "key:k")
+    assert limiter.allowed("ip:b", "key:other")
+    clock.now += 61
+    assert limiter.allowed("ip:a", "key:k")  # the window slid past them
+    limiter.failed("key:k")
+    limiter.succeeded("key:k")
+    assert limiter.allowed("key:k") and len(limiter._failures) == 0
+    for n in range(150):
+        limiter.failed(f"ip:{n}")
+    assert len(limiter._failures) == 100  # bounded
+
+
 def test_same_origin() -> None:
     assert same_origin(None, "127.0.0.1:7448")
     assert same_origin("https://127.0.0.1:7448", "127.0.0.1:7448")
@@ -161,6 +179,14 @@ class FakeDirectory:
 
 
 @dataclass
+class FakeTrail:
+    events: list[Any] = field(default_factory=list)
+
+    async def record(self, event: Any) -> None:
+        self.events.append(event)
+
+
+@dataclass
 class Seen:
     calls: list[dict[str, Any]] = field(default_factory=list)
     fail: BaseException | None = None
@@ -203,6 +229,7 @@ class Harness:
     seen: Seen
     directory: FakeDirectory
     console: console_server.ConsoleApp
+    trail: FakeTrail
 
     async def signin(self, secret: str = SECRET) -> tuple[int, str | None, Any]:
         """Sign in as the browser does: GET the form (its cookie and token), then POST it."""
@@ -245,13 +272,15 @@ async def harness() -> AsyncIterator[Harness]:
         SM + "ListSecrets": _operation(seen, "ListSecrets", secrets_pb2.ListSecretsResponse()),
         SM + "RestoreSecret": _operation(seen, "RestoreSecret", secrets_pb2.RestoreSecretResponse()),
     }
+    trail = FakeTrail()
     console = console_server.ConsoleApp(
         operations=operations,
         directory=directory,  # type: ignore[arg-type]
         region="local-1",
+        trail=trail,
     )
     async with TestClient(TestServer(console_server.build_app(console))) as client:
-        yield Harness(client, seen, directory, console)
+        yield Harness(client, seen, directory, console, trail)
 
 
 async def test_signin_checks_the_secret_and_sets_a_strict_cookie(harness: Harness) -> None:
@@ -266,6 +295,18 @@ async def test_signin_checks_the_secret_and_sets_a_strict_cookie(harness: Harnes
     [call] = harness.seen.calls
     assert call["method"] == "ListSecrets" and call["principal"] == ARN and call["akid"] == AKID
     assert ctx.current_principal() is None and ctx.access_key_id_var.get() is None
+    refused, signed_in = harness.trail.events
+    assert (refused.event_source, refused.event_name) == ("signin.amazonaws.com", "ConsoleLogin")
+    assert refused.error_code == "UnrecognizedClientException"
+    assert signed_in.error_code is None and signed_in.user_identity.arn == ARN
+    assert SECRET not in repr(refused) and SECRET not in repr(signed_in)
+
+
+async def test_repeated_failed_signins_are_refused_for_a_while(harness: Harness) -> None:
+    for _ in range(10):
+        assert (await harness.signin("wrong"))[0] == 401
+    status, session_id, _ = await harness.signin()
+    assert status == 429 and session_id is None  # even the right secret, for now
 
 
 async def test_signin_without_its_token_is_refused(harness: Harness) -> None:

@@ -39,13 +39,20 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from coffer import logs
+from coffer.audit_trail import AuditTrail, call_event
 from coffer.core import errors
 from coffer.core.authorize import decide
 from coffer.core.principal import Principal
 from coffer.crypto import signing
 from coffer.gateway.aws import jsonproto
 from coffer.gateway.aws.server import server_ssl_context
-from coffer.gateway.console.session import Session, SessionStore, SigninTokens, same_origin
+from coffer.gateway.console.session import (
+    Session,
+    SessionStore,
+    SigninLimiter,
+    SigninTokens,
+    same_origin,
+)
 from coffer.gateway.servicer import Operation
 from coffer.principal_directory import DirectoryCache, Resolved
 from coffer.rpc import context as ctx
@@ -117,6 +124,12 @@ AUDIT_ATTRIBUTES = (
 )
 
 SIGNIN_FAILED = "The access key ID or the secret access key is not valid, or the key is not active."
+SIGNIN_LIMITED = (
+    "Too many failed sign-ins from this address or for this access key. Wait a few minutes and try again."
+)
+#: The audit trail's record of a console sign-in (as CloudTrail's).
+SIGNIN_SOURCE = "signin.amazonaws.com"
+SIGNIN_EVENT = "ConsoleLogin"
 SESSION_ENDED = "Your session has ended. Sign in again."
 CSRF_REFUSED = (
     "This form was refused: its security token is missing or out of date (CSRF protection). "
@@ -242,8 +255,11 @@ class ConsoleApp:
         region: str,
         clock: Callable[[], float] = time.time,
         sessions: SessionStore | None = None,
+        trail: AuditTrail | None = None,
     ) -> None:
         self._ops = operations
+        self._trail = trail
+        self.limiter = SigninLimiter(clock=clock)
         self._directory = directory
         self.region = region
         self._clock = clock
@@ -386,11 +402,19 @@ class ConsoleApp:
             secret = _text(form.get("secret_access_key")).strip()
             role_arn = _text(form.get("role_arn")).strip()
             next_path = _local_path(_text(form.get("next")))
+            address = f"ip:{request.remote or ''}"
+            akid_key = f"key:{access_key_id[:128]}"
+            if not self.limiter.allowed(address, akid_key):
+                log.info("console.signin_limited")
+                return await self.signin_form(request, message=SIGNIN_LIMITED, status=429)
             try:
                 resolved = await self._verify_pair(access_key_id, secret)
-            except errors.Unauthenticated:
+            except errors.Unauthenticated as exc:
                 log.info("console.signin_refused")
+                self.limiter.failed(address, akid_key)
+                await self._record_signin(request, None, exc)
                 return await self.signin_form(request, message=SIGNIN_FAILED, status=401)
+            self.limiter.succeeded(akid_key)
             session_token: str | None = None
             not_after: float | None = None
             if role_arn:
@@ -424,6 +448,7 @@ class ConsoleApp:
                 not_after=not_after,
             )
             log.info("console.signed_in", principal=resolved.principal.arn, role=bool(role_arn))
+            await self._record_signin(request, resolved.principal, None)
             response = _redirect(next_path or "/secrets")
             response.set_cookie(
                 SESSION_COOKIE,
@@ -439,6 +464,36 @@ class ConsoleApp:
         finally:
             for t in reversed(tokens):
                 t.var.reset(t)
+
+    async def _record_signin(
+        self, request: web.Request, caller: Principal | None, error: errors.CofferError | None
+    ) -> None:
+        """A ConsoleLogin event in the audit trail (best effort: a lost event is logged). Nothing of the
+        form is recorded (it holds the secret access key)."""
+        if self._trail is None:
+            return
+        tokens: list[contextvars.Token[Any]] = []
+        if request.remote:
+            tokens.append(ctx.source_ip_var.set(request.remote))
+        agent = request.headers.get("User-Agent")
+        if agent:
+            tokens.append(ctx.user_agent_var.set(agent[:MAX_USER_AGENT]))
+        try:
+            event = call_event(
+                event_source=SIGNIN_SOURCE,
+                event_name=SIGNIN_EVENT,
+                region=self.region,
+                caller=caller,
+                request=None,
+                response=None,
+                error=error,
+            )
+            await self._trail.record(event)
+        except Exception as exc:
+            log.warning("console.audit_trail_failed", error_type=type(exc).__name__)
+        finally:
+            for token in reversed(tokens):
+                token.var.reset(token)
 
     async def _verify_pair(self, access_key_id: str, secret: str) -> Resolved:
         """The key's entry if ``secret`` is its secret access key and it may sign now."""
@@ -535,10 +590,12 @@ async def start_console_server(
     operations: Mapping[str, Operation],
     directory: DirectoryCache,
     region: str,
+    trail: AuditTrail | None = None,
     clock: Callable[[], float] = time.time,
 ) -> ConsoleServer:
-    """Listen on ``bind`` (port 0: any free port) with TLS and serve the console there."""
-    console = ConsoleApp(operations=operations, directory=directory, region=region, clock=clock)
+    """Listen on ``bind`` (port 0: any free port) with TLS and serve the console there; sign-ins are
+    recorded in ``trail``."""
+    console = ConsoleApp(operations=operations, directory=directory, region=region, clock=clock, trail=trail)
     runner = web.AppRunner(build_app(console), access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_address(bind)

@@ -200,3 +200,58 @@ def same_origin(origin: str | None, host: str) -> bool:
     if origin is None:
         return True  # not every browser sends it on every POST; the CSRF token decides then
     return hmac.compare_digest(origin.encode("utf-8"), f"https://{host}".encode())
+
+
+#: Failed sign-ins allowed per address and per access key within SIGNIN_WINDOW_SECONDS.
+SIGNIN_MAX_FAILURES = 10
+SIGNIN_WINDOW_SECONDS = 300.0
+
+
+class SigninLimiter:
+    """Refuses sign-ins from an address, or for an access key id, after ``max_failures`` failures within
+    ``window`` seconds (a sliding window; a success clears that key's count). In memory, per process, bounded:
+    when ``capacity`` keys are tracked the oldest is forgotten."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        max_failures: int = SIGNIN_MAX_FAILURES,
+        window: float = SIGNIN_WINDOW_SECONDS,
+        capacity: int = MAX_SESSIONS,
+    ) -> None:
+        self._clock = clock
+        self._max = max_failures
+        self._window = window
+        self._capacity = capacity
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+
+    def _recent(self, key: str) -> list[float]:
+        times = self._failures.get(key)
+        if times is None:
+            return []
+        cutoff = self._clock() - self._window
+        recent = [t for t in times if t > cutoff]
+        if recent:
+            self._failures[key] = recent
+        else:
+            del self._failures[key]
+        return recent
+
+    def allowed(self, *keys: str) -> bool:
+        return all(len(self._recent(key)) < self._max for key in keys if key)
+
+    def failed(self, *keys: str) -> None:
+        now = self._clock()
+        for key in keys:
+            if not key:
+                continue
+            recent = self._recent(key)
+            recent.append(now)
+            self._failures[key] = recent[-self._max :]
+            self._failures.move_to_end(key)
+            while len(self._failures) > self._capacity:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
