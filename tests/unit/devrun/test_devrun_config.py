@@ -203,3 +203,27 @@ def test_make_run_serves_the_aws_endpoint_in_each_region_and_profiles_it(tmp_pat
     lines = aws_env_lines(profile, "local-2")
     assert "export AWS_ENDPOINT_URL=https://127.0.0.1:7457" in lines
     assert "export AWS_DEFAULT_REGION=local-2" in lines
+
+
+def test_make_run_serves_the_web_console_in_each_region_and_profiles_it(tmp_path: Path) -> None:
+    from coffer.devrun.cli import _banner
+    from coffer.devrun.config import DEV_CONSOLE_ADDR, console_url, with_aws_endpoint
+
+    base = with_aws_endpoint({"COFFER_HOME": str(tmp_path / "c")})
+    assert base["COFFER_CONSOLE_ADDR"] == DEV_CONSOLE_ADDR == "127.0.0.1:7448"
+    assert with_aws_endpoint({"COFFER_CONSOLE_ADDR": ""})["COFFER_CONSOLE_ADDR"] == ""  # empty: off
+    multi = MultiRegion.from_envs(region_envs(base, 2), echo=lambda _: None)
+    assert [console_url(d.settings) for d in multi.deployments] == [
+        "https://127.0.0.1:7448/",
+        "https://127.0.0.1:7458/",
+    ]
+    assert multi.deployments[1].service_env("gateway")["COFFER_CONSOLE_ADDR"] == "127.0.0.1:7458"
+    assert "COFFER_CONSOLE_ADDR" not in multi.deployments[1].service_env("store")
+    for deployment in multi.deployments:
+        deployment.admin_credentials = Credentials("AKIAONEONEONEONEONE2", "s")
+    multi.write_profile()
+    profile = json.loads(multi.profile_path.read_text())
+    assert profile["console_url"] == "https://127.0.0.1:7448/"
+    assert profile["regions"]["local-2"]["console_url"] == "https://127.0.0.1:7458/"
+    banner = "\n".join(_banner(multi.deployments[0], wrote_user_profile=False))
+    assert "Web console: https://127.0.0.1:7448/" in banner
