@@ -321,6 +321,16 @@ def test_sign_in_create_a_secret_find_it_by_tag_and_reveal_it(console: Console) 
     assert value not in console.driver.page_source, "the value is never in the page before the click"
     console.state["arn"] = console.find("#secret-arn").text
 
+    # The same name again: the form comes back as filled (but the value), with AWS's reason.
+    console.open("/secrets/new")
+    console.fill("#name", name)
+    console.fill("#secret_string", "another")
+    console.fill("#tags", f"team={tag}")
+    console.click("#create")
+    assert "ResourceExistsException" in console.find("#error").text
+    assert console.find("#name").get_attribute("value") == name
+    assert console.find("#secret_string").get_attribute("value") == ""
+
     console.open("/secrets")
     console.fill("#q", tag)
     console.find("#key").send_keys("tag-value")
@@ -466,6 +476,7 @@ def test_a_read_only_user_sees_no_change_buttons_and_is_refused_when_it_posts(co
     console.sign_in(reader)
     assert f"user/{user}" in console.find("#signed-in-as").text
     assert not console.has("#create-secret")
+    assert console.has("#nav-secrets") and not console.has("#nav-kms") and not console.has("#nav-audit")
     console.open("/secret?" + urlencode({"id": arn}))
     assert console.find("#secret-name").text == console.state["name"]
     shown = [button for button in CHANGE_BUTTONS if console.has(f"#{button}")]

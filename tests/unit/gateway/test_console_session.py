@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -29,6 +30,7 @@ AKID = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 ARN = "arn:aws:iam::000000000000:user/alice"
 SM = "/coffer.api.secrets.v1.SecretsManagerService/"
+SECRET_ARN = "arn:aws:secretsmanager:local-1:000000000000:secret:app/db-AbCdEf"
 
 
 class Clock:
@@ -269,7 +271,13 @@ def _field(html: str, name: str) -> str:
 async def harness() -> AsyncIterator[Harness]:
     seen, directory = Seen(), FakeDirectory()
     operations = {
-        SM + "ListSecrets": _operation(seen, "ListSecrets", secrets_pb2.ListSecretsResponse()),
+        SM + "ListSecrets": _operation(
+            seen,
+            "ListSecrets",
+            secrets_pb2.ListSecretsResponse(
+                secret_list=[secrets_pb2.SecretListEntry(arn=SECRET_ARN, name="app/db")], next_token="page/2+"
+            ),
+        ),
         SM + "RestoreSecret": _operation(seen, "RestoreSecret", secrets_pb2.RestoreSecretResponse()),
     }
     trail = FakeTrail()
@@ -376,6 +384,26 @@ async def test_a_deactivated_key_or_a_signed_out_session_is_refused(harness: Har
     assert len(harness.console.sessions) == 0  # the session is gone for good
     status, new_session, _ = await harness.signin()
     assert status == 401 and new_session is None
+
+
+async def test_the_list_searches_with_listsecrets_filters_and_pages_with_its_token(harness: Harness) -> None:
+    _, session_id, _ = await harness.signin()
+    assert session_id
+    query = "/secrets?" + urlencode(
+        {"q": "team prod", "key": "tag-value", "sort_by": "name", "sort_order": "asc"}
+    )
+    page = await harness.get(query, session_id)
+    html = await page.text()
+    assert page.status == 200 and "app/db" in html
+    match = re.search(r'id="next-page" href="([^"]+)"|href="([^"]+)" id="next-page"', html)
+    assert match, "a next-page link"
+    next_url = (match.group(1) or match.group(2)).replace("&amp;", "&")
+    await harness.get(next_url, session_id)
+    first, second = (call["request"] for call in harness.seen.calls)
+    assert [(f.key, list(f.values)) for f in first.filters] == [("tag-value", ["team", "prod"])]
+    assert (first.sort_by, first.sort_order, first.max_results) == ("name", "asc", 25)
+    assert not first.HasField("next_token") and second.next_token == "page/2+"
+    assert [(f.key, list(f.values)) for f in second.filters] == [("tag-value", ["team", "prod"])]
 
 
 def test_next_stays_on_this_site() -> None:

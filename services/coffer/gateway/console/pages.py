@@ -25,7 +25,9 @@ from coffer.gateway.console.server import (
     ConsoleApp,
     View,
     secret_url,
+    status_of,
 )
+from coffer.rpc.status import bounded_message, classify
 
 
 def add_routes(app: web.Application, console: ConsoleApp) -> None:
@@ -120,10 +122,11 @@ def _tags_from(text: str) -> list[dict[str, str]]:
     return tags
 
 
-async def new_secret_form(view: View, *, values: dict[str, str] | None = None) -> web.StreamResponse:
+async def new_secret_form(view: View) -> web.StreamResponse:
     return view.render(
         "new_secret.html",
-        values=values or {},
+        values={},
+        error="",
         token=str(uuid.uuid4()),
         can_create=view.can("secretsmanager:CreateSecret"),
     )
@@ -142,7 +145,21 @@ async def create_secret(view: View) -> web.StreamResponse:
     tags = _tags_from(view.field("tags"))
     if tags:
         body["Tags"] = tags
-    created = await view.call(_SM + "CreateSecret", body)
+    try:
+        created = await view.call(_SM + "CreateSecret", body)
+    except Exception as exc:
+        err = classify(exc)
+        if isinstance(err, errors.Internal):
+            raise
+        # The form again, as it was filled (but the value: it is not sent back), with what to fix.
+        return view.render(
+            "new_secret.html",
+            status=status_of(err),
+            values={k: view.field(k) for k in ("name", "description", "kms_key_id", "tags")},
+            error=f"{err.code}: {bounded_message(err.message)}",
+            token=body["ClientRequestToken"],
+            can_create=view.can("secretsmanager:CreateSecret"),
+        )
     view.done(f"Secret {created.get('Name', '')} created.", secret_url(str(created.get("ARN", ""))))
 
 

@@ -110,6 +110,12 @@ SECRET_ACTIONS: Mapping[str, str] = {
     "put_policy": "secretsmanager:PutResourcePolicy",
     "delete_policy": "secretsmanager:DeleteResourcePolicy",
 }
+#: The pages of the navigation bar → the action each lists with (a link shows only when it is allowed).
+NAV_ACTIONS: Mapping[str, str] = {
+    "secrets": "secretsmanager:ListSecrets",
+    "kms": "kms:ListKeys",
+    "audit": "cloudtrail:LookupEvents",
+}
 LIST_FILTER_KEYS = ("all", "name", "description", "tag-key", "tag-value", "primary-region")
 SORT_BY = ("created-date", "last-changed-date", "last-accessed-date", "name")
 AUDIT_ATTRIBUTES = (
@@ -230,6 +236,7 @@ class View:
             principal=self.principal,
             csrf_token=self.session.csrf_token,
             flash=self.session.take_flash(),
+            nav_can={name: self.can(action) for name, action in NAV_ACTIONS.items()},
             **values,
         )
 
@@ -357,7 +364,7 @@ class ConsoleApp:
                     log.exception("console.internal_error", error_type=type(exc).__name__)
                     return self.error_page(500, err.code, INTERNAL_HTTP_MESSAGE, view)
                 log.info("console.error", code=err.code, error=err.message)
-                return self.error_page(_status_of(err), err.code, bounded_message(err.message), view)
+                return self.error_page(status_of(err), err.code, bounded_message(err.message), view)
             finally:
                 structlog.contextvars.unbind_contextvars("method", "principal")
                 for token in reversed(tokens):
@@ -432,7 +439,7 @@ class ConsoleApp:
                     err = classify(exc)
                     message = INTERNAL_HTTP_MESSAGE if isinstance(err, errors.Internal) else err.message
                     return await self.signin_form(
-                        request, message=f"The role could not be assumed: {message}", status=_status_of(err)
+                        request, message=f"The role could not be assumed: {message}", status=status_of(err)
                     )
                 credentials = assumed.get("Credentials", {})
                 access_key_id = str(credentials.get("AccessKeyId", ""))
@@ -514,7 +521,7 @@ class ConsoleApp:
         return response
 
 
-def _status_of(err: errors.CofferError) -> int:
+def status_of(err: errors.CofferError) -> int:
     if isinstance(err, errors.AccessDenied):
         return 403
     if isinstance(err, errors.Unauthenticated):
