@@ -233,7 +233,7 @@ class Harness:
     console: console_server.ConsoleApp
     trail: FakeTrail
 
-    async def signin(self, secret: str = SECRET) -> tuple[int, str | None, Any]:
+    async def signin(self, secret: str = SECRET, *, old_session: str = "") -> tuple[int, str | None, Any]:
         """Sign in as the browser does: GET the form (its cookie and token), then POST it."""
         form = await self.client.get("/signin")
         nonce = form.cookies[console_server.SIGNIN_COOKIE].value
@@ -241,7 +241,10 @@ class Harness:
         response = await self.client.post(
             "/signin",
             data={"csrf_token": token, "access_key_id": AKID, "secret_access_key": secret, "next": ""},
-            headers={"Cookie": f"{console_server.SIGNIN_COOKIE}={nonce}"},
+            headers={
+                "Cookie": f"{console_server.SIGNIN_COOKIE}={nonce}"
+                + (f"; {console_server.SESSION_COOKIE}={old_session}" if old_session else "")
+            },
             allow_redirects=False,
         )
         cookie = response.cookies.get(console_server.SESSION_COOKIE)
@@ -308,6 +311,16 @@ async def test_signin_checks_the_secret_and_sets_a_strict_cookie(harness: Harnes
     assert refused.error_code == "UnrecognizedClientException"
     assert signed_in.error_code is None and signed_in.user_identity.arn == ARN
     assert SECRET not in repr(refused) and SECRET not in repr(signed_in)
+
+
+async def test_signing_in_again_gives_a_new_session_and_ends_the_old_one(harness: Harness) -> None:
+    _, first, _ = await harness.signin()
+    assert first
+    _, second, _ = await harness.signin(old_session=first)
+    assert second and second != first
+    assert (await harness.get("/secrets", first)).status == 303
+    assert (await harness.get("/secrets", second)).status == 200
+    assert len(harness.console.sessions) == 1
 
 
 async def test_repeated_failed_signins_are_refused_for_a_while(harness: Harness) -> None:

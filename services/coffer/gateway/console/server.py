@@ -45,7 +45,13 @@ from coffer.core.authorize import decide
 from coffer.core.principal import Principal
 from coffer.crypto import signing
 from coffer.gateway.aws import jsonproto
-from coffer.gateway.aws.server import server_ssl_context
+from coffer.gateway.aws.server import (
+    KEEPALIVE_SECONDS,
+    MAX_FIELD_BYTES,
+    MAX_HEADERS,
+    MAX_LINE_BYTES,
+    server_ssl_context,
+)
 from coffer.gateway.console.session import (
     Session,
     SessionStore,
@@ -447,6 +453,9 @@ class ConsoleApp:
                 expiration = credentials.get("Expiration")
                 not_after = float(expiration) if isinstance(expiration, int | float) else None
                 resolved = await self._key(access_key_id, session_token)
+            # A new session id at every sign-in (never one the browser brought: no fixation); the
+            # browser's previous session, if any, ends here.
+            self.sessions.delete(request.cookies.get(SESSION_COOKIE))
             session_id, _session = self.sessions.create(
                 access_key_id=access_key_id,
                 principal_arn=resolved.principal.arn,
@@ -603,7 +612,15 @@ async def start_console_server(
     """Listen on ``bind`` (port 0: any free port) with TLS and serve the console there; sign-ins are
     recorded in ``trail``."""
     console = ConsoleApp(operations=operations, directory=directory, region=region, clock=clock, trail=trail)
-    runner = web.AppRunner(build_app(console), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        build_app(console),
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=KEEPALIVE_SECONDS,
+        max_line_size=MAX_LINE_BYTES,
+        max_field_size=MAX_FIELD_BYTES,
+        max_headers=MAX_HEADERS,
+    )
     await runner.setup()
     host, port = split_address(bind)
     site = web.TCPSite(runner, host, port, ssl_context=console_ssl_context(tls), backlog=128)
