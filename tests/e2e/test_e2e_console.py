@@ -302,6 +302,23 @@ def test_sign_in_create_a_secret_find_it_by_tag_and_reveal_it(console: Console) 
 
     console.open("/secrets")
     assert console.path().startswith("/signin?next="), "a page without a session sends the browser to sign in"
+    # The keyboard reaches the skip link first, then the fields in reading order.
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys as Key
+
+    order = []
+    for _ in range(6):
+        ActionChains(console.driver).send_keys(Key.TAB).perform()
+        active = console.driver.switch_to.active_element
+        order.append(active.get_attribute("id") or active.text)
+    assert order == [
+        "Skip to content",
+        "Coffer",
+        "access_key_id",
+        "secret_access_key",
+        "role_arn",
+        "signin",
+    ], order
     console.fill("#access_key_id", console.e2e.admin_credentials.access_key_id)
     console.fill("#secret_access_key", "not-" + console.e2e.admin_credentials.secret_access_key)
     console.click("#signin")
@@ -393,6 +410,16 @@ def test_rotate_with_random_value_and_watch_the_attempt_finish(console: Console)
     for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
         assert f"{step}: succeeded" in steps, steps
     assert console.find("#rotation-enabled").text == "on" and console.has("#rotate-now")
+    # "Rotate now" with the saved configuration: a second attempt, finished too.
+    console.click("#rotate-now")
+    assert "Rotation started" in console.find("#flash").text
+
+    def both_finished() -> bool:
+        console.click("#refresh")
+        rows = console.driver.find_elements("css selector", "#attempts tbody tr .attempt-status")
+        return len(rows) == 2 and all(r.text.startswith("Succeeded") for r in rows)
+
+    _eventually(both_finished, timeout=45, message="the second rotation finishing", every=1.0)
     labels = console.find("#versions").text
     assert "AWSCURRENT" in labels and "AWSPREVIOUS" in labels
     console.click("#reveal")
