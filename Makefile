@@ -41,6 +41,7 @@ stop:
 
 test: install
 	@scripts/ensure_softhsm.sh
+	@scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 

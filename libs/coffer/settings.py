@@ -54,6 +54,7 @@ SERVICE_KEYS: Mapping[str, frozenset[str]] = {
             "COFFER_THROTTLE_PRINCIPAL_SHARE",
             "COFFER_THROTTLE_BURST_SECONDS",
             "COFFER_AWS_ADDR",
+            "COFFER_CONSOLE_ADDR",
         }
     ),
     "kms": frozenset(
@@ -267,6 +268,9 @@ class Settings:
     #: ``coffer.gateway.aws``): AWS JSON 1.1 for Secrets Manager and KMS, STS's query protocol, SigV4. Empty:
     #: not served.
     aws_addr: str = ""
+    #: Where the gateway serves the web console over HTTPS (``host:port``; issue 15,
+    #: ``coffer.gateway.console``). Empty: not served.
+    console_addr: str = ""
     #: Request rates (issue 13, read by the gateway): ``COFFER_THROTTLE=off`` disables them; the rates are
     #: AWS's quotas per account (``coffer.core.throttle``) with ``throttle_rates`` (action → requests per
     #: second) over them; a principal may use ``throttle_principal_share`` of its account's rate; buckets hold
@@ -367,6 +371,7 @@ class Settings:
             health_addr=e.get("COFFER_HEALTH_ADDR", ""),
             metrics_addr=e.get("COFFER_METRICS_ADDR", ""),
             aws_addr=e.get("COFFER_AWS_ADDR", ""),
+            console_addr=e.get("COFFER_CONSOLE_ADDR", ""),
             throttle=_on_off("COFFER_THROTTLE", e.get("COFFER_THROTTLE", "on")),
             throttle_rates=tuple(parse_rates(e.get("COFFER_THROTTLE_RATES", "")).items()),
             throttle_principal_share=float(e.get("COFFER_THROTTLE_PRINCIPAL_SHARE", "0.5")),

@@ -23,7 +23,7 @@ import pytest
 
 from coffer.client.credentials import Credentials
 from coffer.devrun import Deployment, MultiRegion, region_name, tail
-from coffer.devrun.config import aws_endpoint_url
+from coffer.devrun.config import aws_endpoint_url, console_url
 from coffer.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from coffer.settings import SERVICES, Settings
 
@@ -66,6 +66,8 @@ def e2e_env(home: Path, *, database_url: str, redis_url: str) -> dict[str, str]:
         env[f"COFFER_{service.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
     # the gateway's AWS-protocol endpoint (boto3, the AWS CLI)
     env["COFFER_AWS_ADDR"] = f"127.0.0.1:{free_port()}"
+    # the gateway's web console (browser tests)
+    env["COFFER_CONSOLE_ADDR"] = f"127.0.0.1:{free_port()}"
     return env
 
 
@@ -95,6 +97,13 @@ class E2E:
         """``https://127.0.0.1:<port>``: the gateway's AWS-protocol endpoint (boto3's ``endpoint_url``)."""
         url = aws_endpoint_url(self.deployment.settings)
         assert url is not None, "the e2e deployments serve the AWS endpoint (COFFER_AWS_ADDR)"
+        return url
+
+    @property
+    def console_url(self) -> str:
+        """``https://127.0.0.1:<port>/``: the gateway's web console."""
+        url = console_url(self.deployment.settings)
+        assert url is not None, "the e2e deployments serve the web console (COFFER_CONSOLE_ADDR)"
         return url
 
     @property

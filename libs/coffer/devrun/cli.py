@@ -22,6 +22,7 @@ from coffer.devrun.config import (
     MAX_REGIONS,
     MAX_REPLICAS,
     connect_address,
+    console_url,
     region_envs,
     replica_index,
     service_of,
@@ -51,6 +52,14 @@ def _service_lines(deployment: Deployment, indent: str) -> Iterator[str]:
         ]
         what = "the gateway's" if len(urls) == 1 else "one per gateway"
         yield f"{indent}AWS endpoint: {' '.join(urls)} (AWS JSON 1.1 + STS query, SigV4; {what})"
+    if deployment.settings.console_addr:
+        urls = [
+            f"https://{connect_address(deployment.console_addr_of(name))}/"
+            for name in deployment.instances
+            if service_of(name) == "gateway"
+        ]
+        what = "the gateway's" if len(urls) == 1 else "one per gateway"
+        yield f"{indent}Web console: {' '.join(urls)} (sign in with an access key pair; {what})"
 
 
 def _banner(deployment: Deployment, *, wrote_user_profile: bool) -> Iterator[str]:
@@ -83,6 +92,13 @@ def _banner(deployment: Deployment, *, wrote_user_profile: bool) -> Iterator[str
     if s.aws_addr:
         yield "AWS's own clients (boto3, the AWS CLI) reach the AWS endpoint with the admin's key:"
         yield f'  eval "$({cli} aws-env)"; aws secretsmanager list-secrets'
+    console = console_url(s)
+    if console:
+        yield (
+            f"The web console is at {console} (its certificate is signed by the CA file above: trust it in "
+            "the browser, or accept the warning); sign in with the profile's access_key_id and "
+            "secret_access_key."
+        )
     yield ""
 
 

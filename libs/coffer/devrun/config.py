@@ -35,6 +35,9 @@ DEV_ALLOWED_TARGETS = "*,127.0.0.1:7600"
 #: Where ``make run`` serves the gateway's AWS-protocol endpoint unless COFFER_AWS_ADDR says otherwise (an
 #: empty COFFER_AWS_ADDR turns it off); region ``i`` adds ``10*i`` like the other ports.
 DEV_AWS_ADDR = "127.0.0.1:7447"
+#: Where ``make run`` serves the gateway's web console unless COFFER_CONSOLE_ADDR says otherwise (an empty
+#: COFFER_CONSOLE_ADDR turns it off); region ``i`` adds ``10*i`` like the other ports.
+DEV_CONSOLE_ADDR = "127.0.0.1:7448"
 #: Settings that belong to one region's home and are never copied to another region.
 _REGION_OWN = frozenset(
     {
@@ -95,14 +98,23 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for service in SERVICES:
         env[f"COFFER_{service.upper()}_ADDR"] = settings.addr_of(service)
     env["COFFER_AWS_ADDR"] = settings.aws_addr
+    env["COFFER_CONSOLE_ADDR"] = settings.console_addr
     return env
 
 
 def with_aws_endpoint(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` with the AWS-protocol endpoint on :data:`DEV_AWS_ADDR` unless it names its own (or none)."""
+    """``env`` with the AWS-protocol endpoint on :data:`DEV_AWS_ADDR` and the web console on
+    :data:`DEV_CONSOLE_ADDR` unless it names its own (or none)."""
     out = dict(env)
     out.setdefault("COFFER_AWS_ADDR", DEV_AWS_ADDR)
+    out.setdefault("COFFER_CONSOLE_ADDR", DEV_CONSOLE_ADDR)
     return out
+
+
+def console_url(settings: Settings) -> str | None:
+    """The web console's URL (None when it is off); the gateway's certificate names 127.0.0.1 and
+    localhost, so the browser trusts it once the deployment's CA is trusted."""
+    return f"https://{connect_address(settings.console_addr)}/" if settings.console_addr else None
 
 
 def aws_endpoint_url(settings: Settings) -> str | None:
@@ -209,6 +221,8 @@ def region_envs(base: Mapping[str, str], count: int) -> list[dict[str, str]]:
             env[f"COFFER_{service.upper()}_ADDR"] = _shift_port(settings.addr_of(service), 10 * index)
         if settings.aws_addr:
             env["COFFER_AWS_ADDR"] = _shift_port(settings.aws_addr, 10 * index)
+        if settings.console_addr:
+            env["COFFER_CONSOLE_ADDR"] = _shift_port(settings.console_addr, 10 * index)
         if settings.database_url:
             database = urlsplit(settings.database_url).path.lstrip("/") or DATABASE_NAME
             env["COFFER_DATABASE_URL"] = with_database(

@@ -33,6 +33,7 @@ from coffer.devrun.config import (
     REPLICA_PORT_STEP,
     aws_endpoint_url,
     connect_address,
+    console_url,
     instance_waves,
     peers_json,
     replica_addr,
@@ -352,6 +353,7 @@ class Deployment:
             "secret_access_key": self.admin.secret_access_key,
             "region": self.settings.region,
             "aws_endpoint_url": aws_endpoint_url(self.settings),
+            "console_url": console_url(self.settings),
             "services": self.info().services,
             "metrics": {name: self.metrics_url(name) for name in self.instances},
             "operator_cert": str(pki / "operator.crt"),
@@ -454,6 +456,8 @@ class Deployment:
                     env[key] = self.instance_addr(name) if other == service else self.targets_of(other)
             if "COFFER_AWS_ADDR" in env and self.settings.aws_addr:
                 env["COFFER_AWS_ADDR"] = self.aws_addr_of(name)
+            if "COFFER_CONSOLE_ADDR" in env and self.settings.console_addr:
+                env["COFFER_CONSOLE_ADDR"] = self.console_addr_of(name)
         if service == "store" and self.settings.peers:
             env["COFFER_PEERS"] = peers_json(self._local_peers())
         return env
@@ -481,6 +485,10 @@ class Deployment:
         """Where the gateway instance ``name`` serves the AWS protocol (``make run``: the first replica's
         port plus REPLICA_PORT_STEP per replica)."""
         return replica_addr(self.settings.aws_addr, replica_index(name))
+
+    def console_addr_of(self, name: str) -> str:
+        """Where the gateway instance ``name`` serves the web console (as :meth:`aws_addr_of`)."""
+        return replica_addr(self.settings.console_addr, replica_index(name))
 
     def kill_service(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Send ``sig`` to one service process and wait for it to exit (tests: crash a worker mid-step)."""

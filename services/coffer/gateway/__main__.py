@@ -37,6 +37,7 @@ from coffer.gateway.app import GatewayApp
 from coffer.gateway.auth import SignatureAuthenticator
 from coffer.gateway.authz import Authorization
 from coffer.gateway.aws.server import AwsServer, start_aws_server
+from coffer.gateway.console.server import ConsoleServer, start_console_server
 from coffer.gateway.servicer import (
     Downstream,
     add_gateway_services,
@@ -85,6 +86,8 @@ class GatewayRuntime:
     audit_trail: AppendTrail | None = None
     #: The AWS-protocol endpoint (``COFFER_AWS_ADDR``), when served.
     aws: AwsServer | None = None
+    #: The web console (``COFFER_CONSOLE_ADDR``), when served.
+    console: ConsoleServer | None = None
 
     @property
     def port(self) -> int:
@@ -94,10 +97,16 @@ class GatewayRuntime:
     def aws_port(self) -> int | None:
         return self.aws.port if self.aws is not None else None
 
+    @property
+    def console_port(self) -> int | None:
+        return self.console.port if self.console is not None else None
+
     async def aclose(self, *, grace: float = 5.0) -> None:
         """Stop serving (health goes NOT_SERVING first, in-flight calls finish), then close the channels."""
         try:
             try:
+                if self.console is not None:
+                    await self.console.stop()
                 if self.aws is not None:
                     await self.aws.stop()
             finally:
@@ -176,6 +185,7 @@ async def serve(settings: Settings) -> GatewayRuntime:
         )
     )
     aws: AwsServer | None = None
+    console: ConsoleServer | None = None
     try:
         if settings.aws_addr:
             aws = await start_aws_server(
@@ -185,6 +195,16 @@ async def serve(settings: Settings) -> GatewayRuntime:
                 directory=directory,
                 region=settings.region,
                 public_audit=public_audit,
+            )
+        if settings.console_addr:
+            # The web console: the same operations, as the signed-in principal (issue 15).
+            console = await start_console_server(
+                bind=settings.console_addr,
+                tls=TlsFiles.for_identity(settings.pki_dir, "gateway"),
+                operations=operations,
+                directory=directory,
+                region=settings.region,
+                trail=None if settings.unsafe_bench_bypass else audit_trail,
             )
         server = await start_server(
             service="gateway",
@@ -201,6 +221,8 @@ async def serve(settings: Settings) -> GatewayRuntime:
             public_audit=public_audit,
         )
     except BaseException:
+        if console is not None:
+            await console.stop()
         if aws is not None:
             await aws.stop()
         await directory.aclose()
@@ -212,6 +234,7 @@ async def serve(settings: Settings) -> GatewayRuntime:
         "gateway.ready",
         port=server.port,
         aws_port=aws.port if aws is not None else None,
+        console_port=console.port if console is not None else None,
         store=settings.store_addr,
         kms=settings.kms_addr,
     )
@@ -222,6 +245,7 @@ async def serve(settings: Settings) -> GatewayRuntime:
         directory=directory,
         audit_trail=audit_trail,
         aws=aws,
+        console=console,
     )
 
 

@@ -209,7 +209,14 @@ def test_make_run_replicas_listen_a_thousand_ports_up_and_call_every_replica_of_
     tmp_path: Path,
 ) -> None:
     deployment = Deployment(
-        Settings.from_env({"COFFER_HOME": str(tmp_path), "COFFER_AWS_ADDR": "127.0.0.1:7447"}), replicas=2
+        Settings.from_env(
+            {
+                "COFFER_HOME": str(tmp_path),
+                "COFFER_AWS_ADDR": "127.0.0.1:7447",
+                "COFFER_CONSOLE_ADDR": "127.0.0.1:7448",
+            }
+        ),
+        replicas=2,
     )
     assert deployment.instances == [
         "kms", "kms-2", "store", "store-2", "gateway", "gateway-2", "rotation", "rotation-2"
@@ -226,6 +233,8 @@ def test_make_run_replicas_listen_a_thousand_ports_up_and_call_every_replica_of_
     assert (
         gateway["COFFER_GATEWAY_ADDR"] == "127.0.0.1:8443" and gateway["COFFER_AWS_ADDR"] == "127.0.0.1:8447"
     )
+    assert gateway["COFFER_CONSOLE_ADDR"] == "127.0.0.1:8448"
+    assert deployment.service_env("gateway")["COFFER_CONSOLE_ADDR"] == "127.0.0.1:7448"
     rotation = deployment.service_env("rotation")
     assert rotation["COFFER_ROTATION_ADDR"] == "127.0.0.1:7446"
     assert rotation["COFFER_GATEWAY_ADDR"] == "127.0.0.1:7443,127.0.0.1:8443"
@@ -240,3 +249,27 @@ def test_replicas_on_free_ports_in_tests(tmp_path: Path) -> None:
     metrics = {deployment.metrics_addr(name) for name in deployment.instances}
     assert len(addrs) == 8 and len(metrics) == 8 and not addrs & metrics
     assert deployment.service_env("kms-2")["COFFER_KMS_ADDR"] == deployment.instance_addr("kms-2")
+
+
+def test_make_run_serves_the_web_console_in_each_region_and_profiles_it(tmp_path: Path) -> None:
+    from coffer.devrun.cli import _banner
+    from coffer.devrun.config import DEV_CONSOLE_ADDR, console_url, with_aws_endpoint
+
+    base = with_aws_endpoint({"COFFER_HOME": str(tmp_path / "c")})
+    assert base["COFFER_CONSOLE_ADDR"] == DEV_CONSOLE_ADDR == "127.0.0.1:7448"
+    assert with_aws_endpoint({"COFFER_CONSOLE_ADDR": ""})["COFFER_CONSOLE_ADDR"] == ""  # empty: off
+    multi = MultiRegion.from_envs(region_envs(base, 2), echo=lambda _: None)
+    assert [console_url(d.settings) for d in multi.deployments] == [
+        "https://127.0.0.1:7448/",
+        "https://127.0.0.1:7458/",
+    ]
+    assert multi.deployments[1].service_env("gateway")["COFFER_CONSOLE_ADDR"] == "127.0.0.1:7458"
+    assert "COFFER_CONSOLE_ADDR" not in multi.deployments[1].service_env("store")
+    for deployment in multi.deployments:
+        deployment.admin_credentials = Credentials("AKIAONEONEONEONEONE2", "s")
+    multi.write_profile()
+    profile = json.loads(multi.profile_path.read_text())
+    assert profile["console_url"] == "https://127.0.0.1:7448/"
+    assert profile["regions"]["local-2"]["console_url"] == "https://127.0.0.1:7458/"
+    banner = "\n".join(_banner(multi.deployments[0], wrote_user_profile=False))
+    assert "Web console: https://127.0.0.1:7448/" in banner
