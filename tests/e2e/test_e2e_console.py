@@ -354,6 +354,12 @@ def test_sign_in_create_a_secret_find_it_by_tag_and_reveal_it(console: Console) 
     console.click("#search")
     rows = console.find("#secret-list").text
     assert name in rows and f"team={tag}" in rows
+    # two filters at once (tag key and name words in the search box), both must match
+    console.open("/secrets?" + urlencode({"q": f"tag-key:team name:console/{tag}/", "key": "all"}))
+    assert name in console.find("#secret-list").text
+    console.open("/secrets?" + urlencode({"q": f"tag-key:nosuchkey name:console/{tag}/", "key": "all"}))
+    assert name not in console.driver.page_source
+    console.open("/secrets?" + urlencode({"q": tag, "key": "tag-value"}))
     console.shot("secret-list")
     console.click(f"#secret-list a[href*='{tag}']")
     assert console.find("#secret-name").text == name and value not in console.driver.page_source

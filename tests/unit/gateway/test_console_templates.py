@@ -169,3 +169,18 @@ def test_no_inline_script_or_style_and_every_field_is_labelled(path: Any) -> Non
     assert ids <= labelled, f"fields without a label: {ids - labelled}"
     fields = re.findall(r"<(?:input|textarea|select)\b(?![^>]*type=\"hidden\")[^>]*>", text)
     assert all(' id="' in field for field in fields), "a visible field without an id (so without a label)"
+
+
+def test_the_search_box_makes_one_listsecrets_filter_per_key() -> None:
+    from coffer.gateway.console.pages import list_filters
+
+    assert list_filters("db prod", "name") == [{"Key": "name", "Values": ["db", "prod"]}]
+    assert list_filters("tag-key:team name:app/ db tag-key:env", "all") == [
+        {"Key": "tag-key", "Values": ["team", "env"]},
+        {"Key": "name", "Values": ["app/"]},
+        {"Key": "all", "Values": ["db"]},
+    ]
+    # not a key, or nothing after the colon: an ordinary word
+    assert list_filters("owner:x name:", "description") == [
+        {"Key": "description", "Values": ["owner:x", "name:"]}
+    ]

@@ -59,6 +59,20 @@ async def home(_view: View) -> web.StreamResponse:
 # -- the secret list -------------------------------------------------------------------------------------
 
 
+def list_filters(search: str, key: str) -> list[dict[str, Any]]:
+    """ListSecrets ``Filters`` from the search box: a word ``<key>:<value>`` (``tag-key:team``,
+    ``name:app/``...) filters on that key, every other word on ``key`` (the "In" choice); the words of one
+    key are that filter's values, and every filter has to match (ListSecrets' rule)."""
+    values: dict[str, list[str]] = {}
+    for word in search.split():
+        prefix, colon, rest = word.partition(":")
+        if colon and rest and prefix in LIST_FILTER_KEYS:
+            values.setdefault(prefix, []).append(rest)
+        else:
+            values.setdefault(key, []).append(word)
+    return [{"Key": name, "Values": words} for name, words in values.items()]
+
+
 async def secret_list(view: View) -> web.StreamResponse:
     search = view.query("q").strip()
     key = view.query("key", "all")
@@ -76,7 +90,7 @@ async def secret_list(view: View) -> web.StreamResponse:
         "IncludePlannedDeletion": include_deleted,
     }
     if search:
-        body["Filters"] = [{"Key": key, "Values": search.split()}]
+        body["Filters"] = list_filters(search, key)
     token = view.query("next")
     if token:
         body["NextToken"] = token
