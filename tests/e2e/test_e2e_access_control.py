@@ -375,7 +375,7 @@ def test_access_control_and_audit_through_the_cli(e2e: Any) -> None:
     victim = sql(
         e2e,
         "SELECT seq, event_id FROM store.audit_events"
-        " WHERE event_name = 'GetSecretValue' AND error_code IS NOT NULL ORDER BY seq LIMIT 1",
+        " WHERE event_name = 'GetSecretValue' AND error_code = 'AccessDenied' ORDER BY seq LIMIT 1",
     )[0]
     sql(
         e2e,
