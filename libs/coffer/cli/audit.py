@@ -16,12 +16,14 @@ import datetime as dt
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from coffer.api.audit.v1 import audit_pb2
 from coffer.cli import shapes
 from coffer.client import CofferClient
-from coffer.crypto.audit_chain import ChainedEvent, SignedDigest, verify
+
+if TYPE_CHECKING:  # the chain's checks (cryptography) are imported by `audit verify` only
+    from coffer.crypto.audit_chain import ChainedEvent, SignedDigest
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -91,6 +93,8 @@ def _lookup(connect: Connect) -> Callable[[argparse.Namespace, TextIO, TextIO], 
 
 def fetch_trail(client: CofferClient) -> tuple[list[ChainedEvent], list[SignedDigest]]:
     """Every chained row (seq order) and every digest (oldest first), sealing the newest events first."""
+    from coffer.crypto.audit_chain import ChainedEvent, SignedDigest
+
     rows: list[ChainedEvent] = []
     digests: list[SignedDigest] = []
     after = 0
@@ -119,6 +123,8 @@ def _verify(connect: Connect) -> Callable[[argparse.Namespace, TextIO, TextIO], 
                 assert isinstance(key, audit_pb2.GetDigestPublicKeyResponse)
                 pem = key.public_key_pem.encode("ascii")
             rows, digests = fetch_trail(client)
+        from coffer.crypto.audit_chain import verify
+
         report = verify(rows, digests, pem)
         if report.ok:
             print(

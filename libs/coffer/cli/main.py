@@ -46,10 +46,9 @@ from typing import Any, NoReturn, TextIO
 from google.protobuf.descriptor import ServiceDescriptor
 
 from coffer.cli import aws_env, shapes
-from coffer.cli.admin import add_admin_commands
+from coffer.cli.admin_commands import add_admin_commands
 from coffer.cli.audit import add_audit_commands
 from coffer.cli.status import ServiceHealth, check_all, supervisor_restarts
-from coffer.cli.status_metrics import metrics_lines
 from coffer.client import _ops
 from coffer.client.profile import ConfigurationError, Connection, Profile, load_profile, resolve_connection
 from coffer.client.sync import CofferClient
@@ -305,6 +304,8 @@ def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             line = f"{region:<{region_width}}  {line}"
         print(f"{line}  ({r.detail})" if r.detail else line, file=out)
     if not args.endpoint:  # what the serving services' metrics say: replication lag, the rotation queue
+        from coffer.cli.status_metrics import metrics_lines  # prometheus' parser: only for status
+
         serving = {(region, r.name) for region, r in results if r.ok}
         for region, (_services, _conn, region_profile) in checks:
             urls = {name: url for name, url in region_profile.metrics.items() if (region, name) in serving}
