@@ -35,7 +35,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from coffer import logs
-from coffer.settings import split_address
+from coffer.httpsite import listen
 
 log = logs.get_logger("coffer.metrics")
 
@@ -184,19 +184,6 @@ async def start_metrics_server(service: str, bind: str) -> MetricsServer:
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        host, wanted = split_address(bind)
-    except ValueError:
-        await runner.cleanup()
-        raise
-    site = web.TCPSite(runner, host, wanted)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    sockets = getattr(site._server, "sockets", None) or ()
-    port = sockets[0].getsockname()[1] if sockets else wanted
+    port = await listen(runner, bind)
     log.info("metrics.started", service=service, port=port)
     return MetricsServer(runner=runner, port=port)

@@ -40,26 +40,19 @@ def _cli_command(deployment: Deployment) -> str:
 
 
 def _service_lines(deployment: Deployment, indent: str) -> Iterator[str]:
-    """One line per service instance (every replica under REPLICAS=n), then the AWS endpoint(s)."""
+    """One line per service instance (every replica under REPLICAS=n), then the AWS endpoint(s) and the web
+    console(s), one per gateway."""
     for name in deployment.instances:
         kind = "public, TLS + signed requests" if service_of(name) == "gateway" else "internal, mTLS"
         yield f"{indent}{name:<10} {connect_address(deployment.instance_addr(name)):<22} {kind}"
+    gateways = [name for name in deployment.instances if service_of(name) == "gateway"]
+    what = "the gateway's" if len(gateways) == 1 else "one per gateway"
     if deployment.settings.aws_addr:
-        urls = [
-            f"https://{connect_address(deployment.aws_addr_of(name))}"
-            for name in deployment.instances
-            if service_of(name) == "gateway"
-        ]
-        what = "the gateway's" if len(urls) == 1 else "one per gateway"
-        yield f"{indent}AWS endpoint: {' '.join(urls)} (AWS JSON 1.1 + STS query, SigV4; {what})"
+        urls = " ".join(f"https://{connect_address(deployment.aws_addr_of(g))}" for g in gateways)
+        yield f"{indent}AWS endpoint: {urls} (AWS JSON 1.1 + STS query, SigV4; {what})"
     if deployment.settings.console_addr:
-        urls = [
-            f"https://{connect_address(deployment.console_addr_of(name))}/"
-            for name in deployment.instances
-            if service_of(name) == "gateway"
-        ]
-        what = "the gateway's" if len(urls) == 1 else "one per gateway"
-        yield f"{indent}Web console: {' '.join(urls)} (sign in with an access key pair; {what})"
+        urls = " ".join(f"https://{connect_address(deployment.console_addr_of(g))}/" for g in gateways)
+        yield f"{indent}Web console: {urls} (sign in with an access key pair; {what})"
 
 
 def _banner(deployment: Deployment, *, wrote_user_profile: bool) -> Iterator[str]:

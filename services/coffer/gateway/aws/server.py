@@ -48,6 +48,7 @@ from coffer.core import errors
 from coffer.crypto import signing, sigv4
 from coffer.gateway.aws import jsonproto, longpoll, query
 from coffer.gateway.servicer import Operation
+from coffer.httpsite import listen
 from coffer.principal_directory import DirectoryCache
 from coffer.rpc import context as ctx
 from coffer.rpc.status import INTERNAL_HTTP_MESSAGE, classify, to_http
@@ -477,16 +478,7 @@ async def start_aws_server(
         max_headers=MAX_HEADERS,
         auto_decompress=False,
     )
-    await runner.setup()
-    host, port = split_address(bind)
-    site = web.TCPSite(runner, host, port, ssl_context=server_ssl_context(tls), backlog=512)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    server = site._server
-    sockets = getattr(server, "sockets", None) or ()
-    bound = sockets[0].getsockname()[1] if sockets else port
+    bound = await listen(runner, bind, ssl_context=server_ssl_context(tls), backlog=512)
+    host = split_address(bind)[0]
     log.info("aws.started", host=host, port=bound)
     return AwsServer(runner=runner, port=bound, host=host)

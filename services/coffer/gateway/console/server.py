@@ -60,6 +60,7 @@ from coffer.gateway.console.session import (
     same_origin,
 )
 from coffer.gateway.servicer import Operation
+from coffer.httpsite import listen
 from coffer.principal_directory import DirectoryCache, Resolved
 from coffer.rpc import context as ctx
 from coffer.rpc.status import INTERNAL_HTTP_MESSAGE, bounded_message, classify
@@ -621,16 +622,7 @@ async def start_console_server(
         max_field_size=MAX_FIELD_BYTES,
         max_headers=MAX_HEADERS,
     )
-    await runner.setup()
-    host, port = split_address(bind)
-    site = web.TCPSite(runner, host, port, ssl_context=console_ssl_context(tls), backlog=128)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    server = site._server
-    sockets = getattr(server, "sockets", None) or ()
-    bound = sockets[0].getsockname()[1] if sockets else port
+    bound = await listen(runner, bind, ssl_context=console_ssl_context(tls))
+    host = split_address(bind)[0]
     log.info("console.started", host=host, port=bound)
     return ConsoleServer(runner=runner, port=bound, host=host, app=console)
