@@ -539,6 +539,50 @@ def test_a_read_only_user_sees_no_change_buttons_and_is_refused_when_it_posts(co
     assert not console.has("#deleted-note"), "the refused delete changed nothing"
 
 
+def test_the_buttons_follow_the_secrets_resource_policy_too(console: Console) -> None:
+    """A resource policy that grants the read-only user GetSecretValue shows it the reveal button (and the
+    reveal works); one that denies the admin RotateSecret hides the admin's rotate-now button."""
+    arn, user, reader = console.state["arn"], console.state["reader_name"], console.state["reader"]
+    admin_arn = "arn:aws:iam::000000000000:user/admin"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::000000000000:user/{user}"},
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": "*",
+            },
+            {
+                "Effect": "Deny",
+                "Principal": {"AWS": admin_arn},
+                "Action": "secretsmanager:RotateSecret",
+                "Resource": "*",
+            },
+        ],
+    }
+    console.cli(
+        "secretsmanager", "put-resource-policy", "--secret-id", arn, "--resource-policy", json.dumps(policy)
+    )
+    try:
+        console.open("/secret?" + urlencode({"id": arn}))  # still signed in as the reader
+        assert f"user/{user}" in console.find("#signed-in-as").text
+        assert console.has("#reveal") and not console.has("#put-value")
+        console.click("#reveal")
+        current = console.cli("secretsmanager", "get-secret-value", "--secret-id", arn)["SecretString"]
+        assert console.find("#secret-value").text == current  # rotated earlier: the value now current
+        console.sign_out()
+        console.sign_in(_admin(console))
+        console.open("/secret?" + urlencode({"id": arn}))
+        assert not console.has("#rotate-now") and console.has("#put-value")
+    finally:
+        console.cli("secretsmanager", "delete-resource-policy", "--secret-id", arn)
+    console.open("/secret?" + urlencode({"id": arn}))
+    assert console.has("#rotate-now")
+    console.sign_out()
+    console.sign_in(reader)
+
+
 def test_a_post_without_the_csrf_token_is_refused(console: Console) -> None:
     arn, cookie = console.state["arn"], console.session_cookie()
     for form in ({"secret_id": arn}, {"secret_id": arn, "csrf_token": "forged"}):

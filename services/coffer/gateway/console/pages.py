@@ -12,6 +12,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from coffer.core import errors
+from coffer.core.model import Tag
+from coffer.core.secret_keys import SecretFacts
 from coffer.gateway.console.server import (
     _AUDIT,
     _KMS,
@@ -192,7 +194,17 @@ async def _secret_values(view: View, secret_id: str) -> dict[str, Any]:
     attempts, attempts_error = await view.optional(
         _SM + "ListRotationAttempts", {"SecretId": arn, "MaxResults": 10}
     )
-    can = {name: view.can(action, arn, account=account) for name, action in SECRET_ACTIONS.items()}
+    facts = SecretFacts(
+        arn=arn,
+        name=str(described.get("Name", "")),
+        account=account or view.principal.account,
+        region=view.console.region,
+        tags=tuple(Tag(str(t.get("Key", "")), str(t.get("Value", ""))) for t in described.get("Tags") or ()),
+        resource_policy=(policy or {}).get("ResourcePolicy") or None,
+        primary_region=described.get("PrimaryRegion"),
+        rotation_lambda_arn=described.get("RotationLambdaARN"),
+    )
+    can = {name: view.can_on_secret(action, facts) for name, action in SECRET_ACTIONS.items()}
     return {
         "secret": described,
         "arn": arn,

@@ -42,7 +42,10 @@ from coffer import logs
 from coffer.audit_trail import AuditTrail, call_event
 from coffer.core import errors
 from coffer.core.authorize import decide
+from coffer.core.policy.grammar import parse_policy
+from coffer.core.policy.model import Policy, PolicyKind
 from coffer.core.principal import Principal
+from coffer.core.secret_keys import SecretFacts, global_keys, secret_keys
 from coffer.crypto import signing
 from coffer.gateway.aws import jsonproto
 from coffer.gateway.aws.server import (
@@ -235,6 +238,34 @@ class View:
         )
         return decision.allowed
 
+    def can_on_secret(self, action: str, secret: SecretFacts) -> bool:
+        """Whether ``action`` on ``secret`` would be allowed, decided as the store decides it: the caller's
+        policies, the secret's resource policy and the same condition keys (``secret_keys``, the global
+        keys). Only shows or hides a button: the store's decision on the POST is the one that counts."""
+        policy: Policy | None = None
+        if secret.resource_policy:
+            try:
+                policy = parse_policy(secret.resource_policy, PolicyKind.RESOURCE, name=secret.arn)
+            except errors.CofferError:
+                policy = None  # the store refuses to use it too
+        keys = dict(
+            global_keys(
+                now=dt.datetime.fromtimestamp(self.console.now(), dt.UTC),
+                region=self.console.region,
+                source_ip=self.request.remote,
+            )
+        )
+        keys.update(secret_keys(secret))
+        decision = decide(
+            self.principal,
+            action,
+            secret.arn,
+            resource_account=secret.account,
+            resource_policy=policy,
+            keys=keys,
+        )
+        return decision.allowed
+
     def render(self, template: str, status: int = 200, **values: Any) -> web.Response:
         return self.console.render(
             template,
@@ -280,6 +311,10 @@ class ConsoleApp:
         self.sessions = sessions or SessionStore(clock=clock)
         self.signin_tokens = SigninTokens(secrets.token_bytes(32), clock=clock)
         self._env = templates()
+
+    def now(self) -> float:
+        """The console's clock (seconds since the epoch)."""
+        return self._clock()
 
     # -- plumbing -----------------------------------------------------------------------------------------
 
