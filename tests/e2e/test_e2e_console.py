@@ -588,6 +588,14 @@ def test_a_post_without_the_csrf_token_is_refused(console: Console) -> None:
     for form in ({"secret_id": arn}, {"secret_id": arn, "csrf_token": "forged"}):
         status, _headers, body = console.request("POST", "/secret/rotate", cookie=cookie, form=form)
         assert status == 403 and "CSRF" in body and "AccessDenied" not in body
+    # the refused changes are in the audit trail, with the caller's address and the reason
+    refused = console.cli(
+        "audit", "lookup-events", "--lookup-attributes",
+        "AttributeKey=EventName,AttributeValue=ConsoleRequestRefused",
+    )["Events"]  # fmt: skip
+    records = [json.loads(e["CloudTrailEvent"]) for e in refused]
+    assert len(records) >= 2 and {r["errorCode"] for r in records} == {"InvalidCsrfToken"}, records
+    assert all("/secret/rotate" in r["errorMessage"] and r["sourceIPAddress"] for r in records), records
     # Signing in needs the sign-in form's own token too.
     status, _headers, body = console.request(
         "POST", "/signin", cookie=None, form={"access_key_id": "AKIA", "secret_access_key": "x"}

@@ -146,6 +146,8 @@ SIGNIN_LIMITED = (
 #: The audit trail's record of a console sign-in (as CloudTrail's).
 SIGNIN_SOURCE = "signin.amazonaws.com"
 SIGNIN_EVENT = "ConsoleLogin"
+#: A change (a POST) the console refused before it reached an operation: no session, or no valid CSRF token.
+REFUSED_EVENT = "ConsoleRequestRefused"
 SESSION_ENDED = "Your session has ended. Sign in again."
 CSRF_REFUSED = (
     "This form was refused: its security token is missing or out of date (CSRF protection). "
@@ -367,11 +369,18 @@ class ConsoleApp:
             tokens: list[contextvars.Token[Any]] = [ctx.request_id_var.set(str(uuid.uuid4()))]
             structlog.contextvars.bind_contextvars(method=f"console:{request.method} {request.path}")
             view: View | None = None
+            caller: Principal | None = None
             try:
                 session_id = request.cookies.get(SESSION_COOKIE, "")
                 session = self.sessions.get(session_id)
                 if session is None:
                     raise Refused(401, "SessionEnded", SESSION_ENDED)
+                try:
+                    resolved = await self._key(session.access_key_id, session.session_token)
+                except errors.Unauthenticated:
+                    self.sessions.delete(session_id)
+                    raise Refused(401, "SessionEnded", SESSION_ENDED) from None
+                caller = resolved.principal
                 form = None
                 if request.method == "POST":
                     form = await request.post()
@@ -380,16 +389,18 @@ class ConsoleApp:
                         session.check_csrf(token if isinstance(token, str) else None)
                     ):
                         raise Refused(403, "InvalidCsrfToken", CSRF_REFUSED)
-                try:
-                    resolved = await self._key(session.access_key_id, session.session_token)
-                except errors.Unauthenticated:
-                    self.sessions.delete(session_id)
-                    raise Refused(401, "SessionEnded", SESSION_ENDED) from None
                 self._bind(tokens, request, resolved)
-                view = View(self, request, session, session_id, resolved.principal, form)
+                view = View(self, request, session, session_id, caller, form)
                 return await handler(view)
             except Refused as exc:
                 log.info("console.refused", code=exc.code, status=exc.status)
+                if request.method == "POST":  # a change refused before any operation: recorded too
+                    await self._record(
+                        request,
+                        caller,
+                        errors.AccessDenied(f"{exc.message} ({request.path})", code=exc.code),
+                        REFUSED_EVENT,
+                    )
                 if exc.status == 401 and request.method == "GET":
                     raise web.HTTPSeeOther("/signin?" + urlencode({"next": request.path_qs})) from None
                 response = self.error_page(exc.status, exc.code, exc.message, view)
@@ -461,7 +472,7 @@ class ConsoleApp:
             except errors.Unauthenticated as exc:
                 log.info("console.signin_refused")
                 self.limiter.failed(address, akid_key)
-                await self._record_signin(request, None, exc)
+                await self._record(request, None, exc)
                 return await self.signin_form(request, message=SIGNIN_FAILED, status=401)
             self.limiter.succeeded(akid_key)
             session_token: str | None = None
@@ -500,7 +511,7 @@ class ConsoleApp:
                 not_after=not_after,
             )
             log.info("console.signed_in", principal=resolved.principal.arn, role=bool(role_arn))
-            await self._record_signin(request, resolved.principal, None)
+            await self._record(request, resolved.principal, None)
             response = _redirect(next_path or "/secrets")
             response.set_cookie(
                 SESSION_COOKIE,
@@ -517,11 +528,16 @@ class ConsoleApp:
             for t in reversed(tokens):
                 t.var.reset(t)
 
-    async def _record_signin(
-        self, request: web.Request, caller: Principal | None, error: errors.CofferError | None
+    async def _record(
+        self,
+        request: web.Request,
+        caller: Principal | None,
+        error: errors.CofferError | None,
+        event_name: str = SIGNIN_EVENT,
     ) -> None:
-        """A ConsoleLogin event in the audit trail (best effort: a lost event is logged). Nothing of the
-        form is recorded (it holds the secret access key)."""
+        """A console event in the audit trail: a sign-in (ConsoleLogin), or a change the console refused
+        before any operation ran (best effort: the request is refused either way; a lost event is logged).
+        Nothing of the form is recorded (a sign-in's holds the secret access key)."""
         if self._trail is None:
             return
         tokens: list[contextvars.Token[Any]] = []
@@ -533,7 +549,7 @@ class ConsoleApp:
         try:
             event = call_event(
                 event_source=SIGNIN_SOURCE,
-                event_name=SIGNIN_EVENT,
+                event_name=event_name,
                 region=self.region,
                 caller=caller,
                 request=None,
