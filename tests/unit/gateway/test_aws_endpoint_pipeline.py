@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import botocore.auth
@@ -20,12 +20,11 @@ from botocore.credentials import Credentials as BotoCredentials
 
 from coffer.api.secrets.v1 import secrets_pb2
 from coffer.audit_trail import PublicAudit
-from coffer.core.principal import Principal, PrincipalKind
 from coffer.gateway.aws import jsonproto
 from coffer.gateway.aws.server import AwsEndpoint
 from coffer.gateway.servicer import ROUTES, Operation
-from coffer.principal_directory import AccessKeyRecord, Resolved
 from coffer.rpc import context as ctx
+from tests.unit.gateway.fakes import FakeDirectory, FakeTrail, Seen, alice_record
 
 AKID = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -33,51 +32,6 @@ OLD_AKID = "AKIAOLDKEYNOSECRET22"
 REGION = "local-1"
 METHOD = "/coffer.api.secrets.v1.SecretsManagerService/ListSecrets"
 TARGET = "secretsmanager.ListSecrets"
-
-
-def _record(akid: str, secret: str | None) -> AccessKeyRecord:
-    return AccessKeyRecord(
-        access_key_id=akid,
-        principal_arn="arn:aws:iam::000000000000:user/alice",
-        account_id="000000000000",
-        kind=PrincipalKind.USER,
-        name="alice",
-        unique_id="AIDAEXAMPLE",
-        signing_key=b"k" * 32,
-        secret_access_key=secret,
-    )
-
-
-class FakeDirectory:
-    def __init__(self) -> None:
-        self.records = {AKID: _record(AKID, SECRET), OLD_AKID: _record(OLD_AKID, None)}
-
-    async def resolve(self, access_key_id: str) -> Resolved | None:
-        record = self.records.get(access_key_id)
-        if record is None:
-            return None
-        principal = Principal(
-            arn=record.principal_arn,
-            account=record.account_id,
-            kind=record.kind,
-            name=record.name,
-            access_key_id=access_key_id,
-        )
-        return Resolved(record=record, principal=principal)
-
-
-@dataclass
-class FakeTrail:
-    events: list[Any] = field(default_factory=list)
-
-    async def record(self, event: Any) -> None:
-        self.events.append(event)
-
-
-@dataclass
-class Seen:
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    fail: BaseException | None = None
 
 
 def _operations(seen: Seen) -> dict[str, Operation]:
@@ -157,7 +111,7 @@ async def harness(monkeypatch: pytest.MonkeyPatch, max_concurrent: int) -> Async
     seen, trail = Seen(), FakeTrail()
     endpoint = AwsEndpoint(
         operations=_operations(seen),
-        directory=FakeDirectory(),  # type: ignore[arg-type]
+        directory=FakeDirectory({AKID: alice_record(AKID, SECRET), OLD_AKID: alice_record(OLD_AKID, None)}),  # type: ignore[arg-type]
         region=REGION,
         public_audit=PublicAudit(
             trail=trail,

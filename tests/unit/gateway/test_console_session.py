@@ -7,10 +7,9 @@ strict Content-Security-Policy and ``Cache-Control: no-store``."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,16 +18,16 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from coffer.api.secrets.v1 import secrets_pb2
 from coffer.core import errors
-from coffer.core.principal import Principal, PrincipalKind, admin_policy
+from coffer.core.principal import admin_policy
 from coffer.gateway.console import server as console_server
 from coffer.gateway.console.session import SessionStore, SigninLimiter, SigninTokens, same_origin
 from coffer.gateway.servicer import ROUTES, Operation
-from coffer.principal_directory import AccessKeyRecord, Resolved
 from coffer.rpc import context as ctx
+from tests.unit.gateway.fakes import ALICE_ARN, FakeDirectory, FakeTrail, Seen, alice_record
 
 AKID = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
-ARN = "arn:aws:iam::000000000000:user/alice"
+ARN = ALICE_ARN
 SM = "/coffer.api.secrets.v1.SecretsManagerService/"
 SECRET_ARN = "arn:aws:secretsmanager:local-1:000000000000:secret:app/db-AbCdEf"
 
@@ -147,53 +146,6 @@ def test_same_origin() -> None:
 # -- the pipeline -----------------------------------------------------------------------------------------
 
 
-class FakeDirectory:
-    def __init__(self) -> None:
-        self.records = {
-            AKID: AccessKeyRecord(
-                access_key_id=AKID,
-                principal_arn=ARN,
-                account_id="000000000000",
-                kind=PrincipalKind.USER,
-                name="alice",
-                unique_id="AIDAEXAMPLE",
-                signing_key=b"k" * 32,
-                secret_access_key=SECRET,
-            )
-        }
-
-    def deactivate(self, akid: str) -> None:
-        self.records[akid] = dataclasses.replace(self.records[akid], status="Inactive")
-
-    async def resolve(self, access_key_id: str) -> Resolved | None:
-        record = self.records.get(access_key_id)
-        if record is None:
-            return None
-        principal = Principal(
-            arn=record.principal_arn,
-            account=record.account_id,
-            kind=record.kind,
-            name=record.name,
-            access_key_id=access_key_id,
-            policies=(admin_policy(),),
-        )
-        return Resolved(record=record, principal=principal)
-
-
-@dataclass
-class FakeTrail:
-    events: list[Any] = field(default_factory=list)
-
-    async def record(self, event: Any) -> None:
-        self.events.append(event)
-
-
-@dataclass
-class Seen:
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    fail: BaseException | None = None
-
-
 def _operation(seen: Seen, name: str, response: Any) -> Operation:
     method = secrets_pb2.DESCRIPTOR.services_by_name["SecretsManagerService"].methods_by_name[name]
     full = SM + name
@@ -272,7 +224,7 @@ def _field(html: str, name: str) -> str:
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
-    seen, directory = Seen(), FakeDirectory()
+    seen, directory = Seen(), FakeDirectory({AKID: alice_record(AKID, SECRET)}, (admin_policy(),))
     operations = {
         SM + "ListSecrets": _operation(
             seen,
